@@ -1,0 +1,71 @@
+/* cl/probe.cl — the capability probe's functional checks.
+ * Dimension letters: N elements. */
+
+/* (a) fp16 storage: float -> half with round-to-nearest-even, and back. */
+kernel void store_half_rte(global const float *in, /* (N) */
+                           global half *out,       /* (N) */
+                           uint n)
+{
+    uint i = get_global_id(0);
+    if (i < n)
+        vstore_half_rte(in[i], i, out);
+}
+
+kernel void load_half(global const half *in, /* (N) */
+                      global float *out,     /* (N) */
+                      uint n)
+{
+    uint i = get_global_id(0);
+    if (i < n)
+        out[i] = vload_half(i, in);
+}
+
+#if defined(MPCL_FP16)
+/* (b) fp16 arithmetic. No contraction: a*b+c must round twice, as emulated. */
+#pragma OPENCL FP_CONTRACT OFF
+
+#define ARITH_OPS 6
+/* Per element i: out[6i+0..5] = a+b, a-b, a*b, a/b, fma(a,b,c), (half)f;
+ * cmp[i] = bit 0 a<b, 1 a==b, 2 a>b, 3 a<=b, 4 a!=b; back[i] = (float)a. */
+kernel void arith_half(global const half *a,  /* (N) */
+                       global const half *b,  /* (N) */
+                       global const half *c,  /* (N) */
+                       global const float *f, /* (N) */
+                       global half *out,      /* (N, 6) */
+                       global uint *cmp,      /* (N) */
+                       global float *back,    /* (N) */
+                       uint n)
+{
+    uint i = get_global_id(0);
+    if (i >= n)
+        return;
+    half x = a[i], y = b[i], z = c[i];
+    out[ARITH_OPS * i + 0] = x + y;
+    out[ARITH_OPS * i + 1] = x - y;
+    out[ARITH_OPS * i + 2] = x * y;
+    out[ARITH_OPS * i + 3] = x / y;
+    out[ARITH_OPS * i + 4] = fma(x, y, z);
+    out[ARITH_OPS * i + 5] = (half)f[i];
+    cmp[i] = (uint)(x < y) | ((uint)(x == y) << 1) | ((uint)(x > y) << 2) |
+             ((uint)(x <= y) << 3) | ((uint)(x != y) << 4);
+    back[i] = (float)x;
+}
+
+/* A half dot-product loop, as a naive fp16 kernel would write it: each
+ * product and each partial sum rounded to half. Row r of x and y (R, L). */
+kernel void dot_half(global const half *x, /* (R, L) */
+                     global const half *y, /* (R, L) */
+                     global half *out,     /* (R) */
+                     uint rows, uint len)
+{
+    uint r = get_global_id(0);
+    if (r >= rows)
+        return;
+    half acc = (half)0.0f;
+    for (uint k = 0; k < len; k++) {
+        half p = x[r * len + k] * y[r * len + k];
+        acc = acc + p;
+    }
+    out[r] = acc;
+}
+#endif

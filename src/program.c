@@ -1,0 +1,348 @@
+/* program.c — kernel sources (embedded or from MPCL_KERNEL_DIR), runtime
+ * builds per precision variant, build logs, and the program binary cache.
+ *
+ * Cache entry: <dir>/<family>-<variant>-<key>.bin, where key hashes the
+ * sources, build options, platform, device and driver version. Layout:
+ *   "MPCLBIN1" | u64 key | u64 size | u64 checksum(binary) | binary
+ * An entry that fails any check, or that the driver refuses, is counted as
+ * corrupt, removed and rebuilt from source: a damaged entry is never trusted. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const char CACHE_MAGIC[8] = {'M', 'P', 'C', 'L', 'B', 'I', 'N', '1'};
+
+uint64_t mpcl_hash64(const void *data, size_t len, uint64_t h)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    h = mpcl_hash64(s, strlen(s) + 1, h); /* +1: the terminator separates fields */
+    return h;
+}
+
+static const char *embedded_text(const char *name)
+{
+    for (size_t i = 0; i < mpcl_embedded_source_count; i++)
+        if (strcmp(mpcl_embedded_sources[i].name, name) == 0)
+            return mpcl_embedded_sources[i].text;
+    return NULL;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0)
+        n = ftell(f);
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) != NULL) {
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[n] = '\0';
+            if (len)
+                *len = (size_t)n;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+/* The two source strings of a family: cl/precision.h, then cl/<family>.cl.
+ * Both are malloc'ed. */
+static mpcl_status load_sources(mpcl_context *ctx, const char *family, char **header, char **body)
+{
+    *header = *body = NULL;
+    if (ctx->kernel_dir[0]) {
+        char path[MPCL_PATH_LEN + 64];
+        mpcl_strfmt(path, sizeof path, "%s/precision.h", ctx->kernel_dir);
+        *header = read_file(path, NULL);
+        if (!*header)
+            return mpcl_set_error(ctx, MPCL_ERR_IO, "cannot read kernel header %s (MPCL_KERNEL_DIR): %s",
+                                  path, strerror(errno));
+        mpcl_strfmt(path, sizeof path, "%s/%s.cl", ctx->kernel_dir, family);
+        *body = read_file(path, NULL);
+        if (!*body) {
+            free(*header);
+            *header = NULL;
+            return mpcl_set_error(ctx, MPCL_ERR_IO, "cannot read kernel source %s (MPCL_KERNEL_DIR): %s",
+                                  path, strerror(errno));
+        }
+        return MPCL_OK;
+    }
+    const char *h = embedded_text("precision.h");
+    const char *b = embedded_text(family);
+    if (!h || !b)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "no kernel source named '%s' is embedded in libmpcl",
+                              family);
+    *header = strdup(h);
+    *body = strdup(b);
+    if (!*header || !*body) {
+        free(*header);
+        free(*body);
+        *header = *body = NULL;
+        return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "out of host memory loading kernel '%s'", family);
+    }
+    return MPCL_OK;
+}
+
+static void build_options(mpcl_variant v, char *dst, size_t len)
+{
+    /* No fast-math flags: loss scaling relies on inf and NaN behaving. */
+    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s", mpcl_variant_define(v));
+}
+
+static uint64_t cache_key(mpcl_context *ctx, const char *header, const char *body, const char *opts)
+{
+    uint64_t h = MPCL_HASH_SEED;
+    h = hash_str(h, header);
+    h = hash_str(h, body);
+    h = hash_str(h, opts);
+    h = hash_str(h, ctx->caps.platform);
+    h = hash_str(h, ctx->caps.platform_version);
+    h = hash_str(h, ctx->caps.device);
+    h = hash_str(h, ctx->caps.device_version);
+    h = hash_str(h, ctx->caps.driver_version);
+    return h;
+}
+
+static void entry_path(mpcl_context *ctx, const char *family, mpcl_variant v, uint64_t key,
+                       char *dst, size_t len)
+{
+    mpcl_strfmt(dst, len, "%s/%s-%s-%016llx.bin", ctx->cache_dir, family, mpcl_variant_name(v),
+                (unsigned long long)key);
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void fill_build_log(mpcl_context *ctx, cl_program prog, char *dst, size_t len)
+{
+    size_t n = 0;
+    dst[0] = '\0';
+    if (clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n) != CL_SUCCESS || n == 0)
+        return;
+    char *log = malloc(n + 1);
+    if (!log)
+        return;
+    if (clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, n, log, NULL) == CL_SUCCESS) {
+        log[n] = '\0';
+        mpcl_strfmt(dst, len, "%s", log);
+    }
+    free(log);
+}
+
+static mpcl_status build_from_source(mpcl_context *ctx, const char *family, mpcl_variant v,
+                                     const char *header, const char *body, const char *opts,
+                                     cl_program *out)
+{
+    const char *srcs[2] = {header, body};
+    cl_int rc;
+    cl_program prog = clCreateProgramWithSource(ctx->cl, 2, srcs, NULL, &rc);
+    if (!prog || rc != CL_SUCCESS)
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "clCreateProgramWithSource('%s', %s) failed: %s",
+                              family, mpcl_variant_name(v), mpcl_cl_error_name(rc));
+    rc = clBuildProgram(prog, 1, &ctx->device, opts, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        char log[3000];
+        fill_build_log(ctx, prog, log, sizeof log);
+        clReleaseProgram(prog);
+        return mpcl_set_error(ctx, MPCL_ERR_BUILD,
+                              "kernel program '%s' (%s variant, options \"%s\") failed to build on "
+                              "device '%s': %s\nbuild log:\n%s",
+                              family, mpcl_variant_name(v), opts, ctx->desc.name,
+                              mpcl_cl_error_name(rc), log[0] ? log : "(empty)");
+    }
+    *out = prog;
+    return MPCL_OK;
+}
+
+/* Returns a built program from the cache entry, or NULL (counting a damaged
+ * entry as corrupt and removing it). */
+static cl_program load_cached(mpcl_context *ctx, const char *path, uint64_t key, const char *opts)
+{
+    size_t len = 0;
+    unsigned char *buf = (unsigned char *)read_file(path, &len);
+    if (!buf)
+        return NULL; /* absent: an ordinary miss */
+    cl_program prog = NULL;
+    int ok = len >= 32 && memcmp(buf, CACHE_MAGIC, 8) == 0 && get_u64(buf + 8) == key;
+    uint64_t size = ok ? get_u64(buf + 16) : 0;
+    ok = ok && size > 0 && size == len - 32 &&
+         get_u64(buf + 24) == mpcl_hash64(buf + 32, (size_t)size, MPCL_HASH_SEED);
+    if (ok) {
+        const unsigned char *bin = buf + 32;
+        size_t bin_len = (size_t)size;
+        cl_int status = CL_SUCCESS, rc;
+        prog = clCreateProgramWithBinary(ctx->cl, 1, &ctx->device, &bin_len, &bin, &status, &rc);
+        if (prog && (rc != CL_SUCCESS || status != CL_SUCCESS ||
+                     clBuildProgram(prog, 1, &ctx->device, opts, NULL, NULL) != CL_SUCCESS)) {
+            clReleaseProgram(prog);
+            prog = NULL;
+        }
+    }
+    free(buf);
+    if (!prog) {
+        ctx->cache.corrupt++;
+        remove(path);
+    }
+    return prog;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[MPCL_PATH_LEN];
+    mpcl_strfmt(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return (mkdir(tmp, 0700) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+/* Best effort: a cache that cannot be written only makes later starts slower. */
+static void store_cached(mpcl_context *ctx, const char *path, uint64_t key, cl_program prog)
+{
+    size_t size = 0;
+    if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS || size == 0)
+        return;
+    unsigned char *buf = malloc(size + 32);
+    if (!buf)
+        return;
+    unsigned char *bin = buf + 32;
+    if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) != CL_SUCCESS) {
+        free(buf);
+        return;
+    }
+    memcpy(buf, CACHE_MAGIC, 8);
+    put_u64(buf + 8, key);
+    put_u64(buf + 16, size);
+    put_u64(buf + 24, mpcl_hash64(buf + 32, size, MPCL_HASH_SEED));
+    char tmp[MPCL_PATH_LEN + 64];
+    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (mkdir_p(ctx->cache_dir) == 0) {
+        FILE *f = fopen(tmp, "wb");
+        if (f) {
+            int ok = fwrite(buf, 1, size + 32, f) == size + 32;
+            ok = (fclose(f) == 0) && ok;
+            if (ok && rename(tmp, path) == 0)
+                ctx->cache.written++;
+            else
+                remove(tmp);
+        }
+    }
+    free(buf);
+}
+
+mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                                    char *path, size_t len)
+{
+    char *header, *body, opts[128];
+    mpcl_status s = load_sources(ctx, family, &header, &body);
+    if (s != MPCL_OK)
+        return s;
+    build_options(variant, opts, sizeof opts);
+    entry_path(ctx, family, variant, cache_key(ctx, header, body, opts), path, len);
+    free(header);
+    free(body);
+    return MPCL_OK;
+}
+
+mpcl_status mpcl_program_build(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                               int use_cache, cl_program *out)
+{
+    char *header, *body, opts[128], path[MPCL_PATH_LEN + 128];
+    *out = NULL;
+    mpcl_status s = load_sources(ctx, family, &header, &body);
+    if (s != MPCL_OK)
+        return s;
+    build_options(variant, opts, sizeof opts);
+    int cached = use_cache && ctx->cache_enabled;
+    uint64_t key = cache_key(ctx, header, body, opts);
+    if (cached) {
+        entry_path(ctx, family, variant, key, path, sizeof path);
+        *out = load_cached(ctx, path, key, opts);
+        if (*out) {
+            ctx->cache.hits++;
+            free(header);
+            free(body);
+            return MPCL_OK;
+        }
+    }
+    s = build_from_source(ctx, family, variant, header, body, opts, out);
+    free(header);
+    free(body);
+    if (s != MPCL_OK)
+        return s;
+    ctx->cache.misses++;
+    if (cached)
+        store_cached(ctx, path, key, *out);
+    return MPCL_OK;
+}
+
+mpcl_status mpcl_program_get(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                             cl_program *out)
+{
+    for (size_t i = 0; i < ctx->program_count; i++)
+        if (ctx->programs[i].variant == variant && strcmp(ctx->programs[i].family, family) == 0) {
+            *out = ctx->programs[i].program;
+            return MPCL_OK;
+        }
+    if (ctx->program_count == MPCL_MAX_PROGRAMS)
+        return mpcl_set_error(ctx, MPCL_ERR_STATE, "too many kernel programs in one context (%d)",
+                              MPCL_MAX_PROGRAMS);
+    mpcl_status s = mpcl_program_build(ctx, family, variant, 1, out);
+    if (s != MPCL_OK)
+        return s;
+    mpcl_program_slot *slot = &ctx->programs[ctx->program_count++];
+    mpcl_strfmt(slot->family, sizeof slot->family, "%s", family);
+    slot->variant = variant;
+    slot->program = *out;
+    return MPCL_OK;
+}
+
+mpcl_status mpcl_kernel_create(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                               const char *kernel, cl_kernel *out)
+{
+    cl_program prog;
+    mpcl_status s = mpcl_program_get(ctx, family, variant, &prog);
+    if (s != MPCL_OK)
+        return s;
+    cl_int rc;
+    *out = clCreateKernel(prog, kernel, &rc);
+    if (!*out || rc != CL_SUCCESS)
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "clCreateKernel('%s' in %s.cl, %s) failed: %s",
+                              kernel, family, mpcl_variant_name(variant), mpcl_cl_error_name(rc));
+    return MPCL_OK;
+}
