@@ -61,8 +61,10 @@ kernel void dot_half(global const half *x, /* (R, L) */
     uint r = get_global_id(0);
     if (r >= rows)
         return;
-    half acc = (half)0.0f;
-    for (uint k = 0; k < len; k++) {
+    /* starts from the first product, not a half literal: some compilers
+     * (oclgrind's among them) reject half constants */
+    half acc = x[r * len] * y[r * len];
+    for (uint k = 1; k < len; k++) {
         half p = x[r * len + k] * y[r * len + k];
         acc = acc + p;
     }

@@ -235,7 +235,8 @@ typedef struct {
     mpcl_figure bandwidth_gbs;       /* global memory copy, read + write bytes */
     mpcl_figure fp32_gflops;         /* float FMA chain */
     mpcl_figure fp16_gflops;         /* half FMA chain (fp16 arithmetic only) */
-    mpcl_figure sgemm_gflops;        /* CLBlast Sgemm n x n x n */
+    mpcl_figure sgemm_gflops;        /* CLBlast Sgemm n x n x n, with mpcl's tuning for the device */
+    mpcl_figure sgemm_untuned_gflops; /* the same with CLBlast's own parameters */
     mpcl_figure hgemm_gflops;        /* CLBlast Hgemm n x n x n */
     mpcl_figure h2d_gbs;             /* clEnqueueWriteBuffer, blocking */
     mpcl_figure d2h_gbs;             /* clEnqueueReadBuffer, blocking */
@@ -252,6 +253,345 @@ typedef struct {
 /* Copies the device facts, check results and precision choice into *out and,
  * when opt->bench is set, runs the micro-benchmarks (seconds). opt may be NULL. */
 MPCL_API mpcl_status mpcl_probe(mpcl_context *ctx, const mpcl_probe_options *opt, mpcl_caps *out);
+
+
+/* -------------------------------------------------------------- tensors */
+
+typedef enum {
+    MPCL_F16 = 0, /* IEEE binary16, stored as 2 bytes */
+    MPCL_F32,
+    MPCL_I32,
+    MPCL_U8
+} mpcl_dtype;
+
+/* What device memory is for; accounted per context (mpcl_memory_stats). */
+typedef enum {
+    MPCL_MEM_WEIGHTS = 0,
+    MPCL_MEM_ACTIVATIONS,
+    MPCL_MEM_GRADIENTS,
+    MPCL_MEM_OPTIMIZER,
+    MPCL_MEM_SCRATCH,
+    MPCL_MEM_TAG_COUNT
+} mpcl_mem_tag;
+
+#define MPCL_MAX_DIMS 4
+
+/* A device tensor: a dtype, a shape of 1..4 dimensions (NCHW for images,
+ * row-major), and device memory owned by it or shared with a base tensor. */
+typedef struct mpcl_tensor mpcl_tensor;
+
+typedef struct {
+    uint64_t current[MPCL_MEM_TAG_COUNT]; /* bytes allocated now, per tag */
+    uint64_t peak[MPCL_MEM_TAG_COUNT];    /* the most bytes allocated at once, per tag */
+    uint64_t current_total, peak_total;
+} mpcl_mem_stats;
+
+MPCL_API const char *mpcl_dtype_name(mpcl_dtype d);   /* "f16", "f32", "i32", "u8" */
+MPCL_API size_t mpcl_dtype_size(mpcl_dtype d);        /* bytes per element */
+MPCL_API const char *mpcl_mem_tag_name(mpcl_mem_tag t); /* "weights", ... */
+
+/* The dtype of activations, gradients and working weights in the context's
+ * precision mode: MPCL_F16 in fp16 and fp16-storage, MPCL_F32 in fp32. */
+MPCL_API mpcl_dtype mpcl_storage_dtype(const mpcl_context *ctx);
+
+/* Allocates an uninitialised tensor. shape has ndim entries, each >= 1. */
+MPCL_API mpcl_status mpcl_tensor_create(mpcl_context *ctx, mpcl_dtype dtype, int ndim,
+                                        const size_t *shape, mpcl_mem_tag tag, mpcl_tensor **out);
+/* A view of base's memory from element `offset` on, with its own shape (a
+ * reshape when offset is 0 and the element count is the same). A non-zero
+ * offset must be a multiple of mpcl_view_alignment(ctx, dtype). The view
+ * keeps the memory alive; destroy it like any tensor. */
+MPCL_API mpcl_status mpcl_tensor_view(mpcl_tensor *base, size_t offset, int ndim,
+                                      const size_t *shape, mpcl_tensor **out);
+MPCL_API size_t mpcl_view_alignment(const mpcl_context *ctx, mpcl_dtype dtype);
+MPCL_API void mpcl_tensor_destroy(mpcl_tensor *t);
+
+MPCL_API size_t mpcl_tensor_numel(const mpcl_tensor *t);
+MPCL_API int mpcl_tensor_ndim(const mpcl_tensor *t);
+MPCL_API size_t mpcl_tensor_dim(const mpcl_tensor *t, int i); /* 0 when i is out of range */
+MPCL_API mpcl_dtype mpcl_tensor_dtype(const mpcl_tensor *t);
+/* "(64, 1, 28, 28) f16" */
+MPCL_API const char *mpcl_tensor_describe(const mpcl_tensor *t, char *buf, size_t len);
+
+/* Host floats to the device, converted to the tensor's dtype (f16: round to
+ * nearest even; i32/u8: must be integers in range). n must equal numel. Blocking. */
+MPCL_API mpcl_status mpcl_tensor_upload(mpcl_tensor *t, const float *src, size_t n);
+/* Device to host floats (f16 converted exactly). Waits for queued work. */
+MPCL_API mpcl_status mpcl_tensor_download(const mpcl_tensor *t, float *dst, size_t n);
+/* Raw bytes in the tensor's own dtype; bytes must equal numel * dtype size. */
+MPCL_API mpcl_status mpcl_tensor_write(mpcl_tensor *t, const void *src, size_t bytes);
+MPCL_API mpcl_status mpcl_tensor_read(const mpcl_tensor *t, void *dst, size_t bytes);
+/* Sets every element to value (converted to the dtype). Enqueued, not waited for. */
+MPCL_API mpcl_status mpcl_tensor_fill(mpcl_tensor *t, float value);
+
+MPCL_API void mpcl_memory_stats(const mpcl_context *ctx, mpcl_mem_stats *out);
+/* Waits for all work queued on the context. */
+MPCL_API mpcl_status mpcl_finish(mpcl_context *ctx);
+
+/* ------------------------------------------------------------------ ops
+ *
+ * Every op enqueues work on the context's one in-order queue and returns at
+ * once: nothing waits for the device, nothing is read back. Shapes and
+ * dtypes are checked first; on a mismatch the op returns MPCL_ERR_SHAPE (or
+ * MPCL_ERR_ARGUMENT) with both shapes in mpcl_last_error, and enqueues
+ * nothing.
+ *
+ * Dtypes: activations, gradients and working weights are in the context's
+ * storage dtype (mpcl_storage_dtype: f16 in fp16 and fp16-storage, f32 in
+ * fp32). Reductions, softmax, loss and normalisation statistics accumulate
+ * in float in every mode; their outputs (loss, statistics, flags) are f32
+ * (i32 for flags and indices).
+ *
+ * Gradients: parameter gradients (dw, db, dgamma, dbeta) ACCUMULATE (+=),
+ * so zero them once per step; input gradients (dx) are ASSIGNED. A NULL dx
+ * skips the input gradient (a first layer).
+ *
+ * Letters: B batch, C input channels, K output channels, H W input height and
+ * width, OH OW output height and width, R S kernel height and width,
+ * I O input and output features, N rows, D features per row. */
+
+/* C = alpha * op(A) * op(B) + beta * C, row-major; op transposes when the
+ * flag is set. A is (M, K) or (K, M) transposed, B (K, N) or (N, K), C (M, N).
+ * 3-D tensors (G, rows, cols) multiply G independent pairs (strided batch).
+ * fp32: CLBlast Sgemm. fp16-storage: float accumulation on half operands.
+ * fp16: CLBlast Hgemm (which accumulates in half) unless the context's GEMM
+ * accumulation is set to float, or CLBlast refuses half on this device. */
+MPCL_API mpcl_status mpcl_gemm(mpcl_context *ctx, int trans_a, int trans_b, float alpha,
+                               const mpcl_tensor *a, const mpcl_tensor *b, float beta, mpcl_tensor *c);
+
+typedef enum {
+    MPCL_ACCUM_DEFAULT = 0, /* the mode's default (see docs/gemm.md) */
+    MPCL_ACCUM_HALF,        /* fp16 mode: CLBlast Hgemm */
+    MPCL_ACCUM_FLOAT        /* fp16 mode: FP32 accumulation on half operands */
+} mpcl_accumulation;
+MPCL_API mpcl_status mpcl_set_gemm_accumulation(mpcl_context *ctx, mpcl_accumulation a);
+
+/* y (B, O) = x (B, I) * w (O, I)^T + b (O); b may be NULL. */
+MPCL_API mpcl_status mpcl_linear_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                         const mpcl_tensor *w, const mpcl_tensor *b);
+/* dx (B, I) = dy * w; dw (O, I) += dy^T * x; db (O) += sum over B of dy. */
+MPCL_API mpcl_status mpcl_linear_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dw,
+                                          mpcl_tensor *db, const mpcl_tensor *dy,
+                                          const mpcl_tensor *x, const mpcl_tensor *w);
+
+typedef struct {
+    int stride_h, stride_w;     /* >= 1 */
+    int pad_h, pad_w;           /* >= 0, zero padding */
+    int dilation_h, dilation_w; /* >= 1 */
+} mpcl_conv2d_params;
+/* Stride 1, no padding, no dilation. */
+MPCL_API mpcl_conv2d_params mpcl_conv2d_default(void);
+/* OH, OW of a convolution (or pooling window) of R x S over H x W;
+ * MPCL_ERR_SHAPE when the output would be empty. */
+MPCL_API mpcl_status mpcl_conv2d_output_size(size_t h, size_t w, size_t r, size_t s,
+                                             const mpcl_conv2d_params *p, size_t *oh, size_t *ow);
+/* y (B, K, OH, OW) = x (B, C, H, W) conv w (K, C, R, S) + b (K); b may be NULL. */
+MPCL_API mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                         const mpcl_tensor *w, const mpcl_tensor *b,
+                                         const mpcl_conv2d_params *p);
+MPCL_API mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dw,
+                                          mpcl_tensor *db, const mpcl_tensor *dy,
+                                          const mpcl_tensor *x, const mpcl_tensor *w,
+                                          const mpcl_conv2d_params *p);
+
+typedef struct {
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w; /* max: padding never wins; avg: padding counts as zeros */
+} mpcl_pool2d_params;
+/* y (B, C, OH, OW); argmax (i32, same shape as y) records the input index of
+ * each maximum within its (H, W) plane, for the backward pass. */
+MPCL_API mpcl_status mpcl_maxpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, mpcl_tensor *argmax,
+                                            const mpcl_tensor *x, const mpcl_pool2d_params *p);
+MPCL_API mpcl_status mpcl_maxpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx,
+                                             const mpcl_tensor *dy, const mpcl_tensor *argmax,
+                                             const mpcl_pool2d_params *p);
+MPCL_API mpcl_status mpcl_avgpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                            const mpcl_pool2d_params *p);
+MPCL_API mpcl_status mpcl_avgpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx,
+                                             const mpcl_tensor *dy, const mpcl_pool2d_params *p);
+
+typedef enum {
+    MPCL_ACT_RELU = 0,
+    MPCL_ACT_LEAKY_RELU, /* slope alpha for x < 0 */
+    MPCL_ACT_GELU,       /* tanh form */
+    MPCL_ACT_SIGMOID,
+    MPCL_ACT_TANH
+} mpcl_activation;
+/* y = f(x), any shape; y may be x (in place). */
+MPCL_API mpcl_status mpcl_activation_forward(mpcl_context *ctx, mpcl_activation f, float alpha,
+                                             mpcl_tensor *y, const mpcl_tensor *x);
+/* dx = dy * f'(x); x is the forward input, y its output (sigmoid and tanh
+ * use y, the others x). dx may be dy. */
+MPCL_API mpcl_status mpcl_activation_backward(mpcl_context *ctx, mpcl_activation f, float alpha,
+                                              mpcl_tensor *dx, const mpcl_tensor *dy,
+                                              const mpcl_tensor *x, const mpcl_tensor *y);
+
+/* Inverted dropout: y = x * mask / (1 - p), mask[i] = (u(seed, step, i) >= p)
+ * from a counter-based generator, so backward regenerates the same mask from
+ * (seed, step) without storing it. 0 <= p < 1. */
+MPCL_API mpcl_status mpcl_dropout_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                          float p, uint64_t seed, uint64_t step);
+MPCL_API mpcl_status mpcl_dropout_backward(mpcl_context *ctx, mpcl_tensor *dx,
+                                           const mpcl_tensor *dy, float p, uint64_t seed,
+                                           uint64_t step);
+
+/* y = a + b (same shapes; y may alias a or b). */
+MPCL_API mpcl_status mpcl_add(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *a,
+                              const mpcl_tensor *b);
+/* y = alpha * x (y may be x). */
+MPCL_API mpcl_status mpcl_scale(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x, float alpha);
+/* dst = src converted between f16 and f32 (round to nearest even), same numel. */
+MPCL_API mpcl_status mpcl_cast(mpcl_context *ctx, mpcl_tensor *dst, const mpcl_tensor *src);
+
+/* Batch norm over (B, H, W) per channel of x (B, C, H, W). gamma, beta (C)
+ * in the storage dtype; running_mean, running_var, save_mean, save_invstd (C)
+ * f32. training: batch statistics (biased variance for normalising, unbiased
+ * for the running update, as PyTorch), running = (1 - momentum) * running +
+ * momentum * batch; eval: running statistics, save_* untouched. */
+MPCL_API mpcl_status mpcl_batchnorm2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                              const mpcl_tensor *gamma, const mpcl_tensor *beta,
+                                              mpcl_tensor *running_mean, mpcl_tensor *running_var,
+                                              mpcl_tensor *save_mean, mpcl_tensor *save_invstd,
+                                              float momentum, float eps, int training);
+MPCL_API mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *dx,
+                                               mpcl_tensor *dgamma, mpcl_tensor *dbeta,
+                                               const mpcl_tensor *dy, const mpcl_tensor *x,
+                                               const mpcl_tensor *gamma,
+                                               const mpcl_tensor *save_mean,
+                                               const mpcl_tensor *save_invstd);
+/* Layer norm over the last dimension D of x (N, D); gamma, beta (D);
+ * save_mean, save_invstd (N) f32. */
+MPCL_API mpcl_status mpcl_layernorm_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                            const mpcl_tensor *gamma, const mpcl_tensor *beta,
+                                            mpcl_tensor *save_mean, mpcl_tensor *save_invstd,
+                                            float eps);
+MPCL_API mpcl_status mpcl_layernorm_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dgamma,
+                                             mpcl_tensor *dbeta, const mpcl_tensor *dy,
+                                             const mpcl_tensor *x, const mpcl_tensor *gamma,
+                                             const mpcl_tensor *save_mean,
+                                             const mpcl_tensor *save_invstd);
+
+/* Fused softmax + cross-entropy over logits (B, C) with integer labels (i32,
+ * B). loss (f32, 1) = mean over B of -sum_c t_c log softmax_c, with targets
+ * t = (1 - smoothing) one-hot + smoothing / C. dlogits (B, C), may be NULL:
+ * grad_scale * (softmax - t) / B, written in the storage dtype (grad_scale
+ * is the loss scale). log-sum-exp and every sum in float. A label outside
+ * [0, C) makes the loss NaN. */
+MPCL_API mpcl_status mpcl_softmax_cross_entropy(mpcl_context *ctx, mpcl_tensor *loss,
+                                                mpcl_tensor *dlogits, const mpcl_tensor *logits,
+                                                const mpcl_tensor *labels, float smoothing,
+                                                float grad_scale);
+
+typedef enum { MPCL_REDUCE_SUM = 0, MPCL_REDUCE_MEAN, MPCL_REDUCE_MAX_ABS } mpcl_reduction;
+/* out (f32, 1) = the reduction of every element of x, accumulated in float. */
+MPCL_API mpcl_status mpcl_reduce(mpcl_context *ctx, mpcl_reduction r, mpcl_tensor *out,
+                                 const mpcl_tensor *x);
+/* flag (i32, 1) = 1 if every element of all n tensors is finite, else 0. */
+MPCL_API mpcl_status mpcl_all_finite(mpcl_context *ctx, mpcl_tensor *flag,
+                                     const mpcl_tensor *const *xs, size_t n);
+/* x *= inv_scale in place, and flag (i32, 1) &= "every result finite": the
+ * loss-scaler's unscale + overflow check in one pass. Set flag to 1 first. */
+MPCL_API mpcl_status mpcl_unscale(mpcl_context *ctx, mpcl_tensor *x, float inv_scale,
+                                  mpcl_tensor *flag);
+
+/* ----------------------------------------------------------------- data */
+
+/* An IDX file of unsigned bytes: idx1 (labels) or idx3 (images). */
+typedef struct {
+    uint8_t *data; /* count * rows * cols bytes (count for idx1) */
+    int ndim;      /* 1 or 3 */
+    size_t count;  /* first dimension */
+    size_t rows, cols; /* 0 for idx1 */
+} mpcl_idx;
+
+/* Reads a plain or gzip-compressed IDX file. Errors (err, when not NULL)
+ * name the file and the byte offset. */
+MPCL_API mpcl_status mpcl_idx_load(const char *path, mpcl_idx *out, char *err, size_t err_len);
+MPCL_API void mpcl_idx_free(mpcl_idx *idx);
+
+#define MPCL_DATASET_CLASSES 10
+#define MPCL_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+
+/* An MNIST-layout directory: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
+ * t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]. */
+typedef struct {
+    mpcl_idx train_images, train_labels, test_images, test_labels;
+    const char *class_names[MPCL_DATASET_CLASSES]; /* Fashion-MNIST's, or digits */
+} mpcl_dataset;
+
+/* dir NULL or "": MPCL_DEFAULT_DATA_DIR (Debian's dataset-fashion-mnist).
+ * Checks magic, dimensions, sizes, matching counts and label range 0..9. */
+MPCL_API mpcl_status mpcl_dataset_load(const char *dir, mpcl_dataset *out, char *err, size_t err_len);
+MPCL_API void mpcl_dataset_free(mpcl_dataset *d);
+
+/* ----------------------------------------------------------- model spec
+ *
+ * A sequential model in text, one layer per line with named options:
+ *
+ *     # the seed CNN
+ *     input 1x28x28
+ *     conv2d out=10 kernel=5
+ *     relu
+ *     maxpool2d kernel=2
+ *     flatten
+ *     linear in=1440 out=10
+ *     relu
+ *     linear out=10
+ *
+ * Layers: conv2d (out, kernel, stride=1, padding=0, dilation=1, bias=1),
+ * linear (in: checked when given, out, bias=1), relu, leaky_relu (slope=0.01),
+ * gelu, sigmoid, tanh, maxpool2d / avgpool2d (kernel, stride=kernel,
+ * padding=0), flatten, dropout (p=0.5), batchnorm2d (eps=1e-5, momentum=0.1).
+ * "kernel=5" means 5x5; "kernel=3x5" is height x width (also stride, padding,
+ * dilation). Errors name file:line and what was expected. */
+
+typedef enum {
+    MPCL_LAYER_CONV2D = 0,
+    MPCL_LAYER_LINEAR,
+    MPCL_LAYER_RELU,
+    MPCL_LAYER_LEAKY_RELU,
+    MPCL_LAYER_GELU,
+    MPCL_LAYER_SIGMOID,
+    MPCL_LAYER_TANH,
+    MPCL_LAYER_MAXPOOL2D,
+    MPCL_LAYER_AVGPOOL2D,
+    MPCL_LAYER_FLATTEN,
+    MPCL_LAYER_DROPOUT,
+    MPCL_LAYER_BATCHNORM2D
+} mpcl_layer_kind;
+
+#define MPCL_MAX_LAYERS 64
+
+typedef struct {
+    mpcl_layer_kind kind;
+    int line;            /* in the spec text */
+    size_t out;          /* conv2d: output channels; linear: output features */
+    size_t in;           /* linear: input features (inferred) */
+    int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+    int bias;
+    float slope;         /* leaky_relu */
+    float p;             /* dropout */
+    float eps, momentum; /* batchnorm2d */
+    int in_ndim, out_ndim;       /* 3: (C, H, W) per sample; 1: (features) */
+    size_t in_shape[3], out_shape[3];
+    size_t params;       /* parameter count of the layer */
+} mpcl_layer_spec;
+
+typedef struct {
+    size_t input[3]; /* C, H, W */
+    int nlayers;
+    mpcl_layer_spec layers[MPCL_MAX_LAYERS];
+    size_t params;   /* total parameter count */
+} mpcl_model_spec;
+
+MPCL_API const char *mpcl_layer_kind_name(mpcl_layer_kind k); /* "conv2d", ... */
+/* Parses and shape-checks a spec; name is used in messages (a file name). */
+MPCL_API mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model_spec *out,
+                                           char *err, size_t err_len);
+/* Reads the file and parses it. */
+MPCL_API mpcl_status mpcl_model_spec_load(const char *path, mpcl_model_spec *out, char *err,
+                                          size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -72,18 +72,14 @@ static int arith_ok(const mpcl_caps *c)
            (c->fp16_arith == MPCL_FP16_DECLARED_WORKS || c->fp16_arith == MPCL_FP16_UNDECLARED_WORKS);
 }
 
-/* What fp16 mode means on this device beyond "it works": subnormal flushing
- * and whether CLBlast's Hgemm is available. */
+/* What fp16 mode means on this device beyond "it works". */
 static void fp16_notes(const mpcl_caps *c, char *dst, size_t len)
 {
-    mpcl_strfmt(dst, len, "%s%s",
+    mpcl_strfmt(dst, len, "%s",
                 c->fp16_flushes_subnormals
-                    ? "; the device flushes half subnormals to zero (declared), so small "
-                      "gradients need a larger loss scale"
-                    : "",
-                c->hgemm.passed ? ""
-                                : "; CLBlast Hgemm is unavailable here, so GEMMs use the "
-                                  "FP32-accumulating path");
+                    ? "; the device flushes half subnormals to zero (its CL_DEVICE_HALF_FP_CONFIG "
+                      "lacks CL_FP_DENORM), so small gradients need a larger loss scale"
+                    : "");
 }
 
 mpcl_status mpcl_backend_choose(const mpcl_caps *caps, mpcl_precision requested,

@@ -329,6 +329,10 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
         return s;
 
     mpcl_probe_facts(ctx, &ctx->caps);
+    cl_uint align_bits = 0;
+    clGetDeviceInfo(ctx->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    ctx->base_align_bytes = align_bits >= 8 ? align_bits / 8 : 128;
+    ctx->wg_1d = ctx->caps.max_work_group_size >= 64 ? 64 : (size_t)ctx->caps.max_work_group_size;
     mpcl_probe_checks(ctx, &ctx->caps);
     s = mpcl_backend_choose(&ctx->caps, opt->precision, &ctx->caps.chosen, ctx->caps.chosen_why,
                             sizeof ctx->caps.chosen_why);
@@ -337,6 +341,7 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
                               mpcl_precision_name(opt->precision), ctx->desc.platform_index,
                               ctx->desc.device_index, ctx->desc.name, ctx->caps.chosen_why);
     ctx->precision = ctx->caps.chosen;
+    mpcl_tuning_apply(ctx); /* CLBlast overrides are per process: every context applies them */
     ctx->usable = 1;
     mpcl_clear_error(ctx);
     return MPCL_OK;
@@ -346,6 +351,11 @@ void mpcl_context_destroy(mpcl_context *ctx)
 {
     if (!ctx)
         return;
+    for (int i = 0; i < MPCL_SCRATCH_SLOTS; i++)
+        if (ctx->scratch[i])
+            clReleaseMemObject(ctx->scratch[i]);
+    for (size_t i = 0; i < ctx->kernel_count; i++)
+        clReleaseKernel(ctx->kernels[i].kernel);
     for (size_t i = 0; i < ctx->program_count; i++)
         if (ctx->programs[i].program)
             clReleaseProgram(ctx->programs[i].program);

@@ -2,8 +2,12 @@
 #ifndef MPCL_INTERNAL_H
 #define MPCL_INTERNAL_H
 
+#ifndef CL_TARGET_OPENCL_VERSION
 #define CL_TARGET_OPENCL_VERSION 120
+#endif
+#ifndef CL_USE_DEPRECATED_OPENCL_1_2_APIS
 #define CL_USE_DEPRECATED_OPENCL_1_2_APIS
+#endif
 #include <CL/cl.h>
 #include <stdarg.h>
 
@@ -39,6 +43,15 @@ extern const mpcl_embedded_source mpcl_embedded_sources[];
 extern const size_t mpcl_embedded_source_count;
 
 #define MPCL_MAX_PROGRAMS 32
+#define MPCL_MAX_KERNELS 160
+#define MPCL_SCRATCH_SLOTS 8
+
+typedef struct {
+    const char *family; /* string literals only */
+    const char *name;
+    mpcl_variant variant;
+    cl_kernel kernel;
+} mpcl_kernel_slot;
 
 typedef struct {
     char family[32];
@@ -71,9 +84,33 @@ struct mpcl_context {
     char kernel_dir[MPCL_PATH_LEN]; /* "" = embedded sources */
     mpcl_cache_stats cache;
 
+    int clblast_checked; /* caps.sgemm / caps.hgemm are filled */
     mpcl_program_slot programs[MPCL_MAX_PROGRAMS];
     size_t program_count;
+    mpcl_kernel_slot kernels[MPCL_MAX_KERNELS];
+    size_t kernel_count;
+    size_t wg_1d; /* work-group size for 1-D elementwise launches */
+    cl_uint base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN / 8 */
+    mpcl_mem_stats mem;
+    cl_mem scratch[MPCL_SCRATCH_SLOTS];
+    size_t scratch_bytes[MPCL_SCRATCH_SLOTS];
+    mpcl_accumulation gemm_accum;
     uint64_t seed;
+    /* gemm.c and tuning.c */
+    int gemm_f16_path;     /* mpcl_gemm_f16_path: how float-accumulating GEMMs on half run */
+    int hgemm_refused;     /* CLBlast refused Hgemm: fp16 GEMMs accumulate in float from then on */
+    char tuning_note[256]; /* what tuning.c did to CLBlast's parameters for this device */
+};
+
+struct mpcl_tensor {
+    mpcl_context *ctx;
+    cl_mem mem; /* own buffer, or a sub-buffer / retained handle of the base's */
+    mpcl_dtype dtype;
+    int ndim;
+    size_t shape[MPCL_MAX_DIMS];
+    size_t numel;
+    mpcl_mem_tag tag;
+    size_t accounted; /* bytes counted in ctx->mem (0 for views) */
 };
 
 /* status.c */
@@ -114,13 +151,93 @@ mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_
 /* Creates a kernel, with the error message naming family and kernel. */
 mpcl_status mpcl_kernel_create(mpcl_context *ctx, const char *family, mpcl_variant variant,
                                const char *kernel, cl_kernel *out);
+/* The kernel `name` of cl/<family>.cl in `variant`, created once per context
+ * and kept (arguments are set at each launch). family and name must be
+ * string literals. */
+mpcl_status mpcl_kernel_get(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                            const char *name, cl_kernel *out);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL
 
+/* launch.c */
+/* Sets nargs kernel arguments given as (size_t size, const void *value) pairs. */
+cl_int mpcl_kernel_args(cl_kernel k, int nargs, ...);
+/* Enqueues k over n items in 1-D (global rounded up to the work-group size;
+ * kernels check their bounds). `what` names the op for error messages. */
+mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n);
+/* Enqueues an N-D range; local may be NULL. */
+mpcl_status mpcl_launch(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
+                        const size_t *global, const size_t *local);
+/* The variant the context's kernels are built in (from its precision). */
+mpcl_variant mpcl_ctx_variant(const mpcl_context *ctx);
+
+/* check.c — argument checks for ops; each returns MPCL_ERR_SHAPE or
+ * MPCL_ERR_ARGUMENT with a message naming the op, the argument and both
+ * shapes ("mpcl_linear_forward: w is (10, 20) f32, expected (10, 1440) f32"). */
+#define MPCL_ANY 0 /* a wildcard dimension or dtype count for mpcl_check_tensor */
+/* t must be non-NULL with ndim dims; dims[i] == 0 accepts any size. */
+mpcl_status mpcl_check_tensor(mpcl_context *ctx, const char *op, const char *name,
+                              const mpcl_tensor *t, mpcl_dtype dtype, int ndim, const size_t *dims);
+/* Same element count and dtype, any shape. */
+mpcl_status mpcl_check_same(mpcl_context *ctx, const char *op, const char *name_a,
+                            const mpcl_tensor *a, const char *name_b, const mpcl_tensor *b);
+/* A context-less check that the tensor belongs to ctx. */
+mpcl_status mpcl_check_ctx(mpcl_context *ctx, const char *op);
+
+/* scratch: grow-only device buffers per slot, kept for the context's life
+ * (accounted as MPCL_MEM_SCRATCH). The returned buffer holds at least bytes. */
+mpcl_status mpcl_scratch(mpcl_context *ctx, int slot, size_t bytes, cl_mem *out);
+
+/* gemm.c — the router below mpcl_gemm, on raw buffers (offsets and leading
+ * dimensions in elements, row-major). dtype is that of A, B and C. */
+mpcl_status mpcl_gemm_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype, int trans_a,
+                          int trans_b, size_t m, size_t n, size_t k, float alpha, cl_mem a,
+                          size_t a_off, size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                          cl_mem c, size_t c_off, size_t ldc);
+/* batch independent products, the i-th at offsets + i * stride. */
+mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype,
+                                  int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                                  float alpha, cl_mem a, size_t a_off, size_t lda, size_t a_stride,
+                                  cl_mem b, size_t b_off, size_t ldb, size_t b_stride, float beta,
+                                  cl_mem c, size_t c_off, size_t ldc, size_t c_stride,
+                                  size_t batch);
+
+/* The GEMM router owns scratch slots 0..3 (float copies of half operands on
+ * the convert path: 0 A, 1 B, 2 C; 3 reserved); conv uses 4..7. */
+#define MPCL_SCRATCH_GEMM_A 0
+#define MPCL_SCRATCH_GEMM_B 1
+#define MPCL_SCRATCH_GEMM_C 2
+/* How a float-accumulating GEMM on half operands (fp16-storage, and fp16
+ * with MPCL_ACCUM_FLOAT) runs; ctx->gemm_f16_path. AUTO picks per shape
+ * (docs/gemm.md). */
+typedef enum {
+    MPCL_GEMM_F16_AUTO = 0,
+    MPCL_GEMM_F16_CONVERT, /* half -> float scratch copies, CLBlast Sgemm, float -> half */
+    MPCL_GEMM_F16_DIRECT   /* convert.cl gemm_f32acc: reads half, sums in float */
+} mpcl_gemm_f16_path;
+
+/* tuning.c — applies the per-device CLBlast parameter table (CLBlast's
+ * overrides are per process, so every context applies them), verifies a
+ * small Sgemm against a host reference and undoes an override that fails.
+ * Never fails the context; ctx->tuning_note says what happened. */
+void mpcl_tuning_apply(mpcl_context *ctx);
+/* 1 when the table has an Sgemm override for ctx's device. */
+int mpcl_tuning_has_override(const mpcl_context *ctx);
+/* Applies (on = 1) or undoes (on = 0) the Sgemm override of ctx's device,
+ * for benchmarks that compare the two. */
+mpcl_status mpcl_tuning_set(mpcl_context *ctx, int on);
+
 /* probe.c */
 void mpcl_probe_facts(mpcl_context *ctx, mpcl_caps *caps);
+/* Exact host emulation of one half operation, rounded once to nearest even:
+ * op 0 a+b, 1 a-b, 2 a*b, 3 a/b, 4 fma(a,b,c). What check (b) compares with. */
+uint16_t mpcl_half_emulate(int op, uint16_t a, uint16_t b, uint16_t c);
+/* Checks (a) fp16 storage and (b) fp16 arithmetic: run at context creation. */
 void mpcl_probe_checks(mpcl_context *ctx, mpcl_caps *caps);
+/* Check (c) CLBlast Sgemm and Hgemm: run by mpcl_probe (CLBlast compiles
+ * its kernels on first use, which is slow on some devices). */
+void mpcl_probe_clblast(mpcl_context *ctx, mpcl_caps *caps);
 /* bench.c */
 mpcl_status mpcl_probe_bench(mpcl_context *ctx, unsigned gemm_n, mpcl_caps *caps);
 

@@ -1,0 +1,821 @@
+/* bench.c — the micro-benchmarks of mpcl_probe(..., bench = 1).
+ *
+ * What is measured, and how (the method is clpeak's):
+ *   bandwidth_gbs  copy_f4 over two buffers of up to 64 MiB; read + write bytes
+ *   fp32_gflops    fma_f32: 8 float4 FMA x 4 lanes x 2 flops = 64 flops per item per iteration
+ *   fp16_gflops    fma_f16: 8 half2 FMA x 2 lanes x 2 flops = 32 flops per item per iteration,
+ *                  only where the probe verified half arithmetic
+ *   sgemm_gflops   CLBlastSgemm, row-major n x n x n, 2 n^3 flops, with mpcl's
+ *                  CLBlast tuning for the device (tuning.c)
+ *   sgemm_untuned_gflops  the same with CLBlast's own parameters (the tuning
+ *                  undone for the run, then applied again)
+ *   hgemm_gflops   CLBlastHgemm, the same in half
+ *   h2d_gbs        blocking clEnqueueWriteBuffer of up to 64 MiB
+ *   d2h_gbs        blocking clEnqueueReadBuffer of up to 64 MiB
+ *   launch_us      empty_kernel of one work item, enqueue + clFinish round trip
+ *   build_cold_ms  mpcl_program_build of "bench" (fp32) from source, cache bypassed
+ *   build_warm_ms  the same build loaded from the binary cache
+ *
+ * Every measurement gets one warm-up run (first-launch compilation, CLBlast's
+ * kernel builds, page faults), one calibration run that sets the repetition
+ * count so that a measurement takes about TARGET_S, then REPEATS measurements
+ * of which the fastest counts. Kernels are timed with the queue's profiling
+ * events; transfers, launch latency, GEMM (CLBlast may enqueue several
+ * kernels but reports one event) and builds with the monotonic wall clock.
+ *
+ * A figure that cannot be measured gets ran = 0 and a reason; the run goes on
+ * with the others. Only running out of host memory stops it. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#include <clblast_c.h>
+
+#define TARGET_S 0.1                 /* one measurement: about 100 ms of work */
+#define REPEATS 3                    /* the best of three measurements counts */
+#define MAX_REPS 100000u             /* repetitions per measurement, at most */
+#define XFER_BYTES ((size_t)64 << 20) /* copy and transfer size, before clamping */
+#define FMA_ITEMS_PER_CU 16384u      /* fma global size = compute units x this */
+#define FMA_LAUNCH_S 0.01            /* calibrate fma iterations to ~10 ms a launch */
+#define FMA_MAX_ITERS (1u << 22)
+#define BUILD_COLD_REPEATS 2
+#define BUILD_WARM_REPEATS 3
+#define GEMM_MAX_N 65536u
+
+/* ------------------------------------------------------------- helpers */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void fig_set(mpcl_figure *f, double value)
+{
+    f->ran = 1;
+    f->value = value;
+    f->reason[0] = '\0';
+}
+
+static void fig_skip(mpcl_figure *f, const char *fmt, ...) MPCL_PRINTF(2, 3);
+static void fig_skip(mpcl_figure *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(f->reason, sizeof f->reason, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        f->reason[0] = '\0';
+    f->ran = 0;
+    f->value = 0.0;
+}
+
+/* The reason is the first line of the context's last error (a build error
+ * carries its log on the lines after). */
+static void fig_skip_ctx(mpcl_figure *f, const mpcl_context *ctx)
+{
+    size_t len = strcspn(ctx->err, "\n");
+    fig_skip(f, "%.*s", (int)len, ctx->err);
+}
+
+static void fig_skip_cl(mpcl_figure *f, const char *op, cl_int rc)
+{
+    fig_skip(f, "%s failed: %s", op, mpcl_cl_error_name(rc));
+}
+
+/* Repetitions that make a measurement last about TARGET_S, given one run. */
+static unsigned reps_for(double one_run_s)
+{
+    if (one_run_s <= 0.0)
+        return MAX_REPS;
+    double r = ceil(TARGET_S / one_run_s);
+    if (r < 1.0)
+        return 1;
+    return r > (double)MAX_REPS ? MAX_REPS : (unsigned)r;
+}
+
+/* Deterministic values in [lo, hi): inputs that nothing can fold away. */
+static uint64_t lcg_next(uint64_t *state)
+{
+    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *state >> 40; /* 24 bits */
+}
+
+static void fill_floats(float *dst, size_t n, float lo, float hi, uint64_t seed)
+{
+    uint64_t s = seed ^ 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = lo + (hi - lo) * (float)lcg_next(&s) / 16777216.0f;
+}
+
+static cl_mem make_buffer(mpcl_context *ctx, cl_mem_flags flags, size_t bytes, cl_int *rc)
+{
+    cl_mem m = clCreateBuffer(ctx->cl, flags, bytes, NULL, rc);
+    if (m && *rc != CL_SUCCESS) {
+        clReleaseMemObject(m);
+        m = NULL;
+    }
+    if (!m && *rc == CL_SUCCESS)
+        *rc = CL_OUT_OF_RESOURCES;
+    return m;
+}
+
+static void release_mem(cl_mem *m)
+{
+    if (*m)
+        clReleaseMemObject(*m);
+    *m = NULL;
+}
+
+/* ------------------------------------------------- calibrated measuring */
+
+/* One timed operation: runs it `reps` times and says how long they took.
+ * On failure returns the OpenCL (or CLBlast) code and names the call in *op. */
+typedef cl_int (*timed_fn)(void *arg, unsigned reps, double *seconds, const char **op);
+
+/* Warm-up (unless the caller has warmed up already), calibration, then the
+ * best of REPEATS: *per_rep receives the fastest time of one repetition. */
+static cl_int measure(timed_fn fn, void *arg, int warmed, double *per_rep, const char **op)
+{
+    double t = 0.0;
+    cl_int rc = warmed ? CL_SUCCESS : fn(arg, 1, &t, op); /* warm-up */
+    if (rc == CL_SUCCESS)
+        rc = fn(arg, 1, &t, op); /* calibration */
+    if (rc != CL_SUCCESS)
+        return rc;
+    unsigned reps = reps_for(t);
+    double best = INFINITY;
+    for (int i = 0; i < REPEATS; i++) {
+        rc = fn(arg, reps, &t, op);
+        if (rc != CL_SUCCESS)
+            return rc;
+        if (t / reps < best)
+            best = t / reps;
+    }
+    *per_rep = best;
+    return CL_SUCCESS;
+}
+
+/* A kernel launched over `global` items, timed on the device. */
+typedef struct {
+    mpcl_context *ctx;
+    cl_kernel kernel;
+    size_t global;
+} kernel_run;
+
+/* Enqueues `reps` launches back to back and takes the device time from the
+ * start of the first to the end of the last (profiling events). */
+static cl_int run_kernel(void *p, unsigned reps, double *seconds, const char **op)
+{
+    kernel_run *k = p;
+    cl_event first = NULL, last = NULL;
+    cl_int rc = CL_SUCCESS;
+    *op = "clEnqueueNDRangeKernel";
+    for (unsigned r = 0; r < reps && rc == CL_SUCCESS; r++) {
+        cl_event *ev = r == 0 ? &first : r == reps - 1 ? &last : NULL;
+        rc = clEnqueueNDRangeKernel(k->ctx->queue, k->kernel, 1, NULL, &k->global, NULL, 0, NULL,
+                                    ev);
+    }
+    cl_int frc = clFinish(k->ctx->queue);
+    if (rc == CL_SUCCESS && frc != CL_SUCCESS) {
+        rc = frc;
+        *op = "clFinish";
+    }
+    cl_ulong t0 = 0, t1 = 0;
+    if (rc == CL_SUCCESS) {
+        *op = "clGetEventProfilingInfo";
+        rc = clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
+        if (rc == CL_SUCCESS)
+            rc = clGetEventProfilingInfo(last ? last : first, CL_PROFILING_COMMAND_END, sizeof t1,
+                                         &t1, NULL);
+    }
+    if (rc == CL_SUCCESS)
+        *seconds = t1 > t0 ? (double)(t1 - t0) * 1e-9 : 0.0;
+    if (first)
+        clReleaseEvent(first);
+    if (last)
+        clReleaseEvent(last);
+    return rc;
+}
+
+/* ------------------------------------------------------- launch latency */
+
+/* One work item of an empty kernel, each launch waited for: the time from
+ * enqueue to completion as the host sees it (wall clock). */
+static cl_int run_roundtrips(void *p, unsigned reps, double *seconds, const char **op)
+{
+    kernel_run *k = p;
+    double t0 = now_s();
+    for (unsigned r = 0; r < reps; r++) {
+        cl_int rc = clEnqueueNDRangeKernel(k->ctx->queue, k->kernel, 1, NULL, &k->global, NULL, 0,
+                                           NULL, NULL);
+        if (rc != CL_SUCCESS) {
+            *op = "clEnqueueNDRangeKernel(empty_kernel)";
+            clFinish(k->ctx->queue);
+            return rc;
+        }
+        rc = clFinish(k->ctx->queue);
+        if (rc != CL_SUCCESS) {
+            *op = "clFinish(empty_kernel)";
+            return rc;
+        }
+    }
+    *seconds = now_s() - t0;
+    return CL_SUCCESS;
+}
+
+static void bench_launch(mpcl_context *ctx, mpcl_figure *f)
+{
+    cl_kernel k = NULL;
+    cl_mem buf = NULL;
+    cl_int rc;
+    const char *op = "";
+    if (mpcl_kernel_create(ctx, "bench", MPCL_VARIANT_FP32, "empty_kernel", &k) != MPCL_OK) {
+        fig_skip_ctx(f, ctx);
+        goto done;
+    }
+    buf = make_buffer(ctx, CL_MEM_READ_WRITE, 64, &rc);
+    if (!buf) {
+        fig_skip_cl(f, "clCreateBuffer(64 bytes)", rc);
+        goto done;
+    }
+    rc = clSetKernelArg(k, 0, sizeof buf, &buf);
+    if (rc != CL_SUCCESS) {
+        fig_skip_cl(f, "clSetKernelArg(empty_kernel)", rc);
+        goto done;
+    }
+    kernel_run run = {ctx, k, 1};
+    double t;
+    rc = measure(run_roundtrips, &run, 0, &t, &op);
+    if (rc != CL_SUCCESS)
+        fig_skip_cl(f, op, rc);
+    else
+        fig_set(f, t * 1e6);
+done:
+    release_mem(&buf);
+    if (k)
+        clReleaseKernel(k);
+}
+
+/* ----------------------------------------------------------- bandwidth */
+
+/* The copy and transfer size: 64 MiB, or less where the device allows less
+ * (one allocation, and two buffers within a quarter of global memory). */
+static size_t xfer_bytes(const mpcl_caps *caps)
+{
+    uint64_t b = XFER_BYTES;
+    if (caps->max_alloc_bytes && b > caps->max_alloc_bytes)
+        b = caps->max_alloc_bytes;
+    if (caps->global_mem_bytes && b > caps->global_mem_bytes / 8)
+        b = caps->global_mem_bytes / 8;
+    return (size_t)(b & ~(uint64_t)15); /* whole float4s */
+}
+
+/* Device-to-device copy: each launch reads and writes `bytes`. */
+static void bench_bandwidth(mpcl_context *ctx, const void *host, size_t bytes, mpcl_figure *f)
+{
+    cl_kernel k = NULL;
+    cl_mem in = NULL, out = NULL;
+    cl_int rc;
+    const char *op = "";
+    if (bytes < 16) {
+        fig_skip(f, "the device's allocation limit leaves no room for a copy buffer");
+        return;
+    }
+    if (mpcl_kernel_create(ctx, "bench", MPCL_VARIANT_FP32, "copy_f4", &k) != MPCL_OK) {
+        fig_skip_ctx(f, ctx);
+        goto done;
+    }
+    in = make_buffer(ctx, CL_MEM_READ_ONLY, bytes, &rc);
+    if (in)
+        out = make_buffer(ctx, CL_MEM_WRITE_ONLY, bytes, &rc);
+    if (!out) {
+        fig_skip(f, "clCreateBuffer(2 x %zu MiB) failed: %s", bytes >> 20, mpcl_cl_error_name(rc));
+        goto done;
+    }
+    rc = clEnqueueWriteBuffer(ctx->queue, in, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        fig_skip_cl(f, "clEnqueueWriteBuffer(copy input)", rc);
+        goto done;
+    }
+    rc = clSetKernelArg(k, 0, sizeof in, &in);
+    if (rc == CL_SUCCESS)
+        rc = clSetKernelArg(k, 1, sizeof out, &out);
+    if (rc != CL_SUCCESS) {
+        fig_skip_cl(f, "clSetKernelArg(copy_f4)", rc);
+        goto done;
+    }
+    kernel_run run = {ctx, k, bytes / 16};
+    double t;
+    rc = measure(run_kernel, &run, 0, &t, &op);
+    if (rc != CL_SUCCESS)
+        fig_skip(f, "%s(copy_f4) failed: %s", op, mpcl_cl_error_name(rc));
+    else if (t <= 0.0)
+        fig_skip(f, "copy_f4 took no measurable device time (profiling timer resolution)");
+    else
+        fig_set(f, 2.0 * (double)bytes / t * 1e-9);
+done:
+    release_mem(&in);
+    release_mem(&out);
+    if (k)
+        clReleaseKernel(k);
+}
+
+/* ----------------------------------------------------------- transfers */
+
+typedef struct {
+    mpcl_context *ctx;
+    cl_mem buf;
+    void *host;
+    size_t bytes;
+    int to_device;
+} transfer_run;
+
+/* Blocking transfers, wall clock: what a host waiting on the data sees. */
+static cl_int run_transfer(void *p, unsigned reps, double *seconds, const char **op)
+{
+    transfer_run *x = p;
+    double t0 = now_s();
+    for (unsigned r = 0; r < reps; r++) {
+        cl_int rc = x->to_device ? clEnqueueWriteBuffer(x->ctx->queue, x->buf, CL_TRUE, 0, x->bytes,
+                                                        x->host, 0, NULL, NULL)
+                                 : clEnqueueReadBuffer(x->ctx->queue, x->buf, CL_TRUE, 0, x->bytes,
+                                                       x->host, 0, NULL, NULL);
+        if (rc != CL_SUCCESS) {
+            *op = x->to_device ? "clEnqueueWriteBuffer" : "clEnqueueReadBuffer";
+            return rc;
+        }
+    }
+    *seconds = now_s() - t0;
+    return CL_SUCCESS;
+}
+
+static void bench_transfers(mpcl_context *ctx, void *host, size_t bytes, mpcl_figure *h2d,
+                            mpcl_figure *d2h)
+{
+    cl_int rc;
+    if (bytes < 16) {
+        fig_skip(h2d, "the device's allocation limit leaves no room for a transfer buffer");
+        fig_skip(d2h, "%s", h2d->reason);
+        return;
+    }
+    cl_mem buf = make_buffer(ctx, CL_MEM_READ_WRITE, bytes, &rc);
+    if (!buf) {
+        fig_skip(h2d, "clCreateBuffer(%zu MiB) failed: %s", bytes >> 20, mpcl_cl_error_name(rc));
+        fig_skip(d2h, "%s", h2d->reason);
+        return;
+    }
+    mpcl_figure *figs[2] = {h2d, d2h};
+    for (int dir = 0; dir < 2; dir++) {
+        transfer_run run = {ctx, buf, host, bytes, dir == 0};
+        const char *op = "";
+        double t;
+        rc = measure(run_transfer, &run, 0, &t, &op);
+        if (rc != CL_SUCCESS)
+            fig_skip(figs[dir], "%s(%zu MiB) failed: %s", op, bytes >> 20, mpcl_cl_error_name(rc));
+        else if (t <= 0.0)
+            fig_skip(figs[dir], "the transfer took no measurable time (clock resolution)");
+        else
+            fig_set(figs[dir], (double)bytes / t * 1e-9);
+    }
+    release_mem(&buf);
+}
+
+/* ---------------------------------------------------------- FMA chains */
+
+/* Raises the iteration count until one launch takes about FMA_LAUNCH_S, so
+ * that the measurement is of arithmetic, not of launch overhead. The first
+ * launch doubles as warm-up. */
+static cl_int calibrate_iters(kernel_run *run, cl_uint *iters, const char **op)
+{
+    cl_uint it = 64;
+    double t = 0.0;
+    cl_int rc;
+    for (int first = 1;; first = 0) {
+        *op = "clSetKernelArg(iters)";
+        rc = clSetKernelArg(run->kernel, 1, sizeof it, &it);
+        if (rc == CL_SUCCESS)
+            rc = run_kernel(run, 1, &t, op);
+        if (rc != CL_SUCCESS)
+            return rc;
+        if (first)
+            continue; /* warm-up: first-launch compilation is not arithmetic */
+        if (t >= FMA_LAUNCH_S || it >= FMA_MAX_ITERS)
+            break;
+        double scale = t > 0.0 ? 1.2 * FMA_LAUNCH_S / t : 16.0;
+        scale = scale < 2.0 ? 2.0 : scale > 16.0 ? 16.0 : scale;
+        double next = (double)it * scale;
+        it = next > (double)FMA_MAX_ITERS ? FMA_MAX_ITERS : (cl_uint)next;
+    }
+    *iters = it;
+    return CL_SUCCESS;
+}
+
+/* fma_f32 or fma_f16 over compute units x FMA_ITEMS_PER_CU items: 64 flops
+ * per item per iteration in fma_f32, 32 in fma_f16. Returns MPCL_ERR_NOMEM only. */
+static mpcl_status bench_fma(mpcl_context *ctx, const mpcl_caps *caps, int half, mpcl_figure *f)
+{
+    const char *name = half ? "fma_f16" : "fma_f32";
+    mpcl_variant variant = half ? MPCL_VARIANT_FP16 : MPCL_VARIANT_FP32;
+    size_t items = (size_t)(caps->compute_units ? caps->compute_units : 1) * FMA_ITEMS_PER_CU;
+    size_t elem = half ? sizeof(cl_half) : sizeof(float);
+    mpcl_status s = MPCL_OK;
+    cl_kernel k = NULL;
+    cl_mem data = NULL;
+    cl_int rc;
+    const char *op = "";
+
+    /* Seeds in [0.1, 0.9): every chain a = a*y + x converges, no inf, no subnormals. */
+    float *seeds = malloc(items * sizeof *seeds);
+    cl_half *hseeds = half ? malloc(items * sizeof *hseeds) : NULL;
+    if (!seeds || (half && !hseeds)) {
+        s = mpcl_set_error(ctx, MPCL_ERR_NOMEM, "probe bench: out of host memory for %s seeds (%zu items)",
+                           name, items);
+        goto done;
+    }
+    fill_floats(seeds, items, 0.1f, 0.9f, ctx->seed);
+    if (half)
+        mpcl_half_from_float_array(hseeds, seeds, items);
+
+    if (mpcl_kernel_create(ctx, "bench", variant, name, &k) != MPCL_OK) {
+        fig_skip_ctx(f, ctx);
+        goto done;
+    }
+    data = make_buffer(ctx, CL_MEM_READ_WRITE, items * elem, &rc);
+    if (!data) {
+        fig_skip(f, "clCreateBuffer(%s, %zu bytes) failed: %s", name, items * elem,
+                 mpcl_cl_error_name(rc));
+        goto done;
+    }
+    rc = clEnqueueWriteBuffer(ctx->queue, data, CL_TRUE, 0, items * elem,
+                              half ? (const void *)hseeds : (const void *)seeds, 0, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        fig_skip(f, "clEnqueueWriteBuffer(%s seeds) failed: %s", name, mpcl_cl_error_name(rc));
+        goto done;
+    }
+    rc = clSetKernelArg(k, 0, sizeof data, &data);
+    if (rc != CL_SUCCESS) {
+        fig_skip(f, "clSetKernelArg(%s) failed: %s", name, mpcl_cl_error_name(rc));
+        goto done;
+    }
+    kernel_run run = {ctx, k, items};
+    cl_uint iters = 0;
+    double t = 0.0;
+    rc = calibrate_iters(&run, &iters, &op);
+    if (rc == CL_SUCCESS)
+        rc = measure(run_kernel, &run, 1, &t, &op); /* calibrate_iters warmed up */
+    if (rc != CL_SUCCESS)
+        fig_skip(f, "%s(%s) failed: %s", op, name, mpcl_cl_error_name(rc));
+    else if (t <= 0.0)
+        fig_skip(f, "%s took no measurable device time (profiling timer resolution)", name);
+    else
+        fig_set(f, (half ? 32.0 : 64.0) * (double)items * (double)iters / t * 1e-9);
+done:
+    release_mem(&data);
+    if (k)
+        clReleaseKernel(k);
+    free(seeds);
+    free(hseeds);
+    return s;
+}
+
+static int half_arith_verified(const mpcl_caps *caps)
+{
+    return (caps->fp16_arith == MPCL_FP16_DECLARED_WORKS ||
+            caps->fp16_arith == MPCL_FP16_UNDECLARED_WORKS) &&
+           caps->fp16_arith_check.passed;
+}
+
+/* ---------------------------------------------------------------- GEMM */
+
+typedef struct {
+    mpcl_context *ctx;
+    int half;
+    size_t n;
+    cl_mem a, b, c;
+} gemm_run;
+
+/* C = A B, row-major n x n x n, queued `reps` times, then waited for (wall
+ * clock). Returns CLBlast's status: OpenCL codes are a subset of it. */
+static cl_int run_gemm(void *p, unsigned reps, double *seconds, const char **op)
+{
+    gemm_run *g = p;
+    size_t n = g->n;
+    cl_command_queue q = g->ctx->queue;
+    double t0 = now_s();
+    for (unsigned r = 0; r < reps; r++) {
+        CLBlastStatusCode st;
+        if (g->half) {
+            *op = "CLBlastHgemm";
+            st = CLBlastHgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, n, n, n,
+                              mpcl_half_from_float(1.0f), g->a, 0, n, g->b, 0, n,
+                              mpcl_half_from_float(0.0f), g->c, 0, n, &q, NULL);
+        } else {
+            *op = "CLBlastSgemm";
+            st = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, n, n, n,
+                              1.0f, g->a, 0, n, g->b, 0, n, 0.0f, g->c, 0, n, &q, NULL);
+        }
+        if (st != CLBlastSuccess) {
+            clFinish(q);
+            return (cl_int)st;
+        }
+    }
+    cl_int rc = clFinish(q);
+    if (rc != CL_SUCCESS) {
+        *op = "clFinish(GEMM)";
+        return rc;
+    }
+    *seconds = now_s() - t0;
+    return CL_SUCCESS;
+}
+
+/* A timing of a GEMM that computes garbage is no figure: compare a few
+ * entries of C with a double-precision product of the same inputs.
+ * Returns 1 when they agree; otherwise fills the figure's reason. */
+static int gemm_spot_check(gemm_run *g, const float *a, const float *b, mpcl_figure *f)
+{
+    const size_t n = g->n;
+    const size_t at[4][2] = {{0, 0}, {n - 1, n - 1}, {n / 2, n / 3}, {n / 3, n - 1}};
+    const double rel = g->half ? 5e-2 : 1e-3; /* Hgemm accumulates in half */
+    for (int p = 0; p < 4; p++) {
+        size_t i = at[p][0], j = at[p][1];
+        double want = 0.0;
+        for (size_t kk = 0; kk < n; kk++)
+            want += (double)a[i * n + kk] * (double)b[kk * n + j];
+        double got;
+        cl_int rc;
+        if (g->half) {
+            cl_half h = 0;
+            rc = clEnqueueReadBuffer(g->ctx->queue, g->c, CL_TRUE, (i * n + j) * sizeof h, sizeof h,
+                                     &h, 0, NULL, NULL);
+            got = mpcl_half_to_float(h);
+        } else {
+            float v = 0.0f;
+            rc = clEnqueueReadBuffer(g->ctx->queue, g->c, CL_TRUE, (i * n + j) * sizeof v, sizeof v,
+                                     &v, 0, NULL, NULL);
+            got = v;
+        }
+        if (rc != CL_SUCCESS) {
+            fig_skip_cl(f, "clEnqueueReadBuffer(GEMM result)", rc);
+            return 0;
+        }
+        /* Inputs are positive, so |want| is also the sum of |a||b|. */
+        if (!(fabs(got - want) <= rel * want + 1e-6)) {
+            fig_skip(f, "%s returned a wrong result, so it was not timed: C[%zu][%zu] = %g, expected %g",
+                     g->half ? "CLBlastHgemm" : "CLBlastSgemm", i, j, got, want);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* CLBlast Sgemm (half = 0) or Hgemm (half = 1) at n x n x n: 2 n^3 flops.
+ * Returns MPCL_ERR_NOMEM only. */
+static mpcl_status bench_gemm(mpcl_context *ctx, const mpcl_caps *caps, unsigned n, int half,
+                              mpcl_figure *f)
+{
+    const char *name = half ? "CLBlastHgemm" : "CLBlastSgemm";
+    const size_t elem = half ? sizeof(cl_half) : sizeof(float);
+    mpcl_status s = MPCL_OK;
+    float *a = NULL, *b = NULL;
+    cl_half *ha = NULL, *hb = NULL;
+    gemm_run g = {ctx, half, n, NULL, NULL, NULL};
+    cl_int rc;
+    const char *op = "";
+
+    if (n == 0 || n > GEMM_MAX_N) {
+        fig_skip(f, "GEMM size %u is outside 1..%u", n, GEMM_MAX_N);
+        return MPCL_OK;
+    }
+    const uint64_t count = (uint64_t)n * n, bytes = count * elem;
+    if ((caps->max_alloc_bytes && bytes > caps->max_alloc_bytes) ||
+        (caps->global_mem_bytes && 3 * bytes > caps->global_mem_bytes)) {
+        fig_skip(f, "a %u x %u matrix (%llu MiB) does not fit the device's allocation limits",
+                 n, n, (unsigned long long)(bytes >> 20));
+        return MPCL_OK;
+    }
+    if (count > SIZE_MAX / sizeof(float)) {
+        fig_skip(f, "a %u x %u matrix does not fit this host's address space", n, n);
+        return MPCL_OK;
+    }
+
+    /* Inputs in [0, 1): C's entries are about n/4, well inside half's range. */
+    a = malloc((size_t)count * sizeof *a);
+    b = malloc((size_t)count * sizeof *b);
+    if (half) {
+        ha = malloc((size_t)count * sizeof *ha);
+        hb = malloc((size_t)count * sizeof *hb);
+    }
+    if (!a || !b || (half && (!ha || !hb))) {
+        s = mpcl_set_error(ctx, MPCL_ERR_NOMEM, "probe bench: out of host memory for %s inputs (%u x %u)",
+                           name, n, n);
+        goto done;
+    }
+    fill_floats(a, (size_t)count, 0.0f, 1.0f, ctx->seed + 1);
+    fill_floats(b, (size_t)count, 0.0f, 1.0f, ctx->seed + 2);
+    if (half) {
+        /* The host reference uses the values the device sees. */
+        mpcl_half_from_float_array(ha, a, (size_t)count);
+        mpcl_half_from_float_array(hb, b, (size_t)count);
+        mpcl_half_to_float_array(a, ha, (size_t)count);
+        mpcl_half_to_float_array(b, hb, (size_t)count);
+    }
+    const void *src_a = half ? (const void *)ha : (const void *)a;
+    const void *src_b = half ? (const void *)hb : (const void *)b;
+
+    g.a = make_buffer(ctx, CL_MEM_READ_ONLY, (size_t)bytes, &rc);
+    if (g.a)
+        g.b = make_buffer(ctx, CL_MEM_READ_ONLY, (size_t)bytes, &rc);
+    if (g.b)
+        g.c = make_buffer(ctx, CL_MEM_READ_WRITE, (size_t)bytes, &rc);
+    if (!g.c) {
+        fig_skip(f, "clCreateBuffer(3 x %llu MiB for %s) failed: %s",
+                 (unsigned long long)(bytes >> 20), name, mpcl_cl_error_name(rc));
+        goto done;
+    }
+    rc = clEnqueueWriteBuffer(ctx->queue, g.a, CL_TRUE, 0, (size_t)bytes, src_a, 0, NULL, NULL);
+    if (rc == CL_SUCCESS)
+        rc = clEnqueueWriteBuffer(ctx->queue, g.b, CL_TRUE, 0, (size_t)bytes, src_b, 0, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        fig_skip(f, "clEnqueueWriteBuffer(%s inputs) failed: %s", name, mpcl_cl_error_name(rc));
+        goto done;
+    }
+    /* Warm-up (CLBlast builds its kernels on first use) and correctness. */
+    double t = 0.0;
+    rc = run_gemm(&g, 1, &t, &op);
+    if (rc != CL_SUCCESS) {
+        fig_skip(f, "%s failed: %s", op, mpcl_clblast_status_name(rc));
+        goto done;
+    }
+    if (!gemm_spot_check(&g, a, b, f))
+        goto done;
+    rc = measure(run_gemm, &g, 1, &t, &op);
+    if (rc != CL_SUCCESS)
+        fig_skip(f, "%s failed: %s", op, mpcl_clblast_status_name(rc));
+    else if (t <= 0.0)
+        fig_skip(f, "%s took no measurable time (clock resolution)", name);
+    else
+        fig_set(f, 2.0 * (double)n * (double)n * (double)n / t * 1e-9);
+done:
+    release_mem(&g.a);
+    release_mem(&g.b);
+    release_mem(&g.c);
+    free(a);
+    free(b);
+    free(ha);
+    free(hb);
+    return s;
+}
+
+/* Sgemm with CLBlast's own parameters: tuning.c's override for the device
+ * is undone for the run and applied (and verified) again afterwards. On a
+ * device without an override the tuned figure is already that. */
+static mpcl_status bench_sgemm_untuned(mpcl_context *ctx, const mpcl_caps *caps, unsigned n,
+                                       const mpcl_figure *tuned, mpcl_figure *f)
+{
+    if (!mpcl_tuning_has_override(ctx)) {
+        *f = *tuned;
+        if (f->ran)
+            mpcl_strfmt(f->reason, sizeof f->reason,
+                        "no CLBlast tuning for this device: the run of sgemm_gflops");
+        return MPCL_OK;
+    }
+    if (mpcl_tuning_set(ctx, 0) != MPCL_OK) {
+        fig_skip_ctx(f, ctx);
+        return MPCL_OK;
+    }
+    mpcl_status s = bench_gemm(ctx, caps, n, 0, f);
+    if (mpcl_tuning_set(ctx, 1) != MPCL_OK && s == MPCL_OK)
+        fig_skip_ctx(f, ctx); /* the tuning could not be put back: tuning_note says so */
+    return s;
+}
+
+/* -------------------------------------------------------------- builds */
+
+/* Best of `repeats` builds of the "bench" program (fp32), in milliseconds.
+ * Returns 0 and fills the figure's reason on a build failure. */
+static int time_builds(mpcl_context *ctx, int use_cache, int repeats, double *best_ms,
+                       mpcl_figure *f)
+{
+    double best = INFINITY;
+    for (int i = 0; i < repeats; i++) {
+        cl_program p = NULL;
+        double t0 = now_s();
+        mpcl_status s = mpcl_program_build(ctx, "bench", MPCL_VARIANT_FP32, use_cache, &p);
+        double t = now_s() - t0;
+        if (p)
+            clReleaseProgram(p);
+        if (s != MPCL_OK) {
+            fig_skip_ctx(f, ctx);
+            return 0;
+        }
+        if (t < best)
+            best = t;
+    }
+    *best_ms = best * 1e3;
+    return 1;
+}
+
+/* Cold: a source build that bypasses mpcl's cache (a driver may still keep
+ * its own, e.g. PoCL's kernel cache). Warm: the same program loaded from
+ * mpcl's binary cache, after making sure the entry exists. */
+static void bench_builds(mpcl_context *ctx, mpcl_figure *cold, mpcl_figure *warm)
+{
+    double ms;
+    if (time_builds(ctx, 0, BUILD_COLD_REPEATS, &ms, cold))
+        fig_set(cold, ms);
+
+    if (!ctx->cache_enabled) {
+        fig_skip(warm, "binary cache disabled (MPCL_NO_CACHE or no cache directory)");
+        return;
+    }
+    if (!time_builds(ctx, 1, 1, &ms, warm)) /* creates the entry when missing */
+        return;
+    unsigned hits = ctx->cache.hits;
+    if (!time_builds(ctx, 1, BUILD_WARM_REPEATS, &ms, warm))
+        return;
+    if (ctx->cache.hits != hits + BUILD_WARM_REPEATS)
+        fig_skip(warm, "the binary cache entry could not be written or loaded (cache directory %s)",
+                 ctx->cache_dir);
+    else
+        fig_set(warm, ms);
+}
+
+/* ----------------------------------------------------------- the run */
+
+static void mark_all(mpcl_caps *caps, const char *reason)
+{
+    mpcl_figure *all[] = {&caps->bandwidth_gbs, &caps->fp32_gflops,  &caps->fp16_gflops,
+                          &caps->sgemm_gflops,  &caps->sgemm_untuned_gflops,
+                          &caps->hgemm_gflops,  &caps->h2d_gbs,
+                          &caps->d2h_gbs,       &caps->launch_us,    &caps->build_cold_ms,
+                          &caps->build_warm_ms};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        fig_skip(all[i], "%s", reason);
+}
+
+mpcl_status mpcl_probe_bench(mpcl_context *ctx, unsigned gemm_n, mpcl_caps *caps)
+{
+    if (!ctx || !caps)
+        return MPCL_ERR_ARGUMENT;
+    if (gemm_n == 0)
+        gemm_n = 1024;
+    caps->bench_ran = 1;
+    caps->gemm_n = gemm_n;
+    mark_all(caps, "not measured: the benchmark run stopped early (out of host memory)");
+
+    /* A figure that fails leaves its reason in the figure; the context's
+     * message keeps saying what it said before, unless the run fails. */
+    char *saved_err = malloc(sizeof ctx->err);
+    size_t bytes = xfer_bytes(caps);
+    void *host = malloc(bytes ? bytes : 1);
+    if (!saved_err || !host) {
+        free(saved_err);
+        free(host);
+        return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "probe bench: out of host memory for a %zu MiB transfer buffer",
+                              bytes >> 20);
+    }
+    memcpy(saved_err, ctx->err, sizeof ctx->err);
+    fill_floats(host, bytes / sizeof(float), 0.0f, 1.0f, ctx->seed);
+
+    mpcl_status s = MPCL_OK;
+    clFinish(ctx->queue);
+    bench_launch(ctx, &caps->launch_us);
+    bench_bandwidth(ctx, host, bytes, &caps->bandwidth_gbs);
+    bench_transfers(ctx, host, bytes, &caps->h2d_gbs, &caps->d2h_gbs);
+    free(host);
+
+    s = bench_fma(ctx, caps, 0, &caps->fp32_gflops);
+    if (s == MPCL_OK) {
+        if (half_arith_verified(caps))
+            s = bench_fma(ctx, caps, 1, &caps->fp16_gflops);
+        else
+            fig_skip(&caps->fp16_gflops, "half arithmetic not verified on this device (%s%s)",
+                     mpcl_fp16_arith_name(caps->fp16_arith),
+                     caps->fp16_arith == MPCL_FP16_DECLARED_WORKS ||
+                             caps->fp16_arith == MPCL_FP16_UNDECLARED_WORKS
+                         ? ", but the check did not pass"
+                         : "");
+    }
+    if (s == MPCL_OK)
+        s = bench_gemm(ctx, caps, gemm_n, 0, &caps->sgemm_gflops);
+    if (s == MPCL_OK)
+        s = bench_sgemm_untuned(ctx, caps, gemm_n, &caps->sgemm_gflops, &caps->sgemm_untuned_gflops);
+    if (s == MPCL_OK)
+        s = bench_gemm(ctx, caps, gemm_n, 1, &caps->hgemm_gflops);
+    if (s == MPCL_OK)
+        bench_builds(ctx, &caps->build_cold_ms, &caps->build_warm_ms);
+
+    if (s == MPCL_OK)
+        memcpy(ctx->err, saved_err, sizeof ctx->err);
+    free(saved_err);
+    return s;
+}

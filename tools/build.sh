@@ -1,0 +1,8 @@
+#!/bin/sh
+# Configures (once) and builds mpcl in ./build. Used by main.sh and test.sh.
+set -eu
+cd "$(dirname "$0")/.."
+if [ ! -f build/build.ninja ]; then
+    meson setup build -Dwerror=true
+fi
+meson compile -C build

@@ -1,0 +1,9 @@
+#!/bin/sh
+# The whole default test suite on a fresh Debian 12 machine: install, build,
+# run every test with Check's per-suite summaries. Extra arguments go to
+# `meson test` (e.g. --suite long, or a test name).
+set -eu
+cd "$(dirname "$0")/.."
+./tools/install-deps.sh
+./tools/build.sh
+exec meson test -C build -v --print-errorlogs "$@"
