@@ -522,6 +522,12 @@ typedef struct {
 
 /* dir NULL or "": MPCL_DEFAULT_DATA_DIR (Debian's dataset-fashion-mnist).
  * Checks magic, dimensions, sizes, matching counts and label range 0..9. */
+/* y (storage dtype) = (x / 255 - mean) / std for x (u8), same element count:
+ * batches go to the device as bytes and are normalised there. */
+MPCL_API mpcl_status mpcl_normalize_u8(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                       float mean, float std);
+/* y (i32, N) = x (u8, N): labels for mpcl_softmax_cross_entropy. */
+MPCL_API mpcl_status mpcl_labels_to_i32(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x);
 MPCL_API mpcl_status mpcl_dataset_load(const char *dir, mpcl_dataset *out, char *err, size_t err_len);
 MPCL_API void mpcl_dataset_free(mpcl_dataset *d);
 
@@ -592,6 +598,197 @@ MPCL_API mpcl_status mpcl_model_spec_parse(const char *text, const char *name, m
 /* Reads the file and parses it. */
 MPCL_API mpcl_status mpcl_model_spec_load(const char *path, mpcl_model_spec *out, char *err,
                                           size_t err_len);
+
+/* ----------------------------------------------------------- optimizers
+ *
+ * Steps over flat parameter buffers: FP32 master weights and FP32 state,
+ * gradients in the storage dtype (already unscaled), and the working copy in
+ * the storage dtype refreshed in the same pass (fused). */
+
+typedef enum { MPCL_OPT_SGD = 0, MPCL_OPT_ADAM, MPCL_OPT_ADAMW } mpcl_optimizer;
+
+typedef struct {
+    mpcl_optimizer kind;
+    float lr;
+    float momentum;     /* SGD */
+    int nesterov;       /* SGD */
+    float weight_decay; /* SGD, Adam: L2 added to the gradient; AdamW: decoupled */
+    float beta1, beta2, eps; /* Adam, AdamW */
+} mpcl_optimizer_options;
+
+/* PyTorch's defaults: SGD lr 0.01, momentum 0; Adam lr 1e-3, betas (0.9,
+ * 0.999), eps 1e-8, weight decay 0; AdamW the same with weight decay 0.01. */
+MPCL_API void mpcl_optimizer_options_init(mpcl_optimizer_options *o, mpcl_optimizer kind);
+MPCL_API const char *mpcl_optimizer_name(mpcl_optimizer k); /* "sgd", "adam", "adamw" */
+MPCL_API mpcl_status mpcl_optimizer_parse(const char *name, mpcl_optimizer *out);
+
+/* One step at learning rate lr, t = 1 for the first step (bias correction,
+ * SGD's first momentum step). master (f32, P); working (storage dtype, P) or
+ * NULL when master is itself the working copy (fp32); grad (storage dtype,
+ * P); state1 (f32, P: momentum or Adam's m; may be NULL for SGD without
+ * momentum); state2 (f32, P: Adam's v). grad_mul scales the gradient. */
+MPCL_API mpcl_status mpcl_optimizer_step(mpcl_context *ctx, const mpcl_optimizer_options *o, float lr,
+                                         uint64_t t, mpcl_tensor *master, mpcl_tensor *working,
+                                         const mpcl_tensor *grad, mpcl_tensor *state1,
+                                         mpcl_tensor *state2, float grad_mul);
+/* working = master rounded to the storage dtype. */
+MPCL_API mpcl_status mpcl_refresh_working(mpcl_context *ctx, mpcl_tensor *working,
+                                          const mpcl_tensor *master);
+/* The L2 norm of grad, accumulated in float per work-group and in double
+ * across groups. Waits for the device (one small read). */
+MPCL_API mpcl_status mpcl_grad_norm(mpcl_context *ctx, const mpcl_tensor *grad, double *norm);
+
+/* ---------------------------------------------------------------- model
+ *
+ * A sequential model built from a spec: every parameter lives in one flat
+ * buffer (FP32 master weights), mirrored by a working copy and a gradient
+ * buffer in the storage dtype, so zeroing the gradients is one fill and an
+ * optimizer step is one launch. Activations are kept per layer for
+ * max_batch samples; smaller batches use views of them. */
+
+typedef struct mpcl_model mpcl_model;
+
+/* Allocates the model on ctx and initialises it as PyTorch does
+ * (Kaiming-uniform weights and uniform biases with bound 1/sqrt(fan_in);
+ * batch norm gamma 1, beta 0, running mean 0, variance 1) from seed. */
+MPCL_API mpcl_status mpcl_model_create(mpcl_context *ctx, const mpcl_model_spec *spec,
+                                       size_t max_batch, uint64_t seed, mpcl_model **out);
+MPCL_API void mpcl_model_destroy(mpcl_model *m);
+MPCL_API const mpcl_model_spec *mpcl_model_get_spec(const mpcl_model *m);
+/* Number of parameters (without padding). */
+MPCL_API size_t mpcl_model_param_count(const mpcl_model *m);
+
+/* Runs the layers on x (storage dtype, (B, C, H, W), B <= max_batch); *logits
+ * receives the model's output tensor (B, classes), owned by the model and
+ * valid until the next forward. training selects batch statistics and
+ * dropout; step seeds dropout's masks. Enqueued, not waited for. */
+MPCL_API mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training,
+                                        uint64_t step, mpcl_tensor **logits);
+/* Back-propagates dlogits (B, classes) through the last forward, accumulating
+ * parameter gradients into the gradient buffer. */
+MPCL_API mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits);
+MPCL_API mpcl_status mpcl_model_zero_grad(mpcl_model *m);
+
+/* The flat buffers (owned by the model): master weights (f32, P), working
+ * copy (storage dtype, P; the master itself in fp32) and gradients (storage
+ * dtype, P). P includes alignment padding, whose values stay zero. */
+MPCL_API mpcl_tensor *mpcl_model_master(mpcl_model *m);
+MPCL_API mpcl_tensor *mpcl_model_working(mpcl_model *m);
+MPCL_API mpcl_tensor *mpcl_model_grad(mpcl_model *m);
+
+/* Parameter tensors in PyTorch state_dict order and names ("0.weight",
+ * "0.bias", "3.running_mean", ...): index i from 0 while it returns MPCL_OK.
+ * offset is the element offset in the flat buffers; buffers (running
+ * statistics) are separate f32 tensors with offset (size_t)-1. */
+typedef struct {
+    char name[48];
+    int ndim;
+    size_t shape[4];
+    size_t numel;
+    size_t offset;       /* in the flat buffers; (size_t)-1 for a buffer */
+    mpcl_tensor *buffer; /* running statistics (f32), else NULL */
+} mpcl_param_info;
+MPCL_API mpcl_status mpcl_model_param(const mpcl_model *m, size_t i, mpcl_param_info *out);
+
+/* -------------------------------------------------------------- trainer
+ *
+ * One training step: bytes to the device, normalise + cast there, forward,
+ * fused softmax + cross-entropy with the loss scaled, backward, fused
+ * unscale + all-finite check over the flat gradient buffer, then either skip
+ * the step (non-finite gradients: the dynamic loss scale backs off and the
+ * weights stay as they are) or clip, step the optimizer on the FP32 master
+ * weights and refresh the working copy. One small read per step brings the
+ * loss and the overflow flag to the host. */
+
+typedef enum {
+    MPCL_SCHEDULE_CONSTANT = 0,
+    MPCL_SCHEDULE_STEP,   /* lr * gamma^(floor(step / step_size)) */
+    MPCL_SCHEDULE_COSINE  /* lr * (1 + cos(pi * step / total_steps)) / 2 */
+} mpcl_schedule;
+
+typedef struct {
+    mpcl_optimizer_options optimizer;
+    mpcl_schedule schedule;
+    uint64_t total_steps;  /* cosine: the step at which lr reaches 0 */
+    uint64_t step_size;    /* step schedule */
+    float gamma;           /* step schedule */
+    uint64_t warmup_steps; /* linear warm-up from lr / warmup_steps to lr, then the schedule */
+    /* Loss scaling (PyTorch GradScaler semantics when dynamic): */
+    int dynamic_scale;     /* 1: dynamic; 0: static loss_scale */
+    float loss_scale;      /* initial (dynamic) or fixed (static) scale */
+    float growth_factor;   /* x this after growth_interval finite steps in a row */
+    float backoff_factor;  /* x this on a non-finite step, which is skipped */
+    uint32_t growth_interval;
+    float min_scale, max_scale;
+    float clip_norm;       /* > 0: clip the unscaled gradients to this global L2 norm */
+    float label_smoothing;
+    float input_mean, input_std; /* normalisation of the bytes: (x / 255 - mean) / std */
+    uint64_t inject_inf_step; /* testing: put an inf into the gradient at this step (0: never) */
+} mpcl_train_options;
+
+/* Defaults: Adam at 1e-3, constant schedule, no clipping; dynamic loss
+ * scaling from 2^16 (growth 2 every 2000 finite steps, backoff 0.5, range
+ * [2^-24, 2^24]) in the fp16 modes, a static scale of 1 in fp32. */
+MPCL_API void mpcl_train_options_init(mpcl_train_options *o, mpcl_precision p);
+MPCL_API const char *mpcl_schedule_name(mpcl_schedule s); /* "constant", "step", "cosine" */
+
+typedef struct mpcl_trainer mpcl_trainer;
+
+typedef struct {
+    float loss;       /* unscaled mean loss of the batch */
+    float lr;         /* the learning rate used (0 on a skipped step) */
+    float scale;      /* the loss scale the step used */
+    int skipped;      /* non-finite gradients: the step was skipped */
+    double grad_norm; /* when clipping: the unscaled global norm before clipping */
+} mpcl_step_stats;
+
+typedef struct {
+    float scale;
+    uint32_t growth_tracker;   /* finite steps in a row since the last change */
+    uint64_t steps;            /* steps taken or skipped */
+    uint64_t optimizer_steps;  /* steps applied */
+    uint64_t skipped_steps;
+} mpcl_scaler_state;
+
+MPCL_API mpcl_status mpcl_trainer_create(mpcl_model *m, const mpcl_train_options *o, mpcl_trainer **out);
+MPCL_API void mpcl_trainer_destroy(mpcl_trainer *t);
+/* images: b samples of C*H*W bytes each; labels: b bytes, 0..classes-1. */
+MPCL_API mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint8_t *labels,
+                                       size_t b, mpcl_step_stats *stats);
+MPCL_API void mpcl_trainer_scaler(const mpcl_trainer *t, mpcl_scaler_state *out);
+/* Restores the scaler's state (a resumed run). */
+MPCL_API void mpcl_trainer_set_scaler(mpcl_trainer *t, const mpcl_scaler_state *s);
+/* The optimizer's state buffers (f32, P; NULL when unused). */
+MPCL_API mpcl_tensor *mpcl_trainer_state(mpcl_trainer *t, int which);
+/* The learning rate of step t (0-based) under the options' schedule. */
+MPCL_API float mpcl_schedule_lr(const mpcl_train_options *o, uint64_t step);
+
+/* Evaluation over n samples in batches (eval mode: running statistics, no
+ * dropout). Any output may be NULL. confusion[true][predicted]. */
+MPCL_API mpcl_status mpcl_model_evaluate(mpcl_model *m, const uint8_t *images, const uint8_t *labels,
+                                         size_t n, size_t batch, float mean, float std, double *loss,
+                                         double *accuracy, uint64_t *confusion);
+/* Class probabilities (n x classes, softmax in double on the host) of n samples. */
+MPCL_API mpcl_status mpcl_model_predict(mpcl_model *m, const uint8_t *images, size_t n, size_t batch,
+                                        float mean, float std, float *probs);
+
+/* ------------------------------------------------------------ profiling
+ *
+ * When enabled, every kernel mpcl enqueues (and every CLBlast call) gets an
+ * OpenCL profiling event; mpcl_profile_report waits for the device and sums
+ * device time per kernel name. For benchmarks and diagnosis: it costs host
+ * time per launch. */
+typedef struct {
+    char name[64];   /* kernel name, or "CLBlastSgemm" etc. */
+    uint64_t count;  /* launches */
+    double total_ms; /* summed device time (end - start) */
+} mpcl_profile_entry;
+
+MPCL_API mpcl_status mpcl_profile_enable(mpcl_context *ctx, int on);
+/* Writes up to cap entries sorted by total time, sets *n to the number of
+ * kernel names seen, and clears the records. */
+MPCL_API mpcl_status mpcl_profile_report(mpcl_context *ctx, mpcl_profile_entry *out, size_t cap,
+                                         size_t *n);
 
 #ifdef __cplusplus
 }

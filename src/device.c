@@ -333,7 +333,9 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
     clGetDeviceInfo(ctx->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
     ctx->base_align_bytes = align_bits >= 8 ? align_bits / 8 : 128;
     ctx->wg_1d = ctx->caps.max_work_group_size >= 64 ? 64 : (size_t)ctx->caps.max_work_group_size;
-    mpcl_probe_checks(ctx, &ctx->caps);
+    s = mpcl_probe_checks(ctx, &ctx->caps);
+    if (s != MPCL_OK)
+        return s;
     s = mpcl_backend_choose(&ctx->caps, opt->precision, &ctx->caps.chosen, ctx->caps.chosen_why,
                             sizeof ctx->caps.chosen_why);
     if (s != MPCL_OK)
@@ -361,6 +363,9 @@ void mpcl_context_destroy(mpcl_context *ctx)
             clReleaseProgram(ctx->programs[i].program);
     if (ctx->queue) {
         clFinish(ctx->queue);
+        for (size_t i = 0; i < ctx->prof_n; i++)
+            clReleaseEvent(ctx->prof[i].ev);
+        free(ctx->prof);
         clReleaseCommandQueue(ctx->queue);
     }
     if (ctx->cl)

@@ -42,6 +42,11 @@ typedef struct {
 extern const mpcl_embedded_source mpcl_embedded_sources[];
 extern const size_t mpcl_embedded_source_count;
 
+struct mpcl_prof_rec {
+    const char *name; /* a string literal or a kernel slot's name */
+    cl_event ev;
+};
+
 #define MPCL_MAX_PROGRAMS 32
 #define MPCL_MAX_KERNELS 160
 #define MPCL_SCRATCH_SLOTS 8
@@ -95,6 +100,10 @@ struct mpcl_context {
     cl_mem scratch[MPCL_SCRATCH_SLOTS];
     size_t scratch_bytes[MPCL_SCRATCH_SLOTS];
     mpcl_accumulation gemm_accum;
+    /* profiling (mpcl_profile_enable): events of this period's launches */
+    int prof_on;
+    struct mpcl_prof_rec *prof;
+    size_t prof_n, prof_cap;
     uint64_t seed;
     /* gemm.c and tuning.c */
     int gemm_f16_path;     /* mpcl_gemm_f16_path: how float-accumulating GEMMs on half run */
@@ -161,6 +170,10 @@ uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL
 
 /* launch.c */
+/* Profiling: an event pointer for the next enqueue of `name` (NULL when
+ * profiling is off), to be recorded with mpcl_profile_add. */
+cl_event *mpcl_profile_event(mpcl_context *ctx, cl_event *slot);
+void mpcl_profile_add(mpcl_context *ctx, const char *name, cl_event ev);
 /* Sets nargs kernel arguments given as (size_t size, const void *value) pairs. */
 cl_int mpcl_kernel_args(cl_kernel k, int nargs, ...);
 /* Enqueues k over n items in 1-D (global rounded up to the work-group size;
@@ -209,8 +222,8 @@ mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtyp
 #define MPCL_SCRATCH_GEMM_B 1
 #define MPCL_SCRATCH_GEMM_C 2
 /* How a float-accumulating GEMM on half operands (fp16-storage, and fp16
- * with MPCL_ACCUM_FLOAT) runs; ctx->gemm_f16_path. AUTO picks per shape
- * (docs/gemm.md). */
+ * with MPCL_ACCUM_FLOAT) runs; ctx->gemm_f16_path. AUTO is the measured
+ * faster one (docs/gemm.md). */
 typedef enum {
     MPCL_GEMM_F16_AUTO = 0,
     MPCL_GEMM_F16_CONVERT, /* half -> float scratch copies, CLBlast Sgemm, float -> half */
@@ -234,7 +247,9 @@ void mpcl_probe_facts(mpcl_context *ctx, mpcl_caps *caps);
  * op 0 a+b, 1 a-b, 2 a*b, 3 a/b, 4 fma(a,b,c). What check (b) compares with. */
 uint16_t mpcl_half_emulate(int op, uint16_t a, uint16_t b, uint16_t c);
 /* Checks (a) fp16 storage and (b) fp16 arithmetic: run at context creation. */
-void mpcl_probe_checks(mpcl_context *ctx, mpcl_caps *caps);
+/* A failure that says nothing about the device (kernel sources unreadable,
+ * no memory) is returned, with the message in ctx. */
+mpcl_status mpcl_probe_checks(mpcl_context *ctx, mpcl_caps *caps);
 /* Check (c) CLBlast Sgemm and Hgemm: run by mpcl_probe (CLBlast compiles
  * its kernels on first use, which is slow on some devices). */
 void mpcl_probe_clblast(mpcl_context *ctx, mpcl_caps *caps);

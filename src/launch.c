@@ -1,4 +1,5 @@
 /* launch.c — kernel objects kept per context, argument setting, launches. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -45,16 +46,110 @@ cl_int mpcl_kernel_args(cl_kernel k, int nargs, ...)
     return rc;
 }
 
+cl_event *mpcl_profile_event(mpcl_context *ctx, cl_event *slot)
+{
+    *slot = NULL;
+    return ctx->prof_on ? slot : NULL;
+}
+
+void mpcl_profile_add(mpcl_context *ctx, const char *name, cl_event ev)
+{
+    if (!ev)
+        return;
+    if (ctx->prof_n == ctx->prof_cap) {
+        size_t cap = ctx->prof_cap ? 2 * ctx->prof_cap : 1024;
+        struct mpcl_prof_rec *p = realloc(ctx->prof, cap * sizeof *p);
+        if (!p) { /* profiling is best effort */
+            clReleaseEvent(ev);
+            return;
+        }
+        ctx->prof = p;
+        ctx->prof_cap = cap;
+    }
+    ctx->prof[ctx->prof_n].name = name;
+    ctx->prof[ctx->prof_n].ev = ev;
+    ctx->prof_n++;
+}
+
+static const char *kernel_name(mpcl_context *ctx, cl_kernel k)
+{
+    for (size_t i = 0; i < ctx->kernel_count; i++)
+        if (ctx->kernels[i].kernel == k)
+            return ctx->kernels[i].name;
+    return "(kernel)";
+}
+
 mpcl_status mpcl_launch(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
                         const size_t *global, const size_t *local)
 {
     for (cl_uint d = 0; d < dims; d++)
         if (global[d] == 0)
             return MPCL_OK; /* nothing to do */
-    cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, dims, NULL, global, local, 0, NULL, NULL);
+    cl_event ev;
+    cl_event *evp = mpcl_profile_event(ctx, &ev);
+    cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, dims, NULL, global, local, 0, NULL, evp);
     if (rc != CL_SUCCESS)
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueNDRangeKernel failed: %s", what,
                               mpcl_cl_error_name(rc));
+    if (evp)
+        mpcl_profile_add(ctx, kernel_name(ctx, k), ev);
+    return MPCL_OK;
+}
+
+static void profile_clear(mpcl_context *ctx)
+{
+    for (size_t i = 0; i < ctx->prof_n; i++)
+        clReleaseEvent(ctx->prof[i].ev);
+    ctx->prof_n = 0;
+}
+
+mpcl_status mpcl_profile_enable(mpcl_context *ctx, int on)
+{
+    if (!ctx || !ctx->usable)
+        return MPCL_ERR_STATE;
+    ctx->prof_on = on != 0;
+    if (!on) {
+        clFinish(ctx->queue);
+        profile_clear(ctx);
+    }
+    return MPCL_OK;
+}
+
+static int by_time(const void *a, const void *b)
+{
+    double x = ((const mpcl_profile_entry *)a)->total_ms, y = ((const mpcl_profile_entry *)b)->total_ms;
+    return (x < y) - (x > y);
+}
+
+mpcl_status mpcl_profile_report(mpcl_context *ctx, mpcl_profile_entry *out, size_t cap, size_t *n)
+{
+    if (!ctx || !ctx->usable || !n || (cap && !out))
+        return MPCL_ERR_ARGUMENT;
+    cl_int rc = clFinish(ctx->queue);
+    if (rc != CL_SUCCESS)
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "mpcl_profile_report: clFinish: %s", mpcl_cl_error_name(rc));
+    size_t distinct = 0, max = ctx->prof_n ? ctx->prof_n : 1;
+    mpcl_profile_entry *all = calloc(max, sizeof *all);
+    if (!all)
+        return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "mpcl_profile_report: out of host memory");
+    for (size_t i = 0; i < ctx->prof_n; i++) {
+        cl_ulong t0 = 0, t1 = 0;
+        clGetEventProfilingInfo(ctx->prof[i].ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
+        clGetEventProfilingInfo(ctx->prof[i].ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
+        size_t j = 0;
+        while (j < distinct && strcmp(all[j].name, ctx->prof[i].name) != 0)
+            j++;
+        if (j == distinct)
+            mpcl_strfmt(all[distinct++].name, sizeof all[0].name, "%s", ctx->prof[i].name);
+        all[j].count++;
+        all[j].total_ms += t1 > t0 ? (double)(t1 - t0) * 1e-6 : 0.0;
+    }
+    qsort(all, distinct, sizeof *all, by_time);
+    for (size_t i = 0; i < distinct && i < cap; i++)
+        out[i] = all[i];
+    *n = distinct;
+    free(all);
+    profile_clear(ctx);
     return MPCL_OK;
 }
 

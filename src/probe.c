@@ -193,8 +193,14 @@ static size_t storage_edge_cases(float *out)
 
 #define STORAGE_RANDOM 4096
 
-static void check_storage(mpcl_context *ctx, mpcl_caps *caps)
+/* A kernel that cannot be had for reasons that say nothing about the device
+ * (a missing source file, no memory) fails the probe instead of giving a
+ * verdict. */
+static int fatal(mpcl_status s) { return s == MPCL_ERR_IO || s == MPCL_ERR_NOMEM || s == MPCL_ERR_ARGUMENT; }
+
+static mpcl_status check_storage(mpcl_context *ctx, mpcl_caps *caps)
 {
+    mpcl_status ret = MPCL_OK;
     mpcl_check *chk = &caps->fp16_storage;
     size_t n_edge_max = 64, n = 65536 + n_edge_max + STORAGE_RANDOM;
     float *in = malloc(n * sizeof *in), *back = malloc(65536 * sizeof *back);
@@ -220,8 +226,12 @@ static void check_storage(mpcl_context *ctx, mpcl_caps *caps)
         memcpy(&in[m++], &bits, 4);
     }
     n = m;
-    if (mpcl_kernel_create(ctx, "probe", MPCL_VARIANT_FP32, "store_half_rte", &ks) != MPCL_OK ||
-        mpcl_kernel_create(ctx, "probe", MPCL_VARIANT_FP32, "load_half", &kl) != MPCL_OK) {
+    mpcl_status ks_st = mpcl_kernel_create(ctx, "probe", MPCL_VARIANT_FP32, "store_half_rte", &ks);
+    if (ks_st == MPCL_OK)
+        ks_st = mpcl_kernel_create(ctx, "probe", MPCL_VARIANT_FP32, "load_half", &kl);
+    if (ks_st != MPCL_OK) {
+        if (fatal(ks_st))
+            ret = ks_st;
         mpcl_strfmt(chk->reason, sizeof chk->reason, "the storage kernels do not build: %.400s",
                     ctx->err);
         goto done;
@@ -280,6 +290,7 @@ done:
     free(back);
     free(h);
     free(all);
+    return ret;
 }
 
 /* --------------------------------------------------- (b) fp16 arithmetic */
@@ -419,8 +430,9 @@ static void dot_emulate(const uint16_t *x, const uint16_t *y, uint16_t *out)
     }
 }
 
-static void check_arith(mpcl_context *ctx, mpcl_caps *caps)
+static mpcl_status check_arith(mpcl_context *ctx, mpcl_caps *caps)
 {
+    mpcl_status ret = MPCL_OK;
     mpcl_check *chk = &caps->fp16_arith_check;
     int declared = caps->ext_fp16;
     int may_flush = !(caps->half_fp_config & CL_FP_DENORM);
@@ -449,8 +461,14 @@ static void check_arith(mpcl_context *ctx, mpcl_caps *caps)
         mpcl_strfmt(detail, sizeof detail, "out of host memory");
         goto verdict;
     }
-    if (mpcl_kernel_create(ctx, "probe", MPCL_VARIANT_FP16, "arith_half", &ka) != MPCL_OK ||
-        mpcl_kernel_create(ctx, "probe", MPCL_VARIANT_FP16, "dot_half", &kd) != MPCL_OK) {
+    mpcl_status ka_st = mpcl_kernel_create(ctx, "probe", MPCL_VARIANT_FP16, "arith_half", &ka);
+    if (ka_st == MPCL_OK)
+        ka_st = mpcl_kernel_create(ctx, "probe", MPCL_VARIANT_FP16, "dot_half", &kd);
+    if (ka_st != MPCL_OK) {
+        if (fatal(ka_st)) {
+            ret = ka_st;
+            goto verdict;
+        }
         /* the first error of the build log says why, without the driver's
          * temporary file name */
         const char *log = strstr(ctx->err, "build log:\n");
@@ -583,13 +601,17 @@ verdict:
     free(back);
     free(dx);
     free(dy);
+    return ret;
 }
 
-void mpcl_probe_checks(mpcl_context *ctx, mpcl_caps *caps)
+mpcl_status mpcl_probe_checks(mpcl_context *ctx, mpcl_caps *caps)
 {
-    check_storage(ctx, caps);
-    check_arith(ctx, caps);
-    mpcl_clear_error(ctx); /* a failed check is a verdict, not an error */
+    mpcl_status s = check_storage(ctx, caps);
+    if (s == MPCL_OK)
+        s = check_arith(ctx, caps);
+    if (s == MPCL_OK)
+        mpcl_clear_error(ctx); /* a failed check is a verdict, not an error */
+    return s;
 }
 
 /* ------------------------------------------------------------ (c) CLBlast */

@@ -1,0 +1,274 @@
+/* cl/conv.cl — 2-D convolution: im2col / col2im around the GEMM router, the
+ * bias and layout kernels of the im2col path, and a direct convolution for
+ * skinny layers (few input channels, small kernels).
+ *
+ * Dimension letters: B batch (NB images in one chunk), C input channels,
+ * K output channels, H W input height and width, OH OW output height and
+ * width, R S kernel height and width, P = OH * OW output pixels per image,
+ * N = NB * P columns of a chunk's column matrix.
+ *
+ * Every kernel ends with the geometry (CONV_GEO_PARAMS, set by
+ * src/ops/conv.c): C, H, W, K, R, S, OH, OW, stride_h, stride_w, pad_h,
+ * pad_w, dil_h, dil_w, NB (images in this launch).
+ * Element offsets (x_off, ...) select the first image of a chunk. Every sum
+ * accumulates in float (acc_t); values are read and written in the storage
+ * type through LOADF / STOREF.
+ *
+ * Indices are split with one division and a multiply-subtract, never a
+ * `/` and `%` of the same operands: LLVM turns such pairs into `freeze`
+ * instructions that oclgrind 21.10's uninitialised-value checker rejects. */
+
+/* The geometry parameters every kernel ends with, in this order. (Scalars,
+ * not one int16: oclgrind 21.10's uninitialised-value checker crashes on the
+ * shufflevector LLVM makes of arithmetic on lanes of a vector argument.) */
+#define CONV_GEO_PARAMS \
+    const int G_C, const int G_H, const int G_W, const int G_K, const int G_R, const int G_S, \
+    const int G_OH, const int G_OW, const int G_SH, const int G_SW, const int G_PH, \
+    const int G_PW, const int G_DH, const int G_DW, const int G_NB
+
+/* Work-group size of the reduction kernels conv_bias_grad and
+ * conv_direct_backward_filter: the host launches them with exactly this
+ * local size (one group per output value). */
+#define CONV_WG 64
+
+/* col (C*R*S, N): col[(c, r, s), (b, oh, ow)] = x[b, c, oh*sh - ph + r*dh,
+ * ow*sw - pw + s*dw], zero outside the image. One work item per entry. */
+kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off */
+                        uint x_off,
+                        global store_t *col,     /* (C*R*S, N) */
+                        CONV_GEO_PARAMS)
+{
+    const int P = G_OH * G_OW, N = G_NB * P, RS = G_R * G_S;
+    const int id = (int)get_global_id(0);
+    if (id >= G_C * RS * N)
+        return;
+    const int row = id / N, n = id - row * N;
+    const int c = row / RS, rs = row - c * RS;
+    const int r = rs / G_S, s = rs - r * G_S;
+    const int b = n / P, p = n - b * P;
+    const int oh = p / G_OW, ow = p - oh * G_OW;
+    const int ih = oh * G_SH - G_PH + r * G_DH;
+    const int iw = ow * G_SW - G_PW + s * G_DW;
+    x += x_off;
+    float v = 0.0f;
+    if (ih >= 0 && ih < G_H && iw >= 0 && iw < G_W)
+        v = LOADF(x, ((b * G_C + c) * G_H + ih) * G_W + iw);
+    STOREF(col, id, v);
+}
+
+/* dx[b, c, h, w] = sum of the dcol entries that im2col read from (b, c, h, w):
+ * a gather (no atomics), one work item per input element, float sum. */
+kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, N) */
+                        global store_t *dx,         /* (B, C, H, W), chunk at dx_off */
+                        uint dx_off,
+                        CONV_GEO_PARAMS)
+{
+    const int P = G_OH * G_OW, N = G_NB * P, RS = G_R * G_S;
+    const int id = (int)get_global_id(0);
+    if (id >= G_NB * G_C * G_H * G_W)
+        return;
+    int q = id / G_W;
+    const int w = id - q * G_W;
+    int q2 = q / G_H;
+    const int h = q - q2 * G_H;
+    const int b = q2 / G_C, c = q2 - b * G_C;
+    acc_t acc = 0.0f;
+    for (int r = 0; r < G_R; r++) {
+        const int th = h + G_PH - r * G_DH;
+        if (th < 0)
+            break; /* th only decreases with r */
+        const int oh = th / G_SH;
+        if (oh * G_SH != th || oh >= G_OH)
+            continue;
+        for (int s = 0; s < G_S; s++) {
+            const int tw = w + G_PW - s * G_DW;
+            if (tw < 0)
+                break;
+            const int ow = tw / G_SW;
+            if (ow * G_SW != tw || ow >= G_OW)
+                continue;
+            acc += LOADF(dcol, (c * RS + r * G_S + s) * N + b * P + oh * G_OW + ow);
+        }
+    }
+    STOREF(dx + dx_off, id, acc);
+}
+
+/* y[b, k, p] = yt[k, b*P + p] + bias[k]: the chunk's GEMM output (K, N) back
+ * to NCHW, with the bias added (has_bias 0: bias is not read). */
+kernel void conv_gather_out(global const store_t *yt,   /* (K, N) */
+                            global const store_t *bias, /* (K) */
+                            uint has_bias,
+                            global store_t *y,          /* (B, K, OH, OW), chunk at y_off */
+                            uint y_off,
+                            CONV_GEO_PARAMS)
+{
+    const int P = G_OH * G_OW, N = G_NB * P;
+    const int id = (int)get_global_id(0);
+    if (id >= G_NB * G_K * P)
+        return;
+    const int q = id / P, p = id - q * P, b = q / G_K, k = q - b * G_K;
+    float v = LOADF(yt, k * N + b * P + p);
+    if (has_bias)
+        v += LOADF(bias, k);
+    STOREF(y + y_off, id, v);
+}
+
+/* dyt[k, b*P + p] = dy[b, k, p]: a chunk of dy as the (K, N) GEMM operand. */
+kernel void conv_scatter_dy(global const store_t *dy, /* (B, K, OH, OW), chunk at dy_off */
+                            uint dy_off,
+                            global store_t *dyt,      /* (K, N) */
+                            CONV_GEO_PARAMS)
+{
+    const int P = G_OH * G_OW, N = G_NB * P;
+    const int id = (int)get_global_id(0);
+    if (id >= G_NB * G_K * P)
+        return;
+    const int q = id / P, p = id - q * P, b = q / G_K, k = q - b * G_K;
+    dy += dy_off;
+    STORE(dyt, k * N + b * P + p, LOAD(dy, id));
+}
+
+/* Sums part[0..CONV_WG) of the work-group; the result is valid in item 0. */
+static acc_t conv_group_sum(local acc_t *part, acc_t v)
+{
+    const int lid = (int)get_local_id(0);
+    part[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int half_n = CONV_WG / 2; half_n > 0; half_n /= 2) {
+        if (lid < half_n)
+            part[lid] += part[lid + half_n];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return part[0];
+}
+
+/* db[k] += sum over b, oh, ow of dy[b, k, oh, ow]. One work-group of CONV_WG
+ * items per k (NB = B, the whole batch). */
+kernel void conv_bias_grad(global const store_t *dy, /* (B, K, OH, OW) */
+                           global store_t *db,       /* (K) */
+                           CONV_GEO_PARAMS)
+{
+    local acc_t part[CONV_WG];
+    const int P = G_OH * G_OW, k = (int)get_group_id(0), lid = (int)get_local_id(0);
+    acc_t acc = 0.0f;
+    if (k < G_K)
+        for (int j = lid; j < G_NB * P; j += CONV_WG) {
+            const int b = j / P, p = j - b * P;
+            acc += LOADF(dy, (b * G_K + k) * P + p);
+        }
+    acc = conv_group_sum(part, acc);
+    if (lid == 0 && k < G_K)
+        STOREF(db, k, LOADF(db, k) + acc);
+}
+
+/* Direct convolution, one work item per output:
+ * y[b, k, oh, ow] = bias[k] + sum over c, r, s of x[b, c, ih, iw] w[k, c, r, s]. */
+kernel void conv_direct_forward(global const store_t *x,    /* (B, C, H, W) */
+                                global const store_t *w,    /* (K, C, R, S) */
+                                global const store_t *bias, /* (K) */
+                                uint has_bias,
+                                global store_t *y,          /* (B, K, OH, OW) */
+                                CONV_GEO_PARAMS)
+{
+    const int id = (int)get_global_id(0);
+    if (id >= G_NB * G_K * G_OH * G_OW)
+        return;
+    int q = id / G_OW;
+    const int ow = id - q * G_OW;
+    int q2 = q / G_OH;
+    const int oh = q - q2 * G_OH;
+    const int b = q2 / G_K, k = q2 - b * G_K;
+    const int h0 = oh * G_SH - G_PH, w0 = ow * G_SW - G_PW;
+    acc_t acc = has_bias ? LOADF(bias, k) : 0.0f;
+    for (int c = 0; c < G_C; c++) {
+        const int xc = (b * G_C + c) * G_H, wc = (k * G_C + c) * G_R;
+        for (int r = 0; r < G_R; r++) {
+            const int ih = h0 + r * G_DH;
+            if (ih < 0 || ih >= G_H)
+                continue;
+            for (int s = 0; s < G_S; s++) {
+                const int iw = w0 + s * G_DW;
+                if (iw >= 0 && iw < G_W)
+                    acc += LOADF(x, (xc + ih) * G_W + iw) * LOADF(w, (wc + r) * G_S + s);
+            }
+        }
+    }
+    STOREF(y, id, acc);
+}
+
+/* Direct input gradient, a gather per input element:
+ * dx[b, c, h, w] = sum over k, r, s with h = oh*sh - ph + r*dh (same for w)
+ * of dy[b, k, oh, ow] w[k, c, r, s]. */
+kernel void conv_direct_backward_data(global const store_t *dy, /* (B, K, OH, OW) */
+                                      global const store_t *w,  /* (K, C, R, S) */
+                                      global store_t *dx,       /* (B, C, H, W) */
+                                      CONV_GEO_PARAMS)
+{
+    const int id = (int)get_global_id(0);
+    if (id >= G_NB * G_C * G_H * G_W)
+        return;
+    int q = id / G_W;
+    const int iw = id - q * G_W;
+    int q2 = q / G_H;
+    const int ih = q - q2 * G_H;
+    const int b = q2 / G_C, c = q2 - b * G_C;
+    acc_t acc = 0.0f;
+    for (int r = 0; r < G_R; r++) {
+        const int th = ih + G_PH - r * G_DH;
+        if (th < 0)
+            break; /* th only decreases with r */
+        const int oh = th / G_SH;
+        if (oh * G_SH != th || oh >= G_OH)
+            continue;
+        for (int s = 0; s < G_S; s++) {
+            const int tw = iw + G_PW - s * G_DW;
+            if (tw < 0)
+                break;
+            const int ow = tw / G_SW;
+            if (ow * G_SW != tw || ow >= G_OW)
+                continue;
+            for (int k = 0; k < G_K; k++)
+                acc += LOADF(dy, ((b * G_K + k) * G_OH + oh) * G_OW + ow) *
+                       LOADF(w, ((k * G_C + c) * G_R + r) * G_S + s);
+        }
+    }
+    STOREF(dx, id, acc);
+}
+
+/* Direct weight gradient: dw[k, c, r, s] += sum over b, oh, ow of
+ * dy[b, k, oh, ow] x[b, c, ih, iw]. One work-group of CONV_WG items per
+ * weight; each item takes whole output rows (b, oh), reduced in local
+ * memory. */
+kernel void conv_direct_backward_filter(global const store_t *dy, /* (B, K, OH, OW) */
+                                        global const store_t *x,  /* (B, C, H, W) */
+                                        global store_t *dw,       /* (K, C, R, S) */
+                                        CONV_GEO_PARAMS)
+{
+    local acc_t part[CONV_WG];
+    const int g = (int)get_group_id(0), lid = (int)get_local_id(0);
+    const int valid = g < G_K * G_C * G_R * G_S;
+    int q = g / G_S;
+    const int s = g - q * G_S;
+    int q2 = q / G_R;
+    const int r = q - q2 * G_R;
+    const int k = q2 / G_C, c = q2 - k * G_C;
+    /* the output columns whose tap (r, s) lands inside the image */
+    const int w0 = s * G_DW - G_PW;
+    const int ow_lo = w0 >= 0 ? 0 : (-w0 + G_SW - 1) / G_SW;
+    const int ow_hi = w0 > G_W - 1 ? 0 : min(G_OW, (G_W - 1 - w0) / G_SW + 1); /* exclusive */
+    acc_t acc = 0.0f;
+    if (valid)
+        for (int j = lid; j < G_NB * G_OH; j += CONV_WG) {
+            const int b = j / G_OH, oh = j - b * G_OH;
+            const int ih = oh * G_SH - G_PH + r * G_DH;
+            if (ih < 0 || ih >= G_H)
+                continue;
+            const int yrow = ((b * G_K + k) * G_OH + oh) * G_OW;
+            const int xrow = ((b * G_C + c) * G_H + ih) * G_W + w0;
+            for (int ow = ow_lo; ow < ow_hi; ow++)
+                acc += LOADF(dy, yrow + ow) * LOADF(x, xrow + ow * G_SW);
+        }
+    acc = conv_group_sum(part, acc);
+    if (lid == 0 && valid)
+        STOREF(dw, g, LOADF(dw, g) + acc);
+}

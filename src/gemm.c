@@ -1,0 +1,415 @@
+/* gemm.c — the GEMM router: C = alpha op(A) op(B) + beta C, row-major,
+ * routed by the context's precision mode (docs/gemm.md):
+ *
+ *   f32 operands                 CLBlast Sgemm (StridedBatched for G > 1)
+ *   f16, fp16 mode, half accum   CLBlast Hgemm (accumulates in half)
+ *   f16 otherwise                FP32 accumulation on half operands, either
+ *                                (convert) half -> float copies in scratch
+ *                                slots 0..2, Sgemm, float -> half of C, or
+ *                                (direct) convert.cl gemm_f32acc, which reads
+ *                                half and sums in float
+ *
+ * Letters: G batch of products, M N K the sizes of C (M, N) = op(A) (M, K)
+ * op(B) (K, N). Offsets, leading dimensions and strides in elements. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#include <clblast_c.h>
+
+/* One stored operand: `rows` x `cols` elements as it lies in memory (the
+ * transpose of op(X) when transposed), leading dimension ld, the i-th of G
+ * matrices at off + i * stride. */
+typedef struct {
+    cl_mem mem;
+    size_t off, ld, stride, rows, cols;
+} gemm_mat;
+
+typedef struct {
+    const char *what; /* the op, for messages */
+    int trans_a, trans_b;
+    size_t m, n, k, batch;
+    float alpha, beta;
+    gemm_mat a, b, c;
+} gemm_call;
+
+/* fp16 mode's default accumulation (docs/gemm.md: Hgemm rounds every partial
+ * sum to half, a normwise error of 1.9 % at K = 4096 against 0.04 % with
+ * float sums, and conv weight gradients have K = B OH OW in the tens of
+ * thousands). */
+#define GEMM_FP16_DEFAULT_ACCUM MPCL_ACCUM_FLOAT
+
+/* The float-accumulating path for half operands when the context leaves it
+ * to the router: the convert path (tuned CLBlast Sgemm between conversions)
+ * measured faster than the direct kernel on every shape of docs/gemm.md's
+ * table, the small skinny ones included. */
+#define GEMM_F16_DEFAULT_PATH MPCL_GEMM_F16_CONVERT
+
+/* -------------------------------------------------------------- helpers */
+
+static CLBlastTranspose cl_trans(int t) { return t ? CLBlastTransposeYes : CLBlastTransposeNo; }
+
+static mpcl_status clblast_fail(mpcl_context *ctx, const gemm_call *g, const char *routine,
+                                CLBlastStatusCode st)
+{
+    return mpcl_set_error(ctx, MPCL_ERR_CLBLAST,
+                          "%s: %s failed on M=%zu, N=%zu, K=%zu (batch %zu, trans_a %d, trans_b %d): "
+                          "%s (%d)",
+                          g->what, routine, g->m, g->n, g->k, g->batch, g->trans_a, g->trans_b,
+                          mpcl_clblast_status_name((int)st), (int)st);
+}
+
+/* Elements from the first to one past the last element of all G matrices. */
+static size_t mat_span(const gemm_mat *x, size_t batch)
+{
+    return (batch - 1) * x->stride + (x->rows - 1) * x->ld + x->cols;
+}
+
+/* The G matrices overlap in memory (a stride shorter than one matrix). */
+static int mat_overlaps(const gemm_mat *x, size_t batch)
+{
+    return batch > 1 && x->stride != 0 && x->stride < (x->rows - 1) * x->ld + x->cols;
+}
+
+static mpcl_accumulation fp16_accum(const mpcl_context *ctx)
+{
+    return ctx->gemm_accum == MPCL_ACCUM_DEFAULT ? GEMM_FP16_DEFAULT_ACCUM : ctx->gemm_accum;
+}
+
+/* ------------------------------------------------------------- CLBlast */
+
+/* With profiling on (mpcl_profile_enable), CLBlast's event (that of its
+ * last kernel) is recorded under the routine's name. */
+static void profile_clblast(mpcl_context *ctx, const char *name, cl_event *evp, CLBlastStatusCode st)
+{
+    if (evp && st == CLBlastSuccess)
+        mpcl_profile_add(ctx, name, *evp);
+}
+
+static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, size_t a_off,
+                             cl_mem b, size_t b_off, cl_mem c, size_t c_off)
+{
+    cl_command_queue q = ctx->queue;
+    cl_event ev;
+    cl_event *evp = mpcl_profile_event(ctx, &ev);
+    CLBlastStatusCode st;
+    const char *name = g->batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched";
+    if (g->batch == 1)
+        st = CLBlastSgemm(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b), g->m,
+                          g->n, g->k, g->alpha, a, a_off, g->a.ld, b, b_off, g->b.ld, g->beta, c,
+                          c_off, g->c.ld, &q, evp);
+    else
+        st = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, cl_trans(g->trans_a),
+                                        cl_trans(g->trans_b), g->m, g->n, g->k, g->alpha, a, a_off,
+                                        g->a.ld, g->a.stride, b, b_off, g->b.ld, g->b.stride, g->beta,
+                                        c, c_off, g->c.ld, g->c.stride, g->batch, &q, evp);
+    profile_clblast(ctx, name, evp, st);
+    return st == CLBlastSuccess ? MPCL_OK : clblast_fail(ctx, g, name, st);
+}
+
+static CLBlastStatusCode run_hgemm(mpcl_context *ctx, const gemm_call *g)
+{
+    cl_command_queue q = ctx->queue;
+    cl_event ev;
+    cl_event *evp = mpcl_profile_event(ctx, &ev);
+    cl_half alpha = mpcl_half_from_float(g->alpha), beta = mpcl_half_from_float(g->beta);
+    CLBlastStatusCode st;
+    if (g->batch == 1)
+        st = CLBlastHgemm(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b), g->m,
+                          g->n, g->k, alpha, g->a.mem, g->a.off, g->a.ld, g->b.mem, g->b.off,
+                          g->b.ld, beta, g->c.mem, g->c.off, g->c.ld, &q, evp);
+    else
+        st = CLBlastHgemmStridedBatched(CLBlastLayoutRowMajor, cl_trans(g->trans_a),
+                                        cl_trans(g->trans_b), g->m, g->n, g->k, alpha, g->a.mem,
+                                        g->a.off, g->a.ld, g->a.stride, g->b.mem, g->b.off, g->b.ld,
+                                        g->b.stride, beta, g->c.mem, g->c.off, g->c.ld, g->c.stride,
+                                        g->batch, &q, evp);
+    profile_clblast(ctx, g->batch == 1 ? "CLBlastHgemm" : "CLBlastHgemmStridedBatched", evp, st);
+    return st;
+}
+
+/* ------------------------------------------------- float accumulation */
+
+/* Launches convert.cl's mat_f16_f32 or mat_f32_f16 over the G matrices of x
+ * (or, when they overlap, span_f16_f32 over their whole span). */
+static mpcl_status convert_mat(mpcl_context *ctx, const gemm_call *g, const gemm_mat *x,
+                               int to_float, cl_mem scratch)
+{
+    mpcl_variant v = mpcl_ctx_variant(ctx);
+    cl_kernel k;
+    mpcl_status s;
+    cl_ulong off = x->off, stride = x->stride;
+    cl_uint rows = (cl_uint)x->rows, cols = (cl_uint)x->cols, ld = (cl_uint)x->ld;
+    cl_mem src = to_float ? x->mem : scratch, dst = to_float ? scratch : x->mem;
+    if (to_float && mat_overlaps(x, g->batch)) {
+        cl_ulong n = mat_span(x, g->batch);
+        s = mpcl_kernel_get(ctx, "convert", v, "span_f16_f32", &k);
+        if (s != MPCL_OK)
+            return s;
+        cl_int rc = mpcl_kernel_args(k, 4, sizeof src, &src, sizeof off, &off, sizeof n, &n,
+                                     sizeof dst, &dst);
+        if (rc != CL_SUCCESS)
+            return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: span_f16_f32 arguments: %s", g->what,
+                                  mpcl_cl_error_name(rc));
+        return mpcl_launch_1d(ctx, k, g->what, (size_t)n);
+    }
+    if (to_float)
+        s = mpcl_kernel_get(ctx, "convert", v, "mat_f16_f32", &k);
+    else
+        s = mpcl_kernel_get(ctx, "convert", v, "mat_f32_f16", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_int rc = mpcl_kernel_args(k, 7, sizeof src, &src, sizeof off, &off, sizeof rows, &rows,
+                                 sizeof cols, &cols, sizeof ld, &ld, sizeof stride, &stride,
+                                 sizeof dst, &dst);
+    if (rc != CL_SUCCESS)
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: %s arguments: %s", g->what,
+                              to_float ? "mat_f16_f32" : "mat_f32_f16", mpcl_cl_error_name(rc));
+    /* A stride of 0 shares one matrix among the G products: convert it once. */
+    size_t lx = ctx->wg_1d >= 16 ? 16 : ctx->wg_1d, ly = ctx->wg_1d / lx;
+    size_t local[3] = {lx, ly, 1};
+    size_t global[3] = {(x->cols + lx - 1) / lx * lx, (x->rows + ly - 1) / ly * ly,
+                        x->stride ? g->batch : 1};
+    return mpcl_launch(ctx, k, g->what, 3, global, local);
+}
+
+/* A scratch slot for `elems` floats, sized up to a power of two of at least
+ * GEMM_SCRATCH_MIN bytes: the layers of a model ask for many different
+ * sizes, and each growth is a reallocation. (oclgrind 21.10 also reports
+ * the contents of a scratch buffer that grew between GEMMs as
+ * uninitialised: docs/gemm.md.) */
+#define GEMM_SCRATCH_MIN ((size_t)1 << 20)
+
+static mpcl_status gemm_scratch(mpcl_context *ctx, int slot, size_t elems, cl_mem *out)
+{
+    size_t bytes = GEMM_SCRATCH_MIN;
+    while (bytes < elems * 4 && bytes <= SIZE_MAX / 2)
+        bytes *= 2;
+    if (bytes > ctx->caps.max_alloc_bytes && elems * 4 <= ctx->caps.max_alloc_bytes)
+        bytes = elems * 4; /* the rounding would not fit, the exact size does */
+    return mpcl_scratch(ctx, slot, bytes, out);
+}
+
+/* Half operands as float copies in scratch slots 0..2, Sgemm, C back to half. */
+static mpcl_status f32acc_convert(mpcl_context *ctx, const gemm_call *g)
+{
+    cl_mem sa, sb, sc;
+    mpcl_status s = gemm_scratch(ctx, MPCL_SCRATCH_GEMM_A, mat_span(&g->a, g->batch), &sa);
+    if (s == MPCL_OK)
+        s = gemm_scratch(ctx, MPCL_SCRATCH_GEMM_B, mat_span(&g->b, g->batch), &sb);
+    if (s == MPCL_OK)
+        s = gemm_scratch(ctx, MPCL_SCRATCH_GEMM_C, mat_span(&g->c, g->batch), &sc);
+    if (s == MPCL_OK)
+        s = convert_mat(ctx, g, &g->a, 1, sa);
+    if (s == MPCL_OK)
+        s = convert_mat(ctx, g, &g->b, 1, sb);
+    if (s == MPCL_OK && g->beta != 0.0f)
+        s = convert_mat(ctx, g, &g->c, 1, sc);
+    if (s == MPCL_OK)
+        s = run_sgemm(ctx, g, sa, 0, sb, 0, sc, 0);
+    if (s == MPCL_OK)
+        s = convert_mat(ctx, g, &g->c, 0, sc);
+    return s;
+}
+
+#define GEMM_TILE 32 /* convert.cl: GT * GW */
+#define GEMM_WG 8    /* convert.cl: GT */
+
+/* convert.cl gemm_f32acc in the context's half variant. */
+static mpcl_status f32acc_direct(mpcl_context *ctx, const gemm_call *g)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "convert", mpcl_ctx_variant(ctx), "gemm_f32acc", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint ta = (cl_uint)g->trans_a, tb = (cl_uint)g->trans_b;
+    cl_uint m = (cl_uint)g->m, n = (cl_uint)g->n, kk = (cl_uint)g->k;
+    cl_uint lda = (cl_uint)g->a.ld, ldb = (cl_uint)g->b.ld, ldc = (cl_uint)g->c.ld;
+    cl_ulong ao = g->a.off, bo = g->b.off, co = g->c.off;
+    cl_ulong as = g->a.stride, bs = g->b.stride, cs = g->c.stride;
+    cl_int rc = mpcl_kernel_args(k, 19, sizeof ta, &ta, sizeof tb, &tb, sizeof m, &m, sizeof n, &n,
+                                 sizeof kk, &kk, sizeof g->alpha, &g->alpha, sizeof g->a.mem,
+                                 &g->a.mem, sizeof ao, &ao, sizeof lda, &lda, sizeof as, &as,
+                                 sizeof g->b.mem, &g->b.mem, sizeof bo, &bo, sizeof ldb, &ldb,
+                                 sizeof bs, &bs, sizeof g->beta, &g->beta, sizeof g->c.mem,
+                                 &g->c.mem, sizeof co, &co, sizeof ldc, &ldc, sizeof cs, &cs);
+    if (rc != CL_SUCCESS)
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: gemm_f32acc arguments: %s", g->what,
+                              mpcl_cl_error_name(rc));
+    size_t local[3] = {GEMM_WG, GEMM_WG, 1};
+    size_t global[3] = {(g->n + GEMM_TILE - 1) / GEMM_TILE * GEMM_WG,
+                        (g->m + GEMM_TILE - 1) / GEMM_TILE * GEMM_WG, g->batch};
+    return mpcl_launch(ctx, k, g->what, 3, global, local);
+}
+
+/* The direct kernel needs a half variant (store_t half) and 64-item groups. */
+static int direct_possible(const mpcl_context *ctx)
+{
+    return ctx->precision != MPCL_PRECISION_FP32 && ctx->caps.max_work_group_size >= 64;
+}
+
+static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
+{
+    int path = ctx->gemm_f16_path == MPCL_GEMM_F16_AUTO ? GEMM_F16_DEFAULT_PATH : ctx->gemm_f16_path;
+    if (path == MPCL_GEMM_F16_DIRECT && direct_possible(ctx))
+        return f32acc_direct(ctx, g);
+    return f32acc_convert(ctx, g);
+}
+
+/* ---------------------------------------------------------- the router */
+
+static void note_hgemm_refused(mpcl_context *ctx, CLBlastStatusCode st)
+{
+    if (ctx->hgemm_refused)
+        return;
+    ctx->hgemm_refused = 1;
+    size_t used = strlen(ctx->caps.chosen_why);
+    if (used < sizeof ctx->caps.chosen_why)
+        snprintf(ctx->caps.chosen_why + used, sizeof ctx->caps.chosen_why - used,
+                 "; CLBlast Hgemm refused (%s): GEMMs accumulate in fp32",
+                 mpcl_clblast_status_name((int)st));
+}
+
+static mpcl_status route(mpcl_context *ctx, const gemm_call *g, mpcl_dtype dtype)
+{
+    if (dtype == MPCL_F32)
+        return run_sgemm(ctx, g, g->a.mem, g->a.off, g->b.mem, g->b.off, g->c.mem, g->c.off);
+    if (ctx->precision == MPCL_PRECISION_FP16 && !ctx->hgemm_refused &&
+        fp16_accum(ctx) == MPCL_ACCUM_HALF) {
+        CLBlastStatusCode st = run_hgemm(ctx, g);
+        if (st == CLBlastSuccess)
+            return MPCL_OK;
+        if (st != CLBlastNoHalfPrecision)
+            return clblast_fail(ctx, g, g->batch == 1 ? "CLBlastHgemm" : "CLBlastHgemmStridedBatched",
+                                st);
+        note_hgemm_refused(ctx, st); /* then accumulate in float */
+    }
+    return f32acc(ctx, g);
+}
+
+static mpcl_status check_mat(mpcl_context *ctx, const gemm_call *g, const char *name,
+                             const gemm_mat *x)
+{
+    if (!x->mem)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: GEMM operand %s is NULL", g->what, name);
+    if (x->ld < x->cols || x->ld > UINT32_MAX || x->rows > UINT32_MAX)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: GEMM operand %s is %zu x %zu with leading dimension %zu "
+                              "(M=%zu, N=%zu, K=%zu)",
+                              g->what, name, x->rows, x->cols, x->ld, g->m, g->n, g->k);
+    return MPCL_OK;
+}
+
+mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype,
+                                  int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                                  float alpha, cl_mem a, size_t a_off, size_t lda, size_t a_stride,
+                                  cl_mem b, size_t b_off, size_t ldb, size_t b_stride, float beta,
+                                  cl_mem c, size_t c_off, size_t ldc, size_t c_stride,
+                                  size_t batch)
+{
+    mpcl_status s = mpcl_check_ctx(ctx, what);
+    if (s != MPCL_OK)
+        return s;
+    if (!what)
+        what = "gemm";
+    if (m == 0 || n == 0 || batch == 0)
+        return MPCL_OK; /* an empty product */
+    gemm_call g = {
+        .what = what, .trans_a = trans_a != 0, .trans_b = trans_b != 0,
+        .m = m, .n = n, .k = k, .batch = batch, .alpha = alpha, .beta = beta,
+        .a = {a, a_off, lda, a_stride, trans_a ? k : m, trans_a ? m : k}, /* (M, K) or (K, M) */
+        .b = {b, b_off, ldb, b_stride, trans_b ? n : k, trans_b ? k : n}, /* (K, N) or (N, K) */
+        .c = {c, c_off, ldc, c_stride, m, n},                             /* (M, N) */
+    };
+    if (dtype != MPCL_F16 && dtype != MPCL_F32)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: GEMM operands must be f16 or f32, not %s",
+                              what, mpcl_dtype_name(dtype));
+    if (k == 0 || m > UINT32_MAX || n > UINT32_MAX || k > UINT32_MAX)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: GEMM sizes M=%zu, N=%zu, K=%zu out of range",
+                              what, m, n, k);
+    if ((s = check_mat(ctx, &g, "A", &g.a)) != MPCL_OK || (s = check_mat(ctx, &g, "B", &g.b)) != MPCL_OK ||
+        (s = check_mat(ctx, &g, "C", &g.c)) != MPCL_OK)
+        return s;
+    if (batch > 1 && mat_overlaps(&g.c, batch))
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: the %zu C matrices (%zu x %zu, leading dimension %zu) overlap: "
+                              "stride %zu",
+                              what, batch, m, n, ldc, c_stride);
+    return route(ctx, &g, dtype);
+}
+
+mpcl_status mpcl_gemm_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype, int trans_a,
+                          int trans_b, size_t m, size_t n, size_t k, float alpha, cl_mem a,
+                          size_t a_off, size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
+                          cl_mem c, size_t c_off, size_t ldc)
+{
+    return mpcl_gemm_batched_raw(ctx, what, dtype, trans_a, trans_b, m, n, k, alpha, a, a_off, lda,
+                                 0, b, b_off, ldb, 0, beta, c, c_off, ldc, 0, 1);
+}
+
+/* ------------------------------------------------------------ public */
+
+static mpcl_status gemm_shape_error(mpcl_context *ctx, const char *why, int trans_a, int trans_b,
+                                    const mpcl_tensor *a, const mpcl_tensor *b, const mpcl_tensor *c)
+{
+    char da[128], db[128], dc[128];
+    return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
+                          "mpcl_gemm: %s: A is %s%s, B is %s%s, C is %s", why,
+                          mpcl_tensor_describe(a, da, sizeof da), trans_a ? " (transposed)" : "",
+                          mpcl_tensor_describe(b, db, sizeof db), trans_b ? " (transposed)" : "",
+                          mpcl_tensor_describe(c, dc, sizeof dc));
+}
+
+mpcl_status mpcl_gemm(mpcl_context *ctx, int trans_a, int trans_b, float alpha,
+                      const mpcl_tensor *a, const mpcl_tensor *b, float beta, mpcl_tensor *c)
+{
+    static const char op[] = "mpcl_gemm";
+    mpcl_status s = mpcl_check_ctx(ctx, op);
+    if (s != MPCL_OK)
+        return s;
+    mpcl_dtype dt = mpcl_storage_dtype(ctx);
+    const mpcl_tensor *ts[3] = {a, b, c};
+    const char *names[3] = {"A", "B", "C"};
+    for (int i = 0; i < 3; i++) {
+        const mpcl_tensor *t = ts[i];
+        int nd = t ? t->ndim : 2;
+        if (t && (nd < 2 || nd > 3))
+            return gemm_shape_error(ctx, "A, B and C must be 2-D (rows, cols) or 3-D (G, rows, cols)",
+                                    trans_a, trans_b, a, b, c);
+        s = mpcl_check_tensor(ctx, op, names[i], t, dt, nd, NULL);
+        if (s != MPCL_OK)
+            return s;
+    }
+    if (a->ndim != b->ndim || a->ndim != c->ndim)
+        return gemm_shape_error(ctx, "A, B and C must have the same number of dimensions", trans_a,
+                                trans_b, a, b, c);
+    int d = a->ndim - 2; /* index of the rows dimension */
+    size_t batch = d ? a->shape[0] : 1;
+    if (d && (b->shape[0] != batch || c->shape[0] != batch))
+        return gemm_shape_error(ctx, "the batch dimensions G differ", trans_a, trans_b, a, b, c);
+    /* op(A) (M, K), op(B) (K, N), C (M, N) */
+    size_t m = trans_a ? a->shape[d + 1] : a->shape[d], k = trans_a ? a->shape[d] : a->shape[d + 1];
+    size_t kb = trans_b ? b->shape[d + 1] : b->shape[d], n = trans_b ? b->shape[d] : b->shape[d + 1];
+    if (k != kb)
+        return gemm_shape_error(ctx, "the inner dimensions K of op(A) and op(B) differ", trans_a,
+                                trans_b, a, b, c);
+    if (c->shape[d] != m || c->shape[d + 1] != n)
+        return gemm_shape_error(ctx, "C must be (M, N) of op(A) (M, K) times op(B) (K, N)", trans_a,
+                                trans_b, a, b, c);
+    return mpcl_gemm_batched_raw(ctx, op, dt, trans_a, trans_b, m, n, k, alpha, a->mem, 0,
+                                 a->shape[d + 1], m * k, b->mem, 0, b->shape[d + 1], k * n, beta,
+                                 c->mem, 0, n, m * n, batch);
+}
+
+mpcl_status mpcl_set_gemm_accumulation(mpcl_context *ctx, mpcl_accumulation acc)
+{
+    mpcl_status s = mpcl_check_ctx(ctx, "mpcl_set_gemm_accumulation");
+    if (s != MPCL_OK)
+        return s;
+    if (acc != MPCL_ACCUM_DEFAULT && acc != MPCL_ACCUM_HALF && acc != MPCL_ACCUM_FLOAT)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "mpcl_set_gemm_accumulation: unknown accumulation %d", (int)acc);
+    ctx->gemm_accum = acc;
+    return MPCL_OK;
+}

@@ -1,0 +1,454 @@
+/* src/ops/norm.c — batch norm over (B, H, W) per channel and layer norm over
+ * the last dimension (kernels in cl/norm.cl).
+ *
+ * Dimension letters: B batch, C channels, H W height and width, HW = H * W,
+ * M = B * HW values per channel; N rows, D features per row.
+ *
+ * Statistics are f32 and computed in float in every mode (two-pass mean and
+ * variance, one work-group per channel or row); gamma, beta, y, dx, dgamma
+ * and dbeta are in the storage dtype. Parameter gradients accumulate (+=),
+ * dx is assigned; NULL dx, dgamma or dbeta skips that output.
+ *
+ * Launches: training forward bn_stats (a work-group per channel), bn_running
+ * (a work-item per channel), bn_apply (a work-item per element); backward
+ * bn_backward_sums, bn_param_grads, bn_backward_dx; layer norm ln_forward,
+ * or ln_backward_params then ln_backward_dx. Every += runs in a one-work-item-
+ * per-value kernel (see cl/norm.cl for the PoCL miscompilation that rules it
+ * out after a work-group reduction). The order makes in-place use safe:
+ * every reduction over dy or x is enqueued before the kernel that writes dx
+ * or y (one in-order queue). */
+#include <math.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define NORM_WG_MAX 256     /* cl/norm.cl's NORM_WG_MAX */
+#define NORM_SCRATCH_SLOT 7 /* batch-norm (C, 2) f32 stats or sums; within one call only */
+
+static const char *const BN_FWD = "mpcl_batchnorm2d_forward";
+static const char *const BN_BWD = "mpcl_batchnorm2d_backward";
+static const char *const LN_FWD = "mpcl_layernorm_forward";
+static const char *const LN_BWD = "mpcl_layernorm_backward";
+
+/* The work-group size for reducing n values: the smallest power of two
+ * >= n, at most NORM_WG_MAX and what the kernel and device allow. */
+static size_t group_size(mpcl_context *ctx, cl_kernel k, size_t n)
+{
+    size_t limit = NORM_WG_MAX, kmax = 0;
+    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax,
+                                 NULL) == CL_SUCCESS &&
+        kmax > 0 && kmax < limit)
+        limit = kmax;
+    if (ctx->caps.max_work_group_size > 0 && ctx->caps.max_work_group_size < limit)
+        limit = (size_t)ctx->caps.max_work_group_size;
+    size_t p = 1;
+    while (p < n && p * 2 <= limit)
+        p *= 2;
+    return p;
+}
+
+/* groups work-groups of a reduction over n values each. */
+static mpcl_status launch_groups(mpcl_context *ctx, cl_kernel k, const char *op, size_t groups,
+                                 size_t n)
+{
+    size_t local = group_size(ctx, k, n);
+    size_t global = groups * local;
+    return mpcl_launch(ctx, k, op, 1, &global, &local);
+}
+
+static mpcl_status arg_error(mpcl_context *ctx, const char *op, const char *kernel, cl_int rc)
+{
+    return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: setting %s arguments: %s", op, kernel,
+                          mpcl_cl_error_name(rc));
+}
+
+static mpcl_status check_small(mpcl_context *ctx, const char *op, const char *name,
+                               const mpcl_tensor *t)
+{
+    char d[128];
+    if (t->numel > UINT32_MAX)
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE, "%s: %s %s has more than 2^32 - 1 elements", op,
+                              name, mpcl_tensor_describe(t, d, sizeof d));
+    return MPCL_OK;
+}
+
+static mpcl_status check_eps(mpcl_context *ctx, const char *op, float eps)
+{
+    if (!(eps >= 0.0f) || !isfinite(eps))
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: eps %g must be finite and >= 0", op,
+                              (double)eps);
+    return MPCL_OK;
+}
+
+/* ------------------------------------------------------------ batch norm */
+
+static mpcl_status bn_forward_check(mpcl_context *ctx, const mpcl_tensor *y, const mpcl_tensor *x,
+                                    const mpcl_tensor *gamma, const mpcl_tensor *beta,
+                                    const mpcl_tensor *running_mean, const mpcl_tensor *running_var,
+                                    const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd,
+                                    float momentum, float eps, int training)
+{
+    mpcl_dtype st = mpcl_storage_dtype(ctx);
+    mpcl_status s = mpcl_check_tensor(ctx, BN_FWD, "x", x, st, 4, NULL);
+    if (s != MPCL_OK)
+        return s;
+    const size_t *xs = x->shape; /* (B, C, H, W) */
+    const size_t c_dims[1] = {xs[1]};
+    if ((s = mpcl_check_tensor(ctx, BN_FWD, "y", y, st, 4, xs)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, BN_FWD, "gamma", gamma, st, 1, c_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, BN_FWD, "beta", beta, st, 1, c_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, BN_FWD, "running_mean", running_mean, MPCL_F32, 1, c_dims)) !=
+            MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, BN_FWD, "running_var", running_var, MPCL_F32, 1, c_dims)) !=
+            MPCL_OK)
+        return s;
+    /* eval leaves save_* alone, so they may be NULL there */
+    if ((training || save_mean) &&
+        (s = mpcl_check_tensor(ctx, BN_FWD, "save_mean", save_mean, MPCL_F32, 1, c_dims)) != MPCL_OK)
+        return s;
+    if ((training || save_invstd) &&
+        (s = mpcl_check_tensor(ctx, BN_FWD, "save_invstd", save_invstd, MPCL_F32, 1, c_dims)) !=
+            MPCL_OK)
+        return s;
+    if ((s = check_small(ctx, BN_FWD, "x", x)) != MPCL_OK || (s = check_eps(ctx, BN_FWD, eps)) != MPCL_OK)
+        return s;
+    if (!isfinite(momentum))
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: momentum %g is not finite", BN_FWD,
+                              (double)momentum);
+    char d[128];
+    if (training && xs[0] * xs[2] * xs[3] < 2)
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
+                              "%s: x is %s, expected more than one value per channel (B * H * W >= 2) "
+                              "when training",
+                              BN_FWD, mpcl_tensor_describe(x, d, sizeof d));
+    return MPCL_OK;
+}
+
+/* save_mean, save_invstd (C) and stats (C, 2) = (mean, biased var) from x. */
+static mpcl_status bn_launch_stats(mpcl_context *ctx, const mpcl_tensor *x, mpcl_tensor *save_mean,
+                                   mpcl_tensor *save_invstd, cl_mem stats, float eps)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_stats", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint C = (cl_uint)x->shape[1], HW = (cl_uint)(x->shape[2] * x->shape[3]);
+    cl_uint M = (cl_uint)(x->shape[0] * HW);
+    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &save_mean->mem,
+                                 sizeof(cl_mem), &save_invstd->mem, sizeof(cl_mem), &stats, sizeof C,
+                                 &C, sizeof HW, &HW, sizeof M, &M, sizeof(cl_float), &eps);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, BN_FWD, "bn_stats", rc);
+    return launch_groups(ctx, k, BN_FWD, C, M);
+}
+
+/* running_mean, running_var (C) updated from stats (C, 2). */
+static mpcl_status bn_launch_running(mpcl_context *ctx, const mpcl_tensor *x,
+                                     mpcl_tensor *running_mean, mpcl_tensor *running_var,
+                                     cl_mem stats, float momentum)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_running", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint C = (cl_uint)x->shape[1];
+    cl_uint M = (cl_uint)(x->shape[0] * x->shape[2] * x->shape[3]);
+    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &running_mean->mem, sizeof(cl_mem),
+                                 &running_var->mem, sizeof(cl_mem), &stats, sizeof C, &C, sizeof M,
+                                 &M, sizeof(cl_float), &momentum);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, BN_FWD, "bn_running", rc);
+    return mpcl_launch_1d(ctx, k, BN_FWD, C);
+}
+
+/* y = (x - mean) invstd gamma + beta; stat is invstd, or a variance when
+ * stat_is_var. */
+static mpcl_status bn_launch_apply(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                   const mpcl_tensor *gamma, const mpcl_tensor *beta,
+                                   const mpcl_tensor *mean, const mpcl_tensor *stat, float eps,
+                                   int stat_is_var)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_apply", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint C = (cl_uint)x->shape[1], HW = (cl_uint)(x->shape[2] * x->shape[3]);
+    cl_uint n = (cl_uint)x->numel;
+    cl_int is_var = stat_is_var;
+    cl_int rc = mpcl_kernel_args(k, 11, sizeof(cl_mem), &y->mem, sizeof(cl_mem), &x->mem,
+                                 sizeof(cl_mem), &gamma->mem, sizeof(cl_mem), &beta->mem,
+                                 sizeof(cl_mem), &mean->mem, sizeof(cl_mem), &stat->mem, sizeof C, &C,
+                                 sizeof HW, &HW, sizeof n, &n, sizeof(cl_float), &eps, sizeof is_var,
+                                 &is_var);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, BN_FWD, "bn_apply", rc);
+    return mpcl_launch_1d(ctx, k, BN_FWD, n);
+}
+
+mpcl_status mpcl_batchnorm2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                     const mpcl_tensor *gamma, const mpcl_tensor *beta,
+                                     mpcl_tensor *running_mean, mpcl_tensor *running_var,
+                                     mpcl_tensor *save_mean, mpcl_tensor *save_invstd,
+                                     float momentum, float eps, int training)
+{
+    mpcl_status s = mpcl_check_ctx(ctx, BN_FWD);
+    if (s != MPCL_OK)
+        return s;
+    s = bn_forward_check(ctx, y, x, gamma, beta, running_mean, running_var, save_mean, save_invstd,
+                         momentum, eps, training);
+    if (s != MPCL_OK)
+        return s;
+    if (!training)
+        return bn_launch_apply(ctx, y, x, gamma, beta, running_mean, running_var, eps, 1);
+    cl_mem stats; /* (C, 2) f32: (mean, biased var) */
+    s = mpcl_scratch(ctx, NORM_SCRATCH_SLOT, x->shape[1] * 2 * sizeof(float), &stats);
+    if (s != MPCL_OK)
+        return s;
+    if ((s = bn_launch_stats(ctx, x, save_mean, save_invstd, stats, eps)) != MPCL_OK ||
+        (s = bn_launch_running(ctx, x, running_mean, running_var, stats, momentum)) != MPCL_OK)
+        return s;
+    return bn_launch_apply(ctx, y, x, gamma, beta, save_mean, save_invstd, eps, 0);
+}
+
+static mpcl_status bn_backward_check(mpcl_context *ctx, const mpcl_tensor *dx,
+                                     const mpcl_tensor *dgamma, const mpcl_tensor *dbeta,
+                                     const mpcl_tensor *dy, const mpcl_tensor *x,
+                                     const mpcl_tensor *gamma, const mpcl_tensor *save_mean,
+                                     const mpcl_tensor *save_invstd)
+{
+    mpcl_dtype st = mpcl_storage_dtype(ctx);
+    mpcl_status s = mpcl_check_tensor(ctx, BN_BWD, "dy", dy, st, 4, NULL);
+    if (s != MPCL_OK)
+        return s;
+    const size_t *ys = dy->shape; /* (B, C, H, W) */
+    const size_t c_dims[1] = {ys[1]};
+    if ((s = mpcl_check_tensor(ctx, BN_BWD, "x", x, st, 4, ys)) != MPCL_OK ||
+        (dx && (s = mpcl_check_tensor(ctx, BN_BWD, "dx", dx, st, 4, ys)) != MPCL_OK) ||
+        (s = mpcl_check_tensor(ctx, BN_BWD, "gamma", gamma, st, 1, c_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, BN_BWD, "save_mean", save_mean, MPCL_F32, 1, c_dims)) !=
+            MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, BN_BWD, "save_invstd", save_invstd, MPCL_F32, 1, c_dims)) !=
+            MPCL_OK ||
+        (dgamma && (s = mpcl_check_tensor(ctx, BN_BWD, "dgamma", dgamma, st, 1, c_dims)) != MPCL_OK) ||
+        (dbeta && (s = mpcl_check_tensor(ctx, BN_BWD, "dbeta", dbeta, st, 1, c_dims)) != MPCL_OK))
+        return s;
+    return check_small(ctx, BN_BWD, "dy", dy);
+}
+
+/* sums (C, 2) = per-channel (sum dy, sum dy xhat). */
+static mpcl_status bn_launch_sums(mpcl_context *ctx, cl_mem sums, const mpcl_tensor *dy,
+                                  const mpcl_tensor *x, const mpcl_tensor *save_mean,
+                                  const mpcl_tensor *save_invstd)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_backward_sums", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint C = (cl_uint)x->shape[1], HW = (cl_uint)(x->shape[2] * x->shape[3]);
+    cl_uint M = (cl_uint)(x->shape[0] * HW);
+    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &dy->mem, sizeof(cl_mem), &x->mem,
+                                 sizeof(cl_mem), &save_mean->mem, sizeof(cl_mem), &save_invstd->mem,
+                                 sizeof(cl_mem), &sums, sizeof C, &C, sizeof HW, &HW, sizeof M, &M);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, BN_BWD, "bn_backward_sums", rc);
+    return launch_groups(ctx, k, BN_BWD, C, M);
+}
+
+/* dgamma, dbeta (C) += the sums; a NULL one is skipped. */
+static mpcl_status bn_launch_param_grads(mpcl_context *ctx, mpcl_tensor *dgamma, mpcl_tensor *dbeta,
+                                         cl_mem sums, cl_uint C)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_param_grads", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_int want_dg = dgamma != NULL, want_db = dbeta != NULL;
+    /* a skipped gradient's argument is never touched by the kernel */
+    cl_mem dg = dgamma ? dgamma->mem : dbeta->mem, db = dbeta ? dbeta->mem : dgamma->mem;
+    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &dg, sizeof(cl_mem), &db, sizeof(cl_mem),
+                                 &sums, sizeof C, &C, sizeof want_dg, &want_dg, sizeof want_db,
+                                 &want_db);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, BN_BWD, "bn_param_grads", rc);
+    return mpcl_launch_1d(ctx, k, BN_BWD, C);
+}
+
+static mpcl_status bn_launch_dx(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
+                                const mpcl_tensor *x, const mpcl_tensor *gamma,
+                                const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd,
+                                cl_mem sums)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_backward_dx", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint C = (cl_uint)x->shape[1], HW = (cl_uint)(x->shape[2] * x->shape[3]);
+    cl_uint M = (cl_uint)(x->shape[0] * HW), n = (cl_uint)x->numel;
+    cl_int rc = mpcl_kernel_args(k, 11, sizeof(cl_mem), &dx->mem, sizeof(cl_mem), &dy->mem,
+                                 sizeof(cl_mem), &x->mem, sizeof(cl_mem), &gamma->mem, sizeof(cl_mem),
+                                 &save_mean->mem, sizeof(cl_mem), &save_invstd->mem, sizeof(cl_mem),
+                                 &sums, sizeof C, &C, sizeof HW, &HW, sizeof M, &M, sizeof n, &n);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, BN_BWD, "bn_backward_dx", rc);
+    return mpcl_launch_1d(ctx, k, BN_BWD, n);
+}
+
+mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dgamma,
+                                      mpcl_tensor *dbeta, const mpcl_tensor *dy,
+                                      const mpcl_tensor *x, const mpcl_tensor *gamma,
+                                      const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd)
+{
+    mpcl_status s = mpcl_check_ctx(ctx, BN_BWD);
+    if (s != MPCL_OK)
+        return s;
+    s = bn_backward_check(ctx, dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd);
+    if (s != MPCL_OK)
+        return s;
+    if (!dx && !dgamma && !dbeta)
+        return MPCL_OK;
+    cl_mem sums; /* (C, 2) f32 */
+    s = mpcl_scratch(ctx, NORM_SCRATCH_SLOT, x->shape[1] * 2 * sizeof(float), &sums);
+    if (s != MPCL_OK)
+        return s;
+    if ((s = bn_launch_sums(ctx, sums, dy, x, save_mean, save_invstd)) != MPCL_OK)
+        return s;
+    if ((dgamma || dbeta) &&
+        (s = bn_launch_param_grads(ctx, dgamma, dbeta, sums, (cl_uint)x->shape[1])) != MPCL_OK)
+        return s;
+    if (!dx)
+        return MPCL_OK;
+    return bn_launch_dx(ctx, dx, dy, x, gamma, save_mean, save_invstd, sums);
+}
+
+/* ------------------------------------------------------------ layer norm */
+
+static mpcl_status ln_forward_check(mpcl_context *ctx, const mpcl_tensor *y, const mpcl_tensor *x,
+                                    const mpcl_tensor *gamma, const mpcl_tensor *beta,
+                                    const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd,
+                                    float eps)
+{
+    mpcl_dtype st = mpcl_storage_dtype(ctx);
+    mpcl_status s = mpcl_check_tensor(ctx, LN_FWD, "x", x, st, 2, NULL);
+    if (s != MPCL_OK)
+        return s;
+    const size_t *xs = x->shape; /* (N, D) */
+    const size_t n_dims[1] = {xs[0]}, d_dims[1] = {xs[1]};
+    if ((s = mpcl_check_tensor(ctx, LN_FWD, "y", y, st, 2, xs)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, LN_FWD, "gamma", gamma, st, 1, d_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, LN_FWD, "beta", beta, st, 1, d_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, LN_FWD, "save_mean", save_mean, MPCL_F32, 1, n_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, LN_FWD, "save_invstd", save_invstd, MPCL_F32, 1, n_dims)) !=
+            MPCL_OK)
+        return s;
+    if ((s = check_small(ctx, LN_FWD, "x", x)) != MPCL_OK)
+        return s;
+    return check_eps(ctx, LN_FWD, eps);
+}
+
+mpcl_status mpcl_layernorm_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                   const mpcl_tensor *gamma, const mpcl_tensor *beta,
+                                   mpcl_tensor *save_mean, mpcl_tensor *save_invstd, float eps)
+{
+    mpcl_status s = mpcl_check_ctx(ctx, LN_FWD);
+    if (s != MPCL_OK)
+        return s;
+    s = ln_forward_check(ctx, y, x, gamma, beta, save_mean, save_invstd, eps);
+    if (s != MPCL_OK)
+        return s;
+    cl_kernel k;
+    s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "ln_forward", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint N = (cl_uint)x->shape[0], D = (cl_uint)x->shape[1];
+    cl_int rc = mpcl_kernel_args(k, 9, sizeof(cl_mem), &y->mem, sizeof(cl_mem), &x->mem,
+                                 sizeof(cl_mem), &gamma->mem, sizeof(cl_mem), &beta->mem,
+                                 sizeof(cl_mem), &save_mean->mem, sizeof(cl_mem), &save_invstd->mem,
+                                 sizeof N, &N, sizeof D, &D, sizeof(cl_float), &eps);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, LN_FWD, "ln_forward", rc);
+    return launch_groups(ctx, k, LN_FWD, N, D);
+}
+
+static mpcl_status ln_backward_check(mpcl_context *ctx, const mpcl_tensor *dx,
+                                     const mpcl_tensor *dgamma, const mpcl_tensor *dbeta,
+                                     const mpcl_tensor *dy, const mpcl_tensor *x,
+                                     const mpcl_tensor *gamma, const mpcl_tensor *save_mean,
+                                     const mpcl_tensor *save_invstd)
+{
+    mpcl_dtype st = mpcl_storage_dtype(ctx);
+    mpcl_status s = mpcl_check_tensor(ctx, LN_BWD, "dy", dy, st, 2, NULL);
+    if (s != MPCL_OK)
+        return s;
+    const size_t *ys = dy->shape; /* (N, D) */
+    const size_t n_dims[1] = {ys[0]}, d_dims[1] = {ys[1]};
+    if ((s = mpcl_check_tensor(ctx, LN_BWD, "x", x, st, 2, ys)) != MPCL_OK ||
+        (dx && (s = mpcl_check_tensor(ctx, LN_BWD, "dx", dx, st, 2, ys)) != MPCL_OK) ||
+        (s = mpcl_check_tensor(ctx, LN_BWD, "gamma", gamma, st, 1, d_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, LN_BWD, "save_mean", save_mean, MPCL_F32, 1, n_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, LN_BWD, "save_invstd", save_invstd, MPCL_F32, 1, n_dims)) !=
+            MPCL_OK ||
+        (dgamma && (s = mpcl_check_tensor(ctx, LN_BWD, "dgamma", dgamma, st, 1, d_dims)) != MPCL_OK) ||
+        (dbeta && (s = mpcl_check_tensor(ctx, LN_BWD, "dbeta", dbeta, st, 1, d_dims)) != MPCL_OK))
+        return s;
+    return check_small(ctx, LN_BWD, "dy", dy);
+}
+
+/* dgamma, dbeta (D) += column sums over the N rows. */
+static mpcl_status ln_launch_params(mpcl_context *ctx, mpcl_tensor *dgamma, mpcl_tensor *dbeta,
+                                    const mpcl_tensor *dy, const mpcl_tensor *x,
+                                    const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "ln_backward_params", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint N = (cl_uint)x->shape[0], D = (cl_uint)x->shape[1];
+    cl_int want_dg = dgamma != NULL, want_db = dbeta != NULL;
+    /* a skipped gradient's argument is never touched by the kernel */
+    cl_mem dg = dgamma ? dgamma->mem : dy->mem, db = dbeta ? dbeta->mem : dy->mem;
+    cl_int rc = mpcl_kernel_args(k, 10, sizeof(cl_mem), &dg, sizeof(cl_mem), &db, sizeof(cl_mem),
+                                 &dy->mem, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &save_mean->mem,
+                                 sizeof(cl_mem), &save_invstd->mem, sizeof N, &N, sizeof D, &D,
+                                 sizeof want_dg, &want_dg, sizeof want_db, &want_db);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, LN_BWD, "ln_backward_params", rc);
+    return mpcl_launch_1d(ctx, k, LN_BWD, D);
+}
+
+static mpcl_status ln_launch_dx(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
+                                const mpcl_tensor *x, const mpcl_tensor *gamma,
+                                const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd)
+{
+    cl_kernel k;
+    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "ln_backward_dx", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint N = (cl_uint)x->shape[0], D = (cl_uint)x->shape[1];
+    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &dx->mem, sizeof(cl_mem), &dy->mem,
+                                 sizeof(cl_mem), &x->mem, sizeof(cl_mem), &gamma->mem, sizeof(cl_mem),
+                                 &save_mean->mem, sizeof(cl_mem), &save_invstd->mem, sizeof N, &N,
+                                 sizeof D, &D);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, LN_BWD, "ln_backward_dx", rc);
+    return launch_groups(ctx, k, LN_BWD, N, D);
+}
+
+mpcl_status mpcl_layernorm_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dgamma,
+                                    mpcl_tensor *dbeta, const mpcl_tensor *dy, const mpcl_tensor *x,
+                                    const mpcl_tensor *gamma, const mpcl_tensor *save_mean,
+                                    const mpcl_tensor *save_invstd)
+{
+    mpcl_status s = mpcl_check_ctx(ctx, LN_BWD);
+    if (s != MPCL_OK)
+        return s;
+    s = ln_backward_check(ctx, dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd);
+    if (s != MPCL_OK)
+        return s;
+    /* the parameter sums read dy before dx (which may be dy) is written */
+    if ((dgamma || dbeta) &&
+        (s = ln_launch_params(ctx, dgamma, dbeta, dy, x, save_mean, save_invstd)) != MPCL_OK)
+        return s;
+    if (!dx)
+        return MPCL_OK;
+    return ln_launch_dx(ctx, dx, dy, x, gamma, save_mean, save_invstd);
+}

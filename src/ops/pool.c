@@ -1,0 +1,237 @@
+/* pool.c — 2-D max and average pooling (kernels in cl/pool.cl).
+ *
+ * Letters: B batch, C channels, H W input height and width, OH OW output
+ * height and width, KH KW window height and width.
+ *
+ * Max: padded positions never win; argmax (i32) holds ih*W + iw of the first
+ * maximum in row-major window order (a NaN wins, so overflow propagates).
+ * Avg: padding counts as zeros, the divisor is always KH*KW (PyTorch's
+ * count_include_pad=True). pad < window in both, so no window is all padding.
+ * Backward passes gather per input pixel (windows overlap when stride <
+ * window): dx is assigned, every element written. */
+#include <limits.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* The geometry of one pooling call, as the kernels take it (cl/pool.cl). */
+typedef struct {
+    size_t b, c, h, w, oh, ow;
+} pool_dims;
+
+static mpcl_status check_params(mpcl_context *ctx, const char *op, const mpcl_pool2d_params *p)
+{
+    if (!p)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: params is NULL", op);
+    if (p->kernel_h < 1 || p->kernel_w < 1 || p->stride_h < 1 || p->stride_w < 1 || p->pad_h < 0 ||
+        p->pad_w < 0 || p->pad_h >= p->kernel_h || p->pad_w >= p->kernel_w)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: window %dx%d, stride %dx%d, padding %dx%d: the window and stride "
+                              "must be >= 1 and the padding in [0, window)",
+                              op, p->kernel_h, p->kernel_w, p->stride_h, p->stride_w, p->pad_h,
+                              p->pad_w);
+    return MPCL_OK;
+}
+
+/* OH, OW of the window over H x W; MPCL_ERR_SHAPE when empty. */
+static mpcl_status out_size(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
+                            const mpcl_pool2d_params *p, size_t *oh, size_t *ow)
+{
+    mpcl_conv2d_params cp = mpcl_conv2d_default();
+    cp.stride_h = p->stride_h;
+    cp.stride_w = p->stride_w;
+    cp.pad_h = p->pad_h;
+    cp.pad_w = p->pad_w;
+    size_t h = x->shape[2], w = x->shape[3];
+    if (mpcl_conv2d_output_size(h, w, (size_t)p->kernel_h, (size_t)p->kernel_w, &cp, oh, ow) != MPCL_OK) {
+        char d[128];
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
+                              "%s: a %dx%d window with stride %dx%d and padding %dx%d over a %zux%zu "
+                              "image (%s) gives an empty output",
+                              op, p->kernel_h, p->kernel_w, p->stride_h, p->stride_w, p->pad_h,
+                              p->pad_w, h, w, mpcl_tensor_describe(x, d, sizeof d));
+    }
+    return MPCL_OK;
+}
+
+/* mpcl_check_tensor, with the reference tensor's shape and the window added
+ * to the message on failure. */
+static mpcl_status check_against(mpcl_context *ctx, const char *op, const char *name,
+                                 const mpcl_tensor *t, mpcl_dtype dtype, const size_t *dims,
+                                 const char *ref_name, const mpcl_tensor *ref,
+                                 const mpcl_pool2d_params *p)
+{
+    mpcl_status s = mpcl_check_tensor(ctx, op, name, t, dtype, 4, dims);
+    if (s == MPCL_OK)
+        return s;
+    char msg[MPCL_ERR_LEN], d[128];
+    mpcl_strfmt(msg, sizeof msg, "%s", mpcl_last_error(ctx));
+    return mpcl_set_error(ctx, s, "%s, for %s %s with a %dx%d window, stride %dx%d, padding %dx%d",
+                          msg, ref_name, mpcl_tensor_describe(ref, d, sizeof d), p->kernel_h,
+                          p->kernel_w, p->stride_h, p->stride_w, p->pad_h, p->pad_w);
+}
+
+/* Checks the image tensor `img` (B, C, H, W), the window, and that each
+ * tensor in outs[] is (B, C, OH, OW) in its dtype. */
+static mpcl_status check_pool(mpcl_context *ctx, const char *op, const char *img_name,
+                              const mpcl_tensor *img, const mpcl_pool2d_params *p, int nout,
+                              const char *const *out_names, const mpcl_tensor *const *outs,
+                              const mpcl_dtype *out_dtypes, pool_dims *g)
+{
+    mpcl_status s = mpcl_check_tensor(ctx, op, img_name, img, mpcl_storage_dtype(ctx), 4, NULL);
+    if (s == MPCL_OK)
+        s = check_params(ctx, op, p);
+    if (s == MPCL_OK)
+        s = out_size(ctx, op, img, p, &g->oh, &g->ow);
+    if (s != MPCL_OK)
+        return s;
+    g->b = img->shape[0];
+    g->c = img->shape[1];
+    g->h = img->shape[2];
+    g->w = img->shape[3];
+    const size_t want[4] = {g->b, g->c, g->oh, g->ow};
+    for (int i = 0; i < nout && s == MPCL_OK; i++)
+        s = check_against(ctx, op, out_names[i], outs[i], out_dtypes[i], want, img_name, img, p);
+    if (s == MPCL_OK && (img->numel > INT_MAX || outs[0]->numel > INT_MAX))
+        s = mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: tensors over %d elements are not supported",
+                           op, INT_MAX);
+    return s;
+}
+
+/* The geometry as the kernels take it (POOL_GEO_PARAMS in cl/pool.cl):
+ * B*C, H, W, OH, OW, window, stride, padding (h, w). */
+#define GEO_N 11
+typedef struct {
+    cl_int v[GEO_N];
+} pool_geo;
+
+/* The GEO_N (size, value) argument pairs of g for mpcl_kernel_args. */
+#define GEO_ARGS(g)                                                                              \
+    sizeof(cl_int), &(g).v[0], sizeof(cl_int), &(g).v[1], sizeof(cl_int), &(g).v[2],            \
+        sizeof(cl_int), &(g).v[3], sizeof(cl_int), &(g).v[4], sizeof(cl_int), &(g).v[5],        \
+        sizeof(cl_int), &(g).v[6], sizeof(cl_int), &(g).v[7], sizeof(cl_int), &(g).v[8],        \
+        sizeof(cl_int), &(g).v[9], sizeof(cl_int), &(g).v[10]
+
+static pool_geo make_geo(const pool_dims *g, const mpcl_pool2d_params *p)
+{
+    pool_geo geo = {{(cl_int)(g->b * g->c), (cl_int)g->h, (cl_int)g->w, (cl_int)g->oh,
+                     (cl_int)g->ow, p->kernel_h, p->kernel_w, p->stride_h, p->stride_w, p->pad_h,
+                     p->pad_w}};
+    return geo;
+}
+
+static mpcl_status arg_error(mpcl_context *ctx, const char *op, cl_int rc)
+{
+    return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clSetKernelArg failed: %s", op,
+                          mpcl_cl_error_name(rc));
+}
+
+mpcl_status mpcl_maxpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, mpcl_tensor *argmax,
+                                   const mpcl_tensor *x, const mpcl_pool2d_params *p)
+{
+    static const char op[] = "mpcl_maxpool2d_forward";
+    const char *names[2] = {"y", "argmax"};
+    const mpcl_tensor *outs[2] = {y, argmax};
+    pool_dims g;
+    mpcl_status s = mpcl_check_ctx(ctx, op);
+    if (s != MPCL_OK)
+        return s;
+    const mpcl_dtype dts[2] = {mpcl_storage_dtype(ctx), MPCL_I32};
+    s = check_pool(ctx, op, "x", x, p, 2, names, outs, dts, &g);
+    if (s != MPCL_OK)
+        return s;
+    cl_kernel k;
+    s = mpcl_kernel_get(ctx, "pool", mpcl_ctx_variant(ctx), "pool_max_forward", &k);
+    if (s != MPCL_OK)
+        return s;
+    pool_geo geo = make_geo(&g, p);
+    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+                                 sizeof(cl_mem), &y->mem,        /* (B, C, OH, OW) */
+                                 sizeof(cl_mem), &argmax->mem,   /* (B, C, OH, OW) i32 */
+                                 GEO_ARGS(geo));
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_1d(ctx, k, op, y->numel);
+}
+
+mpcl_status mpcl_maxpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
+                                    const mpcl_tensor *argmax, const mpcl_pool2d_params *p)
+{
+    static const char op[] = "mpcl_maxpool2d_backward";
+    const char *names[2] = {"dy", "argmax"};
+    const mpcl_tensor *outs[2] = {dy, argmax};
+    pool_dims g;
+    mpcl_status s = mpcl_check_ctx(ctx, op);
+    if (s != MPCL_OK)
+        return s;
+    const mpcl_dtype dts[2] = {mpcl_storage_dtype(ctx), MPCL_I32};
+    s = check_pool(ctx, op, "dx", dx, p, 2, names, outs, dts, &g);
+    if (s != MPCL_OK)
+        return s;
+    cl_kernel k;
+    s = mpcl_kernel_get(ctx, "pool", mpcl_ctx_variant(ctx), "pool_max_backward", &k);
+    if (s != MPCL_OK)
+        return s;
+    pool_geo geo = make_geo(&g, p);
+    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, C, OH, OW) */
+                                 sizeof(cl_mem), &argmax->mem,   /* (B, C, OH, OW) i32 */
+                                 sizeof(cl_mem), &dx->mem,       /* (B, C, H, W) */
+                                 GEO_ARGS(geo));
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_1d(ctx, k, op, dx->numel);
+}
+
+mpcl_status mpcl_avgpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                   const mpcl_pool2d_params *p)
+{
+    static const char op[] = "mpcl_avgpool2d_forward";
+    const char *names[1] = {"y"};
+    const mpcl_tensor *outs[1] = {y};
+    pool_dims g;
+    mpcl_status s = mpcl_check_ctx(ctx, op);
+    if (s != MPCL_OK)
+        return s;
+    const mpcl_dtype dts[1] = {mpcl_storage_dtype(ctx)};
+    s = check_pool(ctx, op, "x", x, p, 1, names, outs, dts, &g);
+    if (s != MPCL_OK)
+        return s;
+    cl_kernel k;
+    s = mpcl_kernel_get(ctx, "pool", mpcl_ctx_variant(ctx), "pool_avg_forward", &k);
+    if (s != MPCL_OK)
+        return s;
+    pool_geo geo = make_geo(&g, p);
+    cl_int rc = mpcl_kernel_args(k, 2 + GEO_N, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+                                 sizeof(cl_mem), &y->mem,        /* (B, C, OH, OW) */
+                                 GEO_ARGS(geo));
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_1d(ctx, k, op, y->numel);
+}
+
+mpcl_status mpcl_avgpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
+                                    const mpcl_pool2d_params *p)
+{
+    static const char op[] = "mpcl_avgpool2d_backward";
+    const char *names[1] = {"dy"};
+    const mpcl_tensor *outs[1] = {dy};
+    pool_dims g;
+    mpcl_status s = mpcl_check_ctx(ctx, op);
+    if (s != MPCL_OK)
+        return s;
+    const mpcl_dtype dts[1] = {mpcl_storage_dtype(ctx)};
+    s = check_pool(ctx, op, "dx", dx, p, 1, names, outs, dts, &g);
+    if (s != MPCL_OK)
+        return s;
+    cl_kernel k;
+    s = mpcl_kernel_get(ctx, "pool", mpcl_ctx_variant(ctx), "pool_avg_backward", &k);
+    if (s != MPCL_OK)
+        return s;
+    pool_geo geo = make_geo(&g, p);
+    cl_int rc = mpcl_kernel_args(k, 2 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, C, OH, OW) */
+                                 sizeof(cl_mem), &dx->mem,       /* (B, C, H, W) */
+                                 GEO_ARGS(geo));
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_1d(ctx, k, op, dx->numel);
+}

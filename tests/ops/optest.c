@@ -1,0 +1,143 @@
+/* optest.c — see optest.h. */
+#include "optest.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+optest_mode optest_modes[3];
+int optest_nmodes;
+
+void optest_init(void)
+{
+    static const mpcl_precision modes[3] = {MPCL_PRECISION_FP32, MPCL_PRECISION_FP16_STORAGE,
+                                            MPCL_PRECISION_FP16};
+    for (int i = 0; i < 3; i++) {
+        mpcl_options o;
+        mpcl_options_init(&o);
+        o.precision = modes[i];
+        mpcl_context *ctx = NULL;
+        mpcl_status s = mpcl_context_create(&o, &ctx);
+        if (s == MPCL_ERR_NO_PLATFORM || s == MPCL_ERR_NO_DEVICE) {
+            fprintf(stderr, "no OpenCL device: %s\n", mpcl_last_error(ctx));
+            mpcl_context_destroy(ctx);
+            exit(77);
+        }
+        if (s != MPCL_OK) {
+            printf("mode %s skipped on this device: %s\n", mpcl_precision_name(modes[i]),
+                   mpcl_last_error(ctx));
+            mpcl_context_destroy(ctx);
+            continue;
+        }
+        optest_modes[optest_nmodes].mode = modes[i];
+        optest_modes[optest_nmodes].ctx = ctx;
+        optest_modes[optest_nmodes].name = mpcl_precision_name(modes[i]);
+        optest_nmodes++;
+    }
+    printf("running in %d precision mode(s):", optest_nmodes);
+    for (int i = 0; i < optest_nmodes; i++)
+        printf(" %s", optest_modes[i].name);
+    printf("\n");
+}
+
+void optest_cleanup(void)
+{
+    for (int i = 0; i < optest_nmodes; i++)
+        mpcl_context_destroy(optest_modes[i].ctx);
+    optest_nmodes = 0;
+}
+
+int optest_small(void)
+{
+    const char *s = getenv("MPCL_TEST_SMALL");
+    return s && *s && strcmp(s, "0") != 0;
+}
+
+int optest_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    optest_cleanup();
+    return failed == 0 ? 0 : 1;
+}
+
+void optest_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)
+{
+    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        double u = (double)(s >> 11) * 0x1p-53;
+        x[i] = (float)(lo + (hi - lo) * u);
+    }
+}
+
+mpcl_tensor *optest_tensor(mpcl_context *ctx, mpcl_dtype dtype, mpcl_mem_tag tag, const float *data,
+                           size_t d0, size_t d1, size_t d2, size_t d3)
+{
+    size_t shape[4] = {d0, d1, d2, d3};
+    int ndim = 0;
+    while (ndim < 4 && shape[ndim])
+        ndim++;
+    mpcl_tensor *t = NULL;
+    mpcl_status s = mpcl_tensor_create(ctx, dtype, ndim, shape, tag, &t);
+    ck_assert_msg(s == MPCL_OK, "mpcl_tensor_create: %s", mpcl_last_error(ctx));
+    if (data) {
+        s = mpcl_tensor_upload(t, data, mpcl_tensor_numel(t));
+        ck_assert_msg(s == MPCL_OK, "mpcl_tensor_upload: %s", mpcl_last_error(ctx));
+    }
+    return t;
+}
+
+float *optest_download(const mpcl_tensor *t)
+{
+    size_t n = mpcl_tensor_numel(t);
+    float *x = malloc(n * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    mpcl_status s = mpcl_tensor_download(t, x, n);
+    ck_assert_msg(s == MPCL_OK, "mpcl_tensor_download: %s", mpcl_last_error(t->ctx));
+    return x;
+}
+
+void optest_quantize(mpcl_context *ctx, float *x, size_t n)
+{
+    if (mpcl_storage_dtype(ctx) == MPCL_F16)
+        for (size_t i = 0; i < n; i++)
+            x[i] = mpcl_half_to_float(mpcl_half_from_float(x[i]));
+}
+
+double optest_rtol(mpcl_precision mode)
+{
+    switch (mode) {
+    case MPCL_PRECISION_FP32: return 1e-5;
+    case MPCL_PRECISION_FP16_STORAGE: return 2e-3; /* one half rounding of the output (2^-11) */
+    default: return 1e-2;                          /* half arithmetic */
+    }
+}
+
+void optest_assert_close(const char *what, const float *got, const double *ref, size_t n,
+                         double atol, double rtol)
+{
+    size_t bad = 0, first = 0, worst_i = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - ref[i]);
+        double tol = atol + rtol * fabs(ref[i]);
+        if (!(err <= tol)) { /* NaN fails */
+            if (bad++ == 0)
+                first = i;
+        }
+        if (!(err <= worst)) {
+            worst = err;
+            worst_i = i;
+        }
+    }
+    ck_assert_msg(bad == 0,
+                  "%s: %zu of %zu values out of tolerance (atol %g, rtol %g); first [%zu] got %.9g "
+                  "ref %.9g; worst [%zu] got %.9g ref %.9g",
+                  what, bad, n, atol, rtol, first, (double)got[first], ref[first], worst_i,
+                  (double)got[worst_i], ref[worst_i]);
+}
