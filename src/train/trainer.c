@@ -1,0 +1,422 @@
+/* trainer.c — the mixed-precision training step, the dynamic loss scaler,
+ * learning-rate schedules, evaluation and prediction. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "nn/model.h"
+
+struct mpcl_trainer {
+    mpcl_context *ctx;
+    mpcl_model *model;
+    mpcl_train_options opt;
+    mpcl_scaler_state scaler;
+    size_t max_batch, sample_bytes, classes;
+    mpcl_tensor *x_u8, *y_u8;     /* (B, C, H, W) u8, (B) u8 */
+    mpcl_tensor *x, *labels;      /* (B, C, H, W) storage dtype, (B) i32 */
+    mpcl_tensor *loss, *flag;     /* (1) f32, (1) i32 */
+    mpcl_tensor *dlogits;         /* (B, classes) storage dtype */
+    mpcl_tensor *state1, *state2; /* optimizer state (f32, P) */
+    mpcl_tensor *inf_probe;       /* (1) view of the gradient buffer, for inject_inf_step */
+};
+
+void mpcl_train_options_init(mpcl_train_options *o, mpcl_precision p)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    mpcl_optimizer_options_init(&o->optimizer, MPCL_OPT_ADAM);
+    o->schedule = MPCL_SCHEDULE_CONSTANT;
+    o->gamma = 0.1f;
+    o->step_size = 1000;
+    int half = p != MPCL_PRECISION_FP32;
+    o->dynamic_scale = half;
+    o->loss_scale = half ? 65536.0f : 1.0f;
+    o->growth_factor = 2.0f;
+    o->backoff_factor = 0.5f;
+    o->growth_interval = 2000;
+    o->min_scale = 0x1p-24f;
+    o->max_scale = 0x1p24f;
+    o->input_mean = 0.0f;
+    o->input_std = 1.0f;
+}
+
+const char *mpcl_schedule_name(mpcl_schedule s)
+{
+    switch (s) {
+    case MPCL_SCHEDULE_CONSTANT: return "constant";
+    case MPCL_SCHEDULE_STEP: return "step";
+    case MPCL_SCHEDULE_COSINE: return "cosine";
+    }
+    return "unknown";
+}
+
+float mpcl_schedule_lr(const mpcl_train_options *o, uint64_t step)
+{
+    double lr = o->optimizer.lr;
+    if (o->warmup_steps && step < o->warmup_steps)
+        return (float)(lr * (double)(step + 1) / (double)o->warmup_steps);
+    uint64_t s = step - (o->warmup_steps ? o->warmup_steps : 0);
+    switch (o->schedule) {
+    case MPCL_SCHEDULE_STEP:
+        return (float)(lr * pow((double)o->gamma, (double)(s / (o->step_size ? o->step_size : 1))));
+    case MPCL_SCHEDULE_COSINE: {
+        uint64_t total = o->total_steps > o->warmup_steps ? o->total_steps - o->warmup_steps : 1;
+        double f = s >= total ? 1.0 : (double)s / (double)total;
+        return (float)(lr * 0.5 * (1.0 + cos(M_PI * f)));
+    }
+    default:
+        return (float)lr;
+    }
+}
+
+void mpcl_trainer_destroy(mpcl_trainer *t)
+{
+    if (!t)
+        return;
+    mpcl_tensor *all[] = {t->x_u8, t->y_u8, t->x, t->labels, t->loss, t->flag,
+                          t->dlogits, t->state1, t->state2, t->inf_probe};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        mpcl_tensor_destroy(all[i]);
+    free(t);
+}
+
+mpcl_status mpcl_trainer_create(mpcl_model *m, const mpcl_train_options *o, mpcl_trainer **out)
+{
+    const char *op = "mpcl_trainer_create";
+    if (!m || !o || !out)
+        return MPCL_ERR_ARGUMENT;
+    *out = NULL;
+    mpcl_context *ctx = m->ctx;
+    if (!(o->loss_scale > 0.0f) || !isfinite(o->loss_scale) || !(o->input_std > 0.0f) ||
+        !(o->optimizer.lr >= 0.0f) || o->growth_interval == 0 || !(o->growth_factor >= 1.0f) ||
+        !(o->backoff_factor > 0.0f && o->backoff_factor <= 1.0f) || !(o->clip_norm >= 0.0f) ||
+        !(o->label_smoothing >= 0.0f && o->label_smoothing < 1.0f))
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: options out of range (loss scale %g, growth %g every %u, backoff %g, "
+                              "lr %g, clip %g, label smoothing %g, input std %g)",
+                              op, (double)o->loss_scale, (double)o->growth_factor, o->growth_interval,
+                              (double)o->backoff_factor, (double)o->optimizer.lr, (double)o->clip_norm,
+                              (double)o->label_smoothing, (double)o->input_std);
+    mpcl_trainer *t = calloc(1, sizeof *t);
+    if (!t)
+        return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "%s: out of host memory", op);
+    t->ctx = ctx;
+    t->model = m;
+    t->opt = *o;
+    t->scaler.scale = o->loss_scale;
+    t->max_batch = m->max_batch;
+    const mpcl_model_spec *sp = &m->spec;
+    t->sample_bytes = sp->input[0] * sp->input[1] * sp->input[2];
+    t->classes = sp->layers[sp->nlayers - 1].out_shape[0];
+    size_t xs[4] = {t->max_batch, sp->input[0], sp->input[1], sp->input[2]};
+    size_t ys[1] = {t->max_batch}, one[1] = {1}, ds[2] = {t->max_batch, t->classes};
+    size_t p[1] = {m->padded};
+    mpcl_dtype sd = mpcl_storage_dtype(ctx);
+    mpcl_status s = mpcl_tensor_create(ctx, MPCL_U8, 4, xs, MPCL_MEM_ACTIVATIONS, &t->x_u8);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_create(ctx, MPCL_U8, 1, ys, MPCL_MEM_ACTIVATIONS, &t->y_u8);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_create(ctx, sd, 4, xs, MPCL_MEM_ACTIVATIONS, &t->x);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_create(ctx, MPCL_I32, 1, ys, MPCL_MEM_ACTIVATIONS, &t->labels);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_create(ctx, MPCL_F32, 1, one, MPCL_MEM_SCRATCH, &t->loss);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_create(ctx, MPCL_I32, 1, one, MPCL_MEM_SCRATCH, &t->flag);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_create(ctx, sd, 2, ds, MPCL_MEM_GRADIENTS, &t->dlogits);
+    int need1 = o->optimizer.kind != MPCL_OPT_SGD || o->optimizer.momentum != 0.0f;
+    int need2 = o->optimizer.kind != MPCL_OPT_SGD;
+    if (s == MPCL_OK && need1)
+        s = mpcl_tensor_create(ctx, MPCL_F32, 1, p, MPCL_MEM_OPTIMIZER, &t->state1);
+    if (s == MPCL_OK && need1)
+        s = mpcl_tensor_fill(t->state1, 0.0f);
+    if (s == MPCL_OK && need2)
+        s = mpcl_tensor_create(ctx, MPCL_F32, 1, p, MPCL_MEM_OPTIMIZER, &t->state2);
+    if (s == MPCL_OK && need2)
+        s = mpcl_tensor_fill(t->state2, 0.0f);
+    if (s == MPCL_OK && o->inject_inf_step)
+        s = mpcl_tensor_view(m->grad, 0, 1, one, &t->inf_probe);
+    if (s != MPCL_OK) {
+        mpcl_trainer_destroy(t);
+        return s;
+    }
+    *out = t;
+    return MPCL_OK;
+}
+
+void mpcl_trainer_scaler(const mpcl_trainer *t, mpcl_scaler_state *out)
+{
+    if (t && out)
+        *out = t->scaler;
+}
+
+void mpcl_trainer_set_scaler(mpcl_trainer *t, const mpcl_scaler_state *s)
+{
+    if (t && s)
+        t->scaler = *s;
+}
+
+mpcl_tensor *mpcl_trainer_state(mpcl_trainer *t, int which)
+{
+    if (!t)
+        return NULL;
+    return which == 0 ? t->state1 : which == 1 ? t->state2 : NULL;
+}
+
+/* Views of the batch buffers for b samples (b < max_batch on a last partial
+ * batch); the caller destroys them. */
+typedef struct {
+    mpcl_tensor *x_u8, *y_u8, *x, *labels, *dlogits;
+} batch_views;
+
+static void views_free(batch_views *v)
+{
+    mpcl_tensor_destroy(v->x_u8);
+    mpcl_tensor_destroy(v->y_u8);
+    mpcl_tensor_destroy(v->x);
+    mpcl_tensor_destroy(v->labels);
+    mpcl_tensor_destroy(v->dlogits);
+    memset(v, 0, sizeof *v);
+}
+
+static mpcl_status views_make(mpcl_trainer *t, size_t b, batch_views *v)
+{
+    const mpcl_model_spec *sp = &t->model->spec;
+    size_t xs[4] = {b, sp->input[0], sp->input[1], sp->input[2]}, ys[1] = {b}, ds[2] = {b, t->classes};
+    memset(v, 0, sizeof *v);
+    mpcl_status s = mpcl_tensor_view(t->x_u8, 0, 4, xs, &v->x_u8);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_view(t->y_u8, 0, 1, ys, &v->y_u8);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_view(t->x, 0, 4, xs, &v->x);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_view(t->labels, 0, 1, ys, &v->labels);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_view(t->dlogits, 0, 2, ds, &v->dlogits);
+    if (s != MPCL_OK)
+        views_free(v);
+    return s;
+}
+
+/* Uploads b samples as bytes and normalises them on the device. */
+static mpcl_status upload_batch(mpcl_context *ctx, batch_views *v, const uint8_t *images,
+                                const uint8_t *labels, size_t b, size_t sample_bytes, float mean, float std)
+{
+    mpcl_status s = mpcl_tensor_write(v->x_u8, images, b * sample_bytes);
+    if (s == MPCL_OK)
+        s = mpcl_normalize_u8(ctx, v->x, v->x_u8, mean, std);
+    if (s == MPCL_OK && labels) {
+        s = mpcl_tensor_write(v->y_u8, labels, b);
+        if (s == MPCL_OK)
+            s = mpcl_labels_to_i32(ctx, v->labels, v->y_u8);
+    }
+    return s;
+}
+
+static void scaler_update(mpcl_trainer *t, int finite)
+{
+    mpcl_scaler_state *sc = &t->scaler;
+    sc->steps++;
+    if (!finite) {
+        sc->skipped_steps++;
+        sc->growth_tracker = 0;
+        if (t->opt.dynamic_scale)
+            sc->scale = fmaxf(sc->scale * t->opt.backoff_factor, t->opt.min_scale);
+        return;
+    }
+    sc->optimizer_steps++;
+    if (!t->opt.dynamic_scale)
+        return;
+    if (++sc->growth_tracker >= t->opt.growth_interval) {
+        sc->growth_tracker = 0;
+        sc->scale = fminf(sc->scale * t->opt.growth_factor, t->opt.max_scale);
+    }
+}
+
+mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint8_t *labels, size_t b,
+                              mpcl_step_stats *stats)
+{
+    const char *op = "mpcl_trainer_step";
+    if (!t || !images || !labels)
+        return MPCL_ERR_ARGUMENT;
+    mpcl_context *ctx = t->ctx;
+    if (b < 1 || b > t->max_batch)
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE, "%s: batch of %zu samples; the model takes 1 to %zu", op, b,
+                              t->max_batch);
+    for (size_t i = 0; i < b; i++)
+        if (labels[i] >= t->classes)
+            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: label %u of sample %zu is outside 0..%zu", op,
+                                  labels[i], i, t->classes - 1);
+    batch_views v;
+    mpcl_status s = views_make(t, b, &v);
+    if (s != MPCL_OK)
+        return s;
+    mpcl_model *m = t->model;
+    float scale = t->scaler.scale;
+    uint64_t step = t->scaler.steps; /* 0-based */
+    mpcl_tensor *logits = NULL;
+    int32_t finite = 0;
+    float loss = NAN;
+    s = upload_batch(ctx, &v, images, labels, b, t->sample_bytes, t->opt.input_mean, t->opt.input_std);
+    if (s == MPCL_OK)
+        s = mpcl_model_zero_grad(m);
+    if (s == MPCL_OK)
+        s = mpcl_model_forward(m, v.x, 1, step + 1, &logits);
+    if (s == MPCL_OK)
+        s = mpcl_softmax_cross_entropy(ctx, t->loss, v.dlogits, logits, v.labels, t->opt.label_smoothing, scale);
+    if (s == MPCL_OK)
+        s = mpcl_model_backward(m, v.dlogits);
+    if (s == MPCL_OK && t->inf_probe && step + 1 == t->opt.inject_inf_step)
+        s = mpcl_tensor_fill(t->inf_probe, INFINITY);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_fill(t->flag, 1.0f);
+    if (s == MPCL_OK)
+        s = mpcl_unscale(ctx, m->grad, 1.0f / scale, t->flag);
+    /* the one read of the step: loss and overflow flag */
+    if (s == MPCL_OK)
+        s = mpcl_tensor_read(t->loss, &loss, sizeof loss);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_read(t->flag, &finite, sizeof finite);
+    double norm = 0;
+    float lr = 0.0f;
+    if (s == MPCL_OK && finite) {
+        float grad_mul = 1.0f;
+        if (t->opt.clip_norm > 0.0f) {
+            s = mpcl_grad_norm(ctx, m->grad, &norm);
+            if (s == MPCL_OK && norm > t->opt.clip_norm)
+                grad_mul = (float)(t->opt.clip_norm / (norm + 1e-6));
+        }
+        lr = mpcl_schedule_lr(&t->opt, t->scaler.optimizer_steps);
+        if (s == MPCL_OK)
+            s = mpcl_optimizer_step(ctx, &t->opt.optimizer, lr, t->scaler.optimizer_steps + 1, m->master,
+                                    m->working == m->master ? NULL : m->working, m->grad, t->state1,
+                                    t->state2, grad_mul);
+    }
+    views_free(&v);
+    if (s != MPCL_OK)
+        return s;
+    scaler_update(t, finite != 0);
+    if (stats) {
+        stats->loss = loss;
+        stats->lr = lr;
+        stats->scale = scale;
+        stats->skipped = !finite;
+        stats->grad_norm = norm;
+    }
+    return MPCL_OK;
+}
+
+/* ------------------------------------------------------------ inference */
+
+/* Runs forward on n samples in batches, calling back with the host logits. */
+typedef void (*logits_fn)(void *user, size_t first, size_t b, size_t classes, const float *logits);
+
+static mpcl_status run_batches(mpcl_model *m, const uint8_t *images, size_t n, size_t batch, float mean,
+                               float std, logits_fn fn, void *user)
+{
+    mpcl_context *ctx = m->ctx;
+    const mpcl_model_spec *sp = &m->spec;
+    size_t sample = sp->input[0] * sp->input[1] * sp->input[2];
+    size_t classes = sp->layers[sp->nlayers - 1].out_shape[0];
+    if (batch == 0 || batch > m->max_batch)
+        batch = m->max_batch;
+    size_t xs[4] = {batch, sp->input[0], sp->input[1], sp->input[2]};
+    mpcl_tensor *xu = NULL, *x = NULL;
+    float *host = malloc(batch * classes * sizeof *host);
+    mpcl_status s = host ? MPCL_OK : mpcl_set_error(ctx, MPCL_ERR_NOMEM, "evaluation: out of host memory");
+    if (s == MPCL_OK)
+        s = mpcl_tensor_create(ctx, MPCL_U8, 4, xs, MPCL_MEM_SCRATCH, &xu);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_create(ctx, mpcl_storage_dtype(ctx), 4, xs, MPCL_MEM_SCRATCH, &x);
+    for (size_t first = 0; s == MPCL_OK && first < n; first += batch) {
+        size_t b = n - first < batch ? n - first : batch;
+        batch_views v = {0};
+        xs[0] = b;
+        s = mpcl_tensor_view(xu, 0, 4, xs, &v.x_u8);
+        if (s == MPCL_OK)
+            s = mpcl_tensor_view(x, 0, 4, xs, &v.x);
+        if (s == MPCL_OK)
+            s = upload_batch(ctx, &v, images + first * sample, NULL, b, sample, mean, std);
+        mpcl_tensor *logits = NULL;
+        if (s == MPCL_OK)
+            s = mpcl_model_forward(m, v.x, 0, 0, &logits);
+        if (s == MPCL_OK)
+            s = mpcl_tensor_download(logits, host, b * classes);
+        if (s == MPCL_OK)
+            fn(user, first, b, classes, host);
+        views_free(&v);
+    }
+    mpcl_tensor_destroy(xu);
+    mpcl_tensor_destroy(x);
+    free(host);
+    return s;
+}
+
+typedef struct {
+    const uint8_t *labels;
+    double loss_sum;
+    size_t correct;
+    uint64_t *confusion;
+    float *probs;
+} eval_acc;
+
+/* log-softmax in double on the host, per row */
+static void eval_rows(void *user, size_t first, size_t b, size_t classes, const float *logits)
+{
+    eval_acc *e = user;
+    for (size_t i = 0; i < b; i++) {
+        const float *row = logits + i * classes;
+        size_t best = 0;
+        double mx = row[0];
+        for (size_t c = 1; c < classes; c++)
+            if (row[c] > row[best])
+                best = c;
+        mx = row[best];
+        double sum = 0;
+        for (size_t c = 0; c < classes; c++)
+            sum += exp((double)row[c] - mx);
+        if (e->probs)
+            for (size_t c = 0; c < classes; c++)
+                e->probs[(first + i) * classes + c] = (float)(exp((double)row[c] - mx) / sum);
+        if (e->labels) {
+            unsigned y = e->labels[first + i];
+            e->loss_sum += (log(sum) + mx) - (y < classes ? (double)row[y] : NAN);
+            e->correct += best == y;
+            if (e->confusion && y < classes)
+                e->confusion[y * classes + best]++;
+        }
+    }
+}
+
+mpcl_status mpcl_model_evaluate(mpcl_model *m, const uint8_t *images, const uint8_t *labels, size_t n,
+                                size_t batch, float mean, float std, double *loss, double *accuracy,
+                                uint64_t *confusion)
+{
+    if (!m || !images || !labels || n == 0)
+        return m ? mpcl_set_error(m->ctx, MPCL_ERR_ARGUMENT, "mpcl_model_evaluate: no samples") : MPCL_ERR_ARGUMENT;
+    const mpcl_model_spec *sp = &m->spec;
+    size_t classes = sp->layers[sp->nlayers - 1].out_shape[0];
+    if (confusion)
+        memset(confusion, 0, classes * classes * sizeof *confusion);
+    eval_acc e = {.labels = labels, .confusion = confusion};
+    mpcl_status s = run_batches(m, images, n, batch, mean, std, eval_rows, &e);
+    if (s != MPCL_OK)
+        return s;
+    if (loss)
+        *loss = e.loss_sum / (double)n;
+    if (accuracy)
+        *accuracy = (double)e.correct / (double)n;
+    return MPCL_OK;
+}
+
+mpcl_status mpcl_model_predict(mpcl_model *m, const uint8_t *images, size_t n, size_t batch, float mean,
+                               float std, float *probs)
+{
+    if (!m || !images || !probs || n == 0)
+        return m ? mpcl_set_error(m->ctx, MPCL_ERR_ARGUMENT, "mpcl_model_predict: no samples") : MPCL_ERR_ARGUMENT;
+    eval_acc e = {.probs = probs};
+    return run_batches(m, images, n, batch, mean, std, eval_rows, &e);
+}

@@ -1,0 +1,234 @@
+/* test_model.c — the sequential model's wiring: parameter layout and names,
+ * and back-propagation through every layer kind checked against central
+ * finite differences of the loss (fp32), and against the fp32 gradients in
+ * the half-storage modes. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optest.h"
+
+static const char *SPEC = "input 2x9x8\n"
+                          "conv2d out=3 kernel=3 padding=1\n"
+                          "batchnorm2d\n"
+                          "tanh\n"
+                          "maxpool2d kernel=2\n"      /* 3x4x4 */
+                          "conv2d out=4 kernel=2\n"  /* 4x3x3 */
+                          "gelu\n"
+                          "avgpool2d kernel=2 stride=1\n" /* 4x2x2 */
+                          "flatten\n"
+                          "dropout p=0.25\n"
+                          "linear out=6\n"
+                          "sigmoid\n"
+                          "linear out=5\n"
+                          "leaky_relu slope=0.1\n";
+
+#define B 3
+
+typedef struct {
+    mpcl_model *m;
+    mpcl_tensor *x, *labels, *loss, *dlogits;
+} rig;
+
+static void rig_make(mpcl_context *ctx, rig *r)
+{
+    mpcl_model_spec spec;
+    char err[256];
+    ck_assert_msg(mpcl_model_spec_parse(SPEC, "test", &spec, err, sizeof err) == MPCL_OK, "%s", err);
+    ck_assert_msg(mpcl_model_create(ctx, &spec, B, 7, &r->m) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    float x[B * 2 * 9 * 8], y[B] = {1, 4, 0};
+    optest_fill_uniform(x, sizeof x / sizeof x[0], 3, -2.0f, 2.0f);
+    r->x = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, x, B, 2, 9, 8);
+    r->labels = optest_tensor(ctx, MPCL_I32, MPCL_MEM_ACTIVATIONS, y, B, 0, 0, 0);
+    r->loss = optest_tensor(ctx, MPCL_F32, MPCL_MEM_SCRATCH, NULL, 1, 0, 0, 0);
+    r->dlogits = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_GRADIENTS, NULL, B, 5, 0, 0);
+}
+
+static void rig_free(rig *r)
+{
+    mpcl_model_destroy(r->m);
+    mpcl_tensor_destroy(r->x);
+    mpcl_tensor_destroy(r->labels);
+    mpcl_tensor_destroy(r->loss);
+    mpcl_tensor_destroy(r->dlogits);
+}
+
+/* loss of a training-mode forward at step 1 (same dropout mask every time) */
+static double loss_at(mpcl_context *ctx, rig *r, int with_grad)
+{
+    mpcl_tensor *logits;
+    ck_assert_int_eq(mpcl_model_zero_grad(r->m), MPCL_OK);
+    ck_assert_msg(mpcl_model_forward(r->m, r->x, 1, 1, &logits) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    ck_assert_msg(mpcl_softmax_cross_entropy(ctx, r->loss, with_grad ? r->dlogits : NULL, logits, r->labels,
+                                             0.0f, 1.0f) == MPCL_OK,
+                  "%s", mpcl_last_error(ctx));
+    if (with_grad)
+        ck_assert_msg(mpcl_model_backward(r->m, r->dlogits) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    float l;
+    ck_assert_int_eq(mpcl_tensor_download(r->loss, &l, 1), MPCL_OK);
+    return l;
+}
+
+START_TEST(parameters_named_like_pytorch)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    rig r;
+    rig_make(ctx, &r);
+    static const char *want[] = {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                                 "1.running_var", "4.weight", "4.bias", "9.weight", "9.bias",
+                                 "11.weight", "11.bias"};
+    size_t numel[] = {3 * 2 * 9, 3, 3, 3, 3, 3, 4 * 3 * 4, 4, 6 * 16, 6, 5 * 6, 5};
+    mpcl_param_info pi;
+    size_t total = 0, align = mpcl_view_alignment(ctx, MPCL_F16);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        ck_assert_int_eq(mpcl_model_param(r.m, i, &pi), MPCL_OK);
+        ck_assert_str_eq(pi.name, want[i]);
+        ck_assert_uint_eq(pi.numel, numel[i]);
+        if (pi.buffer == NULL) {
+            ck_assert_uint_eq(pi.offset % align, 0);
+            total += pi.numel;
+        }
+    }
+    ck_assert_int_ne(mpcl_model_param(r.m, 12, &pi), MPCL_OK);
+    ck_assert_uint_eq(total, mpcl_model_param_count(r.m));
+    rig_free(&r);
+}
+END_TEST
+
+START_TEST(backward_matches_finite_differences)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    rig r;
+    rig_make(ctx, &r);
+    mpcl_tensor *master = mpcl_model_master(r.m), *grad = mpcl_model_grad(r.m);
+    size_t p = mpcl_tensor_numel(master);
+    loss_at(ctx, &r, 1);
+    float *g = optest_download(grad);
+    float *w = optest_download(master);
+    if (optest_modes[_i].mode == MPCL_PRECISION_FP32) {
+        /* central differences in fp32 at 16 parameters of every layer kind */
+        mpcl_param_info pi;
+        int checked = 0;
+        for (size_t i = 0; mpcl_model_param(r.m, i, &pi) == MPCL_OK; i++) {
+            if (pi.buffer)
+                continue;
+            for (size_t j = 0; j < pi.numel && j < 2; j++) {
+                size_t k = pi.offset + (j * 7) % pi.numel;
+                const float h = 1e-2f;
+                float save = w[k];
+                w[k] = save + h;
+                ck_assert_int_eq(mpcl_tensor_upload(master, w, p), MPCL_OK);
+                double lp = loss_at(ctx, &r, 0);
+                w[k] = save - h;
+                ck_assert_int_eq(mpcl_tensor_upload(master, w, p), MPCL_OK);
+                double lm = loss_at(ctx, &r, 0);
+                w[k] = save;
+                double fd = (lp - lm) / (2.0 * h);
+                ck_assert_msg(fabs(fd - g[k]) <= 2e-3 + 3e-2 * fabs(fd), "%s[%zu]: backward %.6g, finite difference %.6g",
+                              pi.name, (j * 7) % pi.numel, (double)g[k], fd);
+                checked++;
+            }
+        }
+        ck_assert_int_ge(checked, 10);
+    } else {
+        /* the same model and data in fp32 (the harness's first mode) */
+        rig ref;
+        rig_make(optest_modes[0].ctx, &ref);
+        loss_at(optest_modes[0].ctx, &ref, 1);
+        float *g32 = optest_download(mpcl_model_grad(ref.m));
+        double gmax = 0;
+        for (size_t i = 0; i < p; i++)
+            gmax = fmax(gmax, fabs(g32[i]));
+        double *want = malloc(p * sizeof *want);
+        for (size_t i = 0; i < p; i++)
+            want[i] = g32[i];
+        /* half inputs, activations and gradients through 12 layers */
+        optest_assert_close("gradients vs fp32", g, want, p, 3e-2 * gmax, 5e-2);
+        free(want);
+        free(g32);
+        rig_free(&ref);
+    }
+    free(g);
+    free(w);
+    rig_free(&r);
+}
+END_TEST
+
+START_TEST(bad_arguments)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    rig r;
+    rig_make(ctx, &r);
+    mpcl_tensor *logits = NULL;
+    float x[4 * 2 * 9 * 8] = {0};
+    mpcl_tensor *big = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, x, 4, 2, 9, 8);
+    ck_assert_int_eq(mpcl_model_forward(r.m, big, 1, 1, &logits), MPCL_ERR_SHAPE);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "max_batch 3"), "%s", mpcl_last_error(ctx));
+    mpcl_tensor *wrong = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, x, 2, 2, 8, 9);
+    ck_assert_int_eq(mpcl_model_forward(r.m, wrong, 1, 1, &logits), MPCL_ERR_SHAPE);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "(2, 2, 8, 9)") && strstr(mpcl_last_error(ctx), "(*, 2, 9, 8)"),
+                  "%s", mpcl_last_error(ctx));
+    mpcl_model *fresh;
+    mpcl_model_spec spec;
+    ck_assert_int_eq(mpcl_model_spec_parse(SPEC, "t", &spec, NULL, 0), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_create(ctx, &spec, 2, 1, &fresh), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_backward(fresh, r.dlogits), MPCL_ERR_STATE);
+    mpcl_model_destroy(fresh);
+    mpcl_tensor_destroy(big);
+    mpcl_tensor_destroy(wrong);
+    rig_free(&r);
+}
+END_TEST
+
+/* PyTorch's default initialisation: uniform in +-1/sqrt(fan_in), the same
+ * values for the same seed, other values for another seed. */
+START_TEST(initialisation)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    mpcl_model_spec spec;
+    ck_assert_int_eq(mpcl_model_spec_parse("input 1x28x28\nflatten\nlinear out=300\nlinear out=10\n", "t", &spec,
+                                           NULL, 0),
+                     MPCL_OK);
+    mpcl_model *a, *b, *c;
+    ck_assert_int_eq(mpcl_model_create(ctx, &spec, 1, 42, &a), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_create(ctx, &spec, 1, 42, &b), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_create(ctx, &spec, 1, 43, &c), MPCL_OK);
+    float *wa = optest_download(mpcl_model_master(a)), *wb = optest_download(mpcl_model_master(b));
+    float *wc = optest_download(mpcl_model_master(c));
+    size_t p = mpcl_tensor_numel(mpcl_model_master(a));
+    ck_assert(memcmp(wa, wb, p * 4) == 0);
+    ck_assert(memcmp(wa, wc, p * 4) != 0);
+    mpcl_param_info pi;
+    ck_assert_int_eq(mpcl_model_param(a, 0, &pi), MPCL_OK); /* 1.weight (300, 784) */
+    double bound = 1.0 / sqrt(784.0), mx = 0, sum2 = 0;
+    for (size_t i = 0; i < pi.numel; i++) {
+        double v = wa[pi.offset + i];
+        mx = fmax(mx, fabs(v));
+        sum2 += v * v;
+    }
+    ck_assert(mx <= bound);
+    ck_assert(mx > 0.99 * bound);
+    /* uniform(-b, b) has variance b^2 / 3 */
+    double var = sum2 / (double)pi.numel;
+    ck_assert_msg(fabs(var - bound * bound / 3) < 0.02 * bound * bound / 3, "variance %g", var);
+    free(wa);
+    free(wb);
+    free(wc);
+    mpcl_model_destroy(a);
+    mpcl_model_destroy(b);
+    mpcl_model_destroy(c);
+}
+END_TEST
+
+int main(void)
+{
+    optest_init();
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("model");
+    tcase_add_loop_test(tc, parameters_named_like_pytorch, 0, optest_nmodes);
+    tcase_add_loop_test(tc, backward_matches_finite_differences, 0, optest_nmodes);
+    tcase_add_loop_test(tc, bad_arguments, 0, optest_nmodes);
+    tcase_add_loop_test(tc, initialisation, 0, optest_nmodes);
+    suite_add_tcase(s, tc);
+    return optest_run(s);
+}
