@@ -21,42 +21,10 @@
 #define HAS(hay, needle) \
     ck_assert_msg(strstr((hay), (needle)) != NULL, "'%s' lacks '%s'", (hay), (needle))
 
-typedef struct {
-    int rc;
-    char *out, *err;
-} result;
-
-#define MAX_ARGS 40
-
-/* mpcl ARGS... (NULL-terminated), with extra environment env (may be NULL). */
-static result mpcl_run(char *const env[], const char *a0, ...)
-{
-    char *argv[MAX_ARGS];
-    int n = 0;
-    argv[n++] = (char *)tu_env("MPCL_BIN");
-    va_list ap;
-    va_start(ap, a0);
-    for (const char *a = a0; a && n < MAX_ARGS - 1; a = va_arg(ap, const char *))
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    result r;
-    r.rc = tu_run(argv, env, &r.out, &r.err);
-    ck_assert_msg(r.rc != -1, "cannot run %s", argv[0]);
-    ck_assert_ptr_nonnull(r.out);
-    ck_assert_ptr_nonnull(r.err);
-    return r;
-}
-
-static void result_free(result *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-#define RC(r, want)                                                                              \
-    ck_assert_msg((r).rc == (want), "exit %d, expected %d\nstdout:\n%s\nstderr:\n%s", (r).rc,      \
-                  (want), (r).out, (r).err)
+typedef tu_result result;
+#define mpcl_run tu_mpcl_run
+#define result_free tu_result_free
+#define RC TU_RC
 
 /* Set in main, before Check forks: what the default device can do. */
 static int g_storage_passed;

@@ -76,4 +76,16 @@ const char *tu_env(const char *name);
  * for main: 0 when every test passed, 1 otherwise. */
 int tu_run_suite(Suite *s);
 
+/* The built mpcl binary ($MPCL_BIN) run with the NULL-terminated arguments
+ * (at most 38) and extra environment env (NULL-terminated, may be NULL). */
+typedef struct {
+    int rc;
+    char *out, *err;
+} tu_result;
+tu_result tu_mpcl_run(char *const env[], const char *a0, ...);
+void tu_result_free(tu_result *r);
+#define TU_RC(r, want)                                                                           \
+    ck_assert_msg((r).rc == (want), "exit %d, expected %d\nstdout:\n%s\nstderr:\n%s", (r).rc,     \
+                  (want), (r).out, (r).err)
+
 #endif
