@@ -492,57 +492,9 @@ START_TEST(test_bad_arguments)
 }
 END_TEST
 
-/* oclgrind 21.10's uninitialised-value checker sizes a buffer slot's shadow
- * memory at the slot's first allocation and keeps it (and its contents) for
- * every later buffer that reuses the slot: a larger successor reads as
- * uninitialised past the old size, so whichever kernel reads it next gets
- * false reports (reproduced outside mpcl with three buffers and two
- * kernels). Context creation frees small probe buffers. So in small mode
- * under oclgrind, right after the contexts exist, we pin the freed slots
- * with PLUG_N tiny buffers held to the end, then allocate and free
- * BALLAST_N never-written buffers of BALLAST_BYTES: every slot the suite
- * reuses then has a large, uninitialised shadow. (A slot's stale contents
- * can still hide an unwritten read on its second reuse.) */
-#define PLUG_N 256
-#define BALLAST_N 96
-#define BALLAST_BYTES (512u << 10)
-static cl_mem plugs[3][PLUG_N];
-
-static void oclgrind_shadow_workaround(void)
-{
-    if (!optest_small())
-        return;
-    for (int mi = 0; mi < optest_nmodes; mi++) {
-        mpcl_context *ctx = optest_modes[mi].ctx;
-        char name[128] = "";
-        if (clGetPlatformInfo(ctx->platform, CL_PLATFORM_NAME, sizeof name, name, NULL) != CL_SUCCESS ||
-            !strstr(name, "Oclgrind"))
-            return;
-        for (int i = 0; i < PLUG_N; i++)
-            plugs[mi][i] = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, 4, NULL, NULL);
-        cl_mem m[BALLAST_N];
-        for (int i = 0; i < BALLAST_N; i++)
-            m[i] = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, BALLAST_BYTES, NULL, NULL);
-        for (int i = 0; i < BALLAST_N; i++)
-            if (m[i])
-                clReleaseMemObject(m[i]);
-    }
-}
-
-static void oclgrind_shadow_release(void)
-{
-    for (int mi = 0; mi < 3; mi++)
-        for (int i = 0; i < PLUG_N; i++)
-            if (plugs[mi][i]) {
-                clReleaseMemObject(plugs[mi][i]);
-                plugs[mi][i] = NULL;
-            }
-}
-
 int main(void)
 {
     optest_init();
-    oclgrind_shadow_workaround();
     Suite *s = suite_create("pool");
     TCase *tc = tcase_create("pool");
     tcase_set_timeout(tc, 600);
@@ -554,6 +506,5 @@ int main(void)
     tcase_add_loop_test(tc, test_bad_arguments, 0, optest_nmodes);
     suite_add_tcase(s, tc);
     int rc = optest_run(s);
-    oclgrind_shadow_release();
     return rc;
 }
