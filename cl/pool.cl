@@ -78,10 +78,24 @@ kernel void pool_max_backward(global const store_t *dy, /* (B, C, OH, OW) */
     if (id >= P_NP * P_H * P_W)
         return;
     const int q = id / P_W, iw = id - q * P_W, plane = q / P_H, ih = q - plane * P_H;
+    const int me = ih * P_W + iw, base = plane * P_OH * P_OW;
+    if (P_KH <= P_SH && P_KW <= P_SW) {
+        /* windows do not overlap (the usual kernel = stride): at most one
+         * covers (ih, iw), found without a loop */
+        const int th = ih + P_PH, tw = iw + P_PW;
+        const int oh = th / P_SH, ow = tw / P_SW;
+        float g = 0.0f;
+        if (oh < P_OH && ow < P_OW && th - oh * P_SH < P_KH && tw - ow * P_SW < P_KW) {
+            const int o = base + oh * P_OW + ow;
+            if (argmax[o] == me)
+                g = LOADF(dy, o);
+        }
+        STOREF(dx, id, g);
+        return;
+    }
     int oh0, oh1, ow0, ow1;
     pool_cover(ih, P_KH, P_SH, P_PH, P_OH, &oh0, &oh1);
     pool_cover(iw, P_KW, P_SW, P_PW, P_OW, &ow0, &ow1);
-    const int me = ih * P_W + iw, base = plane * P_OH * P_OW;
     acc_t acc = 0.0f;
     for (int oh = oh0; oh <= oh1; oh++)
         for (int ow = ow0; ow <= ow1; ow++) {
