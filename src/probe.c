@@ -620,6 +620,22 @@ mpcl_status mpcl_probe_checks(mpcl_context *ctx, mpcl_caps *caps)
 #define GN 29
 #define GK 45
 
+/* n values in [-2, 2] into dev (half or float) and, as the device holds
+ * them, into ref. */
+static void fill_operand(void *dev, double *ref, int n, int half, uint64_t *s)
+{
+    for (int i = 0; i < n; i++) {
+        float x = (float)((int)(lcg(s) % 2001) - 1000) / 500.0f;
+        if (half) {
+            ((uint16_t *)dev)[i] = mpcl_half_from_float(x);
+            ref[i] = hd(((uint16_t *)dev)[i]);
+        } else {
+            ((float *)dev)[i] = x;
+            ref[i] = x;
+        }
+    }
+}
+
 static void check_gemm(mpcl_context *ctx, int half, mpcl_check *chk)
 {
     const char *name = half ? "Hgemm" : "Sgemm";
@@ -634,26 +650,8 @@ static void check_gemm(mpcl_context *ctx, int half, mpcl_check *chk)
     }
     uint64_t s = half ? 0x4a : 0x5a;
     double av[GM * GK], bv[GK * GN];
-    for (int i = 0; i < GM * GK; i++) {
-        float x = (float)((int)(lcg(&s) % 2001) - 1000) / 500.0f;
-        if (half) {
-            ((uint16_t *)a)[i] = mpcl_half_from_float(x);
-            av[i] = hd(((uint16_t *)a)[i]);
-        } else {
-            ((float *)a)[i] = x;
-            av[i] = x;
-        }
-    }
-    for (int i = 0; i < GK * GN; i++) {
-        float x = (float)((int)(lcg(&s) % 2001) - 1000) / 500.0f;
-        if (half) {
-            ((uint16_t *)bm)[i] = mpcl_half_from_float(x);
-            bv[i] = hd(((uint16_t *)bm)[i]);
-        } else {
-            ((float *)bm)[i] = x;
-            bv[i] = x;
-        }
-    }
+    fill_operand(a, av, GM * GK, half, &s);
+    fill_operand(bm, bv, GK * GN, half, &s);
     for (int i = 0; i < GM; i++)
         for (int j = 0; j < GN; j++) {
             double acc = 0, m = 0;

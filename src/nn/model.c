@@ -34,19 +34,6 @@ static float uniform(uint64_t *s, float bound)
     return (float)((2.0 * u - 1.0) * bound);
 }
 
-static mpcl_status make(mpcl_context *ctx, mpcl_dtype dt, mpcl_mem_tag tag, int ndim, const size_t *shape,
-                        mpcl_tensor **out)
-{
-    return mpcl_tensor_create(ctx, dt, ndim, shape, tag, out);
-}
-
-static mpcl_status param_view(mpcl_tensor *flat, size_t off, size_t numel, int ndim, const size_t *shape,
-                              mpcl_tensor **out)
-{
-    (void)numel;
-    return mpcl_tensor_view(flat, off, ndim, shape, out);
-}
-
 /* Layer l's weight and bias shapes. */
 static int weight_shape(const mpcl_layer_spec *s, size_t *shape)
 {
@@ -177,13 +164,13 @@ static mpcl_status build(mpcl_model *m)
     }
     m->padded = off ? off : align;
     size_t p[1] = {m->padded};
-    mpcl_status s = make(ctx, MPCL_F32, MPCL_MEM_WEIGHTS, 1, p, &m->master);
+    mpcl_status s = mpcl_tensor_create(ctx, MPCL_F32, 1, p, MPCL_MEM_WEIGHTS, &m->master);
     if (s == MPCL_OK && sd != MPCL_F32)
-        s = make(ctx, sd, MPCL_MEM_WEIGHTS, 1, p, &m->working);
+        s = mpcl_tensor_create(ctx, sd, 1, p, MPCL_MEM_WEIGHTS, &m->working);
     else if (s == MPCL_OK)
         m->working = m->master;
     if (s == MPCL_OK)
-        s = make(ctx, sd, MPCL_MEM_GRADIENTS, 1, p, &m->grad);
+        s = mpcl_tensor_create(ctx, sd, 1, p, MPCL_MEM_GRADIENTS, &m->grad);
     if (s == MPCL_OK)
         s = mpcl_tensor_fill(m->grad, 0.0f); /* padding stays zero */
     for (int l = 0; s == MPCL_OK && l < m->spec.nlayers; l++) {
@@ -192,23 +179,23 @@ static mpcl_status build(mpcl_model *m)
         if (has_params(sp)) {
             size_t ws[4], bs[1] = {ly->b_numel};
             int wn = weight_shape(sp, ws);
-            s = param_view(m->working, ly->w_off, ly->w_numel, wn, ws, &ly->w);
+            s = mpcl_tensor_view(m->working, ly->w_off, wn, ws, &ly->w);
             if (s == MPCL_OK)
-                s = param_view(m->grad, ly->w_off, ly->w_numel, wn, ws, &ly->gw);
+                s = mpcl_tensor_view(m->grad, ly->w_off, wn, ws, &ly->gw);
             if (s == MPCL_OK && ly->b_numel)
-                s = param_view(m->working, ly->b_off, ly->b_numel, 1, bs, &ly->b);
+                s = mpcl_tensor_view(m->working, ly->b_off, 1, bs, &ly->b);
             if (s == MPCL_OK && ly->b_numel)
-                s = param_view(m->grad, ly->b_off, ly->b_numel, 1, bs, &ly->gb);
+                s = mpcl_tensor_view(m->grad, ly->b_off, 1, bs, &ly->gb);
         }
         if (s == MPCL_OK && sp->kind == MPCL_LAYER_BATCHNORM2D) {
             size_t c[1] = {sp->in_shape[0]};
-            s = make(ctx, MPCL_F32, MPCL_MEM_WEIGHTS, 1, c, &ly->running_mean);
+            s = mpcl_tensor_create(ctx, MPCL_F32, 1, c, MPCL_MEM_WEIGHTS, &ly->running_mean);
             if (s == MPCL_OK)
-                s = make(ctx, MPCL_F32, MPCL_MEM_WEIGHTS, 1, c, &ly->running_var);
+                s = mpcl_tensor_create(ctx, MPCL_F32, 1, c, MPCL_MEM_WEIGHTS, &ly->running_var);
             if (s == MPCL_OK)
-                s = make(ctx, MPCL_F32, MPCL_MEM_ACTIVATIONS, 1, c, &ly->save_mean);
+                s = mpcl_tensor_create(ctx, MPCL_F32, 1, c, MPCL_MEM_ACTIVATIONS, &ly->save_mean);
             if (s == MPCL_OK)
-                s = make(ctx, MPCL_F32, MPCL_MEM_ACTIVATIONS, 1, c, &ly->save_invstd);
+                s = mpcl_tensor_create(ctx, MPCL_F32, 1, c, MPCL_MEM_ACTIVATIONS, &ly->save_invstd);
         }
         /* output tensors */
         ly->out_ndim = sp->out_ndim == 3 ? 4 : 2;
@@ -216,11 +203,11 @@ static mpcl_status build(mpcl_model *m)
         for (int i = 0; i < 3; i++)
             ly->out_shape[i + 1] = sp->out_shape[i];
         if (s == MPCL_OK && sp->kind != MPCL_LAYER_FLATTEN) {
-            s = make(ctx, sd, MPCL_MEM_ACTIVATIONS, ly->out_ndim, ly->out_shape, &ly->act_full);
+            s = mpcl_tensor_create(ctx, sd, ly->out_ndim, ly->out_shape, MPCL_MEM_ACTIVATIONS, &ly->act_full);
             if (s == MPCL_OK)
-                s = make(ctx, sd, MPCL_MEM_GRADIENTS, ly->out_ndim, ly->out_shape, &ly->dact_full);
+                s = mpcl_tensor_create(ctx, sd, ly->out_ndim, ly->out_shape, MPCL_MEM_GRADIENTS, &ly->dact_full);
             if (s == MPCL_OK && sp->kind == MPCL_LAYER_MAXPOOL2D)
-                s = make(ctx, MPCL_I32, MPCL_MEM_ACTIVATIONS, ly->out_ndim, ly->out_shape, &ly->argmax_full);
+                s = mpcl_tensor_create(ctx, MPCL_I32, ly->out_ndim, ly->out_shape, MPCL_MEM_ACTIVATIONS, &ly->argmax_full);
         }
     }
     return s;
