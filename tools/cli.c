@@ -1,0 +1,289 @@
+/* cli.c — helpers shared by the mpcl subcommands (see cli.h). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "mpcl.h"
+
+#include "cli.h"
+
+/* ------------------------------------------------------------ exit codes */
+
+
+const char EXIT_CODES_HELP[] =
+    "exit codes:\n"
+    "  0  success\n"
+    "  1  runtime failure (OpenCL, kernel build, CLBlast, memory, I/O)\n"
+    "  2  usage error (unknown subcommand or option, bad value)\n"
+    "  3  no OpenCL platform, or no device matches the selector\n"
+    "  4  the requested precision mode is not supported by the device\n";
+
+int exit_code_of(mpcl_status s)
+{
+    switch (s) {
+    case MPCL_OK: return EXIT_OK;
+    case MPCL_ERR_NO_PLATFORM:
+    case MPCL_ERR_NO_DEVICE: return EXIT_NO_DEVICE;
+    case MPCL_ERR_UNSUPPORTED: return EXIT_UNSUPPORTED;
+    default: return EXIT_RUNTIME;
+    }
+}
+
+/* Prints "mpcl: MESSAGE" for a failure the library reported. */
+int runtime_error(mpcl_status s, const char *msg)
+{
+    if (!msg || !*msg)
+        msg = mpcl_status_string(s);
+    fprintf(stderr, "mpcl: %s\n", msg);
+    return exit_code_of(s);
+}
+
+/* --------------------------------------------------------- usage errors */
+
+/* Prints "mpcl CMD: MESSAGE" and the hint to the subcommand's help
+ * ('mpcl help' for the help subcommand itself); returns 2. */
+int usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "mpcl %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (strcmp(cmd, "help") == 0)
+        fprintf(stderr, "\nsee 'mpcl help'\n");
+    else
+        fprintf(stderr, "\nsee 'mpcl %s --help'\n", cmd);
+    return EXIT_USAGE;
+}
+
+/* Restarts getopt_long for a new argv (glibc re-initialises fully on 0). */
+void getopt_reset(void)
+{
+#if defined(__GLIBC__)
+    optind = 0;
+#else
+    optind = 1;
+#endif
+}
+
+
+/* "--device, --precision, ..." for messages. */
+void option_names(const struct option *opts, char *dst, size_t len)
+{
+    size_t used = 0;
+    dst[0] = '\0';
+    for (const struct option *o = opts; o->name && used + 1 < len; o++) {
+        int w = snprintf(dst + used, len - used, "%s--%s", used ? ", " : "", o->name);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+const char *option_name_of(const struct option *opts, int val)
+{
+    for (const struct option *o = opts; o->name; o++)
+        if (o->val == val)
+            return o->name;
+    return "?";
+}
+
+/* The message for getopt_long's '?' or ':' return; returns 2. */
+int option_error(const char *cmd, const struct option *opts, int c, int argc, char **argv)
+{
+    const char *tok = (optind > 0 && optind <= argc) ? argv[optind - 1] : "";
+    char names[512];
+    option_names(opts, names, sizeof names);
+    if (c == ':') {
+        if (optopt >= OPT_BASE)
+            return usage_error(cmd, "option '--%s' needs a value", option_name_of(opts, optopt));
+        return usage_error(cmd, "option '-%c' needs a value", optopt);
+    }
+    if (optopt >= OPT_BASE)
+        return usage_error(cmd, "option '--%s' takes no value (got '%s')",
+                           option_name_of(opts, optopt), tok);
+    if (optopt > 0)
+        return usage_error(cmd, "unknown option '-%c'; the options are %s, -h", optopt, names);
+    return usage_error(cmd, "unknown or ambiguous option '%s'; the options are %s, -h", tok,
+                       names);
+}
+
+/* Strict unsigned parse: all digits, in [lo, hi]. */
+int parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+')
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    errno = 0;
+    char *end = NULL;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* ------------------------------------------------------ text formatting */
+
+
+/* Writes `text` from column `col` on, wrapping at spaces before TEXT_WIDTH;
+ * continuation lines start at column `col`. Ends with a newline. */
+void print_wrapped(const char *text, int col)
+{
+    int pos = col;
+    const char *p = text;
+    int first = 1;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ' ')
+            e++;
+        int wl = (int)(e - p);
+        if (!first && pos + 1 + wl > TEXT_WIDTH) {
+            printf("\n%*s", col, "");
+            pos = col;
+            first = 1;
+        }
+        if (!first) {
+            putchar(' ');
+            pos++;
+        }
+        fwrite(p, 1, (size_t)wl, stdout);
+        pos += wl;
+        first = 0;
+        p = e;
+    }
+    putchar('\n');
+}
+
+/* "  label ............ value" with `value` after `prefix` (e.g. "PASS  "),
+ * continuation lines aligned under the value. */
+void field2(const char *label, const char *prefix, const char *value)
+{
+    printf("%*s%-*s ", LABEL_INDENT, "", LABEL_WIDTH, label);
+    int col = LABEL_INDENT + LABEL_WIDTH + 1;
+    if (prefix && *prefix) {
+        fputs(prefix, stdout);
+        col += (int)strlen(prefix);
+    }
+    print_wrapped(value && *value ? value : "-", col);
+}
+
+void field(const char *label, const char *value) { field2(label, NULL, value); }
+
+void fieldf(const char *label, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    field(label, buf);
+}
+
+/* "31906 MiB", "511.8 MiB", "64 KiB" */
+void fmt_size(char *dst, size_t len, uint64_t bytes, uint64_t unit, const char *uname)
+{
+    if (bytes % unit == 0)
+        snprintf(dst, len, "%" PRIu64 " %s", bytes / unit, uname);
+    else
+        snprintf(dst, len, "%.1f %s", (double)bytes / (double)unit, uname);
+}
+
+
+/* ------------------------------------------------------------- JSON helpers */
+
+/* cJSON does not validate UTF-8; device strings come from drivers, so
+ * replace any byte that is not part of a well-formed sequence with '?'. */
+void utf8_sanitize(const char *src, char *dst, size_t len)
+{
+    size_t o = 0;
+    const unsigned char *s = (const unsigned char *)src;
+    while (*s && o + 1 < len) {
+        size_t n = 0;
+        if (s[0] < 0x80) n = 1;
+        else if (s[0] >= 0xc2 && s[0] <= 0xdf) n = 2;
+        else if (s[0] >= 0xe0 && s[0] <= 0xef) n = 3;
+        else if (s[0] >= 0xf0 && s[0] <= 0xf4) n = 4;
+        int ok = n > 0;
+        for (size_t k = 1; ok && k < n; k++)
+            ok = (s[k] & 0xc0) == 0x80;
+        if (ok && n == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f)))
+            ok = 0;
+        if (ok && n == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f)))
+            ok = 0;
+        if (!ok || o + n >= len) {
+            if (!ok) {
+                dst[o++] = '?';
+                s++;
+                continue;
+            }
+            break;
+        }
+        memcpy(dst + o, s, n);
+        o += n;
+        s += n;
+    }
+    dst[o] = '\0';
+}
+
+
+cJSON *jcheck(jctx *j, cJSON *item)
+{
+    if (!item)
+        j->ok = 0;
+    return item;
+}
+
+void jstr(jctx *j, cJSON *obj, const char *key, const char *val)
+{
+    char clean[2048];
+    utf8_sanitize(val ? val : "", clean, sizeof clean);
+    jcheck(j, cJSON_AddStringToObject(obj, key, clean));
+}
+
+void jnum(jctx *j, cJSON *obj, const char *key, double v)
+{
+    jcheck(j, cJSON_AddNumberToObject(obj, key, v));
+}
+
+void jbool(jctx *j, cJSON *obj, const char *key, int v)
+{
+    jcheck(j, cJSON_AddBoolToObject(obj, key, v ? 1 : 0));
+}
+
+cJSON *jobj(jctx *j, cJSON *obj, const char *key)
+{
+    return jcheck(j, cJSON_AddObjectToObject(obj, key));
+}
+
+/* Prints the document pretty, frees it; returns an exit code. */
+int json_print(jctx *j, cJSON *root)
+{
+    char *text = j->ok && root ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    if (!text) {
+        fprintf(stderr, "mpcl: out of host memory while building the JSON output\n");
+        return EXIT_RUNTIME;
+    }
+    puts(text);
+    cJSON_free(text);
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+

@@ -1,0 +1,67 @@
+/*
+ * cli.h — what the mpcl subcommands share: exit codes, usage errors, strict
+ * number parsing, aligned text fields and JSON building.
+ */
+#ifndef MPCL_TOOLS_CLI_H
+#define MPCL_TOOLS_CLI_H
+
+#include <getopt.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cjson/cJSON.h>
+
+#include "mpcl.h"
+
+enum {
+    EXIT_OK = 0,          /* success */
+    EXIT_RUNTIME = 1,     /* any other runtime failure */
+    EXIT_USAGE = 2,       /* bad command line */
+    EXIT_NO_DEVICE = 3,   /* no OpenCL platform, or no device matches --device */
+    EXIT_UNSUPPORTED = 4  /* the requested precision is refused by the device */
+};
+
+extern const char EXIT_CODES_HELP[];
+
+/* Long options get values from OPT_BASE up, so optopt identifies them. */
+#define OPT_BASE 256
+
+#define TEXT_WIDTH 100  /* wrap long values (reasons) at this column */
+#define LABEL_INDENT 2
+#define LABEL_WIDTH 24
+
+#define KIB 1024ULL
+#define MIB (1024ULL * 1024ULL)
+
+/* Every add records failure in *ok, so a half-built document is never printed. */
+typedef struct {
+    int ok;
+} jctx;
+
+int exit_code_of(mpcl_status s);
+int runtime_error(mpcl_status s, const char *msg);
+int usage_error(const char *cmd, const char *fmt, ...);
+void getopt_reset(void);
+void option_names(const struct option *opts, char *dst, size_t len);
+const char *option_name_of(const struct option *opts, int val);
+int option_error(const char *cmd, const struct option *opts, int c, int argc, char **argv);
+int parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned long *out);
+void print_wrapped(const char *text, int col);
+void field2(const char *label, const char *prefix, const char *value);
+void field(const char *label, const char *value);
+void fieldf(const char *label, const char *fmt, ...);
+void fmt_size(char *dst, size_t len, uint64_t bytes, uint64_t unit, const char *uname);
+void utf8_sanitize(const char *src, char *dst, size_t len);
+cJSON *jcheck(jctx *j, cJSON *item);
+void jstr(jctx *j, cJSON *obj, const char *key, const char *val);
+void jnum(jctx *j, cJSON *obj, const char *key, double v);
+void jbool(jctx *j, cJSON *obj, const char *key, int v);
+cJSON *jobj(jctx *j, cJSON *obj, const char *key);
+int json_print(jctx *j, cJSON *root);
+
+/* The subcommands: argv starts at the subcommand's own name. */
+int cmd_probe(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+
+#endif

@@ -1,0 +1,1051 @@
+/* cmd_train.c — `mpcl train`: data, model, trainer, progress, logs, report. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "mpcl.h"
+
+#include "cli.h"
+
+/* ================================================================= train */
+
+static const char TRAIN_HELP[] =
+    "usage: mpcl train [options]\n"
+    "\n"
+    "Trains a model (default: the seed CNN) on an MNIST-layout data set (default:\n"
+    "Fashion-MNIST), evaluates it on the test set after every epoch, and prints the\n"
+    "test accuracy, a confusion matrix, speed, device memory and the backend choice.\n"
+    "See docs/train.md.\n"
+    "\n"
+    "data and model:\n"
+    "  --model FILE        model spec; a name without '/' that is not a file is looked up\n"
+    "                      as NAME or NAME.txt in $MPCL_MODEL_DIR, the installed models and\n"
+    "                      the source tree's data/models (default: seed-cnn)\n"
+    "  --data DIR          MNIST-layout directory (default: " MPCL_DEFAULT_DATA_DIR ")\n"
+    "  --limit N           train on the first N training samples only (default: all)\n"
+    "  --test-limit N      evaluate on the first N test samples only (default: all)\n"
+    "\n"
+    "training:\n"
+    "  --epochs N          passes over the training samples, 1..100000 (default: 3)\n"
+    "  --batch N           samples per step, 1..65536 (default: 64); the last batch of an\n"
+    "                      epoch may be smaller\n"
+    "  --optimizer NAME    sgd, adam or adamw (default: adam)\n"
+    "  --lr X              learning rate, > 0 (default: sgd 0.01, adam and adamw 0.001)\n"
+    "  --weight-decay X    >= 0 (default: sgd and adam 0, adamw 0.01)\n"
+    "  --momentum X        sgd only, 0 <= X < 1 (default: 0)\n"
+    "  --nesterov          sgd only, Nesterov momentum (needs --momentum > 0)\n"
+    "  --schedule NAME     constant, step or cosine (default: constant); cosine reaches 0\n"
+    "                      after epochs x steps per epoch steps\n"
+    "  --step-size N       step schedule: multiply the rate by --gamma every N steps\n"
+    "                      (default: 1000)\n"
+    "  --gamma X           step schedule: the factor, 0 < X <= 1 (default: 0.1)\n"
+    "  --warmup N          linear warm-up over the first N steps (default: 0)\n"
+    "  --clip X            clip gradients to global L2 norm X, >= 0 (default: 0, off)\n"
+    "  --label-smoothing X 0 <= X < 1 (default: 0)\n"
+    "  --seed N            seeds initialisation, shuffling and dropout (default: 1)\n"
+    "\n"
+    "precision and device:\n"
+    "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
+    "                      (default: $MPCL_DEVICE, else the first GPU, else the first device)\n"
+    "  --precision MODE    auto, fp16, fp16-storage or fp32 (default: auto)\n"
+    "  --loss-scale S      dynamic, or a number > 0 for a static scale (default: dynamic\n"
+    "                      in the fp16 modes, a static 1 in fp32)\n"
+    "  --init-scale X      the initial dynamic scale, 2^-24..2^24 (default: 65536);\n"
+    "                      implies --loss-scale dynamic\n"
+    "\n"
+    "output:\n"
+    "  --log FILE          write JSON lines: one per step, one per epoch\n"
+    "  --quiet             print only the final summary\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "exit codes: 0 success, 1 runtime failure (data, model, OpenCL), 2 usage error,\n"
+    "3 no device, 4 precision refused by the device\n";
+
+enum {
+    TRAIN_MODEL = OPT_BASE,
+    TRAIN_DATA,
+    TRAIN_EPOCHS,
+    TRAIN_BATCH,
+    TRAIN_LR,
+    TRAIN_OPTIMIZER,
+    TRAIN_WEIGHT_DECAY,
+    TRAIN_MOMENTUM,
+    TRAIN_NESTEROV,
+    TRAIN_SCHEDULE,
+    TRAIN_STEP_SIZE,
+    TRAIN_GAMMA,
+    TRAIN_WARMUP,
+    TRAIN_PRECISION,
+    TRAIN_LOSS_SCALE,
+    TRAIN_INIT_SCALE,
+    TRAIN_CLIP,
+    TRAIN_LABEL_SMOOTHING,
+    TRAIN_SEED,
+    TRAIN_DEVICE,
+    TRAIN_LIMIT,
+    TRAIN_TEST_LIMIT,
+    TRAIN_LOG,
+    TRAIN_QUIET,
+    TRAIN_HELP_OPT
+};
+
+static const struct option TRAIN_OPTIONS[] = {
+    {"model", required_argument, NULL, TRAIN_MODEL},
+    {"data", required_argument, NULL, TRAIN_DATA},
+    {"epochs", required_argument, NULL, TRAIN_EPOCHS},
+    {"batch", required_argument, NULL, TRAIN_BATCH},
+    {"lr", required_argument, NULL, TRAIN_LR},
+    {"optimizer", required_argument, NULL, TRAIN_OPTIMIZER},
+    {"weight-decay", required_argument, NULL, TRAIN_WEIGHT_DECAY},
+    {"momentum", required_argument, NULL, TRAIN_MOMENTUM},
+    {"nesterov", no_argument, NULL, TRAIN_NESTEROV},
+    {"schedule", required_argument, NULL, TRAIN_SCHEDULE},
+    {"step-size", required_argument, NULL, TRAIN_STEP_SIZE},
+    {"gamma", required_argument, NULL, TRAIN_GAMMA},
+    {"warmup", required_argument, NULL, TRAIN_WARMUP},
+    {"precision", required_argument, NULL, TRAIN_PRECISION},
+    {"loss-scale", required_argument, NULL, TRAIN_LOSS_SCALE},
+    {"init-scale", required_argument, NULL, TRAIN_INIT_SCALE},
+    {"clip", required_argument, NULL, TRAIN_CLIP},
+    {"label-smoothing", required_argument, NULL, TRAIN_LABEL_SMOOTHING},
+    {"seed", required_argument, NULL, TRAIN_SEED},
+    {"device", required_argument, NULL, TRAIN_DEVICE},
+    {"limit", required_argument, NULL, TRAIN_LIMIT},
+    {"test-limit", required_argument, NULL, TRAIN_TEST_LIMIT},
+    {"log", required_argument, NULL, TRAIN_LOG},
+    {"quiet", no_argument, NULL, TRAIN_QUIET},
+    {"help", no_argument, NULL, TRAIN_HELP_OPT},
+    {NULL, 0, NULL, 0},
+};
+
+#define TRAIN_DEFAULT_MODEL "seed-cnn"
+#define TRAIN_MAX_EPOCHS 100000UL
+#define TRAIN_MAX_BATCH 65536UL
+#define SCALE_MIN 0x1p-24
+#define SCALE_MAX 0x1p24
+
+typedef enum { SCALE_DEFAULT = 0, SCALE_DYNAMIC, SCALE_STATIC } scale_mode;
+
+typedef struct {
+    const char *model;  /* as given; NULL: the default model */
+    const char *data;   /* NULL: MPCL_DEFAULT_DATA_DIR */
+    unsigned long epochs, batch;
+    mpcl_optimizer optimizer;
+    int lr_set, weight_decay_set, momentum_set, nesterov;
+    double lr, weight_decay, momentum;
+    mpcl_schedule schedule;
+    int step_size_set, gamma_set;
+    unsigned long step_size;
+    double gamma;
+    unsigned long warmup;
+    mpcl_precision precision;
+    scale_mode scale;
+    double loss_scale;
+    int init_scale_set;
+    double init_scale;
+    double clip, label_smoothing;
+    uint64_t seed;
+    const char *device;
+    unsigned long limit, test_limit; /* 0: all */
+    const char *log;
+    int quiet;
+} train_args;
+
+/* Strict number parse: the whole string, finite, in [lo, hi] (lo excluded
+ * when lo_open). */
+static int parse_real(const char *s, double lo, int lo_open, double hi, double *out)
+{
+    if (!s || !*s)
+        return 0;
+    errno = 0;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v))
+        return 0;
+    if (v < lo || (lo_open && v == lo) || v > hi)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* Strict unsigned 64-bit parse: all digits. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return 0;
+    *out = (uint64_t)v;
+    return 1;
+}
+
+static int schedule_parse(const char *name, mpcl_schedule *out)
+{
+    static const mpcl_schedule all[] = {MPCL_SCHEDULE_CONSTANT, MPCL_SCHEDULE_STEP,
+                                        MPCL_SCHEDULE_COSINE};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(name, mpcl_schedule_name(all[i])) == 0) {
+            *out = all[i];
+            return 1;
+        }
+    return 0;
+}
+
+/* Parses train's options into *a; returns -1 to go on, else an exit code. */
+static int train_parse(int argc, char **argv, train_args *a)
+{
+    const char *cmd = "train";
+    memset(a, 0, sizeof *a);
+    a->epochs = 3;
+    a->batch = 64;
+    a->optimizer = MPCL_OPT_ADAM;
+    a->schedule = MPCL_SCHEDULE_CONSTANT;
+    a->precision = MPCL_PRECISION_AUTO;
+    a->seed = 1;
+
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", TRAIN_OPTIONS, NULL)) != -1) {
+        unsigned long u = 0;
+        double x = 0;
+        switch (c) {
+        case TRAIN_MODEL:
+            if (!*optarg)
+                return usage_error(cmd, "--model: the value is empty; it accepts a model spec "
+                                        "file or the name of a shipped model (seed-cnn, lenet5, ...)");
+            a->model = optarg;
+            break;
+        case TRAIN_DATA:
+            if (!*optarg)
+                return usage_error(cmd, "--data: the value is empty; it accepts a directory "
+                                        "with the four MNIST-layout IDX files");
+            a->data = optarg;
+            break;
+        case TRAIN_EPOCHS:
+            if (!parse_uint(optarg, 1, TRAIN_MAX_EPOCHS, &u))
+                return usage_error(cmd, "--epochs: '%s' is not valid; it accepts an integer from "
+                                        "1 to %lu", optarg, TRAIN_MAX_EPOCHS);
+            a->epochs = u;
+            break;
+        case TRAIN_BATCH:
+            if (!parse_uint(optarg, 1, TRAIN_MAX_BATCH, &u))
+                return usage_error(cmd, "--batch: '%s' is not valid; it accepts an integer from "
+                                        "1 to %lu", optarg, TRAIN_MAX_BATCH);
+            a->batch = u;
+            break;
+        case TRAIN_LR:
+            if (!parse_real(optarg, 0.0, 1, 1e6, &a->lr))
+                return usage_error(cmd, "--lr: '%s' is not valid; it accepts a number greater "
+                                        "than 0 (e.g. 0.001)", optarg);
+            a->lr_set = 1;
+            break;
+        case TRAIN_OPTIMIZER:
+            if (mpcl_optimizer_parse(optarg, &a->optimizer) != MPCL_OK)
+                return usage_error(cmd, "--optimizer: '%s' is not an optimizer; it accepts sgd, "
+                                        "adam or adamw", optarg);
+            break;
+        case TRAIN_WEIGHT_DECAY:
+            if (!parse_real(optarg, 0.0, 0, 1e6, &a->weight_decay))
+                return usage_error(cmd, "--weight-decay: '%s' is not valid; it accepts a number "
+                                        ">= 0", optarg);
+            a->weight_decay_set = 1;
+            break;
+        case TRAIN_MOMENTUM:
+            if (!parse_real(optarg, 0.0, 0, 1.0, &x) || x >= 1.0)
+                return usage_error(cmd, "--momentum: '%s' is not valid; it accepts a number from "
+                                        "0 up to (not including) 1", optarg);
+            a->momentum = x;
+            a->momentum_set = 1;
+            break;
+        case TRAIN_NESTEROV: a->nesterov = 1; break;
+        case TRAIN_SCHEDULE:
+            if (!schedule_parse(optarg, &a->schedule))
+                return usage_error(cmd, "--schedule: '%s' is not a schedule; it accepts "
+                                        "constant, step or cosine", optarg);
+            break;
+        case TRAIN_STEP_SIZE:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->step_size))
+                return usage_error(cmd, "--step-size: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (steps)", optarg);
+            a->step_size_set = 1;
+            break;
+        case TRAIN_GAMMA:
+            if (!parse_real(optarg, 0.0, 1, 1.0, &a->gamma))
+                return usage_error(cmd, "--gamma: '%s' is not valid; it accepts a number greater "
+                                        "than 0 and at most 1", optarg);
+            a->gamma_set = 1;
+            break;
+        case TRAIN_WARMUP:
+            if (!parse_uint(optarg, 0, ULONG_MAX, &a->warmup))
+                return usage_error(cmd, "--warmup: '%s' is not valid; it accepts an integer "
+                                        ">= 0 (steps)", optarg);
+            break;
+        case TRAIN_PRECISION:
+            if (mpcl_precision_parse(optarg, &a->precision) != MPCL_OK)
+                return usage_error(cmd, "--precision: '%s' is not a precision mode; it accepts "
+                                        "auto, fp16, fp16-storage or fp32", optarg);
+            break;
+        case TRAIN_LOSS_SCALE:
+            if (strcmp(optarg, "dynamic") == 0) {
+                a->scale = SCALE_DYNAMIC;
+            } else if (parse_real(optarg, 0.0, 1, SCALE_MAX, &a->loss_scale)) {
+                a->scale = SCALE_STATIC;
+            } else {
+                return usage_error(cmd, "--loss-scale: '%s' is not valid; it accepts 'dynamic' or "
+                                        "a static scale greater than 0 and at most 16777216 (2^24)",
+                                   optarg);
+            }
+            break;
+        case TRAIN_INIT_SCALE:
+            if (!parse_real(optarg, SCALE_MIN, 0, SCALE_MAX, &a->init_scale))
+                return usage_error(cmd, "--init-scale: '%s' is not valid; it accepts a number "
+                                        "from 2^-24 to 2^24 (16777216)", optarg);
+            a->init_scale_set = 1;
+            break;
+        case TRAIN_CLIP:
+            if (!parse_real(optarg, 0.0, 0, 1e30, &a->clip))
+                return usage_error(cmd, "--clip: '%s' is not valid; it accepts a number >= 0 "
+                                        "(0: no clipping)", optarg);
+            break;
+        case TRAIN_LABEL_SMOOTHING:
+            if (!parse_real(optarg, 0.0, 0, 1.0, &x) || x >= 1.0)
+                return usage_error(cmd, "--label-smoothing: '%s' is not valid; it accepts a "
+                                        "number from 0 up to (not including) 1", optarg);
+            a->label_smoothing = x;
+            break;
+        case TRAIN_SEED:
+            if (!parse_u64(optarg, &a->seed))
+                return usage_error(cmd, "--seed: '%s' is not valid; it accepts an integer from 0 "
+                                        "to 18446744073709551615", optarg);
+            break;
+        case TRAIN_DEVICE:
+            if (!*optarg)
+                return usage_error(cmd, "--device: the selector is empty; it accepts P:D, gpu, "
+                                        "cpu, accelerator or part of a device or platform name");
+            a->device = optarg;
+            break;
+        case TRAIN_LIMIT:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->limit))
+                return usage_error(cmd, "--limit: '%s' is not valid; it accepts an integer >= 1 "
+                                        "(training samples)", optarg);
+            break;
+        case TRAIN_TEST_LIMIT:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->test_limit))
+                return usage_error(cmd, "--test-limit: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (test samples)", optarg);
+            break;
+        case TRAIN_LOG:
+            if (!*optarg)
+                return usage_error(cmd, "--log: the file name is empty");
+            a->log = optarg;
+            break;
+        case TRAIN_QUIET: a->quiet = 1; break;
+        case 'h':
+        case TRAIN_HELP_OPT: fputs(TRAIN_HELP, stdout); return EXIT_OK;
+        default: return option_error(cmd, TRAIN_OPTIONS, c, argc, argv);
+        }
+    }
+    if (optind < argc)
+        return usage_error(cmd, "unexpected argument '%s'; train takes only options (the model "
+                                "is --model FILE)", argv[optind]);
+    /* combinations */
+    if (a->momentum_set && a->optimizer != MPCL_OPT_SGD)
+        return usage_error(cmd, "--momentum applies to --optimizer sgd only (adam and adamw "
+                                "have their own betas)");
+    if (a->nesterov && a->optimizer != MPCL_OPT_SGD)
+        return usage_error(cmd, "--nesterov applies to --optimizer sgd only");
+    if (a->nesterov && !(a->momentum > 0.0))
+        return usage_error(cmd, "--nesterov needs --momentum greater than 0");
+    if ((a->step_size_set || a->gamma_set) && a->schedule != MPCL_SCHEDULE_STEP)
+        return usage_error(cmd, "--step-size and --gamma apply to --schedule step only");
+    if (a->init_scale_set && a->scale == SCALE_STATIC)
+        return usage_error(cmd, "--init-scale is the initial dynamic scale; it does not go with "
+                                "a static --loss-scale %g", a->loss_scale);
+    if (a->init_scale_set)
+        a->scale = SCALE_DYNAMIC;
+    return -1;
+}
+
+/* ----------------------------------------------------------- model lookup */
+
+#ifndef MPCL_MODEL_INSTALL_DIR
+#define MPCL_MODEL_INSTALL_DIR ""
+#endif
+#ifndef MPCL_MODEL_SOURCE_DIR
+#define MPCL_MODEL_SOURCE_DIR ""
+#endif
+
+static int is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The directories searched for a model name, in order; returns how many. */
+static int model_dirs(const char *dirs[3])
+{
+    int n = 0;
+    const char *env = getenv("MPCL_MODEL_DIR");
+    if (env && *env)
+        dirs[n++] = env;
+    if (*MPCL_MODEL_INSTALL_DIR)
+        dirs[n++] = MPCL_MODEL_INSTALL_DIR;
+    if (*MPCL_MODEL_SOURCE_DIR)
+        dirs[n++] = MPCL_MODEL_SOURCE_DIR;
+    return n;
+}
+
+/* Resolves --model (NULL: the default) into dst; 0 when nothing matched,
+ * with the searched directories in `searched`. */
+static int resolve_model(const char *arg, char *dst, size_t len, char *searched, size_t slen)
+{
+    const char *name = arg ? arg : TRAIN_DEFAULT_MODEL;
+    searched[0] = '\0';
+    if (arg && (strchr(arg, '/') || is_file(arg))) {
+        snprintf(dst, len, "%s", arg);
+        return 1;
+    }
+    const char *dirs[3];
+    int n = model_dirs(dirs);
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        static const char *forms[] = {"%s/%s", "%s/%s.txt"};
+        for (size_t k = 0; k < 2; k++) {
+            int w = snprintf(dst, len, forms[k], dirs[i], name);
+            if (w > 0 && (size_t)w < len && is_file(dst))
+                return 1;
+        }
+        int w = snprintf(searched + used, slen - used, "%s%s", used ? ", " : "", dirs[i]);
+        if (w > 0 && used + (size_t)w < slen)
+            used += (size_t)w;
+    }
+    if (!n)
+        snprintf(searched, slen, "(no model directory: set MPCL_MODEL_DIR)");
+    return 0;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, bound), without modulo bias. */
+static uint64_t uniform_below(uint64_t *state, uint64_t bound)
+{
+    uint64_t threshold = (0 - bound) % bound; /* 2^64 mod bound */
+    for (;;) {
+        uint64_t r = splitmix64(state);
+        if (r >= threshold)
+            return r % bound;
+    }
+}
+
+/* The sample order of an epoch (1-based): 0..n-1 shuffled by Fisher-Yates
+ * with splitmix64 seeded from (seed, epoch). It depends only on seed,
+ * epoch and n, not on earlier epochs. */
+static void epoch_order(size_t *idx, size_t n, uint64_t seed, unsigned long epoch)
+{
+    uint64_t st = seed;
+    st = splitmix64(&st) ^ (uint64_t)epoch;
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)uniform_below(&st, (uint64_t)i);
+        size_t t = idx[i - 1];
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+}
+
+/* Mean and standard deviation of x / 255 over `bytes` bytes, in double,
+ * through a histogram (exact counts). */
+static void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std)
+{
+    uint64_t hist[256] = {0};
+    for (size_t i = 0; i < bytes; i++)
+        hist[p[i]]++;
+    double m = 0.0;
+    for (int v = 0; v < 256; v++)
+        m += (double)hist[v] * ((double)v / 255.0);
+    m /= (double)bytes;
+    double var = 0.0;
+    for (int v = 0; v < 256; v++) {
+        double d = (double)v / 255.0 - m;
+        var += (double)hist[v] * d * d;
+    }
+    var /= (double)bytes;
+    *mean = m;
+    *std = sqrt(var);
+}
+
+/* "0:07", "12:34", "1:02:03" */
+static void fmt_duration(char *dst, size_t len, double s)
+{
+    if (!(s >= 0) || s > 1e8)
+        s = 0;
+    unsigned long t = (unsigned long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(dst, len, "%lu:%02lu:%02lu", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(dst, len, "%lu:%02lu", t / 60, t % 60);
+}
+
+/* The progress line on stderr (a terminal), redrawn in place. */
+typedef struct {
+    int on;            /* stderr is a terminal and not --quiet */
+    double last;       /* when it was last drawn */
+    int width;         /* characters of the last line drawn */
+} progress;
+
+#define PROGRESS_BAR 20
+#define PROGRESS_INTERVAL_S 0.1
+
+static void progress_draw(progress *p, unsigned long epoch, unsigned long epochs, size_t step,
+                          size_t steps, double loss, double img_s, float scale, double eta_s)
+{
+    char bar[PROGRESS_BAR + 1];
+    size_t fill = steps ? step * PROGRESS_BAR / steps : 0;
+    for (size_t i = 0; i < PROGRESS_BAR; i++)
+        bar[i] = i < fill ? '=' : (i == fill && step < steps) ? '>' : ' ';
+    bar[PROGRESS_BAR] = '\0';
+    char eta[32];
+    fmt_duration(eta, sizeof eta, eta_s);
+    char line[256];
+    int w = snprintf(line, sizeof line, "epoch %lu/%lu [%s] %zu/%zu loss %.3f %.0f img/s scale %g ETA %s",
+                     epoch, epochs, bar, step, steps, loss, img_s, (double)scale, eta);
+    if (w < 0)
+        return;
+    /* pad over the rest of a longer previous line */
+    fprintf(stderr, "\r%s%*s", line, p->width > w ? p->width - w : 0, "");
+    fflush(stderr);
+    p->width = w;
+    p->last = now_s();
+}
+
+static void progress_clear(progress *p)
+{
+    if (p->on && p->width > 0) {
+        fprintf(stderr, "\r%*s\r", p->width, "");
+        fflush(stderr);
+    }
+    p->width = 0;
+}
+
+/* One JSON line into the log; 0 on a write failure. */
+static int log_line(FILE *f, cJSON *o)
+{
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!text)
+        return 0;
+    int ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    cJSON_free(text);
+    return ok;
+}
+
+/* A float as the shortest decimal that reads back as the same float, so the
+ * log says 0.001, not 0.0010000000474974513. Non-finite values pass through
+ * (cJSON writes them as null). */
+static double float_decimal(float x)
+{
+    if (!isfinite(x))
+        return (double)x;
+    char buf[32];
+    for (int digits = 6; digits < 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)x);
+        if (strtof(buf, NULL) == x)
+            return strtod(buf, NULL);
+    }
+    snprintf(buf, sizeof buf, "%.9g", (double)x);
+    return strtod(buf, NULL);
+}
+
+/* v rounded to `decimals` places (speeds and times in the log). */
+static double rounded(double v, int decimals)
+{
+    char buf[64];
+    if (!isfinite(v))
+        return v;
+    snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    return strtod(buf, NULL);
+}
+
+static int log_step(FILE *f, uint64_t step, unsigned long epoch, const mpcl_step_stats *st,
+                    double img_s)
+{
+    jctx j = {1};
+    cJSON *o = jcheck(&j, cJSON_CreateObject());
+    if (!o)
+        return 0;
+    jnum(&j, o, "step", (double)step);
+    jnum(&j, o, "epoch", (double)epoch);
+    jnum(&j, o, "loss", float_decimal(st->loss)); /* cJSON writes a non-finite number as null */
+    jnum(&j, o, "lr", float_decimal(st->lr));
+    jnum(&j, o, "loss_scale", float_decimal(st->scale));
+    jbool(&j, o, "skipped", st->skipped);
+    jnum(&j, o, "img_per_s", rounded(img_s, 1));
+    if (!j.ok) {
+        cJSON_Delete(o);
+        return 0;
+    }
+    return log_line(f, o);
+}
+
+typedef struct {
+    unsigned long epoch;
+    uint64_t steps, skipped, images;
+    double train_loss, test_loss, test_accuracy, img_s, seconds;
+    float loss_scale;
+} epoch_record;
+
+static int log_epoch(FILE *f, const epoch_record *e)
+{
+    jctx j = {1};
+    cJSON *o = jcheck(&j, cJSON_CreateObject());
+    if (!o)
+        return 0;
+    jstr(&j, o, "event", "epoch");
+    jnum(&j, o, "epoch", (double)e->epoch);
+    jnum(&j, o, "steps", (double)e->steps);
+    jnum(&j, o, "images", (double)e->images);
+    jnum(&j, o, "train_loss", e->train_loss);
+    jnum(&j, o, "test_loss", e->test_loss);
+    jnum(&j, o, "test_accuracy", e->test_accuracy);
+    jnum(&j, o, "skipped", (double)e->skipped);
+    jnum(&j, o, "loss_scale", float_decimal(e->loss_scale));
+    jnum(&j, o, "img_per_s", rounded(e->img_s, 1));
+    jnum(&j, o, "seconds", rounded(e->seconds, 3));
+    if (!j.ok) {
+        cJSON_Delete(o);
+        return 0;
+    }
+    return log_line(f, o);
+}
+
+/* Rows: true class ("3 Dress"), columns: predicted class (by index). */
+static void print_confusion(const uint64_t *conf, const char *const *names)
+{
+    int classes = MPCL_DATASET_CLASSES;
+    uint64_t most = 0;
+    int name_w = 0;
+    for (int i = 0; i < classes * classes; i++)
+        if (conf[i] > most)
+            most = conf[i];
+    for (int i = 0; i < classes; i++) {
+        int l = (int)strlen(names[i] ? names[i] : "");
+        if (l > name_w)
+            name_w = l;
+    }
+    char buf[32];
+    int cw = snprintf(buf, sizeof buf, "%" PRIu64, most);
+    if (cw < 3)
+        cw = 3;
+    printf("\nConfusion matrix (rows: true class, columns: predicted class)\n");
+    printf("%*s%*s ", LABEL_INDENT, "", name_w + 3, "");
+    for (int c = 0; c < classes; c++)
+        printf(" %*d", cw, c);
+    printf("\n");
+    for (int r = 0; r < classes; r++) {
+        printf("%*s%d %-*s ", LABEL_INDENT, "", r, name_w + 1, names[r] ? names[r] : "");
+        for (int c = 0; c < classes; c++)
+            printf(" %*" PRIu64, cw, conf[r * classes + c]);
+        printf("\n");
+    }
+}
+
+static double mib(uint64_t bytes) { return (double)bytes / (double)MIB; }
+
+/* ------------------------------------------------------------ cmd_train */
+
+int cmd_train(int argc, char **argv)
+{
+    const char *cmd = "train";
+    train_args a;
+    int rc = train_parse(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    double t_start = now_s();
+
+    char model_path[4096], searched[2048], err[2048];
+    mpcl_model_spec *spec = NULL;
+    mpcl_dataset data;
+    memset(&data, 0, sizeof data);
+    int have_data = 0;
+    FILE *logf = NULL;
+    mpcl_context *ctx = NULL;
+    mpcl_model *model = NULL;
+    mpcl_trainer *tr = NULL;
+    size_t *order = NULL;
+    uint8_t *bimg = NULL, *blab = NULL;
+    mpcl_status s;
+
+    /* the model spec first: it is quick to find and check */
+    if (!resolve_model(a.model, model_path, sizeof model_path, searched, sizeof searched)) {
+        if (a.model)
+            return usage_error(cmd, "--model: '%s' is not a file, and there is no %s or %s.txt "
+                                    "in %s", a.model, a.model, a.model, searched);
+        fprintf(stderr, "mpcl: the default model %s.txt is not in %s; give --model FILE or set "
+                        "MPCL_MODEL_DIR\n", TRAIN_DEFAULT_MODEL, searched);
+        return EXIT_RUNTIME;
+    }
+    spec = calloc(1, sizeof *spec);
+    if (!spec)
+        return runtime_error(MPCL_ERR_NOMEM, "out of host memory");
+    s = mpcl_model_spec_load(model_path, spec, err, sizeof err);
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, err);
+        goto done;
+    }
+
+    /* data */
+    const char *data_dir = a.data ? a.data : MPCL_DEFAULT_DATA_DIR;
+    s = mpcl_dataset_load(a.data, &data, err, sizeof err);
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, err);
+        goto done;
+    }
+    have_data = 1;
+    size_t n_train = data.train_images.count, n_test = data.test_images.count;
+    size_t rows = data.train_images.rows, cols = data.train_images.cols;
+    if (a.limit > n_train) {
+        rc = usage_error(cmd, "--limit: %lu is more than the %zu training samples in %s", a.limit,
+                         n_train, data_dir);
+        goto done;
+    }
+    if (a.test_limit > n_test) {
+        rc = usage_error(cmd, "--test-limit: %lu is more than the %zu test samples in %s",
+                         a.test_limit, n_test, data_dir);
+        goto done;
+    }
+    if (a.limit)
+        n_train = a.limit;
+    if (a.test_limit)
+        n_test = a.test_limit;
+    if (n_train == 0 || n_test == 0) {
+        fprintf(stderr, "mpcl: %s: no %s samples\n", data_dir, n_train ? "test" : "training");
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+
+    /* the model must fit the data */
+    const mpcl_layer_spec *last = &spec->layers[spec->nlayers - 1];
+    if (spec->input[0] != 1 || spec->input[1] != rows || spec->input[2] != cols) {
+        fprintf(stderr, "mpcl: %s: the model takes %zux%zux%zu inputs, but the images in %s are "
+                        "1x%zux%zu (grey, %zu x %zu); change the spec's 'input' line\n",
+                model_path, spec->input[0], spec->input[1], spec->input[2], data_dir, rows, cols,
+                rows, cols);
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+    if (last->out_ndim != 1 || last->out_shape[0] != MPCL_DATASET_CLASSES) {
+        fprintf(stderr, "mpcl: %s:%d: the model ends in %zu outputs, but the data have %d "
+                        "classes; the last layer must have out=%d\n",
+                model_path, last->line, last->out_shape[0], MPCL_DATASET_CLASSES,
+                MPCL_DATASET_CLASSES);
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+
+    /* normalisation over the samples used */
+    size_t sample = rows * cols;
+    double mean = 0.0, std = 1.0;
+    pixel_stats(data.train_images.data, n_train * sample, &mean, &std);
+    int std_flat = !(std > 1e-12);
+    if (std_flat)
+        std = 1.0; /* every pixel the same: only centre */
+
+    if (a.log) {
+        logf = fopen(a.log, "w");
+        if (!logf) {
+            fprintf(stderr, "mpcl: %s: cannot open the log for writing: %s\n", a.log,
+                    strerror(errno));
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+    }
+
+    /* device, model, trainer */
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.device = a.device;
+    opt.precision = a.precision;
+    opt.seed = a.seed;
+    s = mpcl_context_create(&opt, &ctx);
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, mpcl_last_error(ctx));
+        goto done;
+    }
+    const char *why = NULL;
+    mpcl_precision chosen = mpcl_precision_chosen(ctx, &why);
+    s = mpcl_model_create(ctx, spec, a.batch, a.seed, &model);
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, mpcl_last_error(ctx));
+        goto done;
+    }
+    size_t steps_per_epoch = (n_train + a.batch - 1) / a.batch;
+    mpcl_train_options to;
+    mpcl_train_options_init(&to, chosen);
+    mpcl_optimizer_options_init(&to.optimizer, a.optimizer);
+    if (a.lr_set)
+        to.optimizer.lr = (float)a.lr;
+    if (a.weight_decay_set)
+        to.optimizer.weight_decay = (float)a.weight_decay;
+    if (a.momentum_set)
+        to.optimizer.momentum = (float)a.momentum;
+    to.optimizer.nesterov = a.nesterov;
+    to.schedule = a.schedule;
+    if (a.schedule == MPCL_SCHEDULE_COSINE)
+        to.total_steps = (uint64_t)a.epochs * steps_per_epoch;
+    if (a.step_size_set)
+        to.step_size = a.step_size;
+    if (a.gamma_set)
+        to.gamma = (float)a.gamma;
+    to.warmup_steps = a.warmup;
+    if (a.scale == SCALE_STATIC) {
+        to.dynamic_scale = 0;
+        to.loss_scale = (float)a.loss_scale;
+    } else if (a.scale == SCALE_DYNAMIC) {
+        if (!to.dynamic_scale) /* fp32's default is static; dynamic starts where fp16's does */
+            to.loss_scale = 65536.0f;
+        to.dynamic_scale = 1;
+    }
+    if (a.init_scale_set)
+        to.loss_scale = (float)a.init_scale;
+    to.clip_norm = (float)a.clip;
+    to.label_smoothing = (float)a.label_smoothing;
+    to.input_mean = (float)mean;
+    to.input_std = (float)std;
+    s = mpcl_trainer_create(model, &to, &tr);
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, mpcl_last_error(ctx));
+        goto done;
+    }
+
+    order = malloc(n_train * sizeof *order);
+    bimg = malloc(a.batch * sample);
+    blab = malloc(a.batch);
+    if (!order || !bimg || !blab) {
+        rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory for the batch buffers");
+        goto done;
+    }
+
+    if (!a.quiet) {
+        printf("mpcl %s train\n\n", mpcl_version());
+        fieldf("data", "%s: %zu of %zu training and %zu of %zu test images, %zux%zu", data_dir,
+               n_train, data.train_images.count, n_test, data.test_images.count, rows, cols);
+        fieldf("normalisation", "mean %.6f std %.6f (of x/255, over the %zu training images "
+                                "used)%s", mean, std, n_train,
+               std_flat ? "; every pixel is the same, so std is taken as 1" : "");
+        fieldf("model", "%s: %d layers, %zu parameters", model_path, spec->nlayers,
+               mpcl_model_param_count(model));
+        fieldf("precision", "%s (requested %s)", mpcl_precision_name(chosen),
+               mpcl_precision_name(a.precision));
+        char extra[128] = "";
+        if (a.optimizer == MPCL_OPT_SGD)
+            snprintf(extra, sizeof extra, ", momentum %g%s", (double)to.optimizer.momentum,
+                     to.optimizer.nesterov ? " (Nesterov)" : "");
+        fieldf("optimizer", "%s, lr %g, weight decay %g%s", mpcl_optimizer_name(a.optimizer),
+               (double)to.optimizer.lr, (double)to.optimizer.weight_decay, extra);
+        char sched[160];
+        if (to.schedule == MPCL_SCHEDULE_STEP)
+            snprintf(sched, sizeof sched, "step: x %g every %" PRIu64 " steps", (double)to.gamma,
+                     to.step_size);
+        else if (to.schedule == MPCL_SCHEDULE_COSINE)
+            snprintf(sched, sizeof sched, "cosine to 0 at step %" PRIu64, to.total_steps);
+        else
+            snprintf(sched, sizeof sched, "constant");
+        if (to.warmup_steps)
+            snprintf(sched + strlen(sched), sizeof sched - strlen(sched),
+                     ", linear warm-up over %" PRIu64 " steps", to.warmup_steps);
+        field("schedule", sched);
+        if (to.dynamic_scale)
+            fieldf("loss scale", "dynamic, from %g", (double)to.loss_scale);
+        else
+            fieldf("loss scale", "static %g", (double)to.loss_scale);
+        fieldf("batches", "%lu epoch%s of %zu steps, batch %lu%s", a.epochs,
+               a.epochs == 1 ? "" : "s", steps_per_epoch, a.batch,
+               n_train % a.batch ? " (the last one smaller)" : "");
+        printf("\n");
+        fflush(stdout);
+    }
+
+    progress prog = {.on = !a.quiet && isatty(STDERR_FILENO)};
+    uint64_t step = 0, images_trained = 0;
+    double train_time = 0.0;
+    double test_loss = 0.0, test_acc = 0.0;
+    uint64_t confusion[MPCL_DATASET_CLASSES * MPCL_DATASET_CLASSES];
+    memset(confusion, 0, sizeof confusion);
+    mpcl_scaler_state sc;
+    for (unsigned long epoch = 1; epoch <= a.epochs; epoch++) {
+        double ep_start = now_s(), ep_train = 0.0, loss_sum = 0.0;
+        uint64_t loss_n = 0, ep_skipped = 0, ep_images = 0;
+        float scale = to.loss_scale;
+        epoch_order(order, n_train, a.seed, epoch);
+        size_t k = 0;
+        for (size_t first = 0; first < n_train; first += a.batch, k++) {
+            size_t b = n_train - first < a.batch ? n_train - first : a.batch;
+            for (size_t i = 0; i < b; i++) {
+                size_t src = order[first + i];
+                memcpy(bimg + i * sample, data.train_images.data + src * sample, sample);
+                blab[i] = data.train_labels.data[src];
+            }
+            mpcl_step_stats st;
+            memset(&st, 0, sizeof st);
+            double t0 = now_s();
+            s = mpcl_trainer_step(tr, bimg, blab, b, &st);
+            double dt = now_s() - t0;
+            if (s != MPCL_OK) {
+                progress_clear(&prog);
+                rc = runtime_error(s, mpcl_last_error(ctx));
+                goto done;
+            }
+            step++;
+            ep_train += dt;
+            ep_images += b;
+            if (st.skipped)
+                ep_skipped++;
+            if (isfinite(st.loss)) {
+                loss_sum += (double)st.loss * (double)b;
+                loss_n += b;
+            }
+            mpcl_trainer_scaler(tr, &sc);
+            scale = sc.scale;
+            if (logf && !log_step(logf, step, epoch, &st, dt > 0 ? (double)b / dt : 0.0)) {
+                progress_clear(&prog);
+                fprintf(stderr, "mpcl: %s: cannot write the log: %s\n", a.log, strerror(errno));
+                rc = EXIT_RUNTIME;
+                goto done;
+            }
+            if (prog.on && (now_s() - prog.last >= PROGRESS_INTERVAL_S || k + 1 == steps_per_epoch)) {
+                double per_step = ep_train / (double)(k + 1);
+                progress_draw(&prog, epoch, a.epochs, k + 1, steps_per_epoch,
+                              loss_n ? loss_sum / (double)loss_n : NAN,
+                              ep_train > 0 ? (double)ep_images / ep_train : 0.0, scale,
+                              per_step * (double)(steps_per_epoch - k - 1));
+            }
+        }
+        progress_clear(&prog);
+        train_time += ep_train;
+        images_trained += ep_images;
+
+        s = mpcl_model_evaluate(model, data.test_images.data, data.test_labels.data, n_test,
+                                a.batch, (float)mean, (float)std, &test_loss, &test_acc, confusion);
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, mpcl_last_error(ctx));
+            goto done;
+        }
+        epoch_record e = {
+            .epoch = epoch,
+            .steps = k,
+            .skipped = ep_skipped,
+            .images = ep_images,
+            .train_loss = loss_n ? loss_sum / (double)loss_n : NAN,
+            .test_loss = test_loss,
+            .test_accuracy = test_acc,
+            .img_s = ep_train > 0 ? (double)ep_images / ep_train : 0.0,
+            .seconds = now_s() - ep_start,
+            .loss_scale = scale,
+        };
+        if (!a.quiet) {
+            printf("epoch %lu/%lu  loss %.4f  test loss %.4f  test acc %.2f%%  %.0f img/s  "
+                   "scale %g  skipped %" PRIu64 "  %.1f s\n",
+                   epoch, a.epochs, e.train_loss, test_loss, 100.0 * test_acc, e.img_s,
+                   (double)scale, ep_skipped, e.seconds);
+            fflush(stdout);
+        }
+        if (logf && (!log_epoch(logf, &e) || fflush(logf) != 0)) {
+            fprintf(stderr, "mpcl: %s: cannot write the log: %s\n", a.log, strerror(errno));
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+    }
+    if (logf) {
+        int bad = fclose(logf) != 0;
+        logf = NULL;
+        if (bad) {
+            fprintf(stderr, "mpcl: %s: cannot write the log: %s\n", a.log, strerror(errno));
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+    }
+
+    /* ------------------------------------------------------- summary */
+    mpcl_trainer_scaler(tr, &sc);
+    mpcl_mem_stats mem;
+    mpcl_memory_stats(ctx, &mem);
+    double wall = now_s() - t_start;
+    uint64_t correct = 0;
+    for (int i = 0; i < MPCL_DATASET_CLASSES; i++)
+        correct += confusion[i * MPCL_DATASET_CLASSES + i];
+
+    if (!a.quiet)
+        printf("\n");
+    printf("Result\n");
+    fieldf("test accuracy", "%.2f%% (%" PRIu64 " of %zu test images)", 100.0 * test_acc, correct,
+           n_test);
+    fieldf("test loss", "%.4f", test_loss);
+    fieldf("trained", "%lu epoch%s, %" PRIu64 " steps, %" PRIu64 " images", a.epochs,
+           a.epochs == 1 ? "" : "s", step, images_trained);
+    fieldf("wall time", "%.1f s", wall);
+    fieldf("training speed", "%.0f img/s (%.2f s in training steps)",
+           train_time > 0 ? (double)images_trained / train_time : 0.0, train_time);
+    fieldf("skipped steps", "%" PRIu64 " of %" PRIu64, sc.skipped_steps, sc.steps);
+    fieldf("final loss scale", "%g (%s)", (double)sc.scale, to.dynamic_scale ? "dynamic" : "static");
+
+    print_confusion(confusion, data.class_names);
+
+    printf("\nPeak device memory\n");
+    for (int t = 0; t < MPCL_MEM_TAG_COUNT; t++)
+        fieldf(mpcl_mem_tag_name((mpcl_mem_tag)t), "%.2f MiB", mib(mem.peak[t]));
+    fieldf("total", "%.2f MiB (the peak of the sum)", mib(mem.peak_total));
+
+    printf("\nBackend\n");
+    fieldf("precision", "%s (requested %s)", mpcl_precision_name(chosen),
+           mpcl_precision_name(a.precision));
+    field("why", why);
+    rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+
+done:
+    if (logf)
+        fclose(logf);
+    free(order);
+    free(bimg);
+    free(blab);
+    mpcl_trainer_destroy(tr);
+    mpcl_model_destroy(model);
+    mpcl_context_destroy(ctx);
+    if (have_data)
+        mpcl_dataset_free(&data);
+    free(spec);
+    return rc;
+}
+
