@@ -598,6 +598,10 @@ MPCL_API mpcl_status mpcl_model_spec_parse(const char *text, const char *name, m
 /* Reads the file and parses it. */
 MPCL_API mpcl_status mpcl_model_spec_load(const char *path, mpcl_model_spec *out, char *err,
                                           size_t err_len);
+/* Writes the spec as text that mpcl_model_spec_parse reads back to the same
+ * layers, every option explicit. Returns the length it needs (like
+ * snprintf): the text is complete when that is < len. */
+MPCL_API size_t mpcl_model_spec_format(const mpcl_model_spec *spec, char *dst, size_t len);
 
 /* ----------------------------------------------------------- optimizers
  *
@@ -771,6 +775,72 @@ MPCL_API mpcl_status mpcl_model_evaluate(mpcl_model *m, const uint8_t *images, c
 /* Class probabilities (n x classes, softmax in double on the host) of n samples. */
 MPCL_API mpcl_status mpcl_model_predict(mpcl_model *m, const uint8_t *images, size_t n, size_t batch,
                                         float mean, float std, float *probs);
+
+/* ---------------------------------------------------------- checkpoints
+ *
+ * Checkpoints are safetensors files (8-byte little-endian header length, a
+ * JSON header, raw little-endian data) that Python's `safetensors` package
+ * reads. Tensors carry PyTorch state_dict names: the FP32 master weights and
+ * batch-norm statistics as "0.weight", "0.bias", "3.running_mean", ..., and
+ * a trainer's optimizer state as "optimizer.0.weight.exp_avg" (Adam, AdamW:
+ * exp_avg, exp_avg_sq; SGD with momentum: momentum_buffer). "__metadata__"
+ * holds the model spec ("model_spec"), the precision, the hyper-parameters,
+ * the loss scaler's state, the step counters and the seed (see
+ * docs/checkpoints.md for every key). Writes are atomic: a temporary file in
+ * the same directory, fsync, rename, so a crash or a full disk never leaves
+ * a damaged file in place of a good one. */
+
+typedef struct {
+    const char *key;
+    const char *value;
+} mpcl_meta;
+
+/* Saves the trainer's model, optimizer state, scaler state and counters;
+ * extra: nextra more metadata entries (the caller's own, e.g. the epoch);
+ * their keys must not be the library's. */
+MPCL_API mpcl_status mpcl_checkpoint_save(mpcl_trainer *t, const char *path, const mpcl_meta *extra,
+                                          size_t nextra);
+/* Saves the model alone (weights, statistics, spec, normalisation): what
+ * inference needs. */
+MPCL_API mpcl_status mpcl_model_save(mpcl_model *m, const char *path, const mpcl_meta *extra,
+                                     size_t nextra);
+
+typedef struct mpcl_checkpoint mpcl_checkpoint;
+
+/* Reads and validates a checkpoint file: the header length against the
+ * file size, the JSON, every tensor's dtype, shape and offsets (inside the
+ * file, not overlapping). Nothing is applied yet. Errors name the file and
+ * the tensor or byte offset (mpcl_last_error). */
+MPCL_API mpcl_status mpcl_checkpoint_open(mpcl_context *ctx, const char *path, mpcl_checkpoint **out);
+MPCL_API void mpcl_checkpoint_close(mpcl_checkpoint *c);
+/* A metadata value, NULL when absent. */
+MPCL_API const char *mpcl_checkpoint_meta(const mpcl_checkpoint *c, const char *key);
+/* The model spec stored in the metadata. */
+MPCL_API mpcl_status mpcl_checkpoint_spec(const mpcl_checkpoint *c, mpcl_model_spec *out);
+/* Loads weights and statistics into m, after checking that every parameter
+ * of m is there with its shape (F32, or F16 widened) and that the file holds
+ * no tensor m does not have (optimizer state is ignored). Sets the model's
+ * input normalisation from the metadata. */
+MPCL_API mpcl_status mpcl_checkpoint_load_model(const mpcl_checkpoint *c, mpcl_model *m);
+/* Loads the model as above, then the optimizer state, the scaler state, the
+ * step counters and the seed, so training continues exactly where it
+ * stopped. The trainer's optimizer must be the checkpoint's. */
+MPCL_API mpcl_status mpcl_checkpoint_load_trainer(const mpcl_checkpoint *c, mpcl_trainer *t);
+
+/* Open + spec + create + load_model: a model ready for inference in ctx's
+ * precision, taking batches of up to max_batch samples. */
+MPCL_API mpcl_status mpcl_model_load(mpcl_context *ctx, const char *path, size_t max_batch,
+                                     mpcl_model **out);
+/* The normalisation of the input bytes, (x / 255 - mean) / std, that the
+ * model was trained with (0 and 1 unless a trainer or a checkpoint set it). */
+MPCL_API void mpcl_model_normalization(const mpcl_model *m, float *mean, float *std);
+/* Classifies n samples (C*H*W bytes each) with the model's normalisation:
+ * probs (n x classes, may be NULL) and labels (n argmax classes, may be NULL). */
+MPCL_API mpcl_status mpcl_model_classify(mpcl_model *m, const uint8_t *images, size_t n, float *probs,
+                                         int *labels);
+/* The model and options a trainer was made with. */
+MPCL_API mpcl_model *mpcl_trainer_model(mpcl_trainer *t);
+MPCL_API const mpcl_train_options *mpcl_trainer_options(const mpcl_trainer *t);
 
 /* ------------------------------------------------------------ profiling
  *

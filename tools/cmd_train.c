@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,13 +65,27 @@ static const char TRAIN_HELP[] =
     "  --init-scale X      the initial dynamic scale, 2^-24..2^24 (default: 65536);\n"
     "                      implies --loss-scale dynamic\n"
     "\n"
+    "checkpoints (safetensors, see docs/checkpoints.md):\n"
+    "  --save FILE         write a checkpoint after every epoch, and when stopped by\n"
+    "                      SIGINT or SIGTERM (atomically: a failed write keeps the old file)\n"
+    "  --save-every N      with --save: also every N steps\n"
+    "  --max-steps N       stop once the run (resumed runs included) reaches step N,\n"
+    "                      writing the --save checkpoint there\n"
+    "  --resume FILE       continue the training in FILE: weights, optimizer and loss\n"
+    "                      scaler state, step, seed and position in the epoch; --epochs is\n"
+    "                      the total, so an epoch-1 checkpoint with --epochs 2 trains one\n"
+    "                      more epoch; the model is the checkpoint's unless --model is given\n"
+    "\n"
     "output:\n"
     "  --log FILE          write JSON lines: one per step, one per epoch\n"
     "  --quiet             print only the final summary\n"
     "  -h, --help          show this help\n"
     "\n"
-    "exit codes: 0 success, 1 runtime failure (data, model, OpenCL), 2 usage error,\n"
-    "3 no device, 4 precision refused by the device\n";
+    "SIGINT or SIGTERM (Ctrl-C) stops after the current step, writes the --save\n"
+    "checkpoint and exits with 130 or 143; a second signal stops at once.\n"
+    "\n"
+    "exit codes: 0 success, 1 runtime failure (data, model, OpenCL, checkpoint), 2 usage\n"
+    "error, 3 no device, 4 precision refused by the device, 130/143 stopped by a signal\n";
 
 enum {
     TRAIN_MODEL = OPT_BASE,
@@ -96,6 +111,10 @@ enum {
     TRAIN_LIMIT,
     TRAIN_TEST_LIMIT,
     TRAIN_LOG,
+    TRAIN_SAVE,
+    TRAIN_SAVE_EVERY,
+    TRAIN_RESUME,
+    TRAIN_MAX_STEPS,
     TRAIN_QUIET,
     TRAIN_HELP_OPT
 };
@@ -124,6 +143,10 @@ static const struct option TRAIN_OPTIONS[] = {
     {"limit", required_argument, NULL, TRAIN_LIMIT},
     {"test-limit", required_argument, NULL, TRAIN_TEST_LIMIT},
     {"log", required_argument, NULL, TRAIN_LOG},
+    {"save", required_argument, NULL, TRAIN_SAVE},
+    {"save-every", required_argument, NULL, TRAIN_SAVE_EVERY},
+    {"resume", required_argument, NULL, TRAIN_RESUME},
+    {"max-steps", required_argument, NULL, TRAIN_MAX_STEPS},
     {"quiet", no_argument, NULL, TRAIN_QUIET},
     {"help", no_argument, NULL, TRAIN_HELP_OPT},
     {NULL, 0, NULL, 0},
@@ -159,6 +182,10 @@ typedef struct {
     const char *device;
     unsigned long limit, test_limit; /* 0: all */
     const char *log;
+    const char *save, *resume;
+    unsigned long save_every; /* 0: at epoch ends only */
+    unsigned long max_steps;  /* 0: no limit */
+    int seed_set, epochs_set;
     int quiet;
 } train_args;
 
@@ -243,6 +270,7 @@ static int train_parse(int argc, char **argv, train_args *a)
                 return usage_error(cmd, "--epochs: '%s' is not valid; it accepts an integer from "
                                         "1 to %lu", optarg, TRAIN_MAX_EPOCHS);
             a->epochs = u;
+            a->epochs_set = 1;
             break;
         case TRAIN_BATCH:
             if (!parse_uint(optarg, 1, TRAIN_MAX_BATCH, &u))
@@ -334,6 +362,7 @@ static int train_parse(int argc, char **argv, train_args *a)
             if (!parse_u64(optarg, &a->seed))
                 return usage_error(cmd, "--seed: '%s' is not valid; it accepts an integer from 0 "
                                         "to 18446744073709551615", optarg);
+            a->seed_set = 1;
             break;
         case TRAIN_DEVICE:
             if (!*optarg)
@@ -355,6 +384,23 @@ static int train_parse(int argc, char **argv, train_args *a)
             if (!*optarg)
                 return usage_error(cmd, "--log: the file name is empty");
             a->log = optarg;
+            break;
+        case TRAIN_SAVE:
+        case TRAIN_RESUME:
+            if (!*optarg)
+                return usage_error(cmd, "--%s: the file name is empty",
+                                   c == TRAIN_SAVE ? "save" : "resume");
+            *(c == TRAIN_SAVE ? &a->save : &a->resume) = optarg;
+            break;
+        case TRAIN_SAVE_EVERY:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->save_every))
+                return usage_error(cmd, "--save-every: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (steps)", optarg);
+            break;
+        case TRAIN_MAX_STEPS:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->max_steps))
+                return usage_error(cmd, "--max-steps: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (steps)", optarg);
             break;
         case TRAIN_QUIET: a->quiet = 1; break;
         case 'h':
@@ -380,6 +426,8 @@ static int train_parse(int argc, char **argv, train_args *a)
                                 "a static --loss-scale %g", a->loss_scale);
     if (a->init_scale_set)
         a->scale = SCALE_DYNAMIC;
+    if (a->save_every && !a->save)
+        return usage_error(cmd, "--save-every needs --save FILE (where to write)");
     return -1;
 }
 
@@ -684,6 +732,75 @@ static void print_confusion(const uint64_t *conf, const char *const *names)
 
 static double mib(uint64_t bytes) { return (double)bytes / (double)MIB; }
 
+/* ---------------------------------------------------------- checkpoints */
+
+/* SIGINT / SIGTERM: the first asks the loop to stop after its step, the
+ * second stops at once (the default action). */
+static volatile sig_atomic_t stop_signal = 0;
+
+static void on_stop_signal(int sig)
+{
+    if (stop_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_signal = sig;
+    static const char msg[] = "\nmpcl: stopping after this step (signal again to stop now)\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+}
+
+static void install_stop_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* What the CLI adds to a checkpoint: where in the data the run stands. */
+typedef struct {
+    const char *data_dir;
+    const char *const *class_names;
+    unsigned long batch;
+    size_t train_samples;
+} run_info;
+
+/* Writes the --save checkpoint at a position: epochs_done whole epochs and
+ * epoch_step steps of the next. Returns an exit code (EXIT_OK on success). */
+static int save_checkpoint(mpcl_trainer *tr, mpcl_context *ctx, const char *path,
+                           const run_info *ri, unsigned long epochs_done, size_t epoch_step)
+{
+    char done[32], in_epoch[32], batch[32], samples[32], names[512];
+    snprintf(done, sizeof done, "%lu", epochs_done);
+    snprintf(in_epoch, sizeof in_epoch, "%zu", epoch_step);
+    snprintf(batch, sizeof batch, "%lu", ri->batch);
+    snprintf(samples, sizeof samples, "%zu", ri->train_samples);
+    size_t used = 0;
+    names[0] = '\0';
+    for (int i = 0; i < MPCL_DATASET_CLASSES && used < sizeof names; i++)
+        used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "",
+                                 ri->class_names[i]);
+    mpcl_meta extra[] = {
+        {"epochs_done", done},     {"epoch_step", in_epoch}, {"batch", batch},
+        {"train_samples", samples}, {"data", ri->data_dir},  {"class_names", names},
+    };
+    mpcl_status s = mpcl_checkpoint_save(tr, path, extra, sizeof extra / sizeof extra[0]);
+    return s == MPCL_OK ? EXIT_OK : runtime_error(s, mpcl_last_error(ctx));
+}
+
+/* A whole-number metadata value of the --resume checkpoint; 0 if absent. */
+static int meta_count(const mpcl_checkpoint *ck, const char *key, uint64_t *out)
+{
+    const char *v = mpcl_checkpoint_meta(ck, key);
+    *out = 0;
+    return !v || parse_u64(v, out);
+}
+
 /* ------------------------------------------------------------ cmd_train */
 
 int cmd_train(int argc, char **argv)
@@ -706,24 +823,75 @@ int cmd_train(int argc, char **argv)
     mpcl_trainer *tr = NULL;
     size_t *order = NULL;
     uint8_t *bimg = NULL, *blab = NULL;
+    mpcl_checkpoint *ck = NULL;
     mpcl_status s;
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.device = a.device;
+    opt.precision = a.precision;
+    opt.seed = a.seed;
+
+    /* --resume: the checkpoint first; without --model its spec is the model */
+    uint64_t ck_epochs = 0, ck_epoch_step = 0, ck_batch = 0, ck_samples = 0;
+    double ck_mean = 0.0, ck_std = 1.0;
+    if (a.resume) {
+        s = mpcl_context_create(&opt, &ctx);
+        if (s == MPCL_OK)
+            s = mpcl_checkpoint_open(ctx, a.resume, &ck);
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, mpcl_last_error(ctx));
+            goto done;
+        }
+        uint64_t seed = 0;
+        const char *mean_s = mpcl_checkpoint_meta(ck, "input_mean");
+        const char *std_s = mpcl_checkpoint_meta(ck, "input_std");
+        if (!meta_count(ck, "epochs_done", &ck_epochs) ||
+            !meta_count(ck, "epoch_step", &ck_epoch_step) || !meta_count(ck, "batch", &ck_batch) ||
+            !meta_count(ck, "train_samples", &ck_samples) || !meta_count(ck, "seed", &seed) ||
+            !mean_s || !std_s || !parse_real(mean_s, -1e30, 0, 1e30, &ck_mean) ||
+            !parse_real(std_s, 0.0, 1, 1e30, &ck_std)) {
+            fprintf(stderr, "mpcl: %s: the metadata (epochs_done, epoch_step, batch, "
+                            "train_samples, seed, input_mean, input_std) is missing or not "
+                            "numbers; was it written by 'mpcl train --save'?\n", a.resume);
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+        if (!a.seed_set)
+            a.seed = seed;
+        if (!a.model) {
+            model_path[0] = '\0';
+            snprintf(model_path, sizeof model_path, "%s (model_spec)", a.resume);
+        }
+    }
 
     /* the model spec first: it is quick to find and check */
-    if (!resolve_model(a.model, model_path, sizeof model_path, searched, sizeof searched)) {
-        if (a.model)
-            return usage_error(cmd, "--model: '%s' is not a file, and there is no %s or %s.txt "
-                                    "in %s", a.model, a.model, a.model, searched);
+    spec = calloc(1, sizeof *spec);
+    if (!spec) {
+        rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory");
+        goto done;
+    }
+    if (a.resume && !a.model) {
+        s = mpcl_checkpoint_spec(ck, spec);
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, mpcl_last_error(ctx));
+            goto done;
+        }
+    } else if (!resolve_model(a.model, model_path, sizeof model_path, searched, sizeof searched)) {
+        if (a.model) {
+            rc = usage_error(cmd, "--model: '%s' is not a file, and there is no %s or %s.txt "
+                                  "in %s", a.model, a.model, a.model, searched);
+            goto done;
+        }
         fprintf(stderr, "mpcl: the default model %s.txt is not in %s; give --model FILE or set "
                         "MPCL_MODEL_DIR\n", TRAIN_DEFAULT_MODEL, searched);
-        return EXIT_RUNTIME;
-    }
-    spec = calloc(1, sizeof *spec);
-    if (!spec)
-        return runtime_error(MPCL_ERR_NOMEM, "out of host memory");
-    s = mpcl_model_spec_load(model_path, spec, err, sizeof err);
-    if (s != MPCL_OK) {
-        rc = runtime_error(s, err);
+        rc = EXIT_RUNTIME;
         goto done;
+    } else {
+        s = mpcl_model_spec_load(model_path, spec, err, sizeof err);
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, err);
+            goto done;
+        }
     }
 
     /* data */
@@ -782,6 +950,11 @@ int cmd_train(int argc, char **argv)
     int std_flat = !(std > 1e-12);
     if (std_flat)
         std = 1.0; /* every pixel the same: only centre */
+    if (ck) { /* the normalisation the run started with, to the bit */
+        mean = ck_mean;
+        std = ck_std;
+        std_flat = 0;
+    }
 
     if (a.log) {
         logf = fopen(a.log, "w");
@@ -794,12 +967,8 @@ int cmd_train(int argc, char **argv)
     }
 
     /* device, model, trainer */
-    mpcl_options opt;
-    mpcl_options_init(&opt);
-    opt.device = a.device;
-    opt.precision = a.precision;
     opt.seed = a.seed;
-    s = mpcl_context_create(&opt, &ctx);
+    s = ctx ? MPCL_OK : mpcl_context_create(&opt, &ctx);
     if (s != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(ctx));
         goto done;
@@ -845,10 +1014,32 @@ int cmd_train(int argc, char **argv)
     to.input_mean = (float)mean;
     to.input_std = (float)std;
     s = mpcl_trainer_create(model, &to, &tr);
+    if (s == MPCL_OK && ck)
+        s = mpcl_checkpoint_load_trainer(ck, tr);
     if (s != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(ctx));
         goto done;
     }
+    mpcl_checkpoint_close(ck);
+    ck = NULL;
+    unsigned long first_epoch = 1;
+    size_t skip_steps = 0;
+    if (a.resume) {
+        first_epoch = (unsigned long)ck_epochs + 1;
+        skip_steps = (size_t)ck_epoch_step;
+        if (skip_steps >= steps_per_epoch && skip_steps) {
+            fprintf(stderr, "mpcl: %s: the checkpoint is at step %zu of an epoch, but an epoch "
+                            "here has %zu steps (a different --batch or --limit?)\n",
+                    a.resume, skip_steps, steps_per_epoch);
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+        if (ck_batch != a.batch || ck_samples != n_train)
+            fprintf(stderr, "mpcl: note: %s was trained with batch %" PRIu64 " on %" PRIu64
+                            " samples, this run uses batch %lu on %zu; the run will not match an "
+                            "uninterrupted one\n", a.resume, ck_batch, ck_samples, a.batch, n_train);
+    }
+    run_info ri = {data_dir, data.class_names, a.batch, n_train};
 
     order = malloc(n_train * sizeof *order);
     bimg = malloc(a.batch * sample);
@@ -898,6 +1089,25 @@ int cmd_train(int argc, char **argv)
         fflush(stdout);
     }
 
+    if (!a.quiet && a.resume) {
+        mpcl_scaler_state rs;
+        mpcl_trainer_scaler(tr, &rs);
+        fieldf("resumed", "%s: step %" PRIu64 ", %lu epoch%s done%s, loss scale %g", a.resume,
+               rs.steps, first_epoch - 1, first_epoch == 2 ? "" : "s",
+               skip_steps ? " and part of the next" : "", (double)rs.scale);
+        if (first_epoch > a.epochs)
+            fieldf("note", "the checkpoint has trained %lu epoch%s already (--epochs %lu is the "
+                           "total); only evaluating", first_epoch - 1, first_epoch == 2 ? "" : "s",
+                   a.epochs);
+        printf("\n");
+        fflush(stdout);
+    }
+    if (a.save && !a.quiet) {
+        fieldf("checkpoint", "%s after every epoch%s", a.save, a.save_every ? " and every N steps" : "");
+        printf("\n");
+    }
+    install_stop_handlers();
+
     progress prog = {.on = !a.quiet && isatty(STDERR_FILENO)};
     uint64_t step = 0, images_trained = 0;
     double train_time = 0.0;
@@ -905,13 +1115,16 @@ int cmd_train(int argc, char **argv)
     uint64_t confusion[MPCL_DATASET_CLASSES * MPCL_DATASET_CLASSES];
     memset(confusion, 0, sizeof confusion);
     mpcl_scaler_state sc;
-    for (unsigned long epoch = 1; epoch <= a.epochs; epoch++) {
+    mpcl_trainer_scaler(tr, &sc);
+    step = sc.steps;
+    int evaluated = 0;
+    for (unsigned long epoch = first_epoch; epoch <= a.epochs; epoch++) {
         double ep_start = now_s(), ep_train = 0.0, loss_sum = 0.0;
         uint64_t loss_n = 0, ep_skipped = 0, ep_images = 0;
         float scale = to.loss_scale;
         epoch_order(order, n_train, a.seed, epoch);
-        size_t k = 0;
-        for (size_t first = 0; first < n_train; first += a.batch, k++) {
+        size_t k = epoch == first_epoch ? skip_steps : 0;
+        for (size_t first = k * a.batch; first < n_train; first += a.batch, k++) {
             size_t b = n_train - first < a.batch ? n_train - first : a.batch;
             for (size_t i = 0; i < b; i++) {
                 size_t src = order[first + i];
@@ -945,7 +1158,40 @@ int cmd_train(int argc, char **argv)
                 rc = EXIT_RUNTIME;
                 goto done;
             }
-            if (prog.on && (now_s() - prog.last >= PROGRESS_INTERVAL_S || k + 1 == steps_per_epoch)) {
+            int last_step = k + 1 == steps_per_epoch;
+            int at_max = a.max_steps && step >= a.max_steps;
+            if (a.save && !last_step &&
+                (stop_signal || at_max || (a.save_every && step % a.save_every == 0))) {
+                rc = save_checkpoint(tr, ctx, a.save, &ri, epoch - 1, k + 1);
+                if (rc != EXIT_OK) {
+                    progress_clear(&prog);
+                    goto done;
+                }
+            }
+            if (at_max && !stop_signal && !last_step) {
+                progress_clear(&prog);
+                if (!a.quiet)
+                    printf("stopped at step %" PRIu64 " (--max-steps), in epoch %lu at step %zu "
+                           "of %zu%s%s\n", step, epoch, k + 1, steps_per_epoch,
+                           a.save ? "; checkpoint written to " : "", a.save ? a.save : "");
+                rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+                goto done;
+            }
+            if (stop_signal) {
+                progress_clear(&prog);
+                fprintf(stderr, "mpcl: stopped by %s after step %" PRIu64 " (epoch %lu, step %zu "
+                                "of %zu)%s%s%s\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                        step, epoch, k + 1, steps_per_epoch,
+                        a.save && !last_step ? "; checkpoint written to " : "",
+                        a.save && !last_step ? a.save : "",
+                        a.save && !last_step ? "; continue with --resume it" : "");
+                if (!last_step || !a.save) {
+                    rc = 128 + stop_signal;
+                    goto done;
+                }
+                /* the epoch is complete: evaluate and save it as usual, then stop */
+            }
+            if (prog.on && (now_s() - prog.last >= PROGRESS_INTERVAL_S || last_step)) {
                 double per_step = ep_train / (double)(k + 1);
                 progress_draw(&prog, epoch, a.epochs, k + 1, steps_per_epoch,
                               loss_n ? loss_sum / (double)loss_n : NAN,
@@ -962,6 +1208,12 @@ int cmd_train(int argc, char **argv)
         if (s != MPCL_OK) {
             rc = runtime_error(s, mpcl_last_error(ctx));
             goto done;
+        }
+        evaluated = 1;
+        if (a.save) {
+            rc = save_checkpoint(tr, ctx, a.save, &ri, epoch, 0);
+            if (rc != EXIT_OK)
+                goto done;
         }
         epoch_record e = {
             .epoch = epoch,
@@ -985,6 +1237,27 @@ int cmd_train(int argc, char **argv)
         if (logf && (!log_epoch(logf, &e) || fflush(logf) != 0)) {
             fprintf(stderr, "mpcl: %s: cannot write the log: %s\n", a.log, strerror(errno));
             rc = EXIT_RUNTIME;
+            goto done;
+        }
+        if (stop_signal) {
+            fprintf(stderr, "mpcl: checkpoint of epoch %lu written to %s; continue with --resume "
+                            "it\n", epoch, a.save);
+            rc = 128 + stop_signal;
+            goto done;
+        }
+        if (a.max_steps && step >= a.max_steps && epoch < a.epochs) {
+            if (!a.quiet)
+                printf("stopped at step %" PRIu64 " (--max-steps), after epoch %lu%s%s\n", step,
+                       epoch, a.save ? "; checkpoint written to " : "", a.save ? a.save : "");
+            rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+            goto done;
+        }
+    }
+    if (!evaluated) { /* resumed past --epochs: report the checkpoint as it is */
+        s = mpcl_model_evaluate(model, data.test_images.data, data.test_labels.data, n_test,
+                                a.batch, (float)mean, (float)std, &test_loss, &test_acc, confusion);
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, mpcl_last_error(ctx));
             goto done;
         }
     }
@@ -1013,8 +1286,11 @@ int cmd_train(int argc, char **argv)
     fieldf("test accuracy", "%.2f%% (%" PRIu64 " of %zu test images)", 100.0 * test_acc, correct,
            n_test);
     fieldf("test loss", "%.4f", test_loss);
-    fieldf("trained", "%lu epoch%s, %" PRIu64 " steps, %" PRIu64 " images", a.epochs,
-           a.epochs == 1 ? "" : "s", step, images_trained);
+    fieldf("trained", "%lu epoch%s, %" PRIu64 " steps, %" PRIu64 " images%s", a.epochs,
+           a.epochs == 1 ? "" : "s", step, images_trained,
+           a.resume ? " (images: this run's, after the resume)" : "");
+    if (a.save)
+        fieldf("checkpoint", "%s", a.save);
     fieldf("wall time", "%.1f s", wall);
     fieldf("training speed", "%.0f img/s (%.2f s in training steps)",
            train_time > 0 ? (double)images_trained / train_time : 0.0, train_time);
@@ -1037,6 +1313,7 @@ int cmd_train(int argc, char **argv)
 done:
     if (logf)
         fclose(logf);
+    mpcl_checkpoint_close(ck);
     free(order);
     free(bimg);
     free(blab);

@@ -234,6 +234,8 @@ mpcl_status mpcl_model_create(mpcl_context *ctx, const mpcl_model_spec *spec, si
     m->spec = *spec;
     m->max_batch = max_batch;
     m->seed = seed;
+    m->input_mean = 0.0f;
+    m->input_std = 1.0f;
     s = build(m);
     if (s == MPCL_OK)
         s = init_params(m, seed);

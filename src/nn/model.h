@@ -27,6 +27,7 @@ struct mpcl_model {
     uint64_t step;
     int training;
     uint64_t seed;
+    float input_mean, input_std; /* normalisation of input bytes: (x / 255 - mean) / std */
 };
 
 #endif

@@ -2,6 +2,7 @@
  * Host code only. See the grammar in include/mpcl.h. */
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,4 +426,54 @@ mpcl_status mpcl_model_spec_load(const char *path, mpcl_model_spec *out, char *e
     mpcl_status s = mpcl_model_spec_parse(buf, base ? base + 1 : path, out, err, err_len);
     free(buf);
     return s;
+}
+
+/* ------------------------------------------------------------ formatting */
+
+/* Appends to dst[*used..len); on overflow sets *used past len. */
+static void put(char *dst, size_t len, size_t *used, const char *fmt, ...) MPCL_PRINTF(4, 5);
+static void put(char *dst, size_t len, size_t *used, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(*used < len ? dst + *used : NULL, *used < len ? len - *used : 0, fmt, ap);
+    va_end(ap);
+    *used += w > 0 ? (size_t)w : 0;
+}
+
+size_t mpcl_model_spec_format(const mpcl_model_spec *s, char *dst, size_t len)
+{
+    size_t used = 0;
+    if (dst && len)
+        dst[0] = '\0';
+    else
+        len = 0;
+    put(dst, len, &used, "input %zux%zux%zu\n", s->input[0], s->input[1], s->input[2]);
+    for (int i = 0; i < s->nlayers; i++) {
+        const mpcl_layer_spec *l = &s->layers[i];
+        put(dst, len, &used, "%s", mpcl_layer_kind_name(l->kind));
+        switch (l->kind) {
+        case MPCL_LAYER_CONV2D:
+            put(dst, len, &used, " out=%zu kernel=%dx%d stride=%dx%d padding=%dx%d dilation=%dx%d bias=%s",
+                l->out, l->kernel_h, l->kernel_w, l->stride_h, l->stride_w, l->pad_h, l->pad_w,
+                l->dilation_h, l->dilation_w, l->bias ? "true" : "false");
+            break;
+        case MPCL_LAYER_LINEAR:
+            put(dst, len, &used, " in=%zu out=%zu bias=%s", l->in, l->out, l->bias ? "true" : "false");
+            break;
+        case MPCL_LAYER_LEAKY_RELU: put(dst, len, &used, " slope=%.9g", (double)l->slope); break;
+        case MPCL_LAYER_MAXPOOL2D:
+        case MPCL_LAYER_AVGPOOL2D:
+            put(dst, len, &used, " kernel=%dx%d stride=%dx%d padding=%dx%d", l->kernel_h, l->kernel_w,
+                l->stride_h, l->stride_w, l->pad_h, l->pad_w);
+            break;
+        case MPCL_LAYER_DROPOUT: put(dst, len, &used, " p=%.9g", (double)l->p); break;
+        case MPCL_LAYER_BATCHNORM2D:
+            put(dst, len, &used, " eps=%.9g momentum=%.9g", (double)l->eps, (double)l->momentum);
+            break;
+        default: break;
+        }
+        put(dst, len, &used, "\n");
+    }
+    return used;
 }

@@ -6,20 +6,7 @@
 
 #include "internal.h"
 #include "nn/model.h"
-
-struct mpcl_trainer {
-    mpcl_context *ctx;
-    mpcl_model *model;
-    mpcl_train_options opt;
-    mpcl_scaler_state scaler;
-    size_t max_batch, sample_bytes, classes;
-    mpcl_tensor *x_u8, *y_u8;     /* (B, C, H, W) u8, (B) u8 */
-    mpcl_tensor *x, *labels;      /* (B, C, H, W) storage dtype, (B) i32 */
-    mpcl_tensor *loss, *flag;     /* (1) f32, (1) i32 */
-    mpcl_tensor *dlogits;         /* (B, classes) storage dtype */
-    mpcl_tensor *state1, *state2; /* optimizer state (f32, P) */
-    mpcl_tensor *inf_probe;       /* (1) view of the gradient buffer, for inject_inf_step */
-};
+#include "train/trainer.h"
 
 void mpcl_train_options_init(mpcl_train_options *o, mpcl_precision p)
 {
@@ -106,6 +93,8 @@ mpcl_status mpcl_trainer_create(mpcl_model *m, const mpcl_train_options *o, mpcl
     t->model = m;
     t->opt = *o;
     t->scaler.scale = o->loss_scale;
+    m->input_mean = o->input_mean; /* inference after training normalises the same way */
+    m->input_std = o->input_std;
     t->max_batch = m->max_batch;
     const mpcl_model_spec *sp = &m->spec;
     t->sample_bytes = sp->input[0] * sp->input[1] * sp->input[2];
@@ -361,6 +350,7 @@ typedef struct {
     size_t correct;
     uint64_t *confusion;
     float *probs;
+    int *argmax;
 } eval_acc;
 
 /* log-softmax in double on the host, per row */
@@ -378,6 +368,8 @@ static void eval_rows(void *user, size_t first, size_t b, size_t classes, const 
         double sum = 0;
         for (size_t c = 0; c < classes; c++)
             sum += exp((double)row[c] - mx);
+        if (e->argmax)
+            e->argmax[first + i] = (int)best;
         if (e->probs)
             for (size_t c = 0; c < classes; c++)
                 e->probs[(first + i) * classes + c] = (float)(exp((double)row[c] - mx) / sum);
@@ -420,3 +412,25 @@ mpcl_status mpcl_model_predict(mpcl_model *m, const uint8_t *images, size_t n, s
     eval_acc e = {.probs = probs};
     return run_batches(m, images, n, batch, mean, std, eval_rows, &e);
 }
+
+void mpcl_model_normalization(const mpcl_model *m, float *mean, float *std)
+{
+    if (mean)
+        *mean = m ? m->input_mean : 0.0f;
+    if (std)
+        *std = m ? m->input_std : 1.0f;
+}
+
+mpcl_status mpcl_model_classify(mpcl_model *m, const uint8_t *images, size_t n, float *probs, int *labels)
+{
+    if (!m)
+        return MPCL_ERR_ARGUMENT;
+    if (!images || n == 0)
+        return mpcl_set_error(m->ctx, MPCL_ERR_ARGUMENT, "mpcl_model_classify: no samples");
+    eval_acc e = {.probs = probs, .argmax = labels};
+    return run_batches(m, images, n, m->max_batch, m->input_mean, m->input_std, eval_rows, &e);
+}
+
+mpcl_model *mpcl_trainer_model(mpcl_trainer *t) { return t ? t->model : NULL; }
+
+const mpcl_train_options *mpcl_trainer_options(const mpcl_trainer *t) { return t ? &t->opt : NULL; }
