@@ -509,6 +509,10 @@ typedef struct {
  * name the file and the byte offset. */
 MPCL_API mpcl_status mpcl_idx_load(const char *path, mpcl_idx *out, char *err, size_t err_len);
 MPCL_API void mpcl_idx_free(mpcl_idx *idx);
+/* Reads one grey image in the PGM format (P5 binary or P2 text, maximum
+ * grey value 1..65535, rescaled to 0..255) as an mpcl_idx of count 1, so
+ * that it classifies like a data set's images; free with mpcl_idx_free. */
+MPCL_API mpcl_status mpcl_pgm_load(const char *path, mpcl_idx *out, char *err, size_t err_len);
 
 #define MPCL_DATASET_CLASSES 10
 #define MPCL_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"

@@ -60,8 +60,21 @@ void jbool(jctx *j, cJSON *obj, const char *key, int v);
 cJSON *jobj(jctx *j, cJSON *obj, const char *key);
 int json_print(jctx *j, cJSON *root);
 
+int parse_real(const char *s, double lo, int lo_open, double hi, double *out);
+int parse_u64(const char *s, uint64_t *out);
+int is_file(const char *path);
+int model_dirs(const char *dirs[3]);
+/* The model mpcl train uses without --model. */
+#define TRAIN_DEFAULT_MODEL "seed-cnn"
+/* --model ARG: a file, or NAME[.txt] in $MPCL_MODEL_DIR, the installed
+ * models, the source tree (NULL: the default model). */
+int resolve_model(const char *arg, char *dst, size_t len, char *searched, size_t slen);
+void print_confusion(const uint64_t *conf, const char *const *names);
+
 /* The subcommands: argv starts at the subcommand's own name. */
 int cmd_probe(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 #endif

@@ -152,7 +152,7 @@ static const struct option TRAIN_OPTIONS[] = {
     {NULL, 0, NULL, 0},
 };
 
-#define TRAIN_DEFAULT_MODEL "seed-cnn"
+
 #define TRAIN_MAX_EPOCHS 100000UL
 #define TRAIN_MAX_BATCH 65536UL
 #define SCALE_MIN 0x1p-24
@@ -189,39 +189,7 @@ typedef struct {
     int quiet;
 } train_args;
 
-/* Strict number parse: the whole string, finite, in [lo, hi] (lo excluded
- * when lo_open). */
-static int parse_real(const char *s, double lo, int lo_open, double hi, double *out)
-{
-    if (!s || !*s)
-        return 0;
-    errno = 0;
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v))
-        return 0;
-    if (v < lo || (lo_open && v == lo) || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
 
-/* Strict unsigned 64-bit parse: all digits. */
-static int parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || !*s)
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9')
-            return 0;
-    errno = 0;
-    char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return 0;
-    *out = (uint64_t)v;
-    return 1;
-}
 
 static int schedule_parse(const char *name, mpcl_schedule *out)
 {
@@ -429,64 +397,6 @@ static int train_parse(int argc, char **argv, train_args *a)
     if (a->save_every && !a->save)
         return usage_error(cmd, "--save-every needs --save FILE (where to write)");
     return -1;
-}
-
-/* ----------------------------------------------------------- model lookup */
-
-#ifndef MPCL_MODEL_INSTALL_DIR
-#define MPCL_MODEL_INSTALL_DIR ""
-#endif
-#ifndef MPCL_MODEL_SOURCE_DIR
-#define MPCL_MODEL_SOURCE_DIR ""
-#endif
-
-static int is_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* The directories searched for a model name, in order; returns how many. */
-static int model_dirs(const char *dirs[3])
-{
-    int n = 0;
-    const char *env = getenv("MPCL_MODEL_DIR");
-    if (env && *env)
-        dirs[n++] = env;
-    if (*MPCL_MODEL_INSTALL_DIR)
-        dirs[n++] = MPCL_MODEL_INSTALL_DIR;
-    if (*MPCL_MODEL_SOURCE_DIR)
-        dirs[n++] = MPCL_MODEL_SOURCE_DIR;
-    return n;
-}
-
-/* Resolves --model (NULL: the default) into dst; 0 when nothing matched,
- * with the searched directories in `searched`. */
-static int resolve_model(const char *arg, char *dst, size_t len, char *searched, size_t slen)
-{
-    const char *name = arg ? arg : TRAIN_DEFAULT_MODEL;
-    searched[0] = '\0';
-    if (arg && (strchr(arg, '/') || is_file(arg))) {
-        snprintf(dst, len, "%s", arg);
-        return 1;
-    }
-    const char *dirs[3];
-    int n = model_dirs(dirs);
-    size_t used = 0;
-    for (int i = 0; i < n; i++) {
-        static const char *forms[] = {"%s/%s", "%s/%s.txt"};
-        for (size_t k = 0; k < 2; k++) {
-            int w = snprintf(dst, len, forms[k], dirs[i], name);
-            if (w > 0 && (size_t)w < len && is_file(dst))
-                return 1;
-        }
-        int w = snprintf(searched + used, slen - used, "%s%s", used ? ", " : "", dirs[i]);
-        if (w > 0 && used + (size_t)w < slen)
-            used += (size_t)w;
-    }
-    if (!n)
-        snprintf(searched, slen, "(no model directory: set MPCL_MODEL_DIR)");
-    return 0;
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -699,36 +609,6 @@ static int log_epoch(FILE *f, const epoch_record *e)
     return log_line(f, o);
 }
 
-/* Rows: true class ("3 Dress"), columns: predicted class (by index). */
-static void print_confusion(const uint64_t *conf, const char *const *names)
-{
-    int classes = MPCL_DATASET_CLASSES;
-    uint64_t most = 0;
-    int name_w = 0;
-    for (int i = 0; i < classes * classes; i++)
-        if (conf[i] > most)
-            most = conf[i];
-    for (int i = 0; i < classes; i++) {
-        int l = (int)strlen(names[i] ? names[i] : "");
-        if (l > name_w)
-            name_w = l;
-    }
-    char buf[32];
-    int cw = snprintf(buf, sizeof buf, "%" PRIu64, most);
-    if (cw < 3)
-        cw = 3;
-    printf("\nConfusion matrix (rows: true class, columns: predicted class)\n");
-    printf("%*s%*s ", LABEL_INDENT, "", name_w + 3, "");
-    for (int c = 0; c < classes; c++)
-        printf(" %*d", cw, c);
-    printf("\n");
-    for (int r = 0; r < classes; r++) {
-        printf("%*s%d %-*s ", LABEL_INDENT, "", r, name_w + 1, names[r] ? names[r] : "");
-        for (int c = 0; c < classes; c++)
-            printf(" %*" PRIu64, cw, conf[r * classes + c]);
-        printf("\n");
-    }
-}
 
 static double mib(uint64_t bytes) { return (double)bytes / (double)MIB; }
 

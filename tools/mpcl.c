@@ -71,6 +71,8 @@ typedef struct {
 static const subcommand SUBCOMMANDS[] = {
     {"probe", cmd_probe, "report the device's facts, fp16 checks and chosen precision"},
     {"train", cmd_train, "train a model on Fashion-MNIST (or another MNIST-layout set)"},
+    {"eval", cmd_eval, "accuracy and confusion matrix of a checkpoint on a labelled set"},
+    {"predict", cmd_predict, "classify PGM images or an IDX file with a checkpoint"},
     {"version", cmd_version, "print the version"},
     {"help", cmd_help, "show this help, or a subcommand's help (mpcl help probe)"},
 };
