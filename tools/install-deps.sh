@@ -8,6 +8,7 @@ ocl-icd-opencl-dev opencl-c-headers ocl-icd-libopencl1 pocl-opencl-icd clinfo
 libclblast-dev zlib1g-dev libcjson-dev check
 clang-15 oclgrind
 dataset-fashion-mnist
+python3 python3-venv python3-pip
 git ca-certificates"
 
 SUDO=""

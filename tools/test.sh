@@ -6,4 +6,5 @@ set -eu
 cd "$(dirname "$0")/.."
 ./tools/install-deps.sh
 ./tools/build.sh
+./tools/python-env.sh
 exec meson test -C build -v --print-errorlogs "$@"
