@@ -1,10 +1,13 @@
 #!/bin/sh
 # Installs mpcl into a temporary root (meson install --destdir), then builds
 # and runs a small program against the installed library through
-# `pkg-config mpcl`, as an application would.
-# usage: test_install.sh BUILD_DIR
+# `pkg-config mpcl`, as an application would: a small check program, and
+# examples/embed.c, which loads a checkpoint and classifies images; its
+# classes must be those the installed `mpcl predict` gives.
+# usage: test_install.sh BUILD_DIR SOURCE_ROOT
 set -u
 build=$1
+src=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 passed=0
@@ -59,6 +62,33 @@ APP
     libdir=$(pkg-config --variable=libdir mpcl)
     check "run the app on the installed shared library" env LD_LIBRARY_PATH="$libdir" "$tmp/app"
     check "the app links the installed libmpcl" sh -c "LD_LIBRARY_PATH='$libdir' ldd '$tmp/app' | grep -q '$libdir/libmpcl.so'"
+
+    # examples/embed.c: a checkpoint written by Python, four images
+    # shellcheck disable=SC2086
+    check "build examples/embed.c against the installed library" \
+        cc -std=c11 -Wall -Wextra -Werror "$src/examples/embed.c" -o "$tmp/embed" $flags
+    fixture=$src/tests/data/seed-cnn-numpy.safetensors
+    images="$src/tests/data/fashion-0.pgm $src/tests/data/fashion-1.pgm $src/tests/data/fashion-2.pgm $src/tests/data/fashion-3.pgm"
+    # shellcheck disable=SC2086
+    if LD_LIBRARY_PATH="$libdir" "$tmp/embed" "$fixture" $images >"$tmp/embed.txt" 2>&1; then
+        check "embed classifies the images" grep -q 'fashion-3.pgm: ' "$tmp/embed.txt"
+        bin=$(find "$tmp/root" -path '*bin/mpcl' | head -n 1)
+        # shellcheck disable=SC2086
+        LD_LIBRARY_PATH="$libdir" "$bin" predict "$fixture" $images >"$tmp/predict.txt" 2>/dev/null
+        # "FILE: NAME (P%)" and "FILE: NAME P%" -> "FILE: NAME"
+        sed -n 's/ ([0-9.]*%)$//p' "$tmp/embed.txt" >"$tmp/a"
+        sed -n 's/ [0-9.]*%$//p' "$tmp/predict.txt" >"$tmp/b"
+        check "embed's classes are those of the installed mpcl predict" \
+            sh -c "test -s '$tmp/a' && diff '$tmp/a' '$tmp/b'"
+        sed 's/^/    /' "$tmp/embed.txt"
+    elif grep -q 'no usable OpenCL device' "$tmp/embed.txt"; then
+        echo "skip: embed needs an OpenCL device: $(cat "$tmp/embed.txt")"
+    else
+        check "run examples/embed" false
+        sed 's/^/    /' "$tmp/embed.txt"
+    fi
+    check "embed refuses a missing checkpoint" sh -c \
+        "! LD_LIBRARY_PATH='$libdir' '$tmp/embed' '$tmp/none.st' $src/tests/data/fashion-0.pgm 2>'$tmp/e' && grep -q 'none.st' '$tmp/e'"
 fi
 
 echo "$passed passed, $failed failed"
