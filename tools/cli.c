@@ -122,17 +122,10 @@ int option_error(const char *cmd, const struct option *opts, int c, int argc, ch
 /* Strict unsigned parse: all digits, in [lo, hi]. */
 int parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
 {
-    if (!s || !*s || *s == '-' || *s == '+')
+    uint64_t v;
+    if (!parse_u64(s, &v) || v < lo || v > hi)
         return 0;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9')
-            return 0;
-    errno = 0;
-    char *end = NULL;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
+    *out = (unsigned long)v;
     return 1;
 }
 

@@ -27,6 +27,7 @@ typedef struct {
     const char *device;
     mpcl_precision precision;
     unsigned long batch;
+    unsigned long limit; /* eval: samples; predict: images per IDX file; 0: all */
     int json;
 } load_args;
 
@@ -172,6 +173,19 @@ enum {
     OPT_TOP,
 };
 
+/* The next option of argv: -1 at the end, 0 when it was a common option
+ * (handled), 1 for the caller's own options (c), else an exit code + 2. */
+static int common_option(const char *cmd, int c, load_args *a);
+static int next_option(const char *cmd, int argc, char **argv, const struct option *opts, load_args *a,
+                       int *c)
+{
+    *c = getopt_long(argc, argv, ":h", opts, NULL);
+    if (*c == -1)
+        return -1;
+    int r = common_option(cmd, *c, a);
+    return r < 0 ? 1 : r == EXIT_OK ? 0 : r + 2;
+}
+
 static int common_option(const char *cmd, int c, load_args *a)
 {
     switch (c) {
@@ -197,6 +211,10 @@ static int common_option(const char *cmd, int c, load_args *a)
                                     "65536", optarg);
         return EXIT_OK;
     case OPT_JSON: a->json = 1; return EXIT_OK;
+    case OPT_LIMIT:
+        if (!parse_uint(optarg, 1, ULONG_MAX, &a->limit))
+            return usage_error(cmd, "--limit: '%s' is not valid; it accepts an integer >= 1", optarg);
+        return EXIT_OK;
     default: return -1;
     }
 }
@@ -280,25 +298,18 @@ int cmd_eval(int argc, char **argv)
     const char *cmd = "eval";
     load_args a = {.precision = MPCL_PRECISION_AUTO, .batch = DEFAULT_BATCH};
     const char *data = NULL, *images = NULL, *labels = NULL;
-    unsigned long limit = 0;
     opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", EVAL_OPTIONS, NULL)) != -1) {
-        int r = common_option(cmd, c, &a);
-        if (r >= 0) {
-            if (r != EXIT_OK)
-                return r;
+    int c, r;
+    while ((r = next_option(cmd, argc, argv, EVAL_OPTIONS, &a, &c)) >= 0) {
+        if (r != 1) {
+            if (r > 1)
+                return r - 2;
             continue;
         }
         switch (c) {
         case OPT_DATA: data = optarg; break;
         case OPT_IMAGES: images = optarg; break;
         case OPT_LABELS: labels = optarg; break;
-        case OPT_LIMIT:
-            if (!parse_uint(optarg, 1, ULONG_MAX, &limit))
-                return usage_error(cmd, "--limit: '%s' is not valid; it accepts an integer >= 1",
-                                   optarg);
-            break;
         case 'h':
         case OPT_HELP: fputs(EVAL_HELP, stdout); return EXIT_OK;
         default: return option_error(cmd, EVAL_OPTIONS, c, argc, argv);
@@ -357,12 +368,12 @@ int cmd_eval(int argc, char **argv)
     loaded l;
     memset(&l, 0, sizeof l);
     uint64_t *conf = NULL;
-    if (limit > n) {
-        rc = usage_error(cmd, "--limit: %lu is more than the %zu samples in %s", limit, n, source);
+    if (a.limit > n) {
+        rc = usage_error(cmd, "--limit: %lu is more than the %zu samples in %s", a.limit, n, source);
         goto done;
     }
-    if (limit)
-        n = limit;
+    if (a.limit)
+        n = a.limit;
     rc = load_model(cmd, &a, &l);
     if (rc != EXIT_OK)
         goto done;
@@ -478,14 +489,13 @@ int cmd_predict(int argc, char **argv)
 {
     const char *cmd = "predict";
     load_args a = {.precision = MPCL_PRECISION_AUTO, .batch = DEFAULT_BATCH};
-    unsigned long top = 1, limit = 0;
+    unsigned long top = 1;
     opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", PREDICT_OPTIONS, NULL)) != -1) {
-        int r = common_option(cmd, c, &a);
-        if (r >= 0) {
-            if (r != EXIT_OK)
-                return r;
+    int c, r;
+    while ((r = next_option(cmd, argc, argv, PREDICT_OPTIONS, &a, &c)) >= 0) {
+        if (r != 1) {
+            if (r > 1)
+                return r - 2;
             continue;
         }
         switch (c) {
@@ -493,11 +503,6 @@ int cmd_predict(int argc, char **argv)
             if (!parse_uint(optarg, 1, MAX_CLASSES, &top))
                 return usage_error(cmd, "--top: '%s' is not valid; it accepts an integer from 1 "
                                         "to the number of classes", optarg);
-            break;
-        case OPT_LIMIT:
-            if (!parse_uint(optarg, 1, ULONG_MAX, &limit))
-                return usage_error(cmd, "--limit: '%s' is not valid; it accepts an integer >= 1",
-                                   optarg);
             break;
         case 'h':
         case OPT_HELP: fputs(PREDICT_HELP, stdout); return EXIT_OK;
@@ -533,8 +538,8 @@ int cmd_predict(int argc, char **argv)
             rc = runtime_error(s, err);
             goto done;
         }
-        if (limit && im[i].count > limit)
-            im[i].count = limit;
+        if (a.limit && im[i].count > a.limit)
+            im[i].count = a.limit;
         if (i > 0 && (im[i].rows != im[0].rows || im[i].cols != im[0].cols)) {
             fprintf(stderr, "mpcl: %s: %zux%zu images, but %s has %zux%zu\n", files[i],
                     im[i].rows, im[i].cols, files[0], im[0].rows, im[0].cols);
