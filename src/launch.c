@@ -153,6 +153,45 @@ mpcl_status mpcl_profile_report(mpcl_context *ctx, mpcl_profile_entry *out, size
     return MPCL_OK;
 }
 
+/* Whether text defines the kernel `name`: `kernel void name(`, or a line
+ * `DEFINE_...(name, ...)` (kernels stamped out by a macro, as in reduce.cl). */
+static int defines_kernel(const char *text, const char *name)
+{
+    const size_t n = strlen(name);
+    for (const char *p = strstr(text, name); p; p = strstr(p + 1, name)) {
+        const char *after = p + n;
+        while (*after == ' ')
+            after++;
+        const char *before = p;
+        while (before > text && before[-1] == ' ')
+            before--;
+        if (*after == '(' && before - text >= 11 && strncmp(before - 11, "kernel void", 11) == 0)
+            return 1;
+        if (*after == ',' && before > text && before[-1] == '(') {
+            const char *line = before - 1;
+            while (line > text && line[-1] != '\n')
+                line--;
+            if (strncmp(line, "DEFINE_", 7) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+const char *mpcl_profile_family(const char *name)
+{
+    if (!name || !*name)
+        return "other";
+    if (strncmp(name, "CLBlast", 7) == 0)
+        return "gemm";
+    for (size_t i = 0; i < mpcl_embedded_source_count; i++) {
+        const mpcl_embedded_source *e = &mpcl_embedded_sources[i];
+        if (strcmp(e->name, "precision.h") != 0 && defines_kernel(e->text, name))
+            return e->name;
+    }
+    return "other";
+}
+
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)
 {
     size_t wg = ctx->wg_1d ? ctx->wg_1d : 64;

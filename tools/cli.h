@@ -60,8 +60,21 @@ void jbool(jctx *j, cJSON *obj, const char *key, int v);
 cJSON *jobj(jctx *j, cJSON *obj, const char *key);
 int json_print(jctx *j, cJSON *root);
 
+/* Model lookup for --model (train, bench): the default model's name, and
+ * resolve_model, which turns --model (NULL: the default) into a path in dst;
+ * 0 when nothing matched, with the directories searched in `searched`. A
+ * value with a '/' or naming a file is used as it is; a name is looked up as
+ * NAME and NAME.txt in $MPCL_MODEL_DIR, the installed models and the source
+ * tree's data/models. */
+#define CLI_DEFAULT_MODEL "seed-cnn"
+int resolve_model(const char *arg, char *dst, size_t len, char *searched, size_t slen);
+
+/* Mean and standard deviation of x / 255 over `bytes` bytes, in double. */
+void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std);
+
 /* The subcommands: argv starts at the subcommand's own name. */
 int cmd_probe(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -383,64 +383,6 @@ static int train_parse(int argc, char **argv, train_args *a)
     return -1;
 }
 
-/* ----------------------------------------------------------- model lookup */
-
-#ifndef MPCL_MODEL_INSTALL_DIR
-#define MPCL_MODEL_INSTALL_DIR ""
-#endif
-#ifndef MPCL_MODEL_SOURCE_DIR
-#define MPCL_MODEL_SOURCE_DIR ""
-#endif
-
-static int is_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* The directories searched for a model name, in order; returns how many. */
-static int model_dirs(const char *dirs[3])
-{
-    int n = 0;
-    const char *env = getenv("MPCL_MODEL_DIR");
-    if (env && *env)
-        dirs[n++] = env;
-    if (*MPCL_MODEL_INSTALL_DIR)
-        dirs[n++] = MPCL_MODEL_INSTALL_DIR;
-    if (*MPCL_MODEL_SOURCE_DIR)
-        dirs[n++] = MPCL_MODEL_SOURCE_DIR;
-    return n;
-}
-
-/* Resolves --model (NULL: the default) into dst; 0 when nothing matched,
- * with the searched directories in `searched`. */
-static int resolve_model(const char *arg, char *dst, size_t len, char *searched, size_t slen)
-{
-    const char *name = arg ? arg : TRAIN_DEFAULT_MODEL;
-    searched[0] = '\0';
-    if (arg && (strchr(arg, '/') || is_file(arg))) {
-        snprintf(dst, len, "%s", arg);
-        return 1;
-    }
-    const char *dirs[3];
-    int n = model_dirs(dirs);
-    size_t used = 0;
-    for (int i = 0; i < n; i++) {
-        static const char *forms[] = {"%s/%s", "%s/%s.txt"};
-        for (size_t k = 0; k < 2; k++) {
-            int w = snprintf(dst, len, forms[k], dirs[i], name);
-            if (w > 0 && (size_t)w < len && is_file(dst))
-                return 1;
-        }
-        int w = snprintf(searched + used, slen - used, "%s%s", used ? ", " : "", dirs[i]);
-        if (w > 0 && used + (size_t)w < slen)
-            used += (size_t)w;
-    }
-    if (!n)
-        snprintf(searched, slen, "(no model directory: set MPCL_MODEL_DIR)");
-    return 0;
-}
-
 /* ------------------------------------------------------------ helpers */
 
 static double now_s(void)
@@ -484,27 +426,6 @@ static void epoch_order(size_t *idx, size_t n, uint64_t seed, unsigned long epoc
         idx[i - 1] = idx[j];
         idx[j] = t;
     }
-}
-
-/* Mean and standard deviation of x / 255 over `bytes` bytes, in double,
- * through a histogram (exact counts). */
-static void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std)
-{
-    uint64_t hist[256] = {0};
-    for (size_t i = 0; i < bytes; i++)
-        hist[p[i]]++;
-    double m = 0.0;
-    for (int v = 0; v < 256; v++)
-        m += (double)hist[v] * ((double)v / 255.0);
-    m /= (double)bytes;
-    double var = 0.0;
-    for (int v = 0; v < 256; v++) {
-        double d = (double)v / 255.0 - m;
-        var += (double)hist[v] * d * d;
-    }
-    var /= (double)bytes;
-    *mean = m;
-    *std = sqrt(var);
 }
 
 /* "0:07", "12:34", "1:02:03" */

@@ -71,6 +71,7 @@ typedef struct {
 static const subcommand SUBCOMMANDS[] = {
     {"probe", cmd_probe, "report the device's facts, fp16 checks and chosen precision"},
     {"train", cmd_train, "train a model on Fashion-MNIST (or another MNIST-layout set)"},
+    {"bench", cmd_bench, "measure training speed per precision mode (mpcl bench train)"},
     {"version", cmd_version, "print the version"},
     {"help", cmd_help, "show this help, or a subcommand's help (mpcl help probe)"},
 };
