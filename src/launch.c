@@ -32,6 +32,73 @@ mpcl_status mpcl_kernel_get(mpcl_context *ctx, const char *family, mpcl_variant 
     return MPCL_OK;
 }
 
+mpcl_status mpcl_kernel_get_spec(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                                 const char *defines, const char *name, cl_kernel *out)
+{
+    if (strlen(defines) >= MPCL_SPEC_DEFINES_LEN)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "kernel '%s': %zu characters of defines, at "
+                              "most %d are supported", name, strlen(defines),
+                              MPCL_SPEC_DEFINES_LEN - 1);
+    mpcl_spec_slot *slot = NULL;
+    for (size_t i = 0; i < ctx->spec_count && !slot; i++) {
+        mpcl_spec_slot *p = &ctx->spec[i];
+        if (p->variant == variant && strcmp(p->family, family) == 0 &&
+            strcmp(p->defines, defines) == 0)
+            slot = p;
+    }
+    if (!slot) {
+        cl_program prog;
+        mpcl_status st = mpcl_program_build_defines(ctx, family, variant, defines, 1, &prog);
+        if (st != MPCL_OK)
+            return st;
+        if (ctx->spec_count < MPCL_MAX_SPEC_PROGRAMS) {
+            slot = &ctx->spec[ctx->spec_count++];
+        } else { /* release the least recently used program */
+            slot = &ctx->spec[0];
+            for (size_t i = 1; i < ctx->spec_count; i++)
+                if (ctx->spec[i].last_use < slot->last_use)
+                    slot = &ctx->spec[i];
+            for (int i = 0; i < slot->nk; i++)
+                clReleaseKernel(slot->kernels[i]);
+            clReleaseProgram(slot->program);
+        }
+        memset(slot, 0, sizeof *slot);
+        mpcl_strfmt(slot->family, sizeof slot->family, "%s", family);
+        mpcl_strfmt(slot->defines, sizeof slot->defines, "%s", defines);
+        slot->variant = variant;
+        slot->program = prog;
+    }
+    slot->last_use = ++ctx->spec_clock;
+    for (int i = 0; i < slot->nk; i++)
+        if (strcmp(slot->names[i], name) == 0) {
+            *out = slot->kernels[i];
+            return MPCL_OK;
+        }
+    if (slot->nk == MPCL_SPEC_KERNELS)
+        return mpcl_set_error(ctx, MPCL_ERR_STATE, "more than %d kernels from one specialised "
+                              "program of %s.cl", MPCL_SPEC_KERNELS, family);
+    cl_int rc;
+    cl_kernel k = clCreateKernel(slot->program, name, &rc);
+    if (!k || rc != CL_SUCCESS)
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "clCreateKernel('%s' in %s.cl, %s, %s) failed: %s",
+                              name, family, mpcl_variant_name(variant), defines,
+                              mpcl_cl_error_name(rc));
+    slot->names[slot->nk] = name;
+    slot->kernels[slot->nk++] = k;
+    *out = k;
+    return MPCL_OK;
+}
+
+void mpcl_spec_release(mpcl_context *ctx)
+{
+    for (size_t i = 0; i < ctx->spec_count; i++) {
+        for (int j = 0; j < ctx->spec[i].nk; j++)
+            clReleaseKernel(ctx->spec[i].kernels[j]);
+        clReleaseProgram(ctx->spec[i].program);
+    }
+    ctx->spec_count = 0;
+}
+
 cl_int mpcl_kernel_args(cl_kernel k, int nargs, ...)
 {
     va_list ap;
@@ -76,6 +143,10 @@ static const char *kernel_name(mpcl_context *ctx, cl_kernel k)
     for (size_t i = 0; i < ctx->kernel_count; i++)
         if (ctx->kernels[i].kernel == k)
             return ctx->kernels[i].name;
+    for (size_t i = 0; i < ctx->spec_count; i++)
+        for (int j = 0; j < ctx->spec[i].nk; j++)
+            if (ctx->spec[i].kernels[j] == k)
+                return ctx->spec[i].names[j];
     return "(kernel)";
 }
 
@@ -190,6 +261,33 @@ const char *mpcl_profile_family(const char *name)
             return e->name;
     }
     return "other";
+}
+
+static size_t largest_divisor_le(size_t n, size_t cap)
+{
+    for (size_t v = n < cap ? n : cap; v > 1; v--)
+        if (n % v == 0)
+            return v;
+    return 1;
+}
+
+mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, size_t n0,
+                             size_t n1, size_t n2)
+{
+    size_t max_wg = 0;
+    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg,
+                                 &max_wg, NULL) != CL_SUCCESS || max_wg == 0)
+        max_wg = 1;
+    const size_t cap = max_wg < 256 ? max_wg : 256;
+    size_t l0 = n0 <= 64 ? n0 : largest_divisor_le(n0, 64);
+    if (l0 < 16 && n0 > 64)
+        l0 = 32; /* no good divisor: round the rows up */
+    if (l0 > cap)
+        l0 = cap;
+    const size_t l1 = largest_divisor_le(n1, cap / l0 ? cap / l0 : 1);
+    size_t global[3] = {(n0 + l0 - 1) / l0 * l0, (n1 + l1 - 1) / l1 * l1, n2};
+    size_t local[3] = {l0, l1, 1};
+    return mpcl_launch(ctx, k, what, 3, global, local);
 }
 
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)

@@ -245,63 +245,140 @@ static mpcl_status bias_grad(mpcl_context *ctx, const char *op, mpcl_tensor *db,
 
 /* ---------------------------------------------------------------- direct */
 
+/* The direct kernels (cl/conv_direct.cl) are built once per geometry, with
+ * every size a -D define (the batch size stays a run-time argument). */
+#define DIRECT_MAX_KB 16  /* output channels per forward work item, at most */
+#define DIRECT_CHUNK_PIXELS 4096 /* output pixels per weight-gradient partial sum */
+
+static size_t largest_divisor_le(size_t n, size_t cap)
+{
+    for (size_t v = n < cap ? n : cap; v > 1; v--)
+        if (n % v == 0)
+            return v;
+    return 1;
+}
+
+/* Output channels per forward work item: all of them up to DIRECT_MAX_KB,
+ * else a divisor of K from 8 up if there is one, else DIRECT_MAX_KB (the
+ * kernel skips the channels past K). */
+static size_t direct_kb(size_t k)
+{
+    if (k <= DIRECT_MAX_KB)
+        return k;
+    size_t v = largest_divisor_le(k, DIRECT_MAX_KB);
+    return v >= 8 ? v : DIRECT_MAX_KB;
+}
+
+static void direct_defines(const conv_dims *d, char *dst, size_t len)
+{
+    mpcl_strfmt(dst, len,
+                "-DCONV_C=%zu -DCONV_H=%zu -DCONV_W=%zu -DCONV_K=%zu -DCONV_R=%zu -DCONV_S=%zu "
+                "-DCONV_OH=%zu -DCONV_OW=%zu -DCONV_SH=%d -DCONV_SW=%d -DCONV_PH=%d -DCONV_PW=%d "
+                "-DCONV_DH=%d -DCONV_DW=%d -DCONV_KB=%zu",
+                d->c, d->h, d->w, d->k, d->r, d->s, d->oh, d->ow, d->p.stride_h, d->p.stride_w,
+                d->p.pad_h, d->p.pad_w, d->p.dilation_h, d->p.dilation_w, direct_kb(d->k));
+}
+
+static mpcl_status direct_kernel(mpcl_context *ctx, const conv_dims *d, const char *name,
+                                 cl_kernel *k)
+{
+    char defs[MPCL_SPEC_DEFINES_LEN];
+    direct_defines(d, defs, sizeof defs);
+    return mpcl_kernel_get_spec(ctx, "conv_direct", mpcl_ctx_variant(ctx), defs, name, k);
+}
+
 static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
                                   const mpcl_tensor *x, const mpcl_tensor *w, const mpcl_tensor *b,
                                   const conv_dims *d)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_direct_forward", &k);
+    mpcl_status s = direct_kernel(ctx, d, "conv_direct_forward", &k);
     if (s != MPCL_OK)
         return s;
-    conv_geo geo = make_geo(d, d->b);
     cl_uint has_bias = b != NULL;
+    cl_int nb = (cl_int)d->b;
     cl_mem bmem = b ? b->mem : w->mem; /* not read without a bias */
-    cl_int rc = mpcl_kernel_args(k, 5 + GEO_N, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
                                  sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
                                  sizeof(cl_mem), &bmem,          /* (K) */
                                  sizeof has_bias, &has_bias,
                                  sizeof(cl_mem), &y->mem,        /* (B, K, OH, OW) */
-                                 GEO_ARGS(geo));
+                                 sizeof nb, &nb);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, y->numel);
+    const size_t kb = direct_kb(d->k);
+    return mpcl_launch_rows(ctx, k, op, d->ow, d->oh, d->b * ((d->k + kb - 1) / kb));
+}
+
+/* dw += and db += (either may be NULL) in two passes: partial sums over
+ * chunks of images into scratch, then one item per entry adds them up. */
+static mpcl_status direct_filter(mpcl_context *ctx, const char *op, mpcl_tensor *dw,
+                                 mpcl_tensor *db, const mpcl_tensor *dy, const mpcl_tensor *x,
+                                 const conv_dims *d)
+{
+    const size_t kcrs = d->k * d->c * d->r * d->s, kcr = d->k * d->c * d->r;
+    size_t cb = DIRECT_CHUNK_PIXELS / (d->oh * d->ow);
+    if (cb < 1)
+        cb = 1;
+    if (cb > d->b)
+        cb = d->b;
+    const size_t chunks = (d->b + cb - 1) / cb;
+    cl_mem part;
+    mpcl_status s = mpcl_scratch(ctx, SLOT_COL, chunks * (kcrs + d->k) * sizeof(cl_float), &part);
+    cl_kernel k;
+    if (s == MPCL_OK)
+        s = direct_kernel(ctx, d, "conv_direct_filter_partial", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint has_db = db != NULL;
+    cl_int nb = (cl_int)d->b, cbi = (cl_int)cb, nch = (cl_int)chunks;
+    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
+                                 sizeof(cl_mem), &x->mem,        /* (B, C, H, W) */
+                                 sizeof(cl_mem), &part,          /* (chunks, KCRS + K) f32 */
+                                 sizeof has_db, &has_db,
+                                 sizeof nb, &nb, sizeof cbi, &cbi);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    size_t l0 = largest_divisor_le(kcr, 64);
+    size_t global[2] = {kcr, chunks}, local[2] = {l0, 1};
+    s = mpcl_launch(ctx, k, op, 2, global, local);
+    if (s == MPCL_OK)
+        s = direct_kernel(ctx, d, "conv_direct_filter_final", &k);
+    if (s != MPCL_OK)
+        return s;
+    /* a NULL dw still needs a buffer argument: part is never written there */
+    cl_mem dwmem = dw ? dw->mem : part, dbmem = db ? db->mem : part;
+    rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &part, sizeof(cl_mem), &dwmem, /* (K, C, R, S) */
+                          sizeof(cl_mem), &dbmem,                                 /* (K) */
+                          sizeof has_db, &has_db, sizeof nch, &nch);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_1d(ctx, k, op, dw ? kcrs + (db ? d->k : 0) : 0);
 }
 
 static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tensor *dx,
-                                   mpcl_tensor *dw, const mpcl_tensor *dy, const mpcl_tensor *x,
-                                   const mpcl_tensor *w, const conv_dims *d)
+                                   mpcl_tensor *dw, mpcl_tensor *db, const mpcl_tensor *dy,
+                                   const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d)
 {
-    cl_kernel k;
     mpcl_status s = MPCL_OK;
-    conv_geo geo = make_geo(d, d->b);
-    cl_int rc;
-    if (dw) {
-        s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_direct_backward_filter", &k);
-        if (s != MPCL_OK)
-            return s;
-        rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                              sizeof(cl_mem), &x->mem,        /* (B, C, H, W) */
-                              sizeof(cl_mem), &dw->mem,       /* (K, C, R, S) */
-                              GEO_ARGS(geo));
-        if (rc != CL_SUCCESS)
-            return arg_error(ctx, op, rc);
-        s = launch_groups(ctx, k, op, dw->numel);
-        if (s != MPCL_OK)
-            return s;
-    }
-    if (dx) {
-        s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_direct_backward_data", &k);
-        if (s != MPCL_OK)
-            return s;
-        rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                              sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
-                              sizeof(cl_mem), &dx->mem,       /* (B, C, H, W) */
-                              GEO_ARGS(geo));
-        if (rc != CL_SUCCESS)
-            return arg_error(ctx, op, rc);
-        s = mpcl_launch_1d(ctx, k, op, dx->numel);
-    }
-    return s;
+    if (dw)
+        s = direct_filter(ctx, op, dw, db, dy, x, d);
+    else if (db)
+        s = bias_grad(ctx, op, db, dy, d);
+    if (s != MPCL_OK || !dx)
+        return s;
+    cl_kernel k;
+    s = direct_kernel(ctx, d, "conv_direct_backward_data", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_int nb = (cl_int)d->b;
+    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
+                                 sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
+                                 sizeof(cl_mem), &dx->mem,       /* (B, C, H, W) */
+                                 sizeof nb, &nb);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_rows(ctx, k, op, d->w, d->h, d->b * d->c);
 }
 
 /* ---------------------------------------------------------------- im2col */
@@ -532,11 +609,11 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
         s = chunk_cap_from_env(ctx, op, &cap);
     if (s != MPCL_OK)
         return s;
+    if (algo == CONV_DIRECT) /* db is fused into the weight gradient's passes */
+        return direct_backward(ctx, op, dx, dw, db, dy, x, w, &d);
     if (db && (s = bias_grad(ctx, op, db, dy, &d)) != MPCL_OK)
         return s;
     if (!dx && !dw)
         return MPCL_OK;
-    if (algo == CONV_DIRECT)
-        return direct_backward(ctx, op, dx, dw, dy, x, w, &d);
     return im2col_backward(ctx, op, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, cap));
 }
