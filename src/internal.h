@@ -214,10 +214,14 @@ cl_int mpcl_kernel_args(cl_kernel k, int nargs, ...);
 /* Enqueues k over n items in 1-D (global rounded up to the work-group size;
  * kernels check their bounds). `what` names the op for error messages. */
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n);
-/* Enqueues a 3-D range over (n0, n1, n2) items for kernels that check their
- * bounds: dim 0 runs along image rows (neighbouring items read neighbouring
- * pixels), a work-group takes whole rows where they fit (up to 64) and up
- * to 256 items, and each global size is rounded up to the group. */
+/* Enqueues exactly (n0, n1, n2) work items in 3-D, for kernels that walk
+ * image rows: dim 0 runs along a row (neighbouring items read neighbouring
+ * pixels), and a work-group takes whole rows, as many as fit in
+ * MPCL_ROWS_GROUP items (each local size divides its global size). No
+ * item falls outside the range, so the kernels need no bounds checks: a
+ * CPU device then vectorises them across neighbouring items (PoCL does
+ * not when a kernel returns early or branches around a load or store). */
+#define MPCL_ROWS_GROUP 256
 mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, size_t n0,
                              size_t n1, size_t n2);
 /* Enqueues an N-D range; local may be NULL. */

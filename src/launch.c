@@ -278,15 +278,10 @@ mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, s
     if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg,
                                  &max_wg, NULL) != CL_SUCCESS || max_wg == 0)
         max_wg = 1;
-    const size_t cap = max_wg < 256 ? max_wg : 256;
-    size_t l0 = n0 <= 64 ? n0 : largest_divisor_le(n0, 64);
-    if (l0 < 16 && n0 > 64)
-        l0 = 32; /* no good divisor: round the rows up */
-    if (l0 > cap)
-        l0 = cap;
-    const size_t l1 = largest_divisor_le(n1, cap / l0 ? cap / l0 : 1);
-    size_t global[3] = {(n0 + l0 - 1) / l0 * l0, (n1 + l1 - 1) / l1 * l1, n2};
-    size_t local[3] = {l0, l1, 1};
+    const size_t cap = max_wg < MPCL_ROWS_GROUP ? max_wg : MPCL_ROWS_GROUP;
+    const size_t l0 = largest_divisor_le(n0, cap);
+    const size_t l1 = largest_divisor_le(n1, cap / l0);
+    size_t global[3] = {n0, n1, n2}, local[3] = {l0, l1, 1};
     return mpcl_launch(ctx, k, what, 3, global, local);
 }
 

@@ -248,7 +248,7 @@ static mpcl_status bias_grad(mpcl_context *ctx, const char *op, mpcl_tensor *db,
 /* The direct kernels (cl/conv_direct.cl) are built once per geometry, with
  * every size a -D define (the batch size stays a run-time argument). */
 #define DIRECT_MAX_KB 16  /* output channels per forward work item, at most */
-#define DIRECT_CHUNK_PIXELS 4096 /* output pixels per weight-gradient partial sum */
+#define DIRECT_FILTER_ITEMS 512 /* weight-gradient first-pass items to aim for */
 
 static size_t largest_divisor_le(size_t n, size_t cap)
 {
@@ -258,15 +258,11 @@ static size_t largest_divisor_le(size_t n, size_t cap)
     return 1;
 }
 
-/* Output channels per forward work item: all of them up to DIRECT_MAX_KB,
- * else a divisor of K from 8 up if there is one, else DIRECT_MAX_KB (the
- * kernel skips the channels past K). */
+/* Output channels per forward work item: the largest divisor of K up to
+ * DIRECT_MAX_KB (the kernel has no check for channels past K). */
 static size_t direct_kb(size_t k)
 {
-    if (k <= DIRECT_MAX_KB)
-        return k;
-    size_t v = largest_divisor_le(k, DIRECT_MAX_KB);
-    return v >= 8 ? v : DIRECT_MAX_KB;
+    return largest_divisor_le(k, DIRECT_MAX_KB);
 }
 
 static void direct_defines(const conv_dims *d, char *dst, size_t len)
@@ -296,33 +292,30 @@ static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     if (s != MPCL_OK)
         return s;
     cl_uint has_bias = b != NULL;
-    cl_int nb = (cl_int)d->b;
-    cl_mem bmem = b ? b->mem : w->mem; /* not read without a bias */
-    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+    cl_mem bmem = b ? b->mem : w->mem; /* read but unused without a bias (w has >= K entries) */
+    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
                                  sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
                                  sizeof(cl_mem), &bmem,          /* (K) */
                                  sizeof has_bias, &has_bias,
-                                 sizeof(cl_mem), &y->mem,        /* (B, K, OH, OW) */
-                                 sizeof nb, &nb);
+                                 sizeof(cl_mem), &y->mem);       /* (B, K, OH, OW) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
     const size_t kb = direct_kb(d->k);
-    return mpcl_launch_rows(ctx, k, op, d->ow, d->oh, d->b * ((d->k + kb - 1) / kb));
+    return mpcl_launch_rows(ctx, k, op, d->ow, d->oh, d->b * (d->k / kb));
 }
 
-/* dw += and db += (either may be NULL) in two passes: partial sums over
- * chunks of images into scratch, then one item per entry adds them up. */
+/* dw += and, when db is not NULL, db += in two passes: partial sums per
+ * chunk of images into scratch, then one item per entry adds them up.
+ * Chunks: as many as give DIRECT_FILTER_ITEMS first-pass items. */
 static mpcl_status direct_filter(mpcl_context *ctx, const char *op, mpcl_tensor *dw,
                                  mpcl_tensor *db, const mpcl_tensor *dy, const mpcl_tensor *x,
                                  const conv_dims *d)
 {
-    const size_t kcrs = d->k * d->c * d->r * d->s, kcr = d->k * d->c * d->r;
-    size_t cb = DIRECT_CHUNK_PIXELS / (d->oh * d->ow);
-    if (cb < 1)
-        cb = 1;
-    if (cb > d->b)
-        cb = d->b;
-    const size_t chunks = (d->b + cb - 1) / cb;
+    const size_t kcrs = d->k * d->c * d->r * d->s, rows = d->k * d->c * d->r + (db ? d->k : 0);
+    size_t want = (DIRECT_FILTER_ITEMS + rows - 1) / rows; /* chunks */
+    if (want > d->b)
+        want = d->b;
+    const size_t cb = (d->b + want - 1) / want, chunks = (d->b + cb - 1) / cb;
     cl_mem part;
     mpcl_status s = mpcl_scratch(ctx, SLOT_COL, chunks * (kcrs + d->k) * sizeof(cl_float), &part);
     cl_kernel k;
@@ -330,30 +323,27 @@ static mpcl_status direct_filter(mpcl_context *ctx, const char *op, mpcl_tensor 
         s = direct_kernel(ctx, d, "conv_direct_filter_partial", &k);
     if (s != MPCL_OK)
         return s;
-    cl_uint has_db = db != NULL;
     cl_int nb = (cl_int)d->b, cbi = (cl_int)cb, nch = (cl_int)chunks;
-    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
+    cl_int n = (cl_int)(kcrs + (db ? d->k : 0));
+    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
                                  sizeof(cl_mem), &x->mem,        /* (B, C, H, W) */
                                  sizeof(cl_mem), &part,          /* (chunks, KCRS + K) f32 */
-                                 sizeof has_db, &has_db,
                                  sizeof nb, &nb, sizeof cbi, &cbi);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    size_t l0 = largest_divisor_le(kcr, 64);
-    size_t global[2] = {kcr, chunks}, local[2] = {l0, 1};
+    size_t global[2] = {rows, chunks}, local[2] = {largest_divisor_le(rows, 64), 1};
     s = mpcl_launch(ctx, k, op, 2, global, local);
     if (s == MPCL_OK)
         s = direct_kernel(ctx, d, "conv_direct_filter_final", &k);
     if (s != MPCL_OK)
         return s;
-    /* a NULL dw still needs a buffer argument: part is never written there */
-    cl_mem dwmem = dw ? dw->mem : part, dbmem = db ? db->mem : part;
-    rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &part, sizeof(cl_mem), &dwmem, /* (K, C, R, S) */
-                          sizeof(cl_mem), &dbmem,                                 /* (K) */
-                          sizeof has_db, &has_db, sizeof nch, &nch);
+    cl_mem dbmem = db ? db->mem : dw->mem; /* not written without db */
+    rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &part, sizeof(cl_mem), &dw->mem, /* (K, C, R, S) */
+                          sizeof(cl_mem), &dbmem,                                  /* (K) */
+                          sizeof n, &n, sizeof nch, &nch);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, dw ? kcrs + (db ? d->k : 0) : 0);
+    return mpcl_launch_1d(ctx, k, op, (size_t)n);
 }
 
 static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tensor *dx,
@@ -371,11 +361,9 @@ static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tenso
     s = direct_kernel(ctx, d, "conv_direct_backward_data", &k);
     if (s != MPCL_OK)
         return s;
-    cl_int nb = (cl_int)d->b;
-    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
+    cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
                                  sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
-                                 sizeof(cl_mem), &dx->mem,       /* (B, C, H, W) */
-                                 sizeof nb, &nb);
+                                 sizeof(cl_mem), &dx->mem);      /* (B, C, H, W) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
     return mpcl_launch_rows(ctx, k, op, d->w, d->h, d->b * d->c);
