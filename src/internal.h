@@ -224,6 +224,13 @@ mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, siz
 #define MPCL_ROWS_GROUP 256
 mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, size_t n0,
                              size_t n1, size_t n2);
+/* Enqueues exactly n items in 1-D: work-groups of a divisor of n from
+ * MPCL_EXACT_GROUP / 4 to MPCL_EXACT_GROUP items when there is one, else
+ * groups of MPCL_EXACT_GROUP and one group for the rest, at a global
+ * offset. For kernels without a bounds check, which a
+ * CPU device vectorises (see mpcl_launch_rows). */
+#define MPCL_EXACT_GROUP 256
+mpcl_status mpcl_launch_exact_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n);
 /* Enqueues an N-D range; local may be NULL. */
 mpcl_status mpcl_launch(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
                         const size_t *global, const size_t *local);

@@ -150,15 +150,24 @@ static const char *kernel_name(mpcl_context *ctx, cl_kernel k)
     return "(kernel)";
 }
 
+static mpcl_status launch_at(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
+                             const size_t *offset, const size_t *global, const size_t *local);
+
 mpcl_status mpcl_launch(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
                         const size_t *global, const size_t *local)
+{
+    return launch_at(ctx, k, what, dims, NULL, global, local);
+}
+
+static mpcl_status launch_at(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
+                             const size_t *offset, const size_t *global, const size_t *local)
 {
     for (cl_uint d = 0; d < dims; d++)
         if (global[d] == 0)
             return MPCL_OK; /* nothing to do */
     cl_event ev;
     cl_event *evp = mpcl_profile_event(ctx, &ev);
-    cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, dims, NULL, global, local, 0, NULL, evp);
+    cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, dims, offset, global, local, 0, NULL, evp);
     if (rc != CL_SUCCESS)
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueNDRangeKernel failed: %s", what,
                               mpcl_cl_error_name(rc));
@@ -283,6 +292,26 @@ mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, s
     const size_t l1 = largest_divisor_le(n1, cap / l0);
     size_t global[3] = {n0, n1, n2}, local[3] = {l0, l1, 1};
     return mpcl_launch(ctx, k, what, 3, global, local);
+}
+
+mpcl_status mpcl_launch_exact_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)
+{
+    size_t wg = 0;
+    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL) !=
+            CL_SUCCESS || wg == 0)
+        wg = 1;
+    if (wg > MPCL_EXACT_GROUP)
+        wg = MPCL_EXACT_GROUP;
+    const size_t div = largest_divisor_le(n, wg);
+    if (div >= wg / 4) /* one launch when n has a fair divisor */
+        wg = div;
+    const size_t main = n / wg * wg, tail = n - main, zero = 0;
+    mpcl_status s = MPCL_OK;
+    if (main)
+        s = launch_at(ctx, k, what, 1, &zero, &main, &wg);
+    if (s == MPCL_OK && tail)
+        s = launch_at(ctx, k, what, 1, &main, &tail, &tail);
+    return s;
 }
 
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)
