@@ -110,6 +110,27 @@ kernel void pool_max_backward(global const store_t *dy, /* (B, C, OH, OW) */
     STOREF(dx, id, acc);
 }
 
+/* pool_max_backward when the windows tile the input exactly (window =
+ * stride, no padding, H = OH*SH, W = OW*SW): every input pixel lies in
+ * exactly one window, so work item (ow, oh, plane) writes its window's
+ * pixels of dx: dy where the argmax is, 0 elsewhere. */
+kernel void pool_max_backward_tiled(global const store_t *dy, /* (B, C, OH, OW) */
+                                    global const int *argmax, /* (B, C, OH, OW) */
+                                    global store_t *dx)       /* (B, C, H, W) */
+{
+    const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
+    const int o = (plane * P_OH + oh) * P_OW + ow;
+    const float g = LOADF(dy, o);
+    const int at = argmax[o];
+#pragma unroll
+    for (int r = 0; r < P_KH; r++)
+#pragma unroll
+        for (int s = 0; s < P_KW; s++) {
+            const int ih = oh * P_SH + r, iw = ow * P_SW + s;
+            STOREF(dx, (plane * P_H + ih) * P_W + iw, at == ih * P_W + iw ? g : 0.0f);
+        }
+}
+
 /* y = (sum over the window) / (KH*KW): padding counts as zeros (PyTorch's
  * count_include_pad=True). */
 kernel void pool_avg_forward(global const store_t *x, /* (B, C, H, W) */

@@ -160,7 +160,11 @@ mpcl_status mpcl_maxpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mp
     if (s != MPCL_OK)
         return s;
     cl_kernel k;
-    s = pool_kernel(ctx, &g, p, "pool_max_backward", &k);
+    /* windows that tile the input exactly: a scatter per window, else a gather */
+    const int tiled = p->kernel_h == p->stride_h && p->kernel_w == p->stride_w && p->pad_h == 0 &&
+                      p->pad_w == 0 && g.h == g.oh * (size_t)p->stride_h &&
+                      g.w == g.ow * (size_t)p->stride_w;
+    s = pool_kernel(ctx, &g, p, tiled ? "pool_max_backward_tiled" : "pool_max_backward", &k);
     if (s != MPCL_OK)
         return s;
     cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, /* (B, C, OH, OW) */
@@ -168,6 +172,8 @@ mpcl_status mpcl_maxpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mp
                                  sizeof(cl_mem), &dx->mem);      /* (B, C, H, W) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
+    if (tiled)
+        return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c);
     return mpcl_launch_rows(ctx, k, op, g.w, g.h, g.b * g.c);
 }
 
