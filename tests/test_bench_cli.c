@@ -76,7 +76,7 @@ static void check_mode(const cJSON *m, const char *want_precision, int steps, in
     cJSON_ArrayForEach(e, get(dt, "families"))
     {
         const char *f = str(e, "family");
-        conv |= strcmp(f, "conv") == 0;
+        conv |= strcmp(f, "conv_direct") == 0; /* cl/conv_direct.cl */
         pool |= strcmp(f, "pool") == 0;
         gemm |= strcmp(f, "gemm") == 0;
         ck_assert_msg(strcmp(f, "other") != 0, "a kernel of the seed CNN has no family");
@@ -92,7 +92,7 @@ static void check_mode(const cJSON *m, const char *want_precision, int steps, in
         const char *name = str(e, "name");
         if (strcmp(name, "conv_direct_forward") == 0) {
             direct_fwd = 1;
-            ck_assert_str_eq(str(e, "family"), "conv");
+            ck_assert_str_eq(str(e, "family"), "conv_direct");
             /* one launch per step, exactly */
             ck_assert(num(e, "launches_per_step") == 1.0);
         }
