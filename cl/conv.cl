@@ -1,6 +1,6 @@
 /* cl/conv.cl — 2-D convolution: im2col / col2im around the GEMM router, the
- * bias and layout kernels of the im2col path, and a direct convolution for
- * skinny layers (few input channels, small kernels).
+ * bias and layout kernels of the im2col path. (The direct convolution for
+ * skinny layers, built per geometry, is cl/conv_direct.cl.)
  *
  * Dimension letters: B batch (NB images in one chunk), C input channels,
  * K output channels, H W input height and width, OH OW output height and
@@ -26,9 +26,8 @@
     const int G_OH, const int G_OW, const int G_SH, const int G_SW, const int G_PH, \
     const int G_PW, const int G_DH, const int G_DW, const int G_NB
 
-/* Work-group size of the reduction kernels conv_bias_grad and
- * conv_direct_backward_filter: the host launches them with exactly this
- * local size (one group per output value). */
+/* Work-group size of the reduction kernel conv_bias_grad: the host launches
+ * it with exactly this local size (one group per output value). */
 #define CONV_WG 64
 
 /* col (C*R*S, N): col[(c, r, s), (b, oh, ow)] = x[b, c, oh*sh - ph + r*dh,
@@ -159,116 +158,4 @@ kernel void conv_bias_grad(global const store_t *dy, /* (B, K, OH, OW) */
     acc = conv_group_sum(part, acc);
     if (lid == 0 && k < G_K)
         STOREF(db, k, LOADF(db, k) + acc);
-}
-
-/* Direct convolution, one work item per output:
- * y[b, k, oh, ow] = bias[k] + sum over c, r, s of x[b, c, ih, iw] w[k, c, r, s]. */
-kernel void conv_direct_forward(global const store_t *x,    /* (B, C, H, W) */
-                                global const store_t *w,    /* (K, C, R, S) */
-                                global const store_t *bias, /* (K) */
-                                uint has_bias,
-                                global store_t *y,          /* (B, K, OH, OW) */
-                                CONV_GEO_PARAMS)
-{
-    const int id = (int)get_global_id(0);
-    if (id >= G_NB * G_K * G_OH * G_OW)
-        return;
-    int q = id / G_OW;
-    const int ow = id - q * G_OW;
-    int q2 = q / G_OH;
-    const int oh = q - q2 * G_OH;
-    const int b = q2 / G_K, k = q2 - b * G_K;
-    const int h0 = oh * G_SH - G_PH, w0 = ow * G_SW - G_PW;
-    acc_t acc = has_bias ? LOADF(bias, k) : 0.0f;
-    for (int c = 0; c < G_C; c++) {
-        const int xc = (b * G_C + c) * G_H, wc = (k * G_C + c) * G_R;
-        for (int r = 0; r < G_R; r++) {
-            const int ih = h0 + r * G_DH;
-            if (ih < 0 || ih >= G_H)
-                continue;
-            for (int s = 0; s < G_S; s++) {
-                const int iw = w0 + s * G_DW;
-                if (iw >= 0 && iw < G_W)
-                    acc += LOADF(x, (xc + ih) * G_W + iw) * LOADF(w, (wc + r) * G_S + s);
-            }
-        }
-    }
-    STOREF(y, id, acc);
-}
-
-/* Direct input gradient, a gather per input element:
- * dx[b, c, h, w] = sum over k, r, s with h = oh*sh - ph + r*dh (same for w)
- * of dy[b, k, oh, ow] w[k, c, r, s]. */
-kernel void conv_direct_backward_data(global const store_t *dy, /* (B, K, OH, OW) */
-                                      global const store_t *w,  /* (K, C, R, S) */
-                                      global store_t *dx,       /* (B, C, H, W) */
-                                      CONV_GEO_PARAMS)
-{
-    const int id = (int)get_global_id(0);
-    if (id >= G_NB * G_C * G_H * G_W)
-        return;
-    int q = id / G_W;
-    const int iw = id - q * G_W;
-    int q2 = q / G_H;
-    const int ih = q - q2 * G_H;
-    const int b = q2 / G_C, c = q2 - b * G_C;
-    acc_t acc = 0.0f;
-    for (int r = 0; r < G_R; r++) {
-        const int th = ih + G_PH - r * G_DH;
-        if (th < 0)
-            break; /* th only decreases with r */
-        const int oh = th / G_SH;
-        if (oh * G_SH != th || oh >= G_OH)
-            continue;
-        for (int s = 0; s < G_S; s++) {
-            const int tw = iw + G_PW - s * G_DW;
-            if (tw < 0)
-                break;
-            const int ow = tw / G_SW;
-            if (ow * G_SW != tw || ow >= G_OW)
-                continue;
-            for (int k = 0; k < G_K; k++)
-                acc += LOADF(dy, ((b * G_K + k) * G_OH + oh) * G_OW + ow) *
-                       LOADF(w, ((k * G_C + c) * G_R + r) * G_S + s);
-        }
-    }
-    STOREF(dx, id, acc);
-}
-
-/* Direct weight gradient: dw[k, c, r, s] += sum over b, oh, ow of
- * dy[b, k, oh, ow] x[b, c, ih, iw]. One work-group of CONV_WG items per
- * weight; each item takes whole output rows (b, oh), reduced in local
- * memory. */
-kernel void conv_direct_backward_filter(global const store_t *dy, /* (B, K, OH, OW) */
-                                        global const store_t *x,  /* (B, C, H, W) */
-                                        global store_t *dw,       /* (K, C, R, S) */
-                                        CONV_GEO_PARAMS)
-{
-    local acc_t part[CONV_WG];
-    const int g = (int)get_group_id(0), lid = (int)get_local_id(0);
-    const int valid = g < G_K * G_C * G_R * G_S;
-    int q = g / G_S;
-    const int s = g - q * G_S;
-    int q2 = q / G_R;
-    const int r = q - q2 * G_R;
-    const int k = q2 / G_C, c = q2 - k * G_C;
-    /* the output columns whose tap (r, s) lands inside the image */
-    const int w0 = s * G_DW - G_PW;
-    const int ow_lo = w0 >= 0 ? 0 : (-w0 + G_SW - 1) / G_SW;
-    const int ow_hi = w0 > G_W - 1 ? 0 : min(G_OW, (G_W - 1 - w0) / G_SW + 1); /* exclusive */
-    acc_t acc = 0.0f;
-    if (valid)
-        for (int j = lid; j < G_NB * G_OH; j += CONV_WG) {
-            const int b = j / G_OH, oh = j - b * G_OH;
-            const int ih = oh * G_SH - G_PH + r * G_DH;
-            if (ih < 0 || ih >= G_H)
-                continue;
-            const int yrow = ((b * G_K + k) * G_OH + oh) * G_OW;
-            const int xrow = ((b * G_C + c) * G_H + ih) * G_W + w0;
-            for (int ow = ow_lo; ow < ow_hi; ow++)
-                acc += LOADF(dy, yrow + ow) * LOADF(x, xrow + ow * G_SW);
-        }
-    acc = conv_group_sum(part, acc);
-    if (lid == 0 && valid)
-        STOREF(dw, g, LOADF(dw, g) + acc);
 }

@@ -1,7 +1,8 @@
 /* cl/elementwise.cl — activations, dropout, add, scale.
  *
  * Dimension letters: N elements (any shape, flattened). One work-item per
- * element; the global size is rounded up, so every kernel checks i < n.
+ * element; the global size is rounded up, so every kernel checks i < n
+ * (except relu_forward and relu_backward, launched over exactly n items).
  *
  * Precision: buffers are store_t. Comparisons, selects, add and the
  * backward products of sigmoid / tanh use real_t (half in the MPCL_FP16
@@ -60,6 +61,27 @@ inline float gelu_grad_f(float x)
     float s = u >= 0.0f ? inv : a * inv;  /* sigmoid(2u) */
     float sm = u >= 0.0f ? a * inv : inv; /* 1 - sigmoid(2u) */
     return s * (1.0f + 2.0f * xc * du * sm);
+}
+
+/* ReLU alone, forward and backward: the same results as activation_forward
+ * and activation_backward with ACT_RELU, but launched over exactly n items
+ * (mpcl_launch_exact_1d), so without a bounds check or a branch around a
+ * store, which lets a CPU device vectorise them. */
+kernel void relu_forward(global const store_t *x, /* (N) */
+                         global store_t *y)       /* (N), may be x */
+{
+    const size_t i = get_global_id(0);
+    const real_t v = LOAD(x, i), zero = (real_t)0;
+    STORE(y, i, v <= zero ? zero : v);
+}
+
+kernel void relu_backward(global const store_t *dy, /* (N) */
+                          global const store_t *x,  /* (N) forward input */
+                          global store_t *dx)       /* (N), may be dy */
+{
+    const size_t i = get_global_id(0);
+    const real_t g = LOAD(dy, i), v = LOAD(x, i), zero = (real_t)0;
+    STORE(dx, i, v > zero ? g : zero);
 }
 
 /* y (N) = f(x (N)); alpha is the leaky slope. relu(-0) = +0, NaN stays NaN. */

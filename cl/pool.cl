@@ -3,9 +3,16 @@
  * Dimension letters: B batch, C channels, H W input height and width,
  * OH OW output height and width, KH KW window height and width.
  *
- * Every kernel ends with the geometry (POOL_GEO_PARAMS, set by
- * src/ops/pool.c): B*C (planes), H, W, OH, OW, KH, KW, stride_h, stride_w,
- * pad_h, pad_w.
+ * Built once per geometry: src/ops/pool.c passes the sizes as -D defines
+ * (P_H, P_W, P_OH, P_OW, P_KH, P_KW, P_SH, P_SW stride, P_PH, P_PW
+ * padding), so window loops unroll and indices need no division by a
+ * run-time value. Work item (w, h, plane) of a 3-D range of exactly the
+ * output (forward) or input (backward) columns, rows and B*C planes
+ * (mpcl_launch_rows): no bounds checks, no early return and no load or
+ * store under a condition, so a CPU device vectorises a work-group along
+ * its rows; window taps in the padding read a clamped address and are
+ * selected away. Without the defines (offline compiles in the tests) the
+ * seed CNN's 2x2 pooling of 24x24 is used.
  * Windows start at (oh*stride_h - pad_h, ow*stride_w - pad_w). The host
  * keeps pad < window, so every window holds at least one input pixel.
  * Backward kernels gather: one work item per input pixel sums the outputs
@@ -16,16 +23,30 @@
  * `/` and `%` of the same operands (oclgrind 21.10 rejects the `freeze`
  * LLVM makes of such pairs). */
 
-/* The geometry parameters every kernel ends with, in this order. (Scalars,
- * not one int16: oclgrind 21.10's uninitialised-value checker crashes on the
- * shufflevector LLVM makes of arithmetic on lanes of a vector argument.) */
-#define POOL_GEO_PARAMS \
-    const int P_NP, const int P_H, const int P_W, const int P_OH, const int P_OW, \
-    const int P_KH, const int P_KW, const int P_SH, const int P_SW, const int P_PH, \
-    const int P_PW
+#ifndef P_H
+#define P_H 24
+#define P_W 24
+#define P_OH 12
+#define P_OW 12
+#define P_KH 2
+#define P_KW 2
+#define P_SH 2
+#define P_SW 2
+#define P_PH 0
+#define P_PW 0
+#endif
+
+/* At most this many windows cover one input row (column). */
+#define P_NH ((P_KH + P_SH - 1) / P_SH)
+#define P_NW ((P_KW + P_SW - 1) / P_SW)
+
+/* Input row / column i clamped into the image when padding can take it out. */
+#define P_CLAMP_H(i) (P_PH > 0 ? clamp((i), 0, P_H - 1) : (i))
+#define P_CLAMP_W(i) (P_PW > 0 ? clamp((i), 0, P_W - 1) : (i))
 
 /* The first and last output index (oh) whose window covers input row i:
- * oh*st - pad <= i <= oh*st - pad + k - 1, clamped to [0, n). */
+ * oh*st - pad <= i <= oh*st - pad + k - 1, clamped to [0, n); lo > hi
+ * when none does. */
 static void pool_cover(int i, int k, int st, int pad, int n, int *lo, int *hi)
 {
     const int t = i + pad - k + 1; /* oh*st >= t */
@@ -35,112 +56,122 @@ static void pool_cover(int i, int k, int st, int pad, int n, int *lo, int *hi)
 
 /* y = max over the window (padding never wins); argmax = ih*W + iw of the
  * first maximum in row-major window order. A NaN in the window wins (the
- * first one), so overflow shows through. Compared in float: exact for half. */
+ * first one), so overflow shows through. Compared in float: exact for half.
+ * Every window holds at least one input pixel (pad < window). */
 kernel void pool_max_forward(global const store_t *x, /* (B, C, H, W) */
                              global store_t *y,       /* (B, C, OH, OW) */
-                             global int *argmax,      /* (B, C, OH, OW) */
-                             POOL_GEO_PARAMS)
+                             global int *argmax)      /* (B, C, OH, OW) */
 {
-    const int id = (int)get_global_id(0);
-    if (id >= P_NP * P_OH * P_OW)
-        return;
-    const int q = id / P_OW, ow = id - q * P_OW, plane = q / P_OH, oh = q - plane * P_OH;
+    const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
+    const int id = (plane * P_OH + oh) * P_OW + ow;
     const int h0 = oh * P_SH - P_PH, w0 = ow * P_SW - P_PW;
     x += plane * P_H * P_W;
     float best = 0.0f;
     int at = -1;
+#pragma unroll
     for (int r = 0; r < P_KH; r++) {
-        const int ih = h0 + r;
-        if (ih < 0 || ih >= P_H)
-            continue;
+        const int ih = h0 + r, ihc = P_CLAMP_H(ih);
+#pragma unroll
         for (int s = 0; s < P_KW; s++) {
-            const int iw = w0 + s;
-            if (iw < 0 || iw >= P_W)
-                continue;
-            const float v = LOADF(x, ih * P_W + iw);
-            if (at < 0 || v > best || (v != v && best == best)) {
-                best = v;
-                at = ih * P_W + iw;
-            }
+            const int iw = w0 + s, iwc = P_CLAMP_W(iw);
+            const float v = LOADF(x, ihc * P_W + iwc);
+            const int take = ih == ihc && iw == iwc &&
+                             (at < 0 || v > best || (v != v && best == best));
+            best = take ? v : best;
+            at = take ? ihc * P_W + iwc : at;
         }
     }
     STOREF(y, id, best);
     argmax[id] = at;
 }
 
-/* dx[b, c, h, w] = sum of dy over the windows whose argmax is (h, w). */
+/* dx[b, c, h, w] = sum of dy over the windows whose argmax is (h, w), in
+ * row-major window order. */
 kernel void pool_max_backward(global const store_t *dy, /* (B, C, OH, OW) */
                               global const int *argmax, /* (B, C, OH, OW) */
-                              global store_t *dx,       /* (B, C, H, W) */
-                              POOL_GEO_PARAMS)
+                              global store_t *dx)       /* (B, C, H, W) */
 {
-    const int id = (int)get_global_id(0);
-    if (id >= P_NP * P_H * P_W)
-        return;
-    const int q = id / P_W, iw = id - q * P_W, plane = q / P_H, ih = q - plane * P_H;
+    const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), plane = (int)get_global_id(2);
+    const int id = (plane * P_H + ih) * P_W + iw;
     const int me = ih * P_W + iw, base = plane * P_OH * P_OW;
-    if (P_KH <= P_SH && P_KW <= P_SW) {
-        /* windows do not overlap (the usual kernel = stride): at most one
-         * covers (ih, iw), found without a loop */
-        const int th = ih + P_PH, tw = iw + P_PW;
-        const int oh = th / P_SH, ow = tw / P_SW;
-        float g = 0.0f;
-        if (oh < P_OH && ow < P_OW && th - oh * P_SH < P_KH && tw - ow * P_SW < P_KW) {
-            const int o = base + oh * P_OW + ow;
-            if (argmax[o] == me)
-                g = LOADF(dy, o);
-        }
-        STOREF(dx, id, g);
-        return;
-    }
     int oh0, oh1, ow0, ow1;
     pool_cover(ih, P_KH, P_SH, P_PH, P_OH, &oh0, &oh1);
     pool_cover(iw, P_KW, P_SW, P_PW, P_OW, &ow0, &ow1);
     acc_t acc = 0.0f;
-    for (int oh = oh0; oh <= oh1; oh++)
-        for (int ow = ow0; ow <= ow1; ow++) {
-            const int o = base + oh * P_OW + ow;
-            if (argmax[o] == me)
-                acc += LOADF(dy, o);
+#pragma unroll
+    for (int j = 0; j < P_NH; j++)
+#pragma unroll
+        for (int i = 0; i < P_NW; i++) {
+            const int oh = oh0 + j, ow = ow0 + i;
+            const int o = base + min(oh, P_OH - 1) * P_OW + min(ow, P_OW - 1);
+            const float g = LOADF(dy, o);
+            acc += oh <= oh1 && ow <= ow1 && argmax[o] == me ? g : 0.0f;
         }
     STOREF(dx, id, acc);
+}
+
+/* pool_max_backward when the windows tile the input exactly (window =
+ * stride, no padding, H = OH*SH, W = OW*SW): every input pixel lies in
+ * exactly one window, so work item (ow, oh, plane) writes its window's
+ * pixels of dx: dy where the argmax is, 0 elsewhere. */
+kernel void pool_max_backward_tiled(global const store_t *dy, /* (B, C, OH, OW) */
+                                    global const int *argmax, /* (B, C, OH, OW) */
+                                    global store_t *dx)       /* (B, C, H, W) */
+{
+    const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
+    const int o = (plane * P_OH + oh) * P_OW + ow;
+    const float g = LOADF(dy, o);
+    const int at = argmax[o];
+#pragma unroll
+    for (int r = 0; r < P_KH; r++)
+#pragma unroll
+        for (int s = 0; s < P_KW; s++) {
+            const int ih = oh * P_SH + r, iw = ow * P_SW + s;
+            STOREF(dx, (plane * P_H + ih) * P_W + iw, at == ih * P_W + iw ? g : 0.0f);
+        }
 }
 
 /* y = (sum over the window) / (KH*KW): padding counts as zeros (PyTorch's
  * count_include_pad=True). */
 kernel void pool_avg_forward(global const store_t *x, /* (B, C, H, W) */
-                             global store_t *y,       /* (B, C, OH, OW) */
-                             POOL_GEO_PARAMS)
+                             global store_t *y)       /* (B, C, OH, OW) */
 {
-    const int id = (int)get_global_id(0);
-    if (id >= P_NP * P_OH * P_OW)
-        return;
-    const int q = id / P_OW, ow = id - q * P_OW, plane = q / P_OH, oh = q - plane * P_OH;
+    const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
+    const int id = (plane * P_OH + oh) * P_OW + ow;
     const int h0 = oh * P_SH - P_PH, w0 = ow * P_SW - P_PW;
     x += plane * P_H * P_W;
     acc_t acc = 0.0f;
-    for (int r = max(0, -h0); r < P_KH && h0 + r < P_H; r++)
-        for (int s = max(0, -w0); s < P_KW && w0 + s < P_W; s++)
-            acc += LOADF(x, (h0 + r) * P_W + w0 + s);
+#pragma unroll
+    for (int r = 0; r < P_KH; r++) {
+        const int ih = h0 + r, ihc = P_CLAMP_H(ih);
+#pragma unroll
+        for (int s = 0; s < P_KW; s++) {
+            const int iw = w0 + s, iwc = P_CLAMP_W(iw);
+            const float v = LOADF(x, ihc * P_W + iwc);
+            acc += ih == ihc && iw == iwc ? v : 0.0f;
+        }
+    }
     STOREF(y, id, acc / (float)(P_KH * P_KW));
 }
 
 /* dx[b, c, h, w] = (sum of dy over the windows that cover (h, w)) / (KH*KW). */
 kernel void pool_avg_backward(global const store_t *dy, /* (B, C, OH, OW) */
-                              global store_t *dx,       /* (B, C, H, W) */
-                              POOL_GEO_PARAMS)
+                              global store_t *dx)       /* (B, C, H, W) */
 {
-    const int id = (int)get_global_id(0);
-    if (id >= P_NP * P_H * P_W)
-        return;
-    const int q = id / P_W, iw = id - q * P_W, plane = q / P_H, ih = q - plane * P_H;
+    const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), plane = (int)get_global_id(2);
+    const int id = (plane * P_H + ih) * P_W + iw;
     int oh0, oh1, ow0, ow1;
     pool_cover(ih, P_KH, P_SH, P_PH, P_OH, &oh0, &oh1);
     pool_cover(iw, P_KW, P_SW, P_PW, P_OW, &ow0, &ow1);
     const int base = plane * P_OH * P_OW;
     acc_t acc = 0.0f;
-    for (int oh = oh0; oh <= oh1; oh++)
-        for (int ow = ow0; ow <= ow1; ow++)
-            acc += LOADF(dy, base + oh * P_OW + ow);
+#pragma unroll
+    for (int j = 0; j < P_NH; j++)
+#pragma unroll
+        for (int i = 0; i < P_NW; i++) {
+            const int oh = oh0 + j, ow = ow0 + i;
+            const float g = LOADF(dy, base + min(oh, P_OH - 1) * P_OW + min(ow, P_OW - 1));
+            acc += oh <= oh1 && ow <= ow1 ? g : 0.0f;
+        }
     STOREF(dx, id, acc / (float)(P_KH * P_KW));
 }

@@ -863,6 +863,11 @@ MPCL_API mpcl_status mpcl_profile_enable(mpcl_context *ctx, int on);
  * kernel names seen, and clears the records. */
 MPCL_API mpcl_status mpcl_profile_report(mpcl_context *ctx, mpcl_profile_entry *out, size_t cap,
                                          size_t *n);
+/* The kernel family of a profile entry's name: the cl/<family>.cl source
+ * that defines the kernel ("conv" for "conv_direct_forward"), "gemm" for
+ * CLBlast's routines ("CLBlastSgemm"), "other" for a name mpcl does not know.
+ * Never NULL; the string is static. */
+MPCL_API const char *mpcl_profile_family(const char *name);
 
 #ifdef __cplusplus
 }

@@ -356,6 +356,7 @@ void mpcl_context_destroy(mpcl_context *ctx)
     for (int i = 0; i < MPCL_SCRATCH_SLOTS; i++)
         if (ctx->scratch[i])
             clReleaseMemObject(ctx->scratch[i]);
+    mpcl_spec_release(ctx);
     for (size_t i = 0; i < ctx->kernel_count; i++)
         clReleaseKernel(ctx->kernels[i].kernel);
     for (size_t i = 0; i < ctx->program_count; i++)

@@ -64,6 +64,24 @@ typedef struct {
     cl_program program;
 } mpcl_program_slot;
 
+/* A program built with extra defines (a layer's geometry as compile-time
+ * constants, so the device compiler can unroll and fold), with the kernels
+ * created from it. The context keeps MPCL_MAX_SPEC_PROGRAMS of them and
+ * releases the least recently used one when it needs a slot. */
+#define MPCL_MAX_SPEC_PROGRAMS 24
+#define MPCL_SPEC_KERNELS 6
+#define MPCL_SPEC_DEFINES_LEN 384
+typedef struct {
+    char family[32];
+    mpcl_variant variant;
+    char defines[MPCL_SPEC_DEFINES_LEN];
+    cl_program program;
+    const char *names[MPCL_SPEC_KERNELS]; /* string literals */
+    cl_kernel kernels[MPCL_SPEC_KERNELS];
+    int nk;
+    uint64_t last_use;
+} mpcl_spec_slot;
+
 typedef struct {
     unsigned hits;      /* programs loaded from the binary cache */
     unsigned misses;    /* programs built from source */
@@ -94,6 +112,9 @@ struct mpcl_context {
     size_t program_count;
     mpcl_kernel_slot kernels[MPCL_MAX_KERNELS];
     size_t kernel_count;
+    mpcl_spec_slot spec[MPCL_MAX_SPEC_PROGRAMS]; /* specialised programs (launch.c) */
+    size_t spec_count;
+    uint64_t spec_clock;
     size_t wg_1d; /* work-group size for 1-D elementwise launches */
     cl_uint base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN / 8 */
     mpcl_mem_stats mem;
@@ -154,6 +175,10 @@ mpcl_status mpcl_program_get(mpcl_context *ctx, const char *family, mpcl_variant
  * build and writes nothing. The caller releases *out. */
 mpcl_status mpcl_program_build(mpcl_context *ctx, const char *family, mpcl_variant variant,
                                int use_cache, cl_program *out);
+/* mpcl_program_build with `defines` (e.g. "-DCONV_C=1 -DCONV_H=28") added
+ * to the build options; they are part of the binary cache key. */
+mpcl_status mpcl_program_build_defines(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                                       const char *defines, int use_cache, cl_program *out);
 /* Path of the cache entry the given build would use (for tests and tools). */
 mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_variant variant,
                                     char *path, size_t len);
@@ -165,6 +190,16 @@ mpcl_status mpcl_kernel_create(mpcl_context *ctx, const char *family, mpcl_varia
  * string literals. */
 mpcl_status mpcl_kernel_get(mpcl_context *ctx, const char *family, mpcl_variant variant,
                             const char *name, cl_kernel *out);
+/* The kernel `name` of cl/<family>.cl built for `variant` with `defines`
+ * (at most MPCL_SPEC_DEFINES_LEN - 1 characters), created once and kept in
+ * the context's table of specialised programs. family and name must be
+ * string literals. The kernel stays valid until the next call (which may
+ * release the least recently used program): set its arguments and enqueue
+ * it before asking for another. */
+mpcl_status mpcl_kernel_get_spec(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                                 const char *defines, const char *name, cl_kernel *out);
+/* Releases the specialised programs and their kernels (context destroy). */
+void mpcl_spec_release(mpcl_context *ctx);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL
@@ -179,6 +214,23 @@ cl_int mpcl_kernel_args(cl_kernel k, int nargs, ...);
 /* Enqueues k over n items in 1-D (global rounded up to the work-group size;
  * kernels check their bounds). `what` names the op for error messages. */
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n);
+/* Enqueues exactly (n0, n1, n2) work items in 3-D, for kernels that walk
+ * image rows: dim 0 runs along a row (neighbouring items read neighbouring
+ * pixels), and a work-group takes whole rows, as many as fit in
+ * MPCL_ROWS_GROUP items (each local size divides its global size). No
+ * item falls outside the range, so the kernels need no bounds checks: a
+ * CPU device then vectorises them across neighbouring items (PoCL does
+ * not when a kernel returns early or branches around a load or store). */
+#define MPCL_ROWS_GROUP 256
+mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, size_t n0,
+                             size_t n1, size_t n2);
+/* Enqueues exactly n items in 1-D: work-groups of a divisor of n from
+ * MPCL_EXACT_GROUP / 4 to MPCL_EXACT_GROUP items when there is one, else
+ * groups of MPCL_EXACT_GROUP and one group for the rest, at a global
+ * offset. For kernels without a bounds check, which a
+ * CPU device vectorises (see mpcl_launch_rows). */
+#define MPCL_EXACT_GROUP 256
+mpcl_status mpcl_launch_exact_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n);
 /* Enqueues an N-D range; local may be NULL. */
 mpcl_status mpcl_launch(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
                         const size_t *global, const size_t *local);

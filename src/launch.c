@@ -32,6 +32,73 @@ mpcl_status mpcl_kernel_get(mpcl_context *ctx, const char *family, mpcl_variant 
     return MPCL_OK;
 }
 
+mpcl_status mpcl_kernel_get_spec(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                                 const char *defines, const char *name, cl_kernel *out)
+{
+    if (strlen(defines) >= MPCL_SPEC_DEFINES_LEN)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "kernel '%s': %zu characters of defines, at "
+                              "most %d are supported", name, strlen(defines),
+                              MPCL_SPEC_DEFINES_LEN - 1);
+    mpcl_spec_slot *slot = NULL;
+    for (size_t i = 0; i < ctx->spec_count && !slot; i++) {
+        mpcl_spec_slot *p = &ctx->spec[i];
+        if (p->variant == variant && strcmp(p->family, family) == 0 &&
+            strcmp(p->defines, defines) == 0)
+            slot = p;
+    }
+    if (!slot) {
+        cl_program prog;
+        mpcl_status st = mpcl_program_build_defines(ctx, family, variant, defines, 1, &prog);
+        if (st != MPCL_OK)
+            return st;
+        if (ctx->spec_count < MPCL_MAX_SPEC_PROGRAMS) {
+            slot = &ctx->spec[ctx->spec_count++];
+        } else { /* release the least recently used program */
+            slot = &ctx->spec[0];
+            for (size_t i = 1; i < ctx->spec_count; i++)
+                if (ctx->spec[i].last_use < slot->last_use)
+                    slot = &ctx->spec[i];
+            for (int i = 0; i < slot->nk; i++)
+                clReleaseKernel(slot->kernels[i]);
+            clReleaseProgram(slot->program);
+        }
+        memset(slot, 0, sizeof *slot);
+        mpcl_strfmt(slot->family, sizeof slot->family, "%s", family);
+        mpcl_strfmt(slot->defines, sizeof slot->defines, "%s", defines);
+        slot->variant = variant;
+        slot->program = prog;
+    }
+    slot->last_use = ++ctx->spec_clock;
+    for (int i = 0; i < slot->nk; i++)
+        if (strcmp(slot->names[i], name) == 0) {
+            *out = slot->kernels[i];
+            return MPCL_OK;
+        }
+    if (slot->nk == MPCL_SPEC_KERNELS)
+        return mpcl_set_error(ctx, MPCL_ERR_STATE, "more than %d kernels from one specialised "
+                              "program of %s.cl", MPCL_SPEC_KERNELS, family);
+    cl_int rc;
+    cl_kernel k = clCreateKernel(slot->program, name, &rc);
+    if (!k || rc != CL_SUCCESS)
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "clCreateKernel('%s' in %s.cl, %s, %s) failed: %s",
+                              name, family, mpcl_variant_name(variant), defines,
+                              mpcl_cl_error_name(rc));
+    slot->names[slot->nk] = name;
+    slot->kernels[slot->nk++] = k;
+    *out = k;
+    return MPCL_OK;
+}
+
+void mpcl_spec_release(mpcl_context *ctx)
+{
+    for (size_t i = 0; i < ctx->spec_count; i++) {
+        for (int j = 0; j < ctx->spec[i].nk; j++)
+            clReleaseKernel(ctx->spec[i].kernels[j]);
+        clReleaseProgram(ctx->spec[i].program);
+    }
+    ctx->spec_count = 0;
+}
+
 cl_int mpcl_kernel_args(cl_kernel k, int nargs, ...)
 {
     va_list ap;
@@ -76,18 +143,31 @@ static const char *kernel_name(mpcl_context *ctx, cl_kernel k)
     for (size_t i = 0; i < ctx->kernel_count; i++)
         if (ctx->kernels[i].kernel == k)
             return ctx->kernels[i].name;
+    for (size_t i = 0; i < ctx->spec_count; i++)
+        for (int j = 0; j < ctx->spec[i].nk; j++)
+            if (ctx->spec[i].kernels[j] == k)
+                return ctx->spec[i].names[j];
     return "(kernel)";
 }
 
+static mpcl_status launch_at(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
+                             const size_t *offset, const size_t *global, const size_t *local);
+
 mpcl_status mpcl_launch(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
                         const size_t *global, const size_t *local)
+{
+    return launch_at(ctx, k, what, dims, NULL, global, local);
+}
+
+static mpcl_status launch_at(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
+                             const size_t *offset, const size_t *global, const size_t *local)
 {
     for (cl_uint d = 0; d < dims; d++)
         if (global[d] == 0)
             return MPCL_OK; /* nothing to do */
     cl_event ev;
     cl_event *evp = mpcl_profile_event(ctx, &ev);
-    cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, dims, NULL, global, local, 0, NULL, evp);
+    cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, dims, offset, global, local, 0, NULL, evp);
     if (rc != CL_SUCCESS)
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueNDRangeKernel failed: %s", what,
                               mpcl_cl_error_name(rc));
@@ -151,6 +231,87 @@ mpcl_status mpcl_profile_report(mpcl_context *ctx, mpcl_profile_entry *out, size
     free(all);
     profile_clear(ctx);
     return MPCL_OK;
+}
+
+/* Whether text defines the kernel `name`: `kernel void name(`, or a line
+ * `DEFINE_...(name, ...)` (kernels stamped out by a macro, as in reduce.cl). */
+static int defines_kernel(const char *text, const char *name)
+{
+    const size_t n = strlen(name);
+    for (const char *p = strstr(text, name); p; p = strstr(p + 1, name)) {
+        const char *after = p + n;
+        while (*after == ' ')
+            after++;
+        const char *before = p;
+        while (before > text && before[-1] == ' ')
+            before--;
+        if (*after == '(' && before - text >= 11 && strncmp(before - 11, "kernel void", 11) == 0)
+            return 1;
+        if (*after == ',' && before > text && before[-1] == '(') {
+            const char *line = before - 1;
+            while (line > text && line[-1] != '\n')
+                line--;
+            if (strncmp(line, "DEFINE_", 7) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+const char *mpcl_profile_family(const char *name)
+{
+    if (!name || !*name)
+        return "other";
+    if (strncmp(name, "CLBlast", 7) == 0)
+        return "gemm";
+    for (size_t i = 0; i < mpcl_embedded_source_count; i++) {
+        const mpcl_embedded_source *e = &mpcl_embedded_sources[i];
+        if (strcmp(e->name, "precision.h") != 0 && defines_kernel(e->text, name))
+            return e->name;
+    }
+    return "other";
+}
+
+static size_t largest_divisor_le(size_t n, size_t cap)
+{
+    for (size_t v = n < cap ? n : cap; v > 1; v--)
+        if (n % v == 0)
+            return v;
+    return 1;
+}
+
+mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, size_t n0,
+                             size_t n1, size_t n2)
+{
+    size_t max_wg = 0;
+    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg,
+                                 &max_wg, NULL) != CL_SUCCESS || max_wg == 0)
+        max_wg = 1;
+    const size_t cap = max_wg < MPCL_ROWS_GROUP ? max_wg : MPCL_ROWS_GROUP;
+    const size_t l0 = largest_divisor_le(n0, cap);
+    const size_t l1 = largest_divisor_le(n1, cap / l0);
+    size_t global[3] = {n0, n1, n2}, local[3] = {l0, l1, 1};
+    return mpcl_launch(ctx, k, what, 3, global, local);
+}
+
+mpcl_status mpcl_launch_exact_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)
+{
+    size_t wg = 0;
+    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL) !=
+            CL_SUCCESS || wg == 0)
+        wg = 1;
+    if (wg > MPCL_EXACT_GROUP)
+        wg = MPCL_EXACT_GROUP;
+    const size_t div = largest_divisor_le(n, wg);
+    if (div >= wg / 4) /* one launch when n has a fair divisor */
+        wg = div;
+    const size_t main = n / wg * wg, tail = n - main, zero = 0;
+    mpcl_status s = MPCL_OK;
+    if (main)
+        s = launch_at(ctx, k, what, 1, &zero, &main, &wg);
+    if (s == MPCL_OK && tail)
+        s = launch_at(ctx, k, what, 1, &main, &tail, &tail);
+    return s;
 }
 
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)

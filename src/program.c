@@ -103,10 +103,11 @@ static mpcl_status load_sources(mpcl_context *ctx, const char *family, char **he
     return MPCL_OK;
 }
 
-static void build_options(mpcl_variant v, char *dst, size_t len)
+static void build_options(mpcl_variant v, const char *defines, char *dst, size_t len)
 {
     /* No fast-math flags: loss scaling relies on inf and NaN behaving. */
-    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s", mpcl_variant_define(v));
+    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s%s%s", mpcl_variant_define(v),
+                defines && *defines ? " " : "", defines ? defines : "");
 }
 
 static uint64_t cache_key(mpcl_context *ctx, const char *header, const char *body, const char *opts)
@@ -321,7 +322,7 @@ mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_
     mpcl_status s = load_sources(ctx, family, &header, &body);
     if (s != MPCL_OK)
         return s;
-    build_options(variant, opts, sizeof opts);
+    build_options(variant, NULL, opts, sizeof opts);
     entry_path(ctx, family, variant, cache_key(ctx, header, body, opts), path, len);
     free(header);
     free(body);
@@ -331,12 +332,18 @@ mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_
 mpcl_status mpcl_program_build(mpcl_context *ctx, const char *family, mpcl_variant variant,
                                int use_cache, cl_program *out)
 {
-    char *header, *body, opts[128], path[MPCL_PATH_LEN + 128];
+    return mpcl_program_build_defines(ctx, family, variant, NULL, use_cache, out);
+}
+
+mpcl_status mpcl_program_build_defines(mpcl_context *ctx, const char *family, mpcl_variant variant,
+                                       const char *defines, int use_cache, cl_program *out)
+{
+    char *header, *body, opts[MPCL_SPEC_DEFINES_LEN + 128], path[MPCL_PATH_LEN + 128];
     *out = NULL;
     mpcl_status s = load_sources(ctx, family, &header, &body);
     if (s != MPCL_OK)
         return s;
-    build_options(variant, opts, sizeof opts);
+    build_options(variant, defines, opts, sizeof opts);
     int cached = use_cache && ctx->cache_enabled;
     uint64_t key = cache_key(ctx, header, body, opts);
     if (cached) {

@@ -324,14 +324,14 @@ int parse_u64(const char *s, uint64_t *out)
     return 1;
 }
 
-int is_file(const char *path)
+static int is_file(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* The directories searched for a model name, in order; returns how many. */
-int model_dirs(const char *dirs[3])
+static int model_dirs(const char *dirs[3])
 {
     int n = 0;
     const char *env = getenv("MPCL_MODEL_DIR");
@@ -348,7 +348,7 @@ int model_dirs(const char *dirs[3])
  * with the searched directories in `searched`. */
 int resolve_model(const char *arg, char *dst, size_t len, char *searched, size_t slen)
 {
-    const char *name = arg ? arg : TRAIN_DEFAULT_MODEL;
+    const char *name = arg ? arg : CLI_DEFAULT_MODEL;
     searched[0] = '\0';
     if (arg && (strchr(arg, '/') || is_file(arg))) {
         snprintf(dst, len, "%s", arg);
@@ -402,4 +402,27 @@ void print_confusion(const uint64_t *conf, const char *const *names)
             printf(" %*" PRIu64, cw, conf[r * classes + c]);
         printf("\n");
     }
+}
+
+/* ------------------------------------------------------------ data */
+
+/* Mean and standard deviation of x / 255 over `bytes` bytes, in double,
+ * through a histogram (exact counts). */
+void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std)
+{
+    uint64_t hist[256] = {0};
+    for (size_t i = 0; i < bytes; i++)
+        hist[p[i]]++;
+    double m = 0.0;
+    for (int v = 0; v < 256; v++)
+        m += (double)hist[v] * ((double)v / 255.0);
+    m /= (double)bytes;
+    double var = 0.0;
+    for (int v = 0; v < 256; v++) {
+        double d = (double)v / 255.0 - m;
+        var += (double)hist[v] * d * d;
+    }
+    var /= (double)bytes;
+    *mean = m;
+    *std = sqrt(var);
 }

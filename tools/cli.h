@@ -62,13 +62,19 @@ int json_print(jctx *j, cJSON *root);
 
 int parse_real(const char *s, double lo, int lo_open, double hi, double *out);
 int parse_u64(const char *s, uint64_t *out);
-int is_file(const char *path);
-int model_dirs(const char *dirs[3]);
-/* The model mpcl train uses without --model. */
-#define TRAIN_DEFAULT_MODEL "seed-cnn"
-/* --model ARG: a file, or NAME[.txt] in $MPCL_MODEL_DIR, the installed
- * models, the source tree (NULL: the default model). */
+/* Model lookup for --model (train, bench): the default model's name, and
+ * resolve_model, which turns --model (NULL: the default) into a path in dst;
+ * 0 when nothing matched, with the directories searched in `searched`. A
+ * value with a '/' or naming a file is used as it is; a name is looked up as
+ * NAME and NAME.txt in $MPCL_MODEL_DIR, the installed models and the source
+ * tree's data/models. */
+#define CLI_DEFAULT_MODEL "seed-cnn"
 int resolve_model(const char *arg, char *dst, size_t len, char *searched, size_t slen);
+
+/* Mean and standard deviation of x / 255 over `bytes` bytes, in double. */
+void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std);
+
+/* Rows: true class ("3 Dress"), columns: predicted class (by index). */
 void print_confusion(const uint64_t *conf, const char *const *names);
 
 /* The subcommands: argv starts at the subcommand's own name. */
@@ -76,5 +82,6 @@ int cmd_probe(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -444,27 +444,6 @@ static void epoch_order(size_t *idx, size_t n, uint64_t seed, unsigned long epoc
     }
 }
 
-/* Mean and standard deviation of x / 255 over `bytes` bytes, in double,
- * through a histogram (exact counts). */
-static void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std)
-{
-    uint64_t hist[256] = {0};
-    for (size_t i = 0; i < bytes; i++)
-        hist[p[i]]++;
-    double m = 0.0;
-    for (int v = 0; v < 256; v++)
-        m += (double)hist[v] * ((double)v / 255.0);
-    m /= (double)bytes;
-    double var = 0.0;
-    for (int v = 0; v < 256; v++) {
-        double d = (double)v / 255.0 - m;
-        var += (double)hist[v] * d * d;
-    }
-    var /= (double)bytes;
-    *mean = m;
-    *std = sqrt(var);
-}
-
 /* "0:07", "12:34", "1:02:03" */
 static void fmt_duration(char *dst, size_t len, double s)
 {
@@ -763,7 +742,7 @@ int cmd_train(int argc, char **argv)
             goto done;
         }
         fprintf(stderr, "mpcl: the default model %s.txt is not in %s; give --model FILE or set "
-                        "MPCL_MODEL_DIR\n", TRAIN_DEFAULT_MODEL, searched);
+                        "MPCL_MODEL_DIR\n", CLI_DEFAULT_MODEL, searched);
         rc = EXIT_RUNTIME;
         goto done;
     } else {

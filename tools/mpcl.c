@@ -73,6 +73,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"train", cmd_train, "train a model on Fashion-MNIST (or another MNIST-layout set)"},
     {"eval", cmd_eval, "accuracy and confusion matrix of a checkpoint on a labelled set"},
     {"predict", cmd_predict, "classify PGM images or an IDX file with a checkpoint"},
+    {"bench", cmd_bench, "measure training speed per precision mode (mpcl bench train)"},
     {"version", cmd_version, "print the version"},
     {"help", cmd_help, "show this help, or a subcommand's help (mpcl help probe)"},
 };

@@ -245,63 +245,128 @@ static mpcl_status bias_grad(mpcl_context *ctx, const char *op, mpcl_tensor *db,
 
 /* ---------------------------------------------------------------- direct */
 
+/* The direct kernels (cl/conv_direct.cl) are built once per geometry, with
+ * every size a -D define (the batch size stays a run-time argument). */
+#define DIRECT_MAX_KB 16  /* output channels per forward work item, at most */
+#define DIRECT_FILTER_ITEMS 512 /* weight-gradient first-pass items to aim for */
+
+static size_t largest_divisor_le(size_t n, size_t cap)
+{
+    for (size_t v = n < cap ? n : cap; v > 1; v--)
+        if (n % v == 0)
+            return v;
+    return 1;
+}
+
+/* Output channels per forward work item: the largest divisor of K up to
+ * DIRECT_MAX_KB (the kernel has no check for channels past K). */
+static size_t direct_kb(size_t k)
+{
+    return largest_divisor_le(k, DIRECT_MAX_KB);
+}
+
+static void direct_defines(const conv_dims *d, char *dst, size_t len)
+{
+    mpcl_strfmt(dst, len,
+                "-DCONV_C=%zu -DCONV_H=%zu -DCONV_W=%zu -DCONV_K=%zu -DCONV_R=%zu -DCONV_S=%zu "
+                "-DCONV_OH=%zu -DCONV_OW=%zu -DCONV_SH=%d -DCONV_SW=%d -DCONV_PH=%d -DCONV_PW=%d "
+                "-DCONV_DH=%d -DCONV_DW=%d -DCONV_KB=%zu",
+                d->c, d->h, d->w, d->k, d->r, d->s, d->oh, d->ow, d->p.stride_h, d->p.stride_w,
+                d->p.pad_h, d->p.pad_w, d->p.dilation_h, d->p.dilation_w, direct_kb(d->k));
+}
+
+static mpcl_status direct_kernel(mpcl_context *ctx, const conv_dims *d, const char *name,
+                                 cl_kernel *k)
+{
+    char defs[MPCL_SPEC_DEFINES_LEN];
+    direct_defines(d, defs, sizeof defs);
+    return mpcl_kernel_get_spec(ctx, "conv_direct", mpcl_ctx_variant(ctx), defs, name, k);
+}
+
 static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
                                   const mpcl_tensor *x, const mpcl_tensor *w, const mpcl_tensor *b,
                                   const conv_dims *d)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_direct_forward", &k);
+    mpcl_status s = direct_kernel(ctx, d, "conv_direct_forward", &k);
     if (s != MPCL_OK)
         return s;
-    conv_geo geo = make_geo(d, d->b);
     cl_uint has_bias = b != NULL;
-    cl_mem bmem = b ? b->mem : w->mem; /* not read without a bias */
-    cl_int rc = mpcl_kernel_args(k, 5 + GEO_N, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+    cl_mem bmem = b ? b->mem : w->mem; /* read but unused without a bias (w has >= K entries) */
+    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
                                  sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
                                  sizeof(cl_mem), &bmem,          /* (K) */
                                  sizeof has_bias, &has_bias,
-                                 sizeof(cl_mem), &y->mem,        /* (B, K, OH, OW) */
-                                 GEO_ARGS(geo));
+                                 sizeof(cl_mem), &y->mem);       /* (B, K, OH, OW) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, y->numel);
+    const size_t kb = direct_kb(d->k);
+    return mpcl_launch_rows(ctx, k, op, d->ow, d->oh, d->b * (d->k / kb));
+}
+
+/* dw += and, when db is not NULL, db += in two passes: partial sums per
+ * chunk of images into scratch, then one item per entry adds them up.
+ * Chunks: as many as give DIRECT_FILTER_ITEMS first-pass items. */
+static mpcl_status direct_filter(mpcl_context *ctx, const char *op, mpcl_tensor *dw,
+                                 mpcl_tensor *db, const mpcl_tensor *dy, const mpcl_tensor *x,
+                                 const conv_dims *d)
+{
+    const size_t kcrs = d->k * d->c * d->r * d->s, rows = d->k * d->c * d->r + (db ? d->k : 0);
+    size_t want = (DIRECT_FILTER_ITEMS + rows - 1) / rows; /* chunks */
+    if (want > d->b)
+        want = d->b;
+    const size_t cb = (d->b + want - 1) / want, chunks = (d->b + cb - 1) / cb;
+    cl_mem part;
+    mpcl_status s = mpcl_scratch(ctx, SLOT_COL, chunks * (kcrs + d->k) * sizeof(cl_float), &part);
+    cl_kernel k;
+    if (s == MPCL_OK)
+        s = direct_kernel(ctx, d, "conv_direct_filter_partial", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_int nb = (cl_int)d->b, cbi = (cl_int)cb, nch = (cl_int)chunks;
+    cl_int n = (cl_int)(kcrs + (db ? d->k : 0));
+    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
+                                 sizeof(cl_mem), &x->mem,        /* (B, C, H, W) */
+                                 sizeof(cl_mem), &part,          /* (chunks, KCRS + K) f32 */
+                                 sizeof nb, &nb, sizeof cbi, &cbi);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    size_t global[2] = {rows, chunks}, local[2] = {largest_divisor_le(rows, 64), 1};
+    s = mpcl_launch(ctx, k, op, 2, global, local);
+    if (s == MPCL_OK)
+        s = direct_kernel(ctx, d, "conv_direct_filter_final", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_mem dbmem = db ? db->mem : dw->mem; /* not written without db */
+    rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &part, sizeof(cl_mem), &dw->mem, /* (K, C, R, S) */
+                          sizeof(cl_mem), &dbmem,                                  /* (K) */
+                          sizeof n, &n, sizeof nch, &nch);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_1d(ctx, k, op, (size_t)n);
 }
 
 static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tensor *dx,
-                                   mpcl_tensor *dw, const mpcl_tensor *dy, const mpcl_tensor *x,
-                                   const mpcl_tensor *w, const conv_dims *d)
+                                   mpcl_tensor *dw, mpcl_tensor *db, const mpcl_tensor *dy,
+                                   const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d)
 {
-    cl_kernel k;
     mpcl_status s = MPCL_OK;
-    conv_geo geo = make_geo(d, d->b);
-    cl_int rc;
-    if (dw) {
-        s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_direct_backward_filter", &k);
-        if (s != MPCL_OK)
-            return s;
-        rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                              sizeof(cl_mem), &x->mem,        /* (B, C, H, W) */
-                              sizeof(cl_mem), &dw->mem,       /* (K, C, R, S) */
-                              GEO_ARGS(geo));
-        if (rc != CL_SUCCESS)
-            return arg_error(ctx, op, rc);
-        s = launch_groups(ctx, k, op, dw->numel);
-        if (s != MPCL_OK)
-            return s;
-    }
-    if (dx) {
-        s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_direct_backward_data", &k);
-        if (s != MPCL_OK)
-            return s;
-        rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                              sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
-                              sizeof(cl_mem), &dx->mem,       /* (B, C, H, W) */
-                              GEO_ARGS(geo));
-        if (rc != CL_SUCCESS)
-            return arg_error(ctx, op, rc);
-        s = mpcl_launch_1d(ctx, k, op, dx->numel);
-    }
-    return s;
+    if (dw)
+        s = direct_filter(ctx, op, dw, db, dy, x, d);
+    else if (db)
+        s = bias_grad(ctx, op, db, dy, d);
+    if (s != MPCL_OK || !dx)
+        return s;
+    cl_kernel k;
+    s = direct_kernel(ctx, d, "conv_direct_backward_data", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
+                                 sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
+                                 sizeof(cl_mem), &dx->mem);      /* (B, C, H, W) */
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_rows(ctx, k, op, d->w, d->h, d->b * d->c);
 }
 
 /* ---------------------------------------------------------------- im2col */
@@ -532,11 +597,11 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
         s = chunk_cap_from_env(ctx, op, &cap);
     if (s != MPCL_OK)
         return s;
+    if (algo == CONV_DIRECT) /* db is fused into the weight gradient's passes */
+        return direct_backward(ctx, op, dx, dw, db, dy, x, w, &d);
     if (db && (s = bias_grad(ctx, op, db, dy, &d)) != MPCL_OK)
         return s;
     if (!dx && !dw)
         return MPCL_OK;
-    if (algo == CONV_DIRECT)
-        return direct_backward(ctx, op, dx, dw, dy, x, w, &d);
     return im2col_backward(ctx, op, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, cap));
 }

@@ -81,14 +81,24 @@ mpcl_status mpcl_activation_forward(mpcl_context *ctx, mpcl_activation f, float 
         return s;
 
     cl_kernel k;
+    cl_int rc;
+    if (f == MPCL_ACT_RELU) { /* the common case, in a kernel a CPU device vectorises */
+        s = mpcl_kernel_get(ctx, "elementwise", mpcl_ctx_variant(ctx), "relu_forward", &k);
+        if (s != MPCL_OK)
+            return s;
+        rc = mpcl_kernel_args(k, 2, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &y->mem);
+        if (rc != CL_SUCCESS)
+            return enqueue_error(ctx, op, rc);
+        return mpcl_launch_exact_1d(ctx, k, op, x->numel);
+    }
     s = mpcl_kernel_get(ctx, "elementwise", mpcl_ctx_variant(ctx), "activation_forward", &k);
     if (s != MPCL_OK)
         return s;
     cl_uint n = (cl_uint)x->numel;
     cl_int fi = (cl_int)f;
-    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &x->mem, /* x (N) */
-                                 sizeof(cl_mem), &y->mem,       /* y (N) */
-                                 sizeof n, &n, sizeof fi, &fi, sizeof alpha, &alpha);
+    rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &x->mem, /* x (N) */
+                          sizeof(cl_mem), &y->mem,       /* y (N) */
+                          sizeof n, &n, sizeof fi, &fi, sizeof alpha, &alpha);
     if (rc != CL_SUCCESS)
         return enqueue_error(ctx, op, rc);
     return mpcl_launch_1d(ctx, k, op, n);
@@ -117,6 +127,16 @@ mpcl_status mpcl_activation_backward(mpcl_context *ctx, mpcl_activation f, float
         return s; /* NULL dx: nothing to compute */
 
     cl_kernel k;
+    if (f == MPCL_ACT_RELU) { /* the common case, in a kernel a CPU device vectorises */
+        s = mpcl_kernel_get(ctx, "elementwise", mpcl_ctx_variant(ctx), "relu_backward", &k);
+        if (s != MPCL_OK)
+            return s;
+        cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, sizeof(cl_mem), &x->mem,
+                                     sizeof(cl_mem), &dx->mem);
+        if (rc != CL_SUCCESS)
+            return enqueue_error(ctx, op, rc);
+        return mpcl_launch_exact_1d(ctx, k, op, dy->numel);
+    }
     s = mpcl_kernel_get(ctx, "elementwise", mpcl_ctx_variant(ctx), "activation_backward", &k);
     if (s != MPCL_OK)
         return s;

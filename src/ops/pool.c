@@ -98,26 +98,19 @@ static mpcl_status check_pool(mpcl_context *ctx, const char *op, const char *img
     return s;
 }
 
-/* The geometry as the kernels take it (POOL_GEO_PARAMS in cl/pool.cl):
- * B*C, H, W, OH, OW, window, stride, padding (h, w). */
-#define GEO_N 11
-typedef struct {
-    cl_int v[GEO_N];
-} pool_geo;
-
-/* The GEO_N (size, value) argument pairs of g for mpcl_kernel_args. */
-#define GEO_ARGS(g)                                                                              \
-    sizeof(cl_int), &(g).v[0], sizeof(cl_int), &(g).v[1], sizeof(cl_int), &(g).v[2],            \
-        sizeof(cl_int), &(g).v[3], sizeof(cl_int), &(g).v[4], sizeof(cl_int), &(g).v[5],        \
-        sizeof(cl_int), &(g).v[6], sizeof(cl_int), &(g).v[7], sizeof(cl_int), &(g).v[8],        \
-        sizeof(cl_int), &(g).v[9], sizeof(cl_int), &(g).v[10]
-
-static pool_geo make_geo(const pool_dims *g, const mpcl_pool2d_params *p)
+/* The kernel `name` of cl/pool.cl built for this geometry: every size is
+ * a -D define (P_H ... in cl/pool.cl). The kernels run over exactly
+ * (columns, rows, B*C planes) with mpcl_launch_rows. */
+static mpcl_status pool_kernel(mpcl_context *ctx, const pool_dims *g, const mpcl_pool2d_params *p,
+                               const char *name, cl_kernel *k)
 {
-    pool_geo geo = {{(cl_int)(g->b * g->c), (cl_int)g->h, (cl_int)g->w, (cl_int)g->oh,
-                     (cl_int)g->ow, p->kernel_h, p->kernel_w, p->stride_h, p->stride_w, p->pad_h,
-                     p->pad_w}};
-    return geo;
+    char defs[MPCL_SPEC_DEFINES_LEN];
+    mpcl_strfmt(defs, sizeof defs,
+                "-DP_H=%zu -DP_W=%zu -DP_OH=%zu -DP_OW=%zu -DP_KH=%d -DP_KW=%d -DP_SH=%d "
+                "-DP_SW=%d -DP_PH=%d -DP_PW=%d",
+                g->h, g->w, g->oh, g->ow, p->kernel_h, p->kernel_w, p->stride_h, p->stride_w,
+                p->pad_h, p->pad_w);
+    return mpcl_kernel_get_spec(ctx, "pool", mpcl_ctx_variant(ctx), defs, name, k);
 }
 
 static mpcl_status arg_error(mpcl_context *ctx, const char *op, cl_int rc)
@@ -141,17 +134,15 @@ mpcl_status mpcl_maxpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, mpcl_tenso
     if (s != MPCL_OK)
         return s;
     cl_kernel k;
-    s = mpcl_kernel_get(ctx, "pool", mpcl_ctx_variant(ctx), "pool_max_forward", &k);
+    s = pool_kernel(ctx, &g, p, "pool_max_forward", &k);
     if (s != MPCL_OK)
         return s;
-    pool_geo geo = make_geo(&g, p);
-    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+    cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
                                  sizeof(cl_mem), &y->mem,        /* (B, C, OH, OW) */
-                                 sizeof(cl_mem), &argmax->mem,   /* (B, C, OH, OW) i32 */
-                                 GEO_ARGS(geo));
+                                 sizeof(cl_mem), &argmax->mem);  /* (B, C, OH, OW) i32 */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, y->numel);
+    return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c);
 }
 
 mpcl_status mpcl_maxpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
@@ -169,17 +160,21 @@ mpcl_status mpcl_maxpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mp
     if (s != MPCL_OK)
         return s;
     cl_kernel k;
-    s = mpcl_kernel_get(ctx, "pool", mpcl_ctx_variant(ctx), "pool_max_backward", &k);
+    /* windows that tile the input exactly: a scatter per window, else a gather */
+    const int tiled = p->kernel_h == p->stride_h && p->kernel_w == p->stride_w && p->pad_h == 0 &&
+                      p->pad_w == 0 && g.h == g.oh * (size_t)p->stride_h &&
+                      g.w == g.ow * (size_t)p->stride_w;
+    s = pool_kernel(ctx, &g, p, tiled ? "pool_max_backward_tiled" : "pool_max_backward", &k);
     if (s != MPCL_OK)
         return s;
-    pool_geo geo = make_geo(&g, p);
-    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, C, OH, OW) */
+    cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, /* (B, C, OH, OW) */
                                  sizeof(cl_mem), &argmax->mem,   /* (B, C, OH, OW) i32 */
-                                 sizeof(cl_mem), &dx->mem,       /* (B, C, H, W) */
-                                 GEO_ARGS(geo));
+                                 sizeof(cl_mem), &dx->mem);      /* (B, C, H, W) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, dx->numel);
+    if (tiled)
+        return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c);
+    return mpcl_launch_rows(ctx, k, op, g.w, g.h, g.b * g.c);
 }
 
 mpcl_status mpcl_avgpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
@@ -197,16 +192,14 @@ mpcl_status mpcl_avgpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl
     if (s != MPCL_OK)
         return s;
     cl_kernel k;
-    s = mpcl_kernel_get(ctx, "pool", mpcl_ctx_variant(ctx), "pool_avg_forward", &k);
+    s = pool_kernel(ctx, &g, p, "pool_avg_forward", &k);
     if (s != MPCL_OK)
         return s;
-    pool_geo geo = make_geo(&g, p);
-    cl_int rc = mpcl_kernel_args(k, 2 + GEO_N, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
-                                 sizeof(cl_mem), &y->mem,        /* (B, C, OH, OW) */
-                                 GEO_ARGS(geo));
+    cl_int rc = mpcl_kernel_args(k, 2, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+                                 sizeof(cl_mem), &y->mem);       /* (B, C, OH, OW) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, y->numel);
+    return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c);
 }
 
 mpcl_status mpcl_avgpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
@@ -224,14 +217,12 @@ mpcl_status mpcl_avgpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mp
     if (s != MPCL_OK)
         return s;
     cl_kernel k;
-    s = mpcl_kernel_get(ctx, "pool", mpcl_ctx_variant(ctx), "pool_avg_backward", &k);
+    s = pool_kernel(ctx, &g, p, "pool_avg_backward", &k);
     if (s != MPCL_OK)
         return s;
-    pool_geo geo = make_geo(&g, p);
-    cl_int rc = mpcl_kernel_args(k, 2 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, C, OH, OW) */
-                                 sizeof(cl_mem), &dx->mem,       /* (B, C, H, W) */
-                                 GEO_ARGS(geo));
+    cl_int rc = mpcl_kernel_args(k, 2, sizeof(cl_mem), &dy->mem, /* (B, C, OH, OW) */
+                                 sizeof(cl_mem), &dx->mem);      /* (B, C, H, W) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, dx->numel);
+    return mpcl_launch_rows(ctx, k, op, g.w, g.h, g.b * g.c);
 }

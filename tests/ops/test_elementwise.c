@@ -149,6 +149,42 @@ static float *act_inputs(size_t n, uint64_t seed)
 
 static size_t act_n(void) { return optest_small() ? 3 * 5 : 7 * 13 * 3; }
 
+/* ReLU runs in its own kernels over exactly n items: full work-groups and,
+ * for a prime n above the group size, a last group at a global offset.
+ * Results are exact, in place too. */
+START_TEST(test_relu_groups_and_tail)
+{
+    mpcl_context *ctx = mode_ctx(_i);
+    const size_t n = optest_small() ? 263 : 1013; /* primes: groups of 256 plus a tail */
+    float *x = malloc(n * sizeof *x), *dy = malloc(n * sizeof *dy); /* (N) */
+    optest_fill_uniform(x, n, 91, -3.0f, 3.0f);
+    optest_fill_uniform(dy, n, 92, -2.0f, 2.0f);
+    x[0] = 0.0f;
+    x[n - 1] = -0.0f;
+    mpcl_tensor *tx = make_1d(ctx, x, n), *tdy = make_1d(ctx, dy, n);
+    mpcl_tensor *ty = optest_tensor(ctx, sdt(ctx), MPCL_MEM_ACTIVATIONS, NULL, n, 0, 0, 0);
+    float *xs = optest_download(tx), *dys = optest_download(tdy); /* as stored */
+    expect_ok(ctx, mpcl_activation_forward(ctx, MPCL_ACT_RELU, 0.0f, ty, tx), "relu forward");
+    float *y = optest_download(ty);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(y[i] == (xs[i] > 0 ? xs[i] : 0.0f) && !signbit(y[i]),
+                      "relu(%g) = %g at %zu of %zu", (double)xs[i], (double)y[i], i, n);
+    expect_ok(ctx, mpcl_activation_backward(ctx, MPCL_ACT_RELU, 0.0f, ty, tdy, tx, NULL),
+              "relu backward");
+    float *dx = optest_download(ty);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(dx[i] == (xs[i] > 0 ? dys[i] : 0.0f), "relu'(%g) * %g = %g at %zu of %zu",
+                      (double)xs[i], (double)dys[i], (double)dx[i], i, n);
+    expect_ok(ctx, mpcl_activation_forward(ctx, MPCL_ACT_RELU, 0.0f, tx, tx), "relu in place");
+    float *yi = optest_download(tx);
+    ck_assert_msg(memcmp(yi, y, n * sizeof *y) == 0, "relu in place differs");
+    free(yi); free(dx); free(y); free(xs); free(dys); free(x); free(dy);
+    mpcl_tensor_destroy(tx);
+    mpcl_tensor_destroy(tdy);
+    mpcl_tensor_destroy(ty);
+}
+END_TEST
+
 START_TEST(test_activation_forward)
 {
     mpcl_context *ctx = mode_ctx(_i);
@@ -748,6 +784,7 @@ int main(void)
     } cases[] = {
         {"activation_forward", test_activation_forward},
         {"activation_backward", test_activation_backward},
+        {"relu_groups_and_tail", test_relu_groups_and_tail},
         {"activation_finite_difference", test_activation_finite_difference},
         {"activation_edges", test_activation_edges},
         {"dropout_forward", test_dropout_forward},

@@ -1,0 +1,687 @@
+/* cmd_bench.c — `mpcl bench train`: training throughput per precision mode,
+ * with the device time per kernel and kernel family, as one JSON object
+ * (docs/bench.md).
+ *
+ * Every requested mode gets its own context, model and trainer, created
+ * before anything is timed. Then each mode runs --warmup untimed steps, and
+ * --rounds times over all modes (so the modes alternate and share the
+ * machine's load) --steps timed steps; img/s is the median over the rounds.
+ * Last, with the library's profiler on, each mode runs --profile-steps more
+ * steps for the device-time breakdown (profiling costs host time per
+ * launch, so it never runs during the timed steps). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "mpcl.h"
+
+#include "cli.h"
+
+static const char BENCH_HELP[] =
+    "usage: mpcl bench train [options]\n"
+    "\n"
+    "Measures training speed: trains a model (default: the seed CNN, Adam lr 0.001)\n"
+    "for a fixed number of steps in each requested precision mode and prints one\n"
+    "JSON object with img/s, ms per step and the device time per kernel and kernel\n"
+    "family. See docs/bench.md.\n"
+    "\n"
+    "options:\n"
+    "  --model FILE        model spec or shipped model name (default: seed-cnn)\n"
+    "  --data DIR          MNIST-layout directory (default: " MPCL_DEFAULT_DATA_DIR ")\n"
+    "  --synthetic         train on random images and labels instead of --data\n"
+    "  --batch N           samples per step, 1..65536 (default: 64)\n"
+    "  --steps N           timed steps per round, 1..1000000 (default: 100)\n"
+    "  --warmup N          untimed steps per mode first, 0..1000000 (default: 10)\n"
+    "  --rounds N          timed rounds over all modes, 1..1000 (default: 1); img/s is\n"
+    "                      the median over the rounds\n"
+    "  --profile-steps N   steps run with the profiler for the device-time breakdown,\n"
+    "                      0..1000000 (default: 20; 0: no breakdown)\n"
+    "  --precision LIST    a mode (auto, fp16, fp16-storage, fp32), a comma list of\n"
+    "                      modes, or 'all': every mode the device runs (default: fp32)\n"
+    "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
+    "  --seed N            seeds the initialisation and the synthetic data (default: 1)\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "exit codes: 0 success, 1 runtime failure (data, model, OpenCL), 2 usage error,\n"
+    "3 no device, 4 a requested precision is refused by the device\n";
+
+enum {
+    BENCH_MODEL = OPT_BASE,
+    BENCH_DATA,
+    BENCH_SYNTHETIC,
+    BENCH_BATCH,
+    BENCH_STEPS,
+    BENCH_WARMUP,
+    BENCH_ROUNDS,
+    BENCH_PROFILE_STEPS,
+    BENCH_PRECISION,
+    BENCH_DEVICE,
+    BENCH_SEED,
+    BENCH_HELP_OPT
+};
+
+static const struct option BENCH_OPTIONS[] = {
+    {"model", required_argument, NULL, BENCH_MODEL},
+    {"data", required_argument, NULL, BENCH_DATA},
+    {"synthetic", no_argument, NULL, BENCH_SYNTHETIC},
+    {"batch", required_argument, NULL, BENCH_BATCH},
+    {"steps", required_argument, NULL, BENCH_STEPS},
+    {"warmup", required_argument, NULL, BENCH_WARMUP},
+    {"rounds", required_argument, NULL, BENCH_ROUNDS},
+    {"profile-steps", required_argument, NULL, BENCH_PROFILE_STEPS},
+    {"precision", required_argument, NULL, BENCH_PRECISION},
+    {"device", required_argument, NULL, BENCH_DEVICE},
+    {"seed", required_argument, NULL, BENCH_SEED},
+    {"help", no_argument, NULL, BENCH_HELP_OPT},
+    {NULL, 0, NULL, 0},
+};
+
+#define BENCH_MAX_MODES 4
+#define BENCH_MAX_KERNELS 64
+
+typedef struct {
+    const char *model, *data, *device;
+    int synthetic;
+    unsigned long batch, steps, warmup, rounds, profile_steps;
+    int all;                              /* --precision all */
+    int nmodes;                           /* requested modes, in order */
+    mpcl_precision modes[BENCH_MAX_MODES];
+    uint64_t seed;
+} bench_args;
+
+/* One precision mode's run. */
+typedef struct {
+    mpcl_precision requested, chosen;
+    const char *why;
+    mpcl_context *ctx;
+    mpcl_model *model;
+    mpcl_trainer *tr;
+    double round_s[1000]; /* seconds of each round's timed steps */
+    float last_loss;
+    mpcl_profile_entry prof[BENCH_MAX_KERNELS];
+    size_t nprof, nprof_total;
+} bench_mode;
+
+/* The training samples the steps cycle through. */
+typedef struct {
+    const uint8_t *images, *labels;
+    size_t n, sample; /* samples, bytes per sample */
+    size_t next;      /* the next sample to use */
+} bench_data;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* "fp32", "fp16-storage,fp32" or "all" into a. */
+static int parse_modes(const char *cmd, const char *list, bench_args *a)
+{
+    a->nmodes = 0;
+    a->all = 0;
+    if (strcmp(list, "all") == 0) {
+        static const mpcl_precision all[] = {MPCL_PRECISION_FP16, MPCL_PRECISION_FP16_STORAGE,
+                                             MPCL_PRECISION_FP32};
+        a->all = 1;
+        a->nmodes = 3;
+        memcpy(a->modes, all, sizeof all);
+        return -1;
+    }
+    char buf[256];
+    if (strlen(list) >= sizeof buf || !*list)
+        return usage_error(cmd, "--precision: '%s' is not valid; it accepts a mode (auto, fp16, "
+                                "fp16-storage, fp32), a comma list of modes, or all", list);
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        mpcl_precision p;
+        if (mpcl_precision_parse(tok, &p) != MPCL_OK)
+            return usage_error(cmd, "--precision: '%s' in '%s' is not a precision mode; it "
+                                    "accepts auto, fp16, fp16-storage, fp32, a comma list of "
+                                    "them, or all", tok, list);
+        for (int i = 0; i < a->nmodes; i++)
+            if (a->modes[i] == p)
+                return usage_error(cmd, "--precision: '%s' is listed twice in '%s'", tok, list);
+        if (a->nmodes == BENCH_MAX_MODES)
+            return usage_error(cmd, "--precision: at most %d modes", BENCH_MAX_MODES);
+        a->modes[a->nmodes++] = p;
+    }
+    if (a->nmodes == 0 || list[strlen(list) - 1] == ',' || list[0] == ',' || strstr(list, ",,"))
+        return usage_error(cmd, "--precision: '%s' has an empty entry; it accepts a mode, a "
+                                "comma list of modes, or all", list);
+    return -1;
+}
+
+static int count_opt(const char *cmd, const char *name, const char *v, unsigned long lo,
+                     unsigned long hi, unsigned long *out)
+{
+    if (!parse_uint(v, lo, hi, out))
+        return usage_error(cmd, "--%s: '%s' is not valid; it accepts an integer from %lu to %lu",
+                           name, v, lo, hi);
+    return -1;
+}
+
+/* Parses bench train's options; returns -1 to go on, else an exit code. */
+static int bench_parse(int argc, char **argv, bench_args *a)
+{
+    const char *cmd = "bench train";
+    memset(a, 0, sizeof *a);
+    a->batch = 64;
+    a->steps = 100;
+    a->warmup = 10;
+    a->rounds = 1;
+    a->profile_steps = 20;
+    a->nmodes = 1;
+    a->modes[0] = MPCL_PRECISION_FP32;
+    a->seed = 1;
+
+    opterr = 0;
+    int c, rc = -1;
+    while (rc < 0 && (c = getopt_long(argc, argv, ":h", BENCH_OPTIONS, NULL)) != -1) {
+        switch (c) {
+        case BENCH_MODEL:
+            if (!*optarg)
+                return usage_error(cmd, "--model: the value is empty; it accepts a model spec "
+                                        "file or the name of a shipped model (seed-cnn, lenet5, ...)");
+            a->model = optarg;
+            break;
+        case BENCH_DATA:
+            if (!*optarg)
+                return usage_error(cmd, "--data: the value is empty; it accepts a directory "
+                                        "with the four MNIST-layout IDX files");
+            a->data = optarg;
+            break;
+        case BENCH_SYNTHETIC: a->synthetic = 1; break;
+        case BENCH_BATCH: rc = count_opt(cmd, "batch", optarg, 1, 65536, &a->batch); break;
+        case BENCH_STEPS: rc = count_opt(cmd, "steps", optarg, 1, 1000000, &a->steps); break;
+        case BENCH_WARMUP: rc = count_opt(cmd, "warmup", optarg, 0, 1000000, &a->warmup); break;
+        case BENCH_ROUNDS: rc = count_opt(cmd, "rounds", optarg, 1, 1000, &a->rounds); break;
+        case BENCH_PROFILE_STEPS:
+            rc = count_opt(cmd, "profile-steps", optarg, 0, 1000000, &a->profile_steps);
+            break;
+        case BENCH_PRECISION: rc = parse_modes(cmd, optarg, a); break;
+        case BENCH_DEVICE:
+            if (!*optarg)
+                return usage_error(cmd, "--device: the selector is empty; it accepts P:D, gpu, "
+                                        "cpu, accelerator or part of a device or platform name");
+            a->device = optarg;
+            break;
+        case BENCH_SEED: {
+            unsigned long v = 0;
+            rc = count_opt(cmd, "seed", optarg, 0, ULONG_MAX, &v);
+            a->seed = v;
+            break;
+        }
+        case 'h':
+        case BENCH_HELP_OPT: fputs(BENCH_HELP, stdout); return EXIT_OK;
+        default: return option_error(cmd, BENCH_OPTIONS, c, argc, argv);
+        }
+    }
+    if (rc >= 0)
+        return rc;
+    if (optind < argc)
+        return usage_error(cmd, "unexpected argument '%s'; bench train takes only options",
+                           argv[optind]);
+    if (a->synthetic && a->data)
+        return usage_error(cmd, "--synthetic and --data do not go together (synthetic data "
+                                "needs no directory)");
+    return -1;
+}
+
+/* Copies the next batch (cycling through the samples) into img / lab. */
+static void next_batch(bench_data *d, size_t b, uint8_t *img, uint8_t *lab)
+{
+    for (size_t i = 0; i < b; i++) {
+        memcpy(img + i * d->sample, d->images + d->next * d->sample, d->sample);
+        lab[i] = d->labels[d->next];
+        d->next = d->next + 1 == d->n ? 0 : d->next + 1;
+    }
+}
+
+/* n steps of mode m; the last loss in m->last_loss. */
+static mpcl_status run_steps(bench_mode *m, bench_data *d, size_t b, unsigned long n, uint8_t *img,
+                             uint8_t *lab)
+{
+    for (unsigned long i = 0; i < n; i++) {
+        mpcl_step_stats st;
+        memset(&st, 0, sizeof st);
+        next_batch(d, b, img, lab);
+        mpcl_status s = mpcl_trainer_step(m->tr, img, lab, b, &st);
+        if (s != MPCL_OK)
+            return s;
+        m->last_loss = st.loss;
+    }
+    return mpcl_finish(m->ctx);
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static double median(const double *v, size_t n)
+{
+    double *t = malloc(n * sizeof *t);
+    if (!t)
+        return v[0];
+    memcpy(t, v, n * sizeof *t);
+    qsort(t, n, sizeof *t, cmp_double);
+    double r = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    free(t);
+    return r;
+}
+
+/* The "device_time" object of one mode: per family and per kernel. */
+static void json_device_time(jctx *j, cJSON *o, const bench_mode *m, unsigned long steps)
+{
+    cJSON *dt = jobj(j, o, "device_time");
+    if (!dt)
+        return;
+    double total = 0.0;
+    for (size_t i = 0; i < m->nprof; i++)
+        total += m->prof[i].total_ms;
+    jnum(j, dt, "profiled_steps", (double)steps);
+    jnum(j, dt, "ms_per_step", steps ? total / (double)steps : 0.0);
+    jnum(j, dt, "kernel_names", (double)m->nprof_total);
+    /* families, in order of time */
+    const char *fam[BENCH_MAX_KERNELS];
+    double fms[BENCH_MAX_KERNELS];
+    size_t nf = 0;
+    for (size_t i = 0; i < m->nprof; i++) {
+        const char *f = mpcl_profile_family(m->prof[i].name);
+        size_t k = 0;
+        while (k < nf && strcmp(fam[k], f) != 0)
+            k++;
+        if (k == nf) {
+            fam[nf] = f;
+            fms[nf++] = 0.0;
+        }
+        fms[k] += m->prof[i].total_ms;
+    }
+    for (size_t a = 0; a < nf; a++) /* few entries: selection sort, largest first */
+        for (size_t b = a + 1; b < nf; b++)
+            if (fms[b] > fms[a]) {
+                double t = fms[a];
+                fms[a] = fms[b];
+                fms[b] = t;
+                const char *s = fam[a];
+                fam[a] = fam[b];
+                fam[b] = s;
+            }
+    cJSON *fa = jcheck(j, cJSON_AddArrayToObject(dt, "families"));
+    for (size_t i = 0; fa && i < nf; i++) {
+        cJSON *e = jcheck(j, cJSON_CreateObject());
+        if (!e || !cJSON_AddItemToArray(fa, e)) {
+            cJSON_Delete(e);
+            j->ok = 0;
+            break;
+        }
+        jstr(j, e, "family", fam[i]);
+        jnum(j, e, "ms_per_step", fms[i] / (double)steps);
+        jnum(j, e, "share", total > 0 ? fms[i] / total : 0.0);
+    }
+    cJSON *ka = jcheck(j, cJSON_AddArrayToObject(dt, "kernels"));
+    for (size_t i = 0; ka && i < m->nprof; i++) {
+        cJSON *e = jcheck(j, cJSON_CreateObject());
+        if (!e || !cJSON_AddItemToArray(ka, e)) {
+            cJSON_Delete(e);
+            j->ok = 0;
+            break;
+        }
+        jstr(j, e, "name", m->prof[i].name);
+        jstr(j, e, "family", mpcl_profile_family(m->prof[i].name));
+        jnum(j, e, "launches_per_step", (double)m->prof[i].count / (double)steps);
+        jnum(j, e, "ms_per_step", m->prof[i].total_ms / (double)steps);
+        jnum(j, e, "share", total > 0 ? m->prof[i].total_ms / total : 0.0);
+    }
+}
+
+typedef struct {
+    const bench_args *a;
+    const char *model_path, *data_desc;
+    const mpcl_caps *caps;
+    size_t params, n_samples;
+    double mean, std;
+    const char *skipped_mode[BENCH_MAX_MODES];
+    char skipped_why[BENCH_MAX_MODES][512];
+    int nskipped;
+} bench_report;
+
+static int bench_json(const bench_report *r, const bench_mode *modes, int nmodes)
+{
+    const bench_args *a = r->a;
+    jctx j = {1};
+    cJSON *root = jcheck(&j, cJSON_CreateObject());
+    if (!root)
+        return json_print(&j, root);
+    jnum(&j, root, "schema", 1);
+    jstr(&j, root, "bench", "train");
+    jstr(&j, root, "mpcl_version", mpcl_version());
+    cJSON *d = jobj(&j, root, "device");
+    if (d) {
+        jstr(&j, d, "name", r->caps->device);
+        jstr(&j, d, "vendor", r->caps->vendor);
+        jstr(&j, d, "platform", r->caps->platform);
+        jstr(&j, d, "driver_version", r->caps->driver_version);
+        jstr(&j, d, "device_version", r->caps->device_version);
+        jstr(&j, d, "type", mpcl_device_type_name(r->caps->type));
+        jnum(&j, d, "compute_units", r->caps->compute_units);
+    }
+    cJSON *st = jobj(&j, root, "settings");
+    if (st) {
+        jstr(&j, st, "model", r->model_path);
+        jnum(&j, st, "parameters", (double)r->params);
+        jstr(&j, st, "data", r->data_desc);
+        jnum(&j, st, "samples", (double)r->n_samples);
+        jnum(&j, st, "batch", (double)a->batch);
+        jnum(&j, st, "steps", (double)a->steps);
+        jnum(&j, st, "warmup", (double)a->warmup);
+        jnum(&j, st, "rounds", (double)a->rounds);
+        jnum(&j, st, "profile_steps", (double)a->profile_steps);
+        jstr(&j, st, "optimizer", "adam");
+        jnum(&j, st, "lr", 0.001);
+        jnum(&j, st, "seed", (double)a->seed);
+    }
+    cJSON *arr = jcheck(&j, cJSON_AddArrayToObject(root, "modes"));
+    double first_img_s = 0.0;
+    for (int i = 0; arr && i < nmodes; i++) {
+        const bench_mode *m = &modes[i];
+        cJSON *o = jcheck(&j, cJSON_CreateObject());
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            j.ok = 0;
+            break;
+        }
+        double img_s[1000], med_s = median(m->round_s, a->rounds);
+        for (unsigned long k = 0; k < a->rounds; k++)
+            img_s[k] = m->round_s[k] > 0 ? (double)(a->steps * a->batch) / m->round_s[k] : 0.0;
+        double med_img_s = median(img_s, a->rounds);
+        if (i == 0)
+            first_img_s = med_img_s;
+        jstr(&j, o, "precision", mpcl_precision_name(m->chosen));
+        jstr(&j, o, "requested", mpcl_precision_name(m->requested));
+        jstr(&j, o, "why", m->why);
+        jnum(&j, o, "img_s", med_img_s);
+        jnum(&j, o, "ms_per_step", 1e3 * med_s / (double)a->steps);
+        jnum(&j, o, "relative_to_first", first_img_s > 0 ? med_img_s / first_img_s : 0.0);
+        cJSON *ra = jcheck(&j, cJSON_CreateDoubleArray(img_s, (int)a->rounds));
+        if (ra && !cJSON_AddItemToObject(o, "rounds_img_s", ra)) {
+            cJSON_Delete(ra);
+            j.ok = 0;
+        }
+        mpcl_scaler_state sc;
+        mpcl_trainer_scaler(m->tr, &sc);
+        jnum(&j, o, "final_loss", isfinite(m->last_loss) ? (double)m->last_loss : -1.0);
+        jnum(&j, o, "loss_scale", (double)sc.scale);
+        jnum(&j, o, "skipped_steps", (double)sc.skipped_steps);
+        jnum(&j, o, "total_steps", (double)sc.steps);
+        if (a->profile_steps)
+            json_device_time(&j, o, m, a->profile_steps);
+        else
+            jcheck(&j, cJSON_AddNullToObject(o, "device_time"));
+    }
+    cJSON *sk = jcheck(&j, cJSON_AddArrayToObject(root, "skipped"));
+    for (int i = 0; sk && i < r->nskipped; i++) {
+        cJSON *o = jcheck(&j, cJSON_CreateObject());
+        if (!o || !cJSON_AddItemToArray(sk, o)) {
+            cJSON_Delete(o);
+            j.ok = 0;
+            break;
+        }
+        jstr(&j, o, "precision", r->skipped_mode[i]);
+        jstr(&j, o, "reason", r->skipped_why[i]);
+    }
+    return json_print(&j, root);
+}
+
+static int bench_train(int argc, char **argv)
+{
+    const char *cmd = "bench train";
+    bench_args a;
+    int rc = bench_parse(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+
+    char model_path[4096], searched[2048], err[2048];
+    mpcl_model_spec *spec = NULL;
+    mpcl_dataset data;
+    memset(&data, 0, sizeof data);
+    int have_data = 0;
+    uint8_t *syn = NULL, *img = NULL, *lab = NULL;
+    bench_mode *modes = NULL;
+    mpcl_caps *caps = NULL;
+    int nmodes = 0;
+    mpcl_status s;
+    bench_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.a = &a;
+
+    if (!resolve_model(a.model, model_path, sizeof model_path, searched, sizeof searched)) {
+        if (a.model)
+            return usage_error(cmd, "--model: '%s' is not a file, and there is no %s or %s.txt "
+                                    "in %s", a.model, a.model, a.model, searched);
+        fprintf(stderr, "mpcl: the default model %s.txt is not in %s; give --model FILE or set "
+                        "MPCL_MODEL_DIR\n", CLI_DEFAULT_MODEL, searched);
+        return EXIT_RUNTIME;
+    }
+    rep.model_path = model_path;
+    spec = calloc(1, sizeof *spec);
+    modes = calloc(BENCH_MAX_MODES, sizeof *modes);
+    caps = calloc(1, sizeof *caps);
+    if (!spec || !modes || !caps) {
+        rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory");
+        goto done;
+    }
+    rep.caps = caps;
+    s = mpcl_model_spec_load(model_path, spec, err, sizeof err);
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, err);
+        goto done;
+    }
+    const mpcl_layer_spec *last = &spec->layers[spec->nlayers - 1];
+    if (last->out_ndim != 1 || last->out_shape[0] < 2 || last->out_shape[0] > 256) {
+        fprintf(stderr, "mpcl: %s:%d: the model must end in 2..256 class outputs\n", model_path,
+                last->line);
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+    const size_t classes = last->out_shape[0];
+
+    /* the samples */
+    bench_data bd = {0};
+    const char *data_dir = a.data ? a.data : MPCL_DEFAULT_DATA_DIR;
+    if (a.synthetic) {
+        bd.sample = spec->input[0] * spec->input[1] * spec->input[2];
+        bd.n = 1024;
+        syn = malloc(bd.n * (bd.sample + 1));
+        if (!syn) {
+            rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory for the synthetic data");
+            goto done;
+        }
+        uint64_t st = a.seed ^ 0x5eedULL;
+        for (size_t i = 0; i < bd.n * (bd.sample + 1); i++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            syn[i] = (uint8_t)(st >> 56);
+        }
+        for (size_t i = 0; i < bd.n; i++)
+            syn[bd.n * bd.sample + i] = (uint8_t)(syn[bd.n * bd.sample + i] % classes);
+        bd.images = syn;
+        bd.labels = syn + bd.n * bd.sample;
+        rep.data_desc = "synthetic";
+    } else {
+        s = mpcl_dataset_load(a.data, &data, err, sizeof err);
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, err);
+            goto done;
+        }
+        have_data = 1;
+        bd.images = data.train_images.data;
+        bd.labels = data.train_labels.data;
+        bd.n = data.train_images.count;
+        bd.sample = data.train_images.rows * data.train_images.cols;
+        rep.data_desc = data_dir;
+        if (spec->input[0] != 1 || spec->input[1] != data.train_images.rows ||
+            spec->input[2] != data.train_images.cols) {
+            fprintf(stderr, "mpcl: %s: the model takes %zux%zux%zu inputs, but the images in %s "
+                            "are 1x%zux%zu\n", model_path, spec->input[0], spec->input[1],
+                    spec->input[2], data_dir, data.train_images.rows, data.train_images.cols);
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+        if (classes < MPCL_DATASET_CLASSES) {
+            fprintf(stderr, "mpcl: %s:%d: the model ends in %zu outputs, but the data have %d "
+                            "classes\n", model_path, last->line, classes, MPCL_DATASET_CLASSES);
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+    }
+    if (bd.n == 0) {
+        fprintf(stderr, "mpcl: %s: no training samples\n", data_dir);
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+    rep.n_samples = bd.n;
+    pixel_stats(bd.images, bd.n * bd.sample, &rep.mean, &rep.std);
+    if (!(rep.std > 1e-12))
+        rep.std = 1.0;
+    img = malloc(a.batch * bd.sample);
+    lab = malloc(a.batch);
+    if (!img || !lab) {
+        rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory for the batch buffers");
+        goto done;
+    }
+
+    /* a context, model and trainer per mode */
+    for (int i = 0; i < a.nmodes; i++) {
+        bench_mode *m = &modes[nmodes];
+        mpcl_options opt;
+        mpcl_options_init(&opt);
+        opt.device = a.device;
+        opt.precision = a.modes[i];
+        opt.seed = a.seed;
+        m->requested = a.modes[i];
+        s = mpcl_context_create(&opt, &m->ctx);
+        if (s == MPCL_ERR_UNSUPPORTED && a.all) {
+            rep.skipped_mode[rep.nskipped] = mpcl_precision_name(a.modes[i]);
+            snprintf(rep.skipped_why[rep.nskipped++], sizeof rep.skipped_why[0], "%s",
+                     mpcl_last_error(m->ctx));
+            mpcl_context_destroy(m->ctx);
+            m->ctx = NULL;
+            continue;
+        }
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, mpcl_last_error(m->ctx));
+            mpcl_context_destroy(m->ctx);
+            m->ctx = NULL;
+            goto done;
+        }
+        nmodes++;
+        m->chosen = mpcl_precision_chosen(m->ctx, &m->why);
+        s = mpcl_model_create(m->ctx, spec, a.batch, a.seed, &m->model);
+        mpcl_train_options to;
+        if (s == MPCL_OK) {
+            mpcl_train_options_init(&to, m->chosen);
+            mpcl_optimizer_options_init(&to.optimizer, MPCL_OPT_ADAM);
+            to.input_mean = (float)rep.mean;
+            to.input_std = (float)rep.std;
+            s = mpcl_trainer_create(m->model, &to, &m->tr);
+        }
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, mpcl_last_error(m->ctx));
+            goto done;
+        }
+    }
+    if (nmodes == 0) {
+        fprintf(stderr, "mpcl: the device runs none of the requested precision modes\n");
+        rc = EXIT_UNSUPPORTED;
+        goto done;
+    }
+    rep.params = mpcl_model_param_count(modes[0].model);
+    s = mpcl_probe(modes[0].ctx, NULL, caps);
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, mpcl_last_error(modes[0].ctx));
+        goto done;
+    }
+
+    /* warm-up, timed rounds (modes alternate), then the profiled steps */
+    for (int i = 0; i < nmodes; i++)
+        if ((s = run_steps(&modes[i], &bd, a.batch, a.warmup, img, lab)) != MPCL_OK) {
+            rc = runtime_error(s, mpcl_last_error(modes[i].ctx));
+            goto done;
+        }
+    for (unsigned long r = 0; r < a.rounds; r++)
+        for (int i = 0; i < nmodes; i++) {
+            double t0 = now_s();
+            s = run_steps(&modes[i], &bd, a.batch, a.steps, img, lab);
+            modes[i].round_s[r] = now_s() - t0;
+            if (s != MPCL_OK) {
+                rc = runtime_error(s, mpcl_last_error(modes[i].ctx));
+                goto done;
+            }
+        }
+    for (int i = 0; i < nmodes && a.profile_steps; i++) {
+        bench_mode *m = &modes[i];
+        s = mpcl_profile_enable(m->ctx, 1);
+        if (s == MPCL_OK)
+            s = run_steps(m, &bd, a.batch, a.profile_steps, img, lab);
+        if (s == MPCL_OK)
+            s = mpcl_profile_report(m->ctx, m->prof, BENCH_MAX_KERNELS, &m->nprof_total);
+        if (s == MPCL_OK)
+            s = mpcl_profile_enable(m->ctx, 0);
+        if (s != MPCL_OK) {
+            rc = runtime_error(s, mpcl_last_error(m->ctx));
+            goto done;
+        }
+        m->nprof = m->nprof_total < BENCH_MAX_KERNELS ? m->nprof_total : BENCH_MAX_KERNELS;
+    }
+    rc = bench_json(&rep, modes, nmodes);
+
+done:
+    for (int i = 0; modes && i < BENCH_MAX_MODES; i++) {
+        mpcl_trainer_destroy(modes[i].tr);
+        mpcl_model_destroy(modes[i].model);
+        mpcl_context_destroy(modes[i].ctx);
+    }
+    free(modes);
+    free(caps);
+    free(img);
+    free(lab);
+    free(syn);
+    if (have_data)
+        mpcl_dataset_free(&data);
+    free(spec);
+    return rc;
+}
+
+static const char BENCH_TOP_HELP[] =
+    "usage: mpcl bench train [options]\n"
+    "\n"
+    "Benchmarks. One so far:\n"
+    "  train   training throughput per precision mode, with the device time per\n"
+    "          kernel ('mpcl bench train --help')\n";
+
+int cmd_bench(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(BENCH_TOP_HELP, stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(BENCH_TOP_HELP, stdout);
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+    }
+    if (strcmp(argv[1], "train") == 0)
+        return bench_train(argc - 1, argv + 1);
+    return usage_error("bench", "unknown benchmark '%s'; the benchmarks are: train", argv[1]);
+}
