@@ -220,14 +220,8 @@ END_TEST
 
 int main(void)
 {
-    tu_clean_env();
-    unsetenv("MPCL_MODEL_DIR");
-    const char *bin = getenv("MPCL_BIN");
-    if (!bin || !tu_exists(bin)) {
-        fprintf(stderr, "test_bench_cli: MPCL_BIN (%s) does not name the built mpcl binary\n",
-                bin ? bin : "unset");
+    if (!tu_cli_init("test_bench_cli"))
         return 1;
-    }
     Suite *s = suite_create("bench_cli");
     TCase *usage = tcase_create("usage");
     tcase_add_test(usage, test_bench_usage);

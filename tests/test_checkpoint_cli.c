@@ -409,13 +409,8 @@ END_TEST
 
 int main(void)
 {
-    tu_clean_env();
-    unsetenv("MPCL_MODEL_DIR");
-    const char *bin = getenv("MPCL_BIN");
-    if (!bin || !tu_exists(bin)) {
-        fprintf(stderr, "test_checkpoint_cli: MPCL_BIN does not name the built mpcl binary\n");
+    if (!tu_cli_init("test_checkpoint_cli"))
         return 1;
-    }
     struct stat st;
     if (stat(MPCL_DEFAULT_DATA_DIR, &st) != 0) {
         printf("skipped: the checkpoint CLI tests train on %s (dataset-fashion-mnist)\n",

@@ -95,6 +95,19 @@ void tu_clean_env(void)
     unsetenv("MPCL_NO_CACHE");
 }
 
+int tu_cli_init(const char *suite)
+{
+    tu_clean_env();
+    unsetenv("MPCL_MODEL_DIR");
+    const char *bin = getenv("MPCL_BIN");
+    if (!bin || !tu_exists(bin)) {
+        fprintf(stderr, "%s: MPCL_BIN (%s) does not name the built mpcl binary\n", suite,
+                bin ? bin : "unset");
+        return 0;
+    }
+    return 1;
+}
+
 static int mkdir_p(const char *dir)
 {
     char tmp[4096];

@@ -40,6 +40,9 @@ int tu_no_device(const tu_device_info *info);
 /* Unsets the environment variables that would change what a test sees
  * (MPCL_KERNEL_DIR, MPCL_NO_CACHE); call first thing in main. */
 void tu_clean_env(void);
+/* For the suites that run the CLI: tu_clean_env, no MPCL_MODEL_DIR, and a
+ * check that $MPCL_BIN is the built binary (0, with a message, when not). */
+int tu_cli_init(const char *suite);
 
 /* A fresh directory under $MPCL_TEST_TMPDIR (else $TMPDIR, else /tmp):
  * "<base>/<tag>-XXXXXX". Returns a malloc'ed path; aborts the test on error. */
