@@ -107,6 +107,7 @@ static void print_usage(FILE *f)
             "  MPCL_NO_CACHE=1  do not use the kernel binary cache\n"
             "  MPCL_KERNEL_DIR  load kernel sources from this directory\n"
             "  MPCL_MODEL_DIR   first place 'mpcl train --model NAME' looks for NAME.txt\n"
+            "  MPCL_DRIVER_OUTPUT=1  show the compiler's own output of the probe's half build\n"
             "\n"
             "%s",
             EXIT_CODES_HELP);
