@@ -405,23 +405,31 @@ static size_t chunk_images(const mpcl_context *ctx, const conv_dims *d, size_t c
     return nb < d->b ? nb : d->b;
 }
 
-/* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x. */
-static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const mpcl_tensor *x,
-                          const conv_dims *d, size_t i0, size_t nb)
+/* A re-layout kernel of the im2col path over images i0 .. i0+nb-1: name
+ * reads src from element src_off and writes dst, one work item per element
+ * of dst (items). */
+static mpcl_status relayout(mpcl_context *ctx, const char *op, const char *name, const mpcl_tensor *src,
+                            size_t src_off, cl_mem dst, const conv_dims *d, size_t nb, size_t items)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_im2col", &k);
+    mpcl_status s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), name, &k);
     if (s != MPCL_OK)
         return s;
     conv_geo geo = make_geo(d, nb);
-    cl_uint x_off = (cl_uint)(i0 * d->c * d->h * d->w);
-    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
-                                 sizeof x_off, &x_off,
-                                 sizeof(cl_mem), &col,           /* (C*R*S, NB*P) */
-                                 GEO_ARGS(geo));
+    cl_uint off = (cl_uint)src_off;
+    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &src->mem, sizeof off, &off,
+                                 sizeof(cl_mem), &dst, GEO_ARGS(geo));
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, d->c * d->r * d->s * nb * d->oh * d->ow);
+    return mpcl_launch_1d(ctx, k, op, items);
+}
+
+/* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x (B, C, H, W). */
+static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const mpcl_tensor *x,
+                          const conv_dims *d, size_t i0, size_t nb)
+{
+    return relayout(ctx, op, "conv_im2col", x, i0 * d->c * d->h * d->w, col, d, nb,
+                    d->c * d->r * d->s * nb * d->oh * d->ow);
 }
 
 static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
@@ -465,23 +473,12 @@ static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     return s;
 }
 
-/* dyt (K, NB*P) from images i0 .. i0+nb-1 of dy. */
+/* dyt (K, NB*P) from images i0 .. i0+nb-1 of dy (B, K, OH, OW). */
 static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, const mpcl_tensor *dy,
                               const conv_dims *d, size_t i0, size_t nb)
 {
-    cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_scatter_dy", &k);
-    if (s != MPCL_OK)
-        return s;
-    conv_geo geo = make_geo(d, nb);
-    cl_uint dy_off = (cl_uint)(i0 * d->k * d->oh * d->ow);
-    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                                 sizeof dy_off, &dy_off,
-                                 sizeof(cl_mem), &dyt,            /* (K, NB*P) */
-                                 GEO_ARGS(geo));
-    if (rc != CL_SUCCESS)
-        return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, nb * d->k * d->oh * d->ow);
+    return relayout(ctx, op, "conv_scatter_dy", dy, i0 * d->k * d->oh * d->ow, dyt, d, nb,
+                    nb * d->k * d->oh * d->ow);
 }
 
 /* dx images i0 .. i0+nb-1 = col2im(dcol (C*R*S, NB*P)). */
