@@ -426,3 +426,11 @@ void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std)
     *mean = m;
     *std = sqrt(var);
 }
+
+/* Monotonic seconds, for timing. */
+double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

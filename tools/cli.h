@@ -77,6 +77,9 @@ void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std);
 /* Rows: true class ("3 Dress"), columns: predicted class (by index). */
 void print_confusion(const uint64_t *conf, const char *const *names);
 
+/* Monotonic seconds, for timing. */
+double now_s(void);
+
 /* The subcommands: argv starts at the subcommand's own name. */
 int cmd_probe(int argc, char **argv);
 int cmd_train(int argc, char **argv);

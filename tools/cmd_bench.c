@@ -117,13 +117,6 @@ typedef struct {
     size_t next;      /* the next sample to use */
 } bench_data;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* "fp32", "fp16-storage,fp32" or "all" into a. */
 static int parse_modes(const char *cmd, const char *list, bench_args *a)
 {

@@ -151,13 +151,6 @@ static int check_images(const loaded *l, const char *path, const mpcl_idx *im)
     return EXIT_OK;
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Shared options: their parse. Returns -1 when c is not one of them. */
 enum {
     OPT_MODEL = OPT_BASE,
@@ -395,9 +388,9 @@ int cmd_eval(int argc, char **argv)
     }
     float mean, std;
     mpcl_model_normalization(l.model, &mean, &std);
-    double loss = 0, acc = 0, t0 = now_seconds();
+    double loss = 0, acc = 0, t0 = now_s();
     s = mpcl_model_evaluate(l.model, X->data, Y->data, n, a.batch, mean, std, &loss, &acc, conf);
-    double dt = now_seconds() - t0;
+    double dt = now_s() - t0;
     if (s != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(l.ctx));
         goto done;

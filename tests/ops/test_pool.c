@@ -100,6 +100,41 @@ static void ref_avg_forward(const pool_case *pc, const double *x, double *y, dou
             }
 }
 
+/* L(x) = sum dy * pool(x): central differences in double against dx, for
+ * the fp32 runs. */
+typedef void (*ref_fwd)(const pool_case *pc, const double *x, double *y);
+static void max_fwd(const pool_case *pc, const double *x, double *y) { ref_max_forward(pc, x, y, NULL); }
+static void avg_fwd(const pool_case *pc, const double *x, double *y) { ref_avg_forward(pc, x, y, NULL); }
+
+static void check_finite_differences(const char *what, const char *mode, const pool_case *pc, ref_fwd fwd,
+                                     double *xd, const double *dyd, const float *dx, size_t nx, size_t ny,
+                                     double eps)
+{
+    double *yp = malloc(ny * sizeof *yp), worst = 0;
+    ck_assert_ptr_nonnull(yp);
+    for (size_t j = 0; j < nx; j++) {
+        double keep = xd[j], lp = 0, lm = 0;
+        xd[j] = keep + eps;
+        fwd(pc, xd, yp);
+        for (size_t i = 0; i < ny; i++)
+            lp += dyd[i] * yp[i];
+        xd[j] = keep - eps;
+        fwd(pc, xd, yp);
+        for (size_t i = 0; i < ny; i++)
+            lm += dyd[i] * yp[i];
+        xd[j] = keep;
+        double fd = (lp - lm) / (2 * eps), err = fabs(fd - dx[j]);
+        if (err > worst)
+            worst = err;
+        ck_assert_msg(err <= 1e-6 + 1e-5 * fabs(fd), "%s dx[%zu] %g, finite difference %g", what, j,
+                      (double)dx[j], fd);
+    }
+    char label[64];
+    snprintf(label, sizeof label, "%s dx vs finite diff.", what);
+    printf("  %-28s %-12s worst |dx - fd| %.3g\n", label, mode, worst);
+    free(yp);
+}
+
 static void ref_avg_backward(const pool_case *pc, const double *dy, double *dx, double *mag)
 {
     size_t oh_n = out_h(pc), ow_n = out_w(pc), p_in = pc->h * pc->w;
@@ -250,32 +285,9 @@ static void run_max_case(const optest_mode *md, const pool_case *pc, uint64_t se
     int overlap = (pc->kh + pc->sh - 1) / pc->sh * ((pc->kw + pc->sw - 1) / pc->sw);
     assert_sum_close("maxpool dx", md->mode, dx, dxr, mag, nx, overlap);
 
-    if (md->mode == MPCL_PRECISION_FP32) {
+    if (md->mode == MPCL_PRECISION_FP32)
         /* L(x) = sum dy * maxpool(x): central differences in double. */
-        const double eps = 1e-6;
-        double *yp = malloc(ny * sizeof *yp), worst = 0;
-        ck_assert_ptr_nonnull(yp);
-        for (size_t j = 0; j < nx; j++) {
-            double keep = xd[j], lp = 0, lm = 0;
-            xd[j] = keep + eps;
-            ref_max_forward(pc, xd, yp, NULL);
-            for (size_t i = 0; i < ny; i++)
-                lp += dyd[i] * yp[i];
-            xd[j] = keep - eps;
-            ref_max_forward(pc, xd, yp, NULL);
-            for (size_t i = 0; i < ny; i++)
-                lm += dyd[i] * yp[i];
-            xd[j] = keep;
-            double fd = (lp - lm) / (2 * eps), err = fabs(fd - dx[j]);
-            if (err > worst)
-                worst = err;
-            ck_assert_msg(err <= 1e-6 + 1e-5 * fabs(fd), "maxpool dx[%zu] %g, finite difference %g", j,
-                          (double)dx[j], fd);
-        }
-        printf("  %-28s %-12s worst |dx - fd| %.3g\n", "maxpool dx vs finite diff.", md->name,
-               worst);
-        free(yp);
-    }
+        check_finite_differences("maxpool", md->name, pc, max_fwd, xd, dyd, dx, nx, ny, 1e-6);
     free(x); free(dy); free(y); free(am_f); free(dx); free(xd); free(dyd);
     free(yr); free(dxr); free(mag); free(amr); free(am);
     mpcl_tensor_destroy(tx); mpcl_tensor_destroy(ty); mpcl_tensor_destroy(tam);
@@ -369,33 +381,10 @@ static void run_avg_case(const optest_mode *md, const pool_case *pc, uint64_t se
     int overlap = (pc->kh + pc->sh - 1) / pc->sh * ((pc->kw + pc->sw - 1) / pc->sw);
     assert_sum_close("avgpool dx", md->mode, dx, dxr, dxmag, nx, overlap + 1);
 
-    if (md->mode == MPCL_PRECISION_FP32) {
+    if (md->mode == MPCL_PRECISION_FP32)
         /* avg pooling is linear: central differences of L = sum dy * avgpool(x)
          * are exact up to rounding; eps 1e-3 in double. */
-        const double eps = 1e-3;
-        double *yp = malloc(ny * sizeof *yp), worst = 0;
-        ck_assert_ptr_nonnull(yp);
-        for (size_t j = 0; j < nx; j++) {
-            double keep = xd[j], lp = 0, lm = 0;
-            xd[j] = keep + eps;
-            ref_avg_forward(pc, xd, yp, NULL);
-            for (size_t i = 0; i < ny; i++)
-                lp += dyd[i] * yp[i];
-            xd[j] = keep - eps;
-            ref_avg_forward(pc, xd, yp, NULL);
-            for (size_t i = 0; i < ny; i++)
-                lm += dyd[i] * yp[i];
-            xd[j] = keep;
-            double fd = (lp - lm) / (2 * eps), err = fabs(fd - dx[j]);
-            if (err > worst)
-                worst = err;
-            ck_assert_msg(err <= 1e-6 + 1e-5 * fabs(fd), "avgpool dx[%zu] %g, finite difference %g", j,
-                          (double)dx[j], fd);
-        }
-        printf("  %-28s %-12s worst |dx - fd| %.3g\n", "avgpool dx vs finite diff.", md->name,
-               worst);
-        free(yp);
-    }
+        check_finite_differences("avgpool", md->name, pc, avg_fwd, xd, dyd, dx, nx, ny, 1e-3);
     free(x); free(dy); free(y); free(dx); free(xd); free(dyd);
     free(yr); free(ymag); free(dxr); free(dxmag);
     mpcl_tensor_destroy(tx); mpcl_tensor_destroy(ty); mpcl_tensor_destroy(tdy);
