@@ -1,8 +1,10 @@
 /* test_probe.c — the capability probe on the real device: facts against
  * the driver's own answers, the functional fp16 checks, the precision
- * choice and the CLBlast checks. On this project's CI machine (PoCL on a
- * CPU, no cl_khr_fp16) the verdicts are known; elsewhere the suite asserts
- * that facts, checks and choice are consistent with each other. */
+ * choice and the CLBlast checks. The suite runs on PoCL without
+ * cl_khr_fp16 and on Intel's OpenCL CPU runtime, which declares it: on both
+ * the verdicts are known (the half device's against a half kernel of the
+ * test's own with exact answers); elsewhere the suite asserts that facts,
+ * checks and choice are consistent with each other. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +149,107 @@ START_TEST(test_known_pocl_verdicts)
 }
 END_TEST
 
+/* Half arithmetic run by a kernel of this test's own, with answers known
+ * exactly: an independent view of whether the device's half arithmetic
+ * works. Returns 1 when every answer matched, 0 when one did not or the
+ * kernel did not build or run. `denorm`: also check subnormal results. */
+static int own_half_answers_right(mpcl_context *ctx, int denorm)
+{
+    const char *src =
+        "#pragma OPENCL EXTENSION cl_khr_fp16 : enable\n"
+        "kernel void k(global const ushort *in, global ushort *out) {\n"
+        "  half big = as_half(in[0]), one = as_half(in[1]), max = as_half(in[2]);\n"
+        "  half two = as_half(in[3]), tenth = as_half(in[4]), ten = as_half(in[5]);\n"
+        "  half tiny = as_half(in[6]), three = as_half(in[7]);\n"
+        "  out[0] = as_ushort((half)(big + one));\n"    /* 2048 + 1 = 2048 (11 bits) */
+        "  out[1] = as_ushort((half)(max * two));\n"    /* 65504 x 2 = inf */
+        "  out[2] = as_ushort((half)(one / three));\n"  /* 1/3 = 0x3555 */
+        "  out[3] = as_ushort((half)(tenth * ten));\n"  /* 0.0999755859375 x 10: a tie, to 1.0 */
+        "  out[4] = as_ushort((half)(-max - max));\n"   /* -inf */
+        "  out[5] = as_ushort((half)(tiny + tiny));\n"  /* 2^-24 + 2^-24 = 2^-23 (subnormal) */
+        "  out[6] = as_ushort((half)(big - one));\n"    /* 2047, exact */
+        "}\n";
+    const uint16_t in[8] = {0x6800, 0x3c00, 0x7bff, 0x4000, 0x2e66, 0x4900, 0x0001, 0x4200};
+    const uint16_t want[7] = {0x6800, 0x7c00, 0x3555, 0x3c00, 0xfc00, 0x0002, 0x67ff};
+    uint16_t got[7] = {0};
+    cl_int rc;
+    int ok = 0;
+    cl_program prog = clCreateProgramWithSource(ctx->cl, 1, &src, NULL, &rc);
+    ck_assert_int_eq(rc, CL_SUCCESS);
+    cl_kernel k = NULL;
+    cl_mem bin = NULL, bout = NULL;
+    if (clBuildProgram(prog, 1, &ctx->device, "-cl-std=CL1.2", NULL, NULL) != CL_SUCCESS)
+        goto done;
+    k = clCreateKernel(prog, "k", &rc);
+    bin = clCreateBuffer(ctx->cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof in, (void *)in, &rc);
+    bout = clCreateBuffer(ctx->cl, CL_MEM_WRITE_ONLY, sizeof got, NULL, &rc);
+    size_t one = 1;
+    if (!k || !bin || !bout || clSetKernelArg(k, 0, sizeof bin, &bin) != CL_SUCCESS ||
+        clSetKernelArg(k, 1, sizeof bout, &bout) != CL_SUCCESS ||
+        clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &one, NULL, 0, NULL, NULL) != CL_SUCCESS ||
+        clEnqueueReadBuffer(ctx->queue, bout, CL_TRUE, 0, sizeof got, got, 0, NULL, NULL) != CL_SUCCESS)
+        goto done;
+    ok = 1;
+    for (int i = 0; i < 7; i++) {
+        if (i == 5 && !denorm)
+            continue;
+        if (got[i] != want[i]) {
+            fprintf(stderr, "own half kernel: answer %d is 0x%04x, expected 0x%04x\n", i, got[i], want[i]);
+            ok = 0;
+        }
+    }
+done:
+    if (bin)
+        clReleaseMemObject(bin);
+    if (bout)
+        clReleaseMemObject(bout);
+    if (k)
+        clReleaseKernel(k);
+    clReleaseProgram(prog);
+    return ok;
+}
+
+/* A device that declares cl_khr_fp16 (Intel's OpenCL CPU runtime in the
+ * suite): when half arithmetic gives the known answers, the probe must say
+ * "declared and works", auto must pick fp16, an fp16 context must run and
+ * CLBlast's Hgemm must pass; when it does not, "declared but broken" and
+ * fp32. */
+START_TEST(test_declared_half_verdicts)
+{
+    mpcl_context *ctx = open_ctx(MPCL_PRECISION_AUTO);
+    const mpcl_caps *c = &ctx->caps;
+    if (!c->ext_fp16) {
+        fprintf(stderr, "test_declared_half_verdicts: '%s' on '%s' does not declare cl_khr_fp16; "
+                        "nothing to check\n", c->device, c->platform);
+        mpcl_context_destroy(ctx);
+        return;
+    }
+    int works = own_half_answers_right(ctx, !c->fp16_flushes_subnormals);
+    if (works) {
+        ck_assert_msg(c->fp16_arith == MPCL_FP16_DECLARED_WORKS && c->fp16_arith_check.passed,
+                      "half arithmetic gives the known answers, yet the probe says '%s': %s",
+                      mpcl_fp16_arith_name(c->fp16_arith), c->fp16_arith_check.reason);
+        ck_assert_msg(c->fp16_storage.passed, "%s", c->fp16_storage.reason);
+        ck_assert_int_eq(c->chosen, MPCL_PRECISION_FP16);
+        HAS(c->chosen_why, "declared and works");
+        mpcl_caps *out = calloc(1, sizeof *out);
+        ck_assert_ptr_nonnull(out);
+        ck_assert_int_eq(mpcl_probe(ctx, NULL, out), MPCL_OK);
+        ck_assert_msg(out->hgemm.passed, "CLBlast Hgemm failed on a half device: %s", out->hgemm.reason);
+        HAS(out->hgemm.reason, "Hgemm");
+        free(out);
+        mpcl_context *h = open_ctx(MPCL_PRECISION_FP16);
+        ck_assert_int_eq(mpcl_precision_chosen(h, NULL), MPCL_PRECISION_FP16);
+        ck_assert_int_eq(mpcl_storage_dtype(h), MPCL_F16);
+        mpcl_context_destroy(h);
+    } else {
+        ck_assert_int_eq(c->fp16_arith, MPCL_FP16_DECLARED_BROKEN);
+        ck_assert_int_eq(c->chosen, MPCL_PRECISION_FP32);
+    }
+    mpcl_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_fp16_request)
 {
     mpcl_options opt;
@@ -259,6 +362,7 @@ int main(void)
     tcase_add_test(tc, test_facts);
     tcase_add_test(tc, test_checks_consistent);
     tcase_add_test(tc, test_known_pocl_verdicts);
+    tcase_add_test(tc, test_declared_half_verdicts);
     tcase_add_test(tc, test_fp16_request);
     tcase_add_test(tc, test_storage_and_fp32_requests);
     tcase_add_test(tc, test_probe_clblast);

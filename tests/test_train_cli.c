@@ -1,6 +1,6 @@
 /* test_train_cli.c — `mpcl train` end to end: accuracy on a small
- * Fashion-MNIST subset in fp32 and fp16-storage, the JSON-lines log, option
- * validation (exit 2), model/data mismatches and spec errors (exit 1), and a
+ * Fashion-MNIST subset in fp32, fp16-storage and fp16 (where the device
+ * runs it; elsewhere its refusal), the JSON-lines log, (exit 2), model/data mismatches and spec errors (exit 1), and a
  * data directory without the IDX files. Runs the built binary ($MPCL_BIN)
  * without a shell; the suite's parent process never calls OpenCL.
  *
@@ -27,7 +27,7 @@ typedef tu_result result;
 #define RC TU_RC
 
 /* Set in main, before Check forks: what the default device can do. */
-static int g_storage_passed;
+static int g_storage_passed, g_arith_passed;
 
 static int have_default_data(void)
 {
@@ -99,6 +99,14 @@ static void train_small(const char *precision, int expect_rc)
 START_TEST(test_train_fp32)
 {
     train_small("fp32", 0);
+}
+END_TEST
+
+/* fp16 (half arithmetic) where the probe verified it, else the documented
+ * refusal (exit 4) */
+START_TEST(test_train_fp16)
+{
+    train_small("fp16", g_arith_passed ? 0 : 4);
 }
 END_TEST
 
@@ -340,10 +348,12 @@ int main(void)
                 mpcl_status_name((mpcl_status)dev.status), dev.message);
     } else {
         g_storage_passed = dev.storage_passed;
+        g_arith_passed = dev.arith_passed;
         TCase *tc = tcase_create("train");
         tcase_set_timeout(tc, 240);
         tcase_add_test(tc, test_train_fp32);
         tcase_add_test(tc, test_train_fp16_storage);
+        tcase_add_test(tc, test_train_fp16);
         tcase_add_test(tc, test_train_log);
         suite_add_tcase(s, tc);
     }
