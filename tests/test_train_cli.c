@@ -1,7 +1,8 @@
 /* test_train_cli.c — `mpcl train` end to end: accuracy on a small
  * Fashion-MNIST subset in fp32, fp16-storage and fp16 (where the device
- * runs it; elsewhere its refusal), the JSON-lines log, (exit 2), model/data mismatches and spec errors (exit 1), and a
- * data directory without the IDX files. Runs the built binary ($MPCL_BIN)
+ * runs it; elsewhere its refusal), the JSON-lines log, option validation
+ * (exit 2), model/data mismatches and spec errors (exit 1), and a data
+ * directory without the IDX files. Runs the built binary ($MPCL_BIN)
  * without a shell; the suite's parent process never calls OpenCL.
  *
  * The runs that need the default data set assert the documented "install
