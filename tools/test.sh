@@ -21,4 +21,7 @@ meson configure build "-Dtest_icds=$icds"
 # the interoperability test and every implementation that was set up must
 # not skip in CI for want of packages
 export MPCL_REQUIRE_INTEROP=1 MPCL_REQUIRE_ICDS=1
-exec meson test -C build -v --print-errorlogs "$@"
+rc=0
+meson test -C build -v --print-errorlogs "$@" || rc=$?
+python3 tools/test-summary.py build/meson-logs/testlog.json || true
+exit $rc
