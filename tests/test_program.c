@@ -681,6 +681,79 @@ START_TEST(test_broken_kernel_build_log)
 }
 END_TEST
 
+/* ------------------------------------------------------- launches */
+
+/* Launch shapes are checked before the driver sees them. */
+START_TEST(test_launch_shape_checks)
+{
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.precision = MPCL_PRECISION_FP32;
+    opt.no_cache = 1;
+    opt.max_work_group_size = 4;
+    mpcl_context *ctx = open_ctx_opt(&opt);
+    ck_assert_uint_eq(ctx->wg_cap, 4);
+    cl_kernel k;
+    ck_assert_int_eq(mpcl_kernel_get(ctx, "elementwise", MPCL_VARIANT_FP32, "relu_forward", &k), MPCL_OK);
+    ck_assert_uint_le(mpcl_wg_limit(ctx, k), 4);
+    size_t g2[2] = {SIZE_MAX / 2, 4}, g1 = 16, l1 = 8, l3 = 3, g10 = 10, zero = 0;
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 0, &g1, NULL), MPCL_ERR_ARGUMENT);
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 4, &g1, NULL), MPCL_ERR_ARGUMENT);
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 2, g2, NULL), MPCL_ERR_ARGUMENT);
+    HAS(mpcl_last_error(ctx), "overflows size_t");
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 1, &g10, &l3), MPCL_ERR_STATE);
+    HAS(mpcl_last_error(ctx), "relu_forward");
+    HAS(mpcl_last_error(ctx), "does not fit");
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 1, &g1, &l1), MPCL_ERR_STATE);
+    HAS(mpcl_last_error(ctx), "a work-group of 8 items, 4 allowed");
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 1, &zero, &l1), MPCL_OK); /* nothing to do */
+    ck_assert_int_eq(mpcl_launch_1d(ctx, k, "test", SIZE_MAX - 1), MPCL_ERR_ARGUMENT);
+    ck_assert_uint_eq(ctx->wg_seen, 0); /* none of these reached the queue */
+    if (sizeof(size_t) > 4) {
+        ck_assert_int_eq(mpcl_check_u32(ctx, "op", "x", (size_t)UINT32_MAX + 1), MPCL_ERR_ARGUMENT);
+        HAS(mpcl_last_error(ctx), "op: x has 4294967296 elements");
+    }
+    ck_assert_int_eq(mpcl_check_u32(ctx, "op", "x", UINT32_MAX), MPCL_OK);
+    mpcl_context_destroy(ctx);
+}
+END_TEST
+
+/* mpcl_options.max_work_group_size, else MPCL_MAX_WORK_GROUP; a bad value
+ * is refused with a message that names the variable. */
+START_TEST(test_work_group_cap_sources)
+{
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.precision = MPCL_PRECISION_FP32;
+    opt.no_cache = 1;
+    setenv("MPCL_MAX_WORK_GROUP", "5", 1);
+    mpcl_context *ctx = open_ctx_opt(&opt);
+    ck_assert_uint_eq(ctx->wg_cap, 5);
+    ck_assert_uint_le(mpcl_wg_device_limit(ctx), 5);
+    mpcl_context_destroy(ctx);
+    opt.max_work_group_size = 7; /* the option wins */
+    ctx = open_ctx_opt(&opt);
+    ck_assert_uint_eq(ctx->wg_cap, 7);
+    mpcl_context_destroy(ctx);
+    opt.max_work_group_size = 0;
+    setenv("MPCL_MAX_WORK_GROUP", "0", 1); /* no cap */
+    ctx = open_ctx_opt(&opt);
+    ck_assert_uint_eq(ctx->wg_cap, 0);
+    ck_assert_uint_eq(mpcl_wg_device_limit(ctx), ctx->caps.max_work_group_size);
+    mpcl_context_destroy(ctx);
+    const char *bad[] = {"abc", "-3", "12x", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("MPCL_MAX_WORK_GROUP", bad[i], 1);
+        ctx = NULL;
+        ck_assert_int_eq(mpcl_context_create(&opt, &ctx), MPCL_ERR_ARGUMENT);
+        HAS(mpcl_last_error(ctx), "MPCL_MAX_WORK_GROUP");
+        HAS(mpcl_last_error(ctx), bad[i]);
+        mpcl_context_destroy(ctx);
+    }
+    unsetenv("MPCL_MAX_WORK_GROUP");
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     g_argc = argc;
@@ -714,6 +787,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_kernel_dir_changed_source);
     tcase_add_test(tc, test_kernel_dir_missing_files);
     tcase_add_test(tc, test_broken_kernel_build_log);
+    tcase_add_test(tc, test_launch_shape_checks);
+    tcase_add_test(tc, test_work_group_cap_sources);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
