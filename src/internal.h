@@ -87,6 +87,8 @@ typedef struct {
     unsigned misses;    /* programs built from source */
     unsigned corrupt;   /* cache entries found damaged and rebuilt */
     unsigned written;   /* cache entries written */
+    unsigned binaries;  /* binaries handed to clCreateProgramWithBinary (each verified first) */
+    unsigned rejected;  /* entries refused before the driver saw them (header, key, length, checksum) */
 } mpcl_cache_stats;
 
 struct mpcl_context {
@@ -106,6 +108,7 @@ struct mpcl_context {
     int cache_enabled;
     char kernel_dir[MPCL_PATH_LEN]; /* "" = embedded sources */
     mpcl_cache_stats cache;
+    unsigned cache_tmp_seq; /* names the temporary files of cache writes */
 
     int clblast_checked; /* caps.sgemm / caps.hgemm are filled */
     mpcl_program_slot programs[MPCL_MAX_PROGRAMS];
@@ -204,6 +207,10 @@ mpcl_status mpcl_kernel_get_spec(mpcl_context *ctx, const char *family, mpcl_var
                                  const char *defines, const char *name, cl_kernel *out);
 /* Releases the specialised programs and their kernels (context destroy). */
 void mpcl_spec_release(mpcl_context *ctx);
+/* The 64-byte header of a program cache entry for key, device hash dev and
+ * the len bytes of bin (program.c describes the format; for tests). */
+void mpcl_cache_header(unsigned char hdr[64], uint64_t key, uint64_t dev, const void *bin,
+                       size_t len);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL
