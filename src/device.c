@@ -359,7 +359,6 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
     clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, sizeof items, items, &dims_n);
     for (int d = 0; d < 3; d++)
         ctx->max_item[d] = items[d] ? items[d] : 1;
-    ctx->wg_1d = 64; /* a starting point: launch.c measures the device's own on first use */
     s = mpcl_probe_checks(ctx, &ctx->caps);
     if (s != MPCL_OK)
         return s;

@@ -168,8 +168,8 @@ static mpcl_status convert_mat(mpcl_context *ctx, const gemm_call *g, const gemm
                               to_float ? "mat_f16_f32" : "mat_f32_f16", mpcl_cl_error_name(rc));
     /* A stride of 0 shares one matrix among the G products: convert it once. */
     size_t w = mpcl_wg_limit(ctx, k);
-    if (w > ctx->wg_1d)
-        w = ctx->wg_1d;
+    if (w > mpcl_wg_1d(ctx))
+        w = mpcl_wg_1d(ctx);
     size_t lx = w >= 16 ? 16 : w, ly = w / lx;
     if (lx > ctx->max_item[0])
         lx = ctx->max_item[0];

@@ -118,7 +118,9 @@ struct mpcl_context {
     mpcl_spec_slot spec[MPCL_MAX_SPEC_PROGRAMS]; /* specialised programs (launch.c) */
     size_t spec_count;
     uint64_t spec_clock;
-    size_t wg_1d; /* preferred work-group size for 1-D elementwise launches (launch.c) */
+    size_t wg_1d; /* work-group size for 1-D elementwise launches (launch_tune.c) */
+    int wg_1d_done; /* wg_1d is set */
+    const char *wg_1d_source; /* "measured", "cached" or "default" */
     size_t wg_cap; /* mpcl_options.max_work_group_size / MPCL_MAX_WORK_GROUP; 0: none */
     size_t max_item[3]; /* CL_DEVICE_MAX_WORK_ITEM_SIZES (at least 1 each) */
     size_t wg_seen; /* the largest work-group any launch of this context used */
@@ -211,6 +213,9 @@ void mpcl_spec_release(mpcl_context *ctx);
  * the len bytes of bin (program.c describes the format; for tests). */
 void mpcl_cache_header(unsigned char hdr[64], uint64_t key, uint64_t dev, const void *bin,
                        size_t len);
+/* A hash of the platform, device and driver (names and versions): what
+ * cache entries are written for. */
+uint64_t mpcl_device_hash(const mpcl_context *ctx);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL
@@ -237,6 +242,11 @@ size_t mpcl_wg_multiple(mpcl_context *ctx, cl_kernel k);
  * the driver: NULL without a cap, else slot, set to the largest divisor of
  * n within mpcl_wg_limit (for the probe's and the benchmarks' launches). */
 const size_t *mpcl_cap_local_1d(mpcl_context *ctx, cl_kernel k, size_t n, size_t *slot);
+/* launch_tune.c — the work-group size for 1-D launches on this device
+ * (before the kernel's limit and the cap clip it): measured on first use
+ * and kept in the cache directory, read from there, or a starting point
+ * without a cache. */
+size_t mpcl_wg_1d(mpcl_context *ctx);
 /* The largest power of two <= n (n >= 1), for work-group tree reductions. */
 size_t mpcl_pow2_floor(size_t n);
 /* The largest divisor of n that is <= cap (at least 1). */

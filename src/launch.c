@@ -403,7 +403,7 @@ mpcl_status mpcl_launch_exact_1d(mpcl_context *ctx, cl_kernel k, const char *wha
 
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)
 {
-    size_t wg = ctx->wg_1d ? ctx->wg_1d : 64, lim = mpcl_wg_limit(ctx, k);
+    size_t wg = mpcl_wg_1d(ctx), lim = mpcl_wg_limit(ctx, k);
     if (wg > lim) /* the kernel or the cap allows less: the largest multiple of the preferred one */
     {
         const size_t m = mpcl_wg_multiple(ctx, k);

@@ -147,7 +147,7 @@ static uint64_t cache_key(mpcl_context *ctx, const char *header, const char *bod
 
 /* The platform, device and driver the entry was built by (part of the key
  * too; kept apart so a rejection can say what differed). */
-static uint64_t device_hash(const mpcl_context *ctx)
+uint64_t mpcl_device_hash(const mpcl_context *ctx)
 {
     uint64_t h = MPCL_HASH_SEED;
     h = hash_str(h, ctx->caps.platform);
@@ -355,7 +355,7 @@ static cl_program load_cached(mpcl_context *ctx, const char *path, uint64_t key,
 {
     const char *why = NULL;
     size_t bin_len = 0;
-    unsigned char *bin = read_entry(path, key, device_hash(ctx), &bin_len, &why);
+    unsigned char *bin = read_entry(path, key, mpcl_device_hash(ctx), &bin_len, &why);
     if (!bin && !why)
         return NULL; /* absent: an ordinary miss */
     cl_program prog = NULL;
@@ -412,7 +412,7 @@ static void store_cached(mpcl_context *ctx, const char *path, uint64_t key, cl_p
         free(buf);
         return;
     }
-    mpcl_cache_header(buf, key, device_hash(ctx), buf + CACHE_HEADER, size);
+    mpcl_cache_header(buf, key, mpcl_device_hash(ctx), buf + CACHE_HEADER, size);
     char tmp[MPCL_PATH_LEN + 64];
     mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
     if (mkdir_p(ctx->cache_dir) == 0) {

@@ -833,6 +833,63 @@ START_TEST(test_work_group_cap_sources)
 }
 END_TEST
 
+/* The 1-D work-group size is measured once per device, kept in the cache
+ * directory, read back, and measured again when the file is damaged. */
+START_TEST(test_wg_1d_measured_and_cached)
+{
+    char *dir = tu_mkdtemp("launch-tune");
+    mpcl_context *ctx = open_ctx(dir);
+    size_t wg = mpcl_wg_1d(ctx);
+    ck_assert_str_eq(ctx->wg_1d_source, "measured");
+    ck_assert_uint_ge(wg, 1);
+    ck_assert_uint_le(wg, ctx->caps.max_work_group_size);
+    char path[MPCL_PATH_LEN + 64];
+    snprintf(path, sizeof path, "%s/launch-%016llx.txt", dir,
+             (unsigned long long)mpcl_device_hash(ctx));
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+    ck_assert_msg(text != NULL, "no launch file at %s", path);
+    char want[64];
+    snprintf(want, sizeof want, "mpcl-launch 1 wg_1d %zu\n", wg);
+    ck_assert_str_eq(text, want);
+    free(text);
+    printf("1-D work-group size measured on '%s': %zu\n", ctx->desc.name, wg);
+    mpcl_context_destroy(ctx);
+
+    ctx = open_ctx(dir); /* read back, not measured */
+    ck_assert_uint_eq(mpcl_wg_1d(ctx), wg);
+    ck_assert_str_eq(ctx->wg_1d_source, "cached");
+    mpcl_context_destroy(ctx);
+
+    const char *bad[] = {"garbage\n", "mpcl-launch 1 wg_1d 0\n", "mpcl-launch 2 wg_1d 64\n",
+                         "mpcl-launch 1 wg_1d 999999999999\n", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(tu_write_file(path, bad[i], strlen(bad[i])), 0);
+        ctx = open_ctx(dir);
+        size_t again = mpcl_wg_1d(ctx);
+        ck_assert_msg(strcmp(ctx->wg_1d_source, "measured") == 0, "'%s' was %s", bad[i],
+                      ctx->wg_1d_source);
+        ck_assert_uint_le(again, ctx->caps.max_work_group_size);
+        mpcl_context_destroy(ctx);
+        text = tu_read_file(path, &len);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_msg(strncmp(text, "mpcl-launch 1 wg_1d ", 20) == 0, "rewritten as '%s'", text);
+        free(text);
+    }
+
+    mpcl_options opt; /* without a cache: the starting point, nothing measured */
+    mpcl_options_init(&opt);
+    opt.precision = MPCL_PRECISION_FP32;
+    opt.no_cache = 1;
+    ctx = open_ctx_opt(&opt);
+    ck_assert_uint_le(mpcl_wg_1d(ctx), 64);
+    ck_assert_str_eq(ctx->wg_1d_source, "default");
+    mpcl_context_destroy(ctx);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     g_argc = argc;
@@ -875,6 +932,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_broken_kernel_build_log);
     tcase_add_test(tc, test_launch_shape_checks);
     tcase_add_test(tc, test_work_group_cap_sources);
+    tcase_add_test(tc, test_wg_1d_measured_and_cached);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
