@@ -109,6 +109,7 @@ struct mpcl_context {
     char kernel_dir[MPCL_PATH_LEN]; /* "" = embedded sources */
     mpcl_cache_stats cache;
     unsigned cache_tmp_seq; /* names the temporary files of cache writes */
+    char cache_rejected_why[MPCL_PATH_LEN + 128]; /* "PATH: REASON" of the last rejected entry */
 
     int clblast_checked; /* caps.sgemm / caps.hgemm are filled */
     mpcl_program_slot programs[MPCL_MAX_PROGRAMS];

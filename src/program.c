@@ -209,6 +209,8 @@ void mpcl_cache_header(unsigned char hdr[64], uint64_t key, uint64_t dev, const 
 static const char *header_problem(const unsigned char *h, uint64_t file_len, uint64_t key,
                                   uint64_t dev, uint64_t *bin_len)
 {
+    if (memcmp(h, CACHE_MAGIC, 7) == 0 && h[7] != (unsigned char)CACHE_MAGIC[7])
+        return "another format version (format 1: \"MPCLBIN1\")";
     if (memcmp(h, CACHE_MAGIC, 8) != 0)
         return "not an mpcl cache entry (magic)";
     if (get_u32(h + 8) != CACHE_VERSION || get_u32(h + 12) != CACHE_HEADER)
@@ -372,6 +374,7 @@ static cl_program load_cached(mpcl_context *ctx, const char *path, uint64_t key,
         free(bin);
     } else {
         ctx->cache.rejected++;
+        mpcl_strfmt(ctx->cache_rejected_why, sizeof ctx->cache_rejected_why, "%s: %s", path, why);
     }
     if (!prog) {
         ctx->cache.corrupt++;

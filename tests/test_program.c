@@ -404,7 +404,7 @@ static void damage_entry(mpcl_context *ctx, const char *path, damage how)
  * the entry was refused before any binary reached the driver (cache.binaries
  * unchanged), that the program was rebuilt from source and works, and that
  * a good entry replaced the damaged one. */
-static void corrupt_then_rebuild(damage how, const char *tag)
+static void corrupt_then_rebuild(damage how, const char *tag, const char *reason)
 {
     char *dir = tu_mkdtemp(tag);
     mpcl_context *ctx = open_ctx(dir);
@@ -421,6 +421,8 @@ static void corrupt_then_rebuild(damage how, const char *tag)
     ck_assert_msg(s == MPCL_OK, "%s", mpcl_last_error(ctx));
     ck_assert_uint_eq(ctx->cache.binaries, before.binaries); /* the driver never saw it */
     ck_assert_uint_eq(ctx->cache.rejected, before.rejected + 1);
+    HAS(ctx->cache_rejected_why, path);
+    HAS(ctx->cache_rejected_why, reason);
     ck_assert_uint_eq(ctx->cache.corrupt, before.corrupt + 1);
     ck_assert_uint_eq(ctx->cache.hits, before.hits);
     ck_assert_uint_eq(ctx->cache.misses, before.misses + 1);
@@ -444,21 +446,21 @@ static void corrupt_then_rebuild(damage how, const char *tag)
     free(dir);
 }
 
-#define DAMAGE_TEST(name, how, tag)                                                              \
-    START_TEST(name) { corrupt_then_rebuild(how, tag); }                                         \
+#define DAMAGE_TEST(name, how, tag, reason)                                                      \
+    START_TEST(name) { corrupt_then_rebuild(how, tag, reason); }                                 \
     END_TEST
 
-DAMAGE_TEST(test_cache_truncated, DAMAGE_TRUNCATE, "cache-trunc")
-DAMAGE_TEST(test_cache_truncated_header, DAMAGE_TRUNCATE_HEADER, "cache-trunc-hdr")
-DAMAGE_TEST(test_cache_empty, DAMAGE_EMPTY, "cache-empty")
-DAMAGE_TEST(test_cache_extra_bytes, DAMAGE_EXTRA, "cache-extra")
-DAMAGE_TEST(test_cache_flipped, DAMAGE_FLIP_MIDDLE, "cache-flip")
-DAMAGE_TEST(test_cache_bad_magic, DAMAGE_MAGIC, "cache-magic")
-DAMAGE_TEST(test_cache_garbage_binary, DAMAGE_GARBAGE_BINARY, "cache-garbage")
-DAMAGE_TEST(test_cache_old_format, DAMAGE_OLD_FORMAT, "cache-v1")
-DAMAGE_TEST(test_cache_huge_length, DAMAGE_HUGE_LENGTH, "cache-huge")
-DAMAGE_TEST(test_cache_foreign_file, DAMAGE_FOREIGN, "cache-foreign")
-DAMAGE_TEST(test_cache_wrong_key, DAMAGE_WRONG_KEY, "cache-key")
+DAMAGE_TEST(test_cache_truncated, DAMAGE_TRUNCATE, "cache-trunc", "binary length does not match the file")
+DAMAGE_TEST(test_cache_truncated_header, DAMAGE_TRUNCATE_HEADER, "cache-trunc-hdr", "shorter than a header")
+DAMAGE_TEST(test_cache_empty, DAMAGE_EMPTY, "cache-empty", "shorter than a header")
+DAMAGE_TEST(test_cache_extra_bytes, DAMAGE_EXTRA, "cache-extra", "binary length does not match the file")
+DAMAGE_TEST(test_cache_flipped, DAMAGE_FLIP_MIDDLE, "cache-flip", "binary checksum")
+DAMAGE_TEST(test_cache_bad_magic, DAMAGE_MAGIC, "cache-magic", "magic")
+DAMAGE_TEST(test_cache_garbage_binary, DAMAGE_GARBAGE_BINARY, "cache-garbage", "binary checksum")
+DAMAGE_TEST(test_cache_old_format, DAMAGE_OLD_FORMAT, "cache-v1", "another format version")
+DAMAGE_TEST(test_cache_huge_length, DAMAGE_HUGE_LENGTH, "cache-huge", "binary length does not match the file")
+DAMAGE_TEST(test_cache_foreign_file, DAMAGE_FOREIGN, "cache-foreign", "magic")
+DAMAGE_TEST(test_cache_wrong_key, DAMAGE_WRONG_KEY, "cache-key", "written for another key")
 
 /* A damaged entry met at context creation is rebuilt too, and the
  * context's checks still pass. */
