@@ -26,8 +26,9 @@
     const int G_OH, const int G_OW, const int G_SH, const int G_SW, const int G_PH, \
     const int G_PW, const int G_DH, const int G_DW, const int G_NB
 
-/* Work-group size of the reduction kernel conv_bias_grad: the host launches
- * it with exactly this local size (one group per output value). */
+/* The largest work-group of the reduction kernel conv_bias_grad (one group
+ * per output value): the host launches it with a power of two up to this,
+ * as large as the kernel and device allow. */
 #define CONV_WG 64
 
 /* col (C*R*S, N): col[(c, r, s), (b, oh, ow)] = x[b, c, oh*sh - ph + r*dh,
@@ -127,13 +128,14 @@ kernel void conv_scatter_dy(global const store_t *dy, /* (B, K, OH, OW), chunk a
     STORE(dyt, k * N + b * P + p, LOAD(dy, id));
 }
 
-/* Sums part[0..CONV_WG) of the work-group; the result is valid in item 0. */
+/* Sums part[0..L) of the work-group (L = the local size, a power of two
+ * <= CONV_WG); the result is valid in item 0. */
 static acc_t conv_group_sum(local acc_t *part, acc_t v)
 {
     const int lid = (int)get_local_id(0);
     part[lid] = v;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int half_n = CONV_WG / 2; half_n > 0; half_n /= 2) {
+    for (int half_n = (int)get_local_size(0) / 2; half_n > 0; half_n /= 2) {
         if (lid < half_n)
             part[lid] += part[lid + half_n];
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -141,8 +143,9 @@ static acc_t conv_group_sum(local acc_t *part, acc_t v)
     return part[0];
 }
 
-/* db[k] += sum over b, oh, ow of dy[b, k, oh, ow]. One work-group of CONV_WG
- * items per k (NB = B, the whole batch). */
+/* db[k] += sum over b, oh, ow of dy[b, k, oh, ow]. One work-group per k
+ * (NB = B, the whole batch) of L items, L a power of two <= CONV_WG: the
+ * host takes the largest the kernel and device allow (1 works). */
 kernel void conv_bias_grad(global const store_t *dy, /* (B, K, OH, OW) */
                            global store_t *db,       /* (K) */
                            CONV_GEO_PARAMS)
@@ -151,7 +154,7 @@ kernel void conv_bias_grad(global const store_t *dy, /* (B, K, OH, OW) */
     const int P = G_OH * G_OW, k = (int)get_group_id(0), lid = (int)get_local_id(0);
     acc_t acc = 0.0f;
     if (k < G_K)
-        for (int j = lid; j < G_NB * P; j += CONV_WG) {
+        for (int j = lid; j < G_NB * P; j += (int)get_local_size(0)) {
             const int b = j / P, p = j - b * P;
             acc += LOADF(dy, (b * G_K + k) * P + p);
         }

@@ -107,9 +107,12 @@ kernel void bias_grad_rows(global store_t *db,       /* (O) */
  * read when beta == 0. Work-group (GT, GT); each work-item computes a
  * GW x GW block of C, strided by GT so that neighbouring items touch
  * neighbouring columns. Global size (ceil(N / (GT GW)) GT, ceil(M / (GT GW)) GT, G). */
-#define GT 8
+#ifndef GEMM_GT /* the host builds smaller tiles where 64-item groups do not run */
+#define GEMM_GT 8
+#endif
+#define GT GEMM_GT
 #define GW 4
-#define GTILE (GT * GW) /* 32: the C tile of one work-group, and the K step */
+#define GTILE (GT * GW) /* the C tile of one work-group, and the K step */
 
 kernel __attribute__((reqd_work_group_size(GT, GT, 1)))
 void gemm_f32acc(uint trans_a, uint trans_b, uint m, uint n, uint k, float alpha,

@@ -63,12 +63,14 @@ kernel void adam_step(global float *master,       /* (P) */
 }
 
 /* Partial sums of squares of grad for the global-norm clip: one float per
- * work-group, in a fixed order (deterministic). Local size must be 64. */
+ * work-group, in a fixed order (deterministic). The local size is a power
+ * of two, at most SUMSQ_WG (the host picks it from the kernel's limit). */
+#define SUMSQ_WG 64
 kernel void sumsq_partial(global const store_t *grad, /* (P) */
                           global float *partial,      /* (groups) */
                           uint n)
 {
-    local float part[64];
+    local float part[SUMSQ_WG];
     uint lid = get_local_id(0);
     uint stride = get_global_size(0);
     float acc = 0.0f;
@@ -78,7 +80,7 @@ kernel void sumsq_partial(global const store_t *grad, /* (P) */
     }
     part[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = 32; s > 0; s >>= 1) {
+    for (uint s = get_local_size(0) / 2; s > 0; s >>= 1) {
         if (lid < s)
             part[lid] += part[lid + s];
         barrier(CLK_LOCAL_MEM_FENCE);

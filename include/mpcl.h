@@ -150,6 +150,15 @@ typedef struct {
     /* Load kernel sources from this directory instead of the copies embedded
      * in the library. NULL: $MPCL_KERNEL_DIR, else embedded. */
     const char *kernel_dir;
+    /* Caps the work-group size of every launch of mpcl's own kernels, as if
+     * the device's limit were this small (any value >= 1, powers of two or
+     * not): to check that mpcl runs on a device whose limit is smaller than
+     * the one at hand, or to debug a device. Kernels that want larger
+     * groups adapt (smaller tiles, loops over the group). 0: no cap beyond
+     * the device's and each kernel's own limit, else $MPCL_MAX_WORK_GROUP.
+     * CLBlast's GEMM kernels choose their own groups within the device's
+     * limit and are not capped. */
+    size_t max_work_group_size;
 } mpcl_options;
 
 MPCL_API void mpcl_options_init(mpcl_options *opt);

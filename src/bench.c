@@ -181,7 +181,9 @@ static cl_int run_kernel(void *p, unsigned reps, double *seconds, const char **o
     *op = "clEnqueueNDRangeKernel";
     for (unsigned r = 0; r < reps && rc == CL_SUCCESS; r++) {
         cl_event *ev = r == 0 ? &first : r == reps - 1 ? &last : NULL;
-        rc = clEnqueueNDRangeKernel(k->ctx->queue, k->kernel, 1, NULL, &k->global, NULL, 0, NULL,
+        size_t slot;
+        rc = clEnqueueNDRangeKernel(k->ctx->queue, k->kernel, 1, NULL, &k->global,
+                                    mpcl_cap_local_1d(k->ctx, k->kernel, k->global, &slot), 0, NULL,
                                     ev);
     }
     cl_int frc = clFinish(k->ctx->queue);
@@ -215,8 +217,10 @@ static cl_int run_roundtrips(void *p, unsigned reps, double *seconds, const char
     kernel_run *k = p;
     double t0 = now_s();
     for (unsigned r = 0; r < reps; r++) {
-        cl_int rc = clEnqueueNDRangeKernel(k->ctx->queue, k->kernel, 1, NULL, &k->global, NULL, 0,
-                                           NULL, NULL);
+        size_t slot;
+        cl_int rc = clEnqueueNDRangeKernel(k->ctx->queue, k->kernel, 1, NULL, &k->global,
+                                           mpcl_cap_local_1d(k->ctx, k->kernel, k->global, &slot),
+                                           0, NULL, NULL);
         if (rc != CL_SUCCESS) {
             *op = "clEnqueueNDRangeKernel(empty_kernel)";
             clFinish(k->ctx->queue);

@@ -1,5 +1,6 @@
 /* check.c — argument checks at the op boundary, with messages that show
  * both shapes. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -66,4 +67,12 @@ mpcl_status mpcl_check_same(mpcl_context *ctx, const char *op, const char *name_
                               mpcl_tensor_describe(a, da, sizeof da), name_b,
                               mpcl_tensor_describe(b, db, sizeof db));
     return MPCL_OK;
+}
+
+mpcl_status mpcl_check_u32(mpcl_context *ctx, const char *op, const char *name, size_t n)
+{
+    if (n <= UINT32_MAX)
+        return MPCL_OK;
+    return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: %s has %zu elements; the kernels index "
+                          "at most %u (32-bit)", op, name, n, (unsigned)UINT32_MAX);
 }

@@ -1,5 +1,7 @@
 /* device.c — platforms, devices, selection (--device / MPCL_DEVICE), context. */
 #include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,6 +261,24 @@ static void configure_paths(mpcl_context *ctx, const mpcl_options *opt)
     mpcl_strfmt(ctx->kernel_dir, sizeof ctx->kernel_dir, "%s", kd ? kd : "");
 }
 
+/* ctx->wg_cap from opt->max_work_group_size, else $MPCL_MAX_WORK_GROUP. */
+static mpcl_status work_group_cap(mpcl_context *ctx, const mpcl_options *opt)
+{
+    ctx->wg_cap = opt->max_work_group_size;
+    const char *env = getenv("MPCL_MAX_WORK_GROUP");
+    if (ctx->wg_cap || !env || !*env)
+        return MPCL_OK;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(env, &end, 10);
+    if (errno || *end || env[0] == '-' || v > SIZE_MAX)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "MPCL_MAX_WORK_GROUP='%s' is not a work-group size (an integer >= 1, "
+                              "or 0 for no cap)", env);
+    ctx->wg_cap = (size_t)v;
+    return MPCL_OK;
+}
+
 static mpcl_status open_device(mpcl_context *ctx, const char *sel)
 {
     found_device *all = NULL;
@@ -320,11 +340,14 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
                               (int)opt->precision);
     ctx->seed = opt->seed;
     configure_paths(ctx, opt);
+    mpcl_status s = work_group_cap(ctx, opt);
+    if (s != MPCL_OK)
+        return s;
 
     const char *sel = opt->device;
     if (!sel || !*sel)
         sel = getenv("MPCL_DEVICE");
-    mpcl_status s = open_device(ctx, sel);
+    s = open_device(ctx, sel);
     if (s != MPCL_OK)
         return s;
 
@@ -332,7 +355,10 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
     cl_uint align_bits = 0;
     clGetDeviceInfo(ctx->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
     ctx->base_align_bytes = align_bits >= 8 ? align_bits / 8 : 128;
-    ctx->wg_1d = ctx->caps.max_work_group_size >= 64 ? 64 : (size_t)ctx->caps.max_work_group_size;
+    size_t items[3] = {0, 0, 0}, dims_n = 0;
+    clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, sizeof items, items, &dims_n);
+    for (int d = 0; d < 3; d++)
+        ctx->max_item[d] = items[d] ? items[d] : 1;
     s = mpcl_probe_checks(ctx, &ctx->caps);
     if (s != MPCL_OK)
         return s;

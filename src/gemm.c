@@ -167,7 +167,14 @@ static mpcl_status convert_mat(mpcl_context *ctx, const gemm_call *g, const gemm
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: %s arguments: %s", g->what,
                               to_float ? "mat_f16_f32" : "mat_f32_f16", mpcl_cl_error_name(rc));
     /* A stride of 0 shares one matrix among the G products: convert it once. */
-    size_t lx = ctx->wg_1d >= 16 ? 16 : ctx->wg_1d, ly = ctx->wg_1d / lx;
+    size_t w = mpcl_wg_limit(ctx, k);
+    if (w > mpcl_wg_1d(ctx))
+        w = mpcl_wg_1d(ctx);
+    size_t lx = w >= 16 ? 16 : w, ly = w / lx;
+    if (lx > ctx->max_item[0])
+        lx = ctx->max_item[0];
+    if (ly > ctx->max_item[1])
+        ly = ctx->max_item[1];
     size_t local[3] = {lx, ly, 1};
     size_t global[3] = {(x->cols + lx - 1) / lx * lx, (x->rows + ly - 1) / ly * ly,
                         x->stride ? g->batch : 1};
@@ -213,14 +220,46 @@ static mpcl_status f32acc_convert(mpcl_context *ctx, const gemm_call *g)
     return s;
 }
 
-#define GEMM_TILE 32 /* convert.cl: GT * GW */
-#define GEMM_WG 8    /* convert.cl: GT */
+#define GEMM_GW 4     /* convert.cl: GW, the C block of one work item is GW x GW */
+#define GEMM_GT_MAX 8 /* convert.cl: GEMM_GT's default; groups of GT x GT items */
+
+/* convert.cl gemm_f32acc with the largest GT (8, 4, 2, 1) whose GT x GT
+ * group the device, the kernel and the context's cap allow: GT = 8 from the
+ * convert program, a smaller one from a program built with -DGEMM_GT=GT.
+ * The choice is kept in ctx->gemm_gt. */
+static mpcl_status direct_kernel(mpcl_context *ctx, cl_kernel *k, size_t *gt_out)
+{
+    const mpcl_variant v = mpcl_ctx_variant(ctx);
+    const size_t dev = mpcl_wg_device_limit(ctx);
+    for (size_t gt = ctx->gemm_gt ? (size_t)ctx->gemm_gt : GEMM_GT_MAX; gt >= 1; gt /= 2) {
+        if (gt * gt > dev || gt > ctx->max_item[0] || gt > ctx->max_item[1])
+            continue;
+        char defines[32];
+        mpcl_status s;
+        if (gt == GEMM_GT_MAX) {
+            s = mpcl_kernel_get(ctx, "convert", v, "gemm_f32acc", k);
+        } else {
+            mpcl_strfmt(defines, sizeof defines, "-DGEMM_GT=%zu", gt);
+            s = mpcl_kernel_get_spec(ctx, "convert", v, defines, "gemm_f32acc", k);
+        }
+        if (s != MPCL_OK)
+            return s;
+        if (mpcl_wg_limit(ctx, *k) >= gt * gt) {
+            ctx->gemm_gt = (int)gt;
+            *gt_out = gt;
+            return MPCL_OK;
+        }
+    }
+    return mpcl_set_error(ctx, MPCL_ERR_UNSUPPORTED, "gemm_f32acc: device '%s' runs no work-group "
+                          "of even 1 item", ctx->desc.name);
+}
 
 /* convert.cl gemm_f32acc in the context's half variant. */
 static mpcl_status f32acc_direct(mpcl_context *ctx, const gemm_call *g)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "convert", mpcl_ctx_variant(ctx), "gemm_f32acc", &k);
+    size_t gt = 0;
+    mpcl_status s = direct_kernel(ctx, &k, &gt);
     if (s != MPCL_OK)
         return s;
     cl_uint ta = (cl_uint)g->trans_a, tb = (cl_uint)g->trans_b;
@@ -237,16 +276,17 @@ static mpcl_status f32acc_direct(mpcl_context *ctx, const gemm_call *g)
     if (rc != CL_SUCCESS)
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: gemm_f32acc arguments: %s", g->what,
                               mpcl_cl_error_name(rc));
-    size_t local[3] = {GEMM_WG, GEMM_WG, 1};
-    size_t global[3] = {(g->n + GEMM_TILE - 1) / GEMM_TILE * GEMM_WG,
-                        (g->m + GEMM_TILE - 1) / GEMM_TILE * GEMM_WG, g->batch};
+    const size_t tile = gt * GEMM_GW;
+    size_t local[3] = {gt, gt, 1};
+    size_t global[3] = {(g->n + tile - 1) / tile * gt, (g->m + tile - 1) / tile * gt, g->batch};
     return mpcl_launch(ctx, k, g->what, 3, global, local);
 }
 
-/* The direct kernel needs a half variant (store_t half) and 64-item groups. */
+/* The direct kernel needs a half variant (store_t half); its tile adapts to
+ * the work-group size the device allows. */
 static int direct_possible(const mpcl_context *ctx)
 {
-    return ctx->precision != MPCL_PRECISION_FP32 && ctx->caps.max_work_group_size >= 64;
+    return ctx->precision != MPCL_PRECISION_FP32;
 }
 
 static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)

@@ -87,6 +87,8 @@ typedef struct {
     unsigned misses;    /* programs built from source */
     unsigned corrupt;   /* cache entries found damaged and rebuilt */
     unsigned written;   /* cache entries written */
+    unsigned binaries;  /* binaries handed to clCreateProgramWithBinary (each verified first) */
+    unsigned rejected;  /* entries refused before the driver saw them (header, key, length, checksum) */
 } mpcl_cache_stats;
 
 struct mpcl_context {
@@ -106,6 +108,8 @@ struct mpcl_context {
     int cache_enabled;
     char kernel_dir[MPCL_PATH_LEN]; /* "" = embedded sources */
     mpcl_cache_stats cache;
+    unsigned cache_tmp_seq; /* names the temporary files of cache writes */
+    char cache_rejected_why[MPCL_PATH_LEN + 128]; /* "PATH: REASON" of the last rejected entry */
 
     int clblast_checked; /* caps.sgemm / caps.hgemm are filled */
     mpcl_program_slot programs[MPCL_MAX_PROGRAMS];
@@ -115,7 +119,13 @@ struct mpcl_context {
     mpcl_spec_slot spec[MPCL_MAX_SPEC_PROGRAMS]; /* specialised programs (launch.c) */
     size_t spec_count;
     uint64_t spec_clock;
-    size_t wg_1d; /* work-group size for 1-D elementwise launches */
+    size_t wg_1d; /* work-group size for 1-D elementwise launches (launch_tune.c) */
+    int wg_1d_done; /* wg_1d is set */
+    const char *wg_1d_source; /* "measured", "cached" or "default" */
+    size_t wg_cap; /* mpcl_options.max_work_group_size / MPCL_MAX_WORK_GROUP; 0: none */
+    size_t max_item[3]; /* CL_DEVICE_MAX_WORK_ITEM_SIZES (at least 1 each) */
+    size_t wg_seen; /* the largest work-group any launch of this context used */
+    int gemm_gt; /* convert.cl gemm_f32acc: the GT x GT group it was built for (0: not yet) */
     cl_uint base_align_bytes; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN / 8 */
     mpcl_mem_stats mem;
     cl_mem scratch[MPCL_SCRATCH_SLOTS];
@@ -200,6 +210,13 @@ mpcl_status mpcl_kernel_get_spec(mpcl_context *ctx, const char *family, mpcl_var
                                  const char *defines, const char *name, cl_kernel *out);
 /* Releases the specialised programs and their kernels (context destroy). */
 void mpcl_spec_release(mpcl_context *ctx);
+/* The 64-byte header of a program cache entry for key, device hash dev and
+ * the len bytes of bin (program.c describes the format; for tests). */
+void mpcl_cache_header(unsigned char hdr[64], uint64_t key, uint64_t dev, const void *bin,
+                       size_t len);
+/* A hash of the platform, device and driver (names and versions): what
+ * cache entries are written for. */
+uint64_t mpcl_device_hash(const mpcl_context *ctx);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL
@@ -211,6 +228,30 @@ cl_event *mpcl_profile_event(mpcl_context *ctx, cl_event *slot);
 void mpcl_profile_add(mpcl_context *ctx, const char *name, cl_event ev);
 /* Sets nargs kernel arguments given as (size_t size, const void *value) pairs. */
 cl_int mpcl_kernel_args(cl_kernel k, int nargs, ...);
+/* The largest work-group a launch of k may use: the least of
+ * CL_KERNEL_WORK_GROUP_SIZE for k on the device, the device's
+ * CL_DEVICE_MAX_WORK_GROUP_SIZE and the context's cap (max_work_group_size,
+ * MPCL_MAX_WORK_GROUP). At least 1. Every launcher sizes its groups from
+ * this; mpcl_launch refuses a local size above it. */
+size_t mpcl_wg_limit(mpcl_context *ctx, cl_kernel k);
+/* The device's CL_DEVICE_MAX_WORK_GROUP_SIZE with the context's cap applied
+ * (for choices made before a kernel exists). At least 1. */
+size_t mpcl_wg_device_limit(const mpcl_context *ctx);
+/* CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE of k (1 when not reported). */
+size_t mpcl_wg_multiple(mpcl_context *ctx, cl_kernel k);
+/* The local size for a 1-D launch of n items that would leave the group to
+ * the driver: NULL without a cap, else slot, set to the largest divisor of
+ * n within mpcl_wg_limit (for the probe's and the benchmarks' launches). */
+const size_t *mpcl_cap_local_1d(mpcl_context *ctx, cl_kernel k, size_t n, size_t *slot);
+/* launch_tune.c — the work-group size for 1-D launches on this device
+ * (before the kernel's limit and the cap clip it): measured on first use
+ * and kept in the cache directory, read from there, or a starting point
+ * without a cache. */
+size_t mpcl_wg_1d(mpcl_context *ctx);
+/* The largest power of two <= n (n >= 1), for work-group tree reductions. */
+size_t mpcl_pow2_floor(size_t n);
+/* The largest divisor of n that is <= cap (at least 1). */
+size_t mpcl_largest_divisor_le(size_t n, size_t cap);
 /* Enqueues k over n items in 1-D (global rounded up to the work-group size;
  * kernels check their bounds). `what` names the op for error messages. */
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n);
@@ -231,7 +272,12 @@ mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, s
  * CPU device vectorises (see mpcl_launch_rows). */
 #define MPCL_EXACT_GROUP 256
 mpcl_status mpcl_launch_exact_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n);
-/* Enqueues an N-D range; local may be NULL. */
+/* Enqueues an N-D range after checking its shape: 1 to 3 dimensions, no
+ * size_t overflow of the item count (MPCL_ERR_ARGUMENT), and a local size
+ * that divides the global size and fits mpcl_wg_limit and the device's item
+ * sizes (MPCL_ERR_STATE: a launcher's bug, reported rather than handed to
+ * the driver). A zero global size enqueues nothing. local may be NULL: with
+ * a cap in force mpcl then picks the group itself, within the cap. */
 mpcl_status mpcl_launch(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
                         const size_t *global, const size_t *local);
 /* The variant the context's kernels are built in (from its precision). */
@@ -247,6 +293,9 @@ mpcl_status mpcl_check_tensor(mpcl_context *ctx, const char *op, const char *nam
 /* Same element count and dtype, any shape. */
 mpcl_status mpcl_check_same(mpcl_context *ctx, const char *op, const char *name_a,
                             const mpcl_tensor *a, const char *name_b, const mpcl_tensor *b);
+/* n fits the 32-bit element counts the kernels take (cl_uint), else
+ * MPCL_ERR_ARGUMENT naming op and name: never a count truncated silently. */
+mpcl_status mpcl_check_u32(mpcl_context *ctx, const char *op, const char *name, size_t n);
 /* A context-less check that the tensor belongs to ctx. */
 mpcl_status mpcl_check_ctx(mpcl_context *ctx, const char *op);
 

@@ -1,4 +1,5 @@
 /* launch.c — kernel objects kept per context, argument setting, launches. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,14 +163,58 @@ mpcl_status mpcl_launch(mpcl_context *ctx, cl_kernel k, const char *what, cl_uin
 static mpcl_status launch_at(mpcl_context *ctx, cl_kernel k, const char *what, cl_uint dims,
                              const size_t *offset, const size_t *global, const size_t *local)
 {
-    for (cl_uint d = 0; d < dims; d++)
+    if (!k || !global || dims < 1 || dims > 3)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: kernel launch with %s (%u dimensions)",
+                              what, !k ? "no kernel" : "no global size", (unsigned)dims);
+    size_t items = 1;
+    for (cl_uint d = 0; d < dims; d++) {
         if (global[d] == 0)
             return MPCL_OK; /* nothing to do */
+        if (items > SIZE_MAX / global[d] ||
+            (offset && offset[d] > SIZE_MAX - global[d]))
+            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                                  "%s: kernel '%s': a launch of %zu x %zu x %zu items overflows "
+                                  "size_t", what, kernel_name(ctx, k), global[0],
+                                  dims > 1 ? global[1] : 1, dims > 2 ? global[2] : 1);
+        items *= global[d];
+    }
+    size_t own[3] = {1, 1, 1};
+    const size_t limit = mpcl_wg_limit(ctx, k);
+    if (!local && ctx->wg_cap) { /* the driver would pick up to the device's limit */
+        size_t left = limit;
+        for (cl_uint d = 0; d < dims; d++) {
+            size_t cap = left < ctx->max_item[d] ? left : ctx->max_item[d];
+            own[d] = mpcl_largest_divisor_le(global[d], cap);
+            left /= own[d];
+        }
+        local = own;
+    }
+    if (local) {
+        size_t group = 1;
+        for (cl_uint d = 0; d < dims; d++) {
+            if (local[d] == 0 || global[d] % local[d] != 0 || local[d] > ctx->max_item[d])
+                return mpcl_set_error(ctx, MPCL_ERR_STATE,
+                                      "%s: kernel '%s': local size %zu does not fit global size "
+                                      "%zu in dimension %u (device '%s' allows %zu items there)",
+                                      what, kernel_name(ctx, k), local[d], global[d], (unsigned)d,
+                                      ctx->desc.name, ctx->max_item[d]);
+            group *= local[d];
+        }
+        if (group > limit)
+            return mpcl_set_error(ctx, MPCL_ERR_STATE,
+                                  "%s: kernel '%s': a work-group of %zu items, %zu allowed here "
+                                  "(kernel, device '%s'%s)",
+                                  what, kernel_name(ctx, k), group, limit, ctx->desc.name,
+                                  ctx->wg_cap ? ", max_work_group_size cap" : "");
+        if (group > ctx->wg_seen)
+            ctx->wg_seen = group;
+    }
     cl_event ev;
     cl_event *evp = mpcl_profile_event(ctx, &ev);
     cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, dims, offset, global, local, 0, NULL, evp);
     if (rc != CL_SUCCESS)
-        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueNDRangeKernel failed: %s", what,
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueNDRangeKernel('%s') on device "
+                              "'%s' failed: %s", what, kernel_name(ctx, k), ctx->desc.name,
                               mpcl_cl_error_name(rc));
     if (evp)
         mpcl_profile_add(ctx, kernel_name(ctx, k), ev);
@@ -272,7 +317,7 @@ const char *mpcl_profile_family(const char *name)
     return "other";
 }
 
-static size_t largest_divisor_le(size_t n, size_t cap)
+size_t mpcl_largest_divisor_le(size_t n, size_t cap)
 {
     for (size_t v = n < cap ? n : cap; v > 1; v--)
         if (n % v == 0)
@@ -280,29 +325,71 @@ static size_t largest_divisor_le(size_t n, size_t cap)
     return 1;
 }
 
+size_t mpcl_pow2_floor(size_t n)
+{
+    size_t p = 1;
+    while (p <= n / 2)
+        p *= 2;
+    return p;
+}
+
+size_t mpcl_wg_device_limit(const mpcl_context *ctx)
+{
+    size_t lim = ctx->caps.max_work_group_size ? (size_t)ctx->caps.max_work_group_size : 1;
+    if (ctx->wg_cap && ctx->wg_cap < lim)
+        lim = ctx->wg_cap;
+    return lim;
+}
+
+size_t mpcl_wg_limit(mpcl_context *ctx, cl_kernel k)
+{
+    size_t kwg = 0;
+    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kwg, &kwg,
+                                 NULL) != CL_SUCCESS || kwg == 0)
+        kwg = 1;
+    size_t lim = mpcl_wg_device_limit(ctx);
+    return kwg < lim ? kwg : lim;
+}
+
+const size_t *mpcl_cap_local_1d(mpcl_context *ctx, cl_kernel k, size_t n, size_t *slot)
+{
+    if (!ctx->wg_cap)
+        return NULL;
+    size_t lim = mpcl_wg_limit(ctx, k);
+    *slot = mpcl_largest_divisor_le(n, lim < ctx->max_item[0] ? lim : ctx->max_item[0]);
+    return slot;
+}
+
+size_t mpcl_wg_multiple(mpcl_context *ctx, cl_kernel k)
+{
+    size_t m = 0;
+    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE,
+                                 sizeof m, &m, NULL) != CL_SUCCESS || m == 0)
+        m = 1;
+    return m;
+}
+
 mpcl_status mpcl_launch_rows(mpcl_context *ctx, cl_kernel k, const char *what, size_t n0,
                              size_t n1, size_t n2)
 {
-    size_t max_wg = 0;
-    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg,
-                                 &max_wg, NULL) != CL_SUCCESS || max_wg == 0)
-        max_wg = 1;
-    const size_t cap = max_wg < MPCL_ROWS_GROUP ? max_wg : MPCL_ROWS_GROUP;
-    const size_t l0 = largest_divisor_le(n0, cap);
-    const size_t l1 = largest_divisor_le(n1, cap / l0);
+    size_t cap = mpcl_wg_limit(ctx, k);
+    if (cap > MPCL_ROWS_GROUP)
+        cap = MPCL_ROWS_GROUP;
+    const size_t l0 = mpcl_largest_divisor_le(n0, cap < ctx->max_item[0] ? cap : ctx->max_item[0]);
+    const size_t c1 = cap / l0 < ctx->max_item[1] ? cap / l0 : ctx->max_item[1];
+    const size_t l1 = mpcl_largest_divisor_le(n1, c1);
     size_t global[3] = {n0, n1, n2}, local[3] = {l0, l1, 1};
     return mpcl_launch(ctx, k, what, 3, global, local);
 }
 
 mpcl_status mpcl_launch_exact_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)
 {
-    size_t wg = 0;
-    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL) !=
-            CL_SUCCESS || wg == 0)
-        wg = 1;
+    size_t wg = mpcl_wg_limit(ctx, k);
     if (wg > MPCL_EXACT_GROUP)
         wg = MPCL_EXACT_GROUP;
-    const size_t div = largest_divisor_le(n, wg);
+    if (wg > ctx->max_item[0])
+        wg = ctx->max_item[0];
+    const size_t div = mpcl_largest_divisor_le(n, wg);
     if (div >= wg / 4) /* one launch when n has a fair divisor */
         wg = div;
     const size_t main = n / wg * wg, tail = n - main, zero = 0;
@@ -316,7 +403,16 @@ mpcl_status mpcl_launch_exact_1d(mpcl_context *ctx, cl_kernel k, const char *wha
 
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n)
 {
-    size_t wg = ctx->wg_1d ? ctx->wg_1d : 64;
+    size_t wg = mpcl_wg_1d(ctx), lim = mpcl_wg_limit(ctx, k);
+    if (wg > lim) /* the kernel or the cap allows less: the largest multiple of the preferred one */
+    {
+        const size_t m = mpcl_wg_multiple(ctx, k);
+        wg = lim >= m ? lim / m * m : lim;
+    }
+    if (wg > ctx->max_item[0])
+        wg = ctx->max_item[0];
+    if (n > SIZE_MAX - wg)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: %zu work items overflow size_t", what, n);
     size_t global = (n + wg - 1) / wg * wg;
     return mpcl_launch(ctx, k, what, 1, &global, &wg);
 }

@@ -134,8 +134,10 @@ static cl_int run_1d(mpcl_context *ctx, cl_kernel k, size_t n, int nargs, ...)
         rc = clSetKernelArg(k, (cl_uint)i, sz, p);
     }
     va_end(ap);
+    size_t slot;
     if (rc == CL_SUCCESS)
-        rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &n, NULL, 0, NULL, NULL);
+        rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &n, mpcl_cap_local_1d(ctx, k, n, &slot),
+                                    0, NULL, NULL);
     if (rc == CL_SUCCESS)
         rc = clFinish(ctx->queue);
     return rc;

@@ -2,10 +2,26 @@
  * builds per precision variant, build logs, and the program binary cache.
  *
  * Cache entry: <dir>/<family>-<variant>-<key>.bin, where key hashes the
- * sources, build options, platform, device and driver version. Layout:
- *   "MPCLBIN1" | u64 key | u64 size | u64 checksum(binary) | binary
- * An entry that fails any check, or that the driver refuses, is counted as
- * corrupt, removed and rebuilt from source: a damaged entry is never trusted. */
+ * sources, build options, platform, device and driver version. A 64-byte
+ * header, then the driver's binary (integers little-endian):
+ *
+ *    0  magic "MPCLBIN\x1a"       32  binary length in bytes
+ *    8  u32 format version (2)     40  u64 checksum of the binary (FNV-1a
+ *   12  u32 header length (64)         64 seeded with the key)
+ *   16  u64 key                    48  u64 reserved (0)
+ *   24  u64 hash of platform,      56  u64 checksum of bytes 0..55
+ *       device and driver
+ *
+ * Before a binary reaches clCreateProgramWithBinary every field is checked:
+ * the file's size (a header, a binary of the stated length, nothing more;
+ * at most CACHE_MAX_BINARY), magic, version, header length and checksum, the
+ * key and device hash against the build asked for, then the binary's
+ * checksum. A truncated, corrupt, foreign, wrong-key or old-format entry is
+ * counted (cache.rejected, cache.corrupt), removed and rebuilt from source;
+ * the driver never sees its bytes. An entry that passes and that the driver
+ * still refuses is rebuilt the same way. Entries are written to a temporary
+ * file and renamed over the old one, so readers see a whole entry or none;
+ * a write cut short by a crash fails the length or checksum check. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,7 +32,12 @@
 
 #include "internal.h"
 
-static const char CACHE_MAGIC[8] = {'M', 'P', 'C', 'L', 'B', 'I', 'N', '1'};
+static const char CACHE_MAGIC[8] = {'M', 'P', 'C', 'L', 'B', 'I', 'N', 0x1a};
+#define CACHE_VERSION 2u
+#define CACHE_HEADER 64u
+/* No driver binary of one kernel family comes near this; a larger length
+ * field is damage, and is not allocated. */
+#define CACHE_MAX_BINARY ((uint64_t)1 << 30)
 
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t h)
 {
@@ -124,6 +145,19 @@ static uint64_t cache_key(mpcl_context *ctx, const char *header, const char *bod
     return h;
 }
 
+/* The platform, device and driver the entry was built by (part of the key
+ * too; kept apart so a rejection can say what differed). */
+uint64_t mpcl_device_hash(const mpcl_context *ctx)
+{
+    uint64_t h = MPCL_HASH_SEED;
+    h = hash_str(h, ctx->caps.platform);
+    h = hash_str(h, ctx->caps.platform_version);
+    h = hash_str(h, ctx->caps.device);
+    h = hash_str(h, ctx->caps.device_version);
+    h = hash_str(h, ctx->caps.driver_version);
+    return h;
+}
+
 static void entry_path(mpcl_context *ctx, const char *family, mpcl_variant v, uint64_t key,
                        char *dst, size_t len)
 {
@@ -143,6 +177,54 @@ static uint64_t get_u64(const unsigned char *p)
     for (int i = 7; i >= 0; i--)
         v = (v << 8) | p[i];
     return v;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void mpcl_cache_header(unsigned char hdr[64], uint64_t key, uint64_t dev, const void *bin,
+                       size_t len)
+{
+    memset(hdr, 0, CACHE_HEADER);
+    memcpy(hdr, CACHE_MAGIC, 8);
+    put_u32(hdr + 8, CACHE_VERSION);
+    put_u32(hdr + 12, CACHE_HEADER);
+    put_u64(hdr + 16, key);
+    put_u64(hdr + 24, dev);
+    put_u64(hdr + 32, len);
+    put_u64(hdr + 40, mpcl_hash64(bin, len, key));
+    put_u64(hdr + 56, mpcl_hash64(hdr, 56, MPCL_HASH_SEED));
+}
+
+/* Why the header of a file of file_len bytes does not fit the build of
+ * (key, dev), or NULL when it does; *bin_len receives the binary's length. */
+static const char *header_problem(const unsigned char *h, uint64_t file_len, uint64_t key,
+                                  uint64_t dev, uint64_t *bin_len)
+{
+    if (memcmp(h, CACHE_MAGIC, 7) == 0 && h[7] != (unsigned char)CACHE_MAGIC[7])
+        return "another format version (format 1: \"MPCLBIN1\")";
+    if (memcmp(h, CACHE_MAGIC, 8) != 0)
+        return "not an mpcl cache entry (magic)";
+    if (get_u32(h + 8) != CACHE_VERSION || get_u32(h + 12) != CACHE_HEADER)
+        return "another format version";
+    if (get_u64(h + 56) != mpcl_hash64(h, 56, MPCL_HASH_SEED))
+        return "header checksum";
+    if (get_u64(h + 16) != key)
+        return "written for another key";
+    if (get_u64(h + 24) != dev)
+        return "written by another device or driver";
+    *bin_len = get_u64(h + 32);
+    if (*bin_len == 0 || *bin_len > CACHE_MAX_BINARY || *bin_len != file_len - CACHE_HEADER)
+        return "binary length does not match the file";
+    return NULL;
 }
 
 static void fill_build_log(mpcl_context *ctx, cl_program prog, char *dst, size_t len)
@@ -234,31 +316,66 @@ static mpcl_status build_from_source(mpcl_context *ctx, const char *family, mpcl
     return MPCL_OK;
 }
 
+/* Reads and checks the entry at path; returns the binary (malloc'ed) when
+ * every check passes, else NULL with *why saying what failed (NULL when the
+ * file is absent: an ordinary miss). */
+static unsigned char *read_entry(const char *path, uint64_t key, uint64_t dev, size_t *len,
+                                 const char **why)
+{
+    *why = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    unsigned char hdr[CACHE_HEADER], *bin = NULL;
+    uint64_t bin_len = 0;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode))
+        *why = "not a regular file";
+    else if ((uint64_t)st.st_size < CACHE_HEADER || fread(hdr, 1, CACHE_HEADER, f) != CACHE_HEADER)
+        *why = "shorter than a header";
+    else
+        *why = header_problem(hdr, (uint64_t)st.st_size, key, dev, &bin_len);
+    if (!*why && (bin = malloc((size_t)bin_len)) == NULL)
+        *why = "out of host memory";
+    if (!*why && fread(bin, 1, (size_t)bin_len, f) != bin_len)
+        *why = "shorter than its stated length";
+    if (!*why && get_u64(hdr + 40) != mpcl_hash64(bin, (size_t)bin_len, key))
+        *why = "binary checksum";
+    fclose(f);
+    if (*why) {
+        free(bin);
+        return NULL;
+    }
+    *len = (size_t)bin_len;
+    return bin;
+}
+
 /* Returns a built program from the cache entry, or NULL (counting a damaged
- * entry as corrupt and removing it). */
+ * entry as rejected and corrupt, and removing it). Only a binary that passed
+ * every check of read_entry reaches the driver. */
 static cl_program load_cached(mpcl_context *ctx, const char *path, uint64_t key, const char *opts)
 {
-    size_t len = 0;
-    unsigned char *buf = (unsigned char *)read_file(path, &len);
-    if (!buf)
+    const char *why = NULL;
+    size_t bin_len = 0;
+    unsigned char *bin = read_entry(path, key, mpcl_device_hash(ctx), &bin_len, &why);
+    if (!bin && !why)
         return NULL; /* absent: an ordinary miss */
     cl_program prog = NULL;
-    int ok = len >= 32 && memcmp(buf, CACHE_MAGIC, 8) == 0 && get_u64(buf + 8) == key;
-    uint64_t size = ok ? get_u64(buf + 16) : 0;
-    ok = ok && size > 0 && size == len - 32 &&
-         get_u64(buf + 24) == mpcl_hash64(buf + 32, (size_t)size, MPCL_HASH_SEED);
-    if (ok) {
-        const unsigned char *bin = buf + 32;
-        size_t bin_len = (size_t)size;
+    if (bin) {
+        const unsigned char *b = bin;
         cl_int status = CL_SUCCESS, rc;
-        prog = clCreateProgramWithBinary(ctx->cl, 1, &ctx->device, &bin_len, &bin, &status, &rc);
+        ctx->cache.binaries++;
+        prog = clCreateProgramWithBinary(ctx->cl, 1, &ctx->device, &bin_len, &b, &status, &rc);
         if (prog && (rc != CL_SUCCESS || status != CL_SUCCESS ||
                      clBuildProgram(prog, 1, &ctx->device, opts, NULL, NULL) != CL_SUCCESS)) {
             clReleaseProgram(prog);
             prog = NULL;
         }
+        free(bin);
+    } else {
+        ctx->cache.rejected++;
+        mpcl_strfmt(ctx->cache_rejected_why, sizeof ctx->cache_rejected_why, "%s: %s", path, why);
     }
-    free(buf);
     if (!prog) {
         ctx->cache.corrupt++;
         remove(path);
@@ -281,30 +398,30 @@ static int mkdir_p(const char *dir)
     return (mkdir(tmp, 0700) != 0 && errno != EEXIST) ? -1 : 0;
 }
 
-/* Best effort: a cache that cannot be written only makes later starts slower. */
+/* Best effort: a cache that cannot be written only makes later starts
+ * slower. Written to a temporary file in the same directory, then renamed
+ * over path (atomic on POSIX file systems). */
 static void store_cached(mpcl_context *ctx, const char *path, uint64_t key, cl_program prog)
 {
     size_t size = 0;
-    if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS || size == 0)
+    if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS ||
+        size == 0 || size > CACHE_MAX_BINARY)
         return;
-    unsigned char *buf = malloc(size + 32);
+    unsigned char *buf = malloc(size + CACHE_HEADER);
     if (!buf)
         return;
-    unsigned char *bin = buf + 32;
+    unsigned char *bin = buf + CACHE_HEADER;
     if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) != CL_SUCCESS) {
         free(buf);
         return;
     }
-    memcpy(buf, CACHE_MAGIC, 8);
-    put_u64(buf + 8, key);
-    put_u64(buf + 16, size);
-    put_u64(buf + 24, mpcl_hash64(buf + 32, size, MPCL_HASH_SEED));
+    mpcl_cache_header(buf, key, mpcl_device_hash(ctx), buf + CACHE_HEADER, size);
     char tmp[MPCL_PATH_LEN + 64];
-    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
     if (mkdir_p(ctx->cache_dir) == 0) {
         FILE *f = fopen(tmp, "wb");
         if (f) {
-            int ok = fwrite(buf, 1, size + 32, f) == size + 32;
+            int ok = fwrite(buf, 1, size + CACHE_HEADER, f) == size + CACHE_HEADER;
             ok = (fclose(f) == 0) && ok;
             if (ok && rename(tmp, path) == 0)
                 ctx->cache.written++;

@@ -241,7 +241,7 @@ static int has_magic(const char *path)
 {
     size_t len = 0;
     char *buf = tu_read_file(path, &len);
-    int ok = buf && len > 32 && memcmp(buf, "MPCLBIN1", 8) == 0;
+    int ok = buf && len > 64 && memcmp(buf, "MPCLBIN\x1a", 8) == 0;
     free(buf);
     return ok;
 }
@@ -302,17 +302,58 @@ START_TEST(test_cache_miss_then_hit)
 }
 END_TEST
 
-typedef enum { DAMAGE_TRUNCATE, DAMAGE_FLIP_MIDDLE, DAMAGE_MAGIC, DAMAGE_GARBAGE_BINARY } damage;
+typedef enum {
+    DAMAGE_TRUNCATE,        /* the second half cut off */
+    DAMAGE_TRUNCATE_HEADER, /* cut inside the header */
+    DAMAGE_EMPTY,           /* zero bytes */
+    DAMAGE_EXTRA,           /* bytes appended after the binary */
+    DAMAGE_FLIP_MIDDLE,     /* 16 bytes of the binary flipped */
+    DAMAGE_MAGIC,           /* the magic's first byte */
+    DAMAGE_GARBAGE_BINARY,  /* random bytes in place of the binary, header kept */
+    DAMAGE_OLD_FORMAT,      /* format 1 ("MPCLBIN1" | key | size | FNV of the binary) around garbage */
+    DAMAGE_HUGE_LENGTH,     /* a consistent header whose binary length is 2^62 */
+    DAMAGE_FOREIGN,         /* random bytes of the entry's length: not an mpcl file */
+    DAMAGE_WRONG_KEY        /* a good entry of another program (fp16-storage probe) */
+} damage;
 
-static void damage_entry(const char *path, damage how)
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void damage_entry(mpcl_context *ctx, const char *path, damage how)
 {
     size_t len = 0;
     unsigned char *buf = (unsigned char *)tu_read_file(path, &len);
-    ck_assert_msg(buf && len > 64, "no cache entry to damage at %s", path);
+    ck_assert_msg(buf && len > 128, "no cache entry to damage at %s", path);
+    uint64_t seed = 1;
     switch (how) {
     case DAMAGE_TRUNCATE:
         len /= 2;
         break;
+    case DAMAGE_TRUNCATE_HEADER:
+        len = 40;
+        break;
+    case DAMAGE_EMPTY:
+        len = 0;
+        break;
+    case DAMAGE_EXTRA: {
+        unsigned char *more = realloc(buf, len + 100);
+        ck_assert_ptr_nonnull(more);
+        buf = more;
+        memset(buf + len, 0x5a, 100);
+        len += 100;
+        break;
+    }
     case DAMAGE_FLIP_MIDDLE:
         for (size_t i = len / 2; i < len / 2 + 16 && i < len; i++)
             buf[i] ^= 0xa5;
@@ -320,14 +361,38 @@ static void damage_entry(const char *path, damage how)
     case DAMAGE_MAGIC:
         buf[0] ^= 0xff;
         break;
-    case DAMAGE_GARBAGE_BINARY: {
-        /* a well-formed header and checksum around a binary the driver cannot load */
-        uint64_t seed = 1;
+    case DAMAGE_GARBAGE_BINARY:
+        for (size_t i = 64; i < len; i++)
+            buf[i] = (unsigned char)tu_rand(&seed);
+        break;
+    case DAMAGE_OLD_FORMAT: {
+        uint64_t key = get64(buf + 16);
+        memcpy(buf, "MPCLBIN1", 8);
+        put64(buf + 8, key);
+        put64(buf + 16, len - 32);
         for (size_t i = 32; i < len; i++)
             buf[i] = (unsigned char)tu_rand(&seed);
-        uint64_t sum = mpcl_hash64(buf + 32, len - 32, MPCL_HASH_SEED);
-        for (int i = 0; i < 8; i++)
-            buf[24 + i] = (unsigned char)(sum >> (8 * i));
+        put64(buf + 24, mpcl_hash64(buf + 32, len - 32, MPCL_HASH_SEED));
+        break;
+    }
+    case DAMAGE_HUGE_LENGTH:
+        put64(buf + 32, (uint64_t)1 << 62);
+        put64(buf + 56, mpcl_hash64(buf, 56, MPCL_HASH_SEED)); /* a consistent header */
+        break;
+    case DAMAGE_FOREIGN:
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (unsigned char)tu_rand(&seed);
+        break;
+    case DAMAGE_WRONG_KEY: {
+        char other[MPCL_PATH_LEN + 128];
+        cl_program p = NULL; /* makes sure the other entry exists */
+        ck_assert_int_eq(mpcl_program_build(ctx, "probe", MPCL_VARIANT_FP16_STORAGE, 1, &p), MPCL_OK);
+        clReleaseProgram(p);
+        ck_assert_int_eq(mpcl_program_cache_path(ctx, "probe", MPCL_VARIANT_FP16_STORAGE, other,
+                                                 sizeof other), MPCL_OK);
+        free(buf);
+        buf = (unsigned char *)tu_read_file(other, &len);
+        ck_assert_msg(buf && len > 128, "no entry for probe (fp16-storage) at %s", other);
         break;
     }
     }
@@ -335,7 +400,11 @@ static void damage_entry(const char *path, damage how)
     free(buf);
 }
 
-static void corrupt_then_rebuild(damage how, const char *tag)
+/* Damages the cache entry of probe (fp32), builds it again, and checks that
+ * the entry was refused before any binary reached the driver (cache.binaries
+ * unchanged), that the program was rebuilt from source and works, and that
+ * a good entry replaced the damaged one. */
+static void corrupt_then_rebuild(damage how, const char *tag, const char *reason)
 {
     char *dir = tu_mkdtemp(tag);
     mpcl_context *ctx = open_ctx(dir);
@@ -344,12 +413,16 @@ static void corrupt_then_rebuild(damage how, const char *tag)
     ck_assert_msg(has_magic(path), "the context did not cache probe (fp32) at %s", path);
     size_t good_len = 0;
     free(tu_read_file(path, &good_len));
-    damage_entry(path, how);
+    damage_entry(ctx, path, how);
 
     mpcl_cache_stats before = ctx->cache;
     cl_program prog = NULL;
     mpcl_status s = mpcl_program_build(ctx, "probe", MPCL_VARIANT_FP32, 1, &prog);
     ck_assert_msg(s == MPCL_OK, "%s", mpcl_last_error(ctx));
+    ck_assert_uint_eq(ctx->cache.binaries, before.binaries); /* the driver never saw it */
+    ck_assert_uint_eq(ctx->cache.rejected, before.rejected + 1);
+    HAS(ctx->cache_rejected_why, path);
+    HAS(ctx->cache_rejected_why, reason);
     ck_assert_uint_eq(ctx->cache.corrupt, before.corrupt + 1);
     ck_assert_uint_eq(ctx->cache.hits, before.hits);
     ck_assert_uint_eq(ctx->cache.misses, before.misses + 1);
@@ -365,23 +438,29 @@ static void corrupt_then_rebuild(damage how, const char *tag)
 
     ctx = open_ctx(dir);
     ck_assert_uint_eq(ctx->cache.corrupt, 0);
+    ck_assert_uint_eq(ctx->cache.rejected, 0);
     ck_assert_uint_ge(ctx->cache.hits, 1);
+    ck_assert_uint_eq(ctx->cache.binaries, ctx->cache.hits); /* every binary loaded was a hit */
     mpcl_context_destroy(ctx);
     tu_rmtree(dir);
     free(dir);
 }
 
-START_TEST(test_cache_truncated) { corrupt_then_rebuild(DAMAGE_TRUNCATE, "cache-trunc"); }
-END_TEST
+#define DAMAGE_TEST(name, how, tag, reason)                                                      \
+    START_TEST(name) { corrupt_then_rebuild(how, tag, reason); }                                 \
+    END_TEST
 
-START_TEST(test_cache_flipped) { corrupt_then_rebuild(DAMAGE_FLIP_MIDDLE, "cache-flip"); }
-END_TEST
-
-START_TEST(test_cache_bad_magic) { corrupt_then_rebuild(DAMAGE_MAGIC, "cache-magic"); }
-END_TEST
-
-START_TEST(test_cache_garbage_binary) { corrupt_then_rebuild(DAMAGE_GARBAGE_BINARY, "cache-garbage"); }
-END_TEST
+DAMAGE_TEST(test_cache_truncated, DAMAGE_TRUNCATE, "cache-trunc", "binary length does not match the file")
+DAMAGE_TEST(test_cache_truncated_header, DAMAGE_TRUNCATE_HEADER, "cache-trunc-hdr", "shorter than a header")
+DAMAGE_TEST(test_cache_empty, DAMAGE_EMPTY, "cache-empty", "shorter than a header")
+DAMAGE_TEST(test_cache_extra_bytes, DAMAGE_EXTRA, "cache-extra", "binary length does not match the file")
+DAMAGE_TEST(test_cache_flipped, DAMAGE_FLIP_MIDDLE, "cache-flip", "binary checksum")
+DAMAGE_TEST(test_cache_bad_magic, DAMAGE_MAGIC, "cache-magic", "magic")
+DAMAGE_TEST(test_cache_garbage_binary, DAMAGE_GARBAGE_BINARY, "cache-garbage", "binary checksum")
+DAMAGE_TEST(test_cache_old_format, DAMAGE_OLD_FORMAT, "cache-v1", "another format version")
+DAMAGE_TEST(test_cache_huge_length, DAMAGE_HUGE_LENGTH, "cache-huge", "binary length does not match the file")
+DAMAGE_TEST(test_cache_foreign_file, DAMAGE_FOREIGN, "cache-foreign", "magic")
+DAMAGE_TEST(test_cache_wrong_key, DAMAGE_WRONG_KEY, "cache-key", "written for another key")
 
 /* A damaged entry met at context creation is rebuilt too, and the
  * context's checks still pass. */
@@ -393,9 +472,11 @@ START_TEST(test_cache_corrupt_at_creation)
     ck_assert_int_eq(mpcl_program_cache_path(ctx, "probe", MPCL_VARIANT_FP32, path, sizeof path), MPCL_OK);
     int storage = ctx->caps.fp16_storage.passed;
     mpcl_context_destroy(ctx);
-    damage_entry(path, DAMAGE_FLIP_MIDDLE);
+    damage_entry(NULL, path, DAMAGE_FLIP_MIDDLE);
     ctx = open_ctx(dir);
     ck_assert_uint_eq(ctx->cache.corrupt, 1);
+    ck_assert_uint_eq(ctx->cache.rejected, 1);
+    ck_assert_uint_eq(ctx->cache.binaries, ctx->cache.hits);
     ck_assert_uint_ge(ctx->cache.misses, 1);
     ck_assert_int_eq(ctx->caps.fp16_storage.passed, storage);
     mpcl_context_destroy(ctx);
@@ -681,6 +762,136 @@ START_TEST(test_broken_kernel_build_log)
 }
 END_TEST
 
+/* ------------------------------------------------------- launches */
+
+/* Launch shapes are checked before the driver sees them. */
+START_TEST(test_launch_shape_checks)
+{
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.precision = MPCL_PRECISION_FP32;
+    opt.no_cache = 1;
+    opt.max_work_group_size = 4;
+    mpcl_context *ctx = open_ctx_opt(&opt);
+    ck_assert_uint_eq(ctx->wg_cap, 4);
+    cl_kernel k;
+    ck_assert_int_eq(mpcl_kernel_get(ctx, "elementwise", MPCL_VARIANT_FP32, "relu_forward", &k), MPCL_OK);
+    ck_assert_uint_le(mpcl_wg_limit(ctx, k), 4);
+    size_t g2[2] = {SIZE_MAX / 2, 4}, g1 = 16, l1 = 8, l3 = 3, g10 = 10, zero = 0;
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 0, &g1, NULL), MPCL_ERR_ARGUMENT);
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 4, &g1, NULL), MPCL_ERR_ARGUMENT);
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 2, g2, NULL), MPCL_ERR_ARGUMENT);
+    HAS(mpcl_last_error(ctx), "overflows size_t");
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 1, &g10, &l3), MPCL_ERR_STATE);
+    HAS(mpcl_last_error(ctx), "relu_forward");
+    HAS(mpcl_last_error(ctx), "does not fit");
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 1, &g1, &l1), MPCL_ERR_STATE);
+    HAS(mpcl_last_error(ctx), "a work-group of 8 items, 4 allowed");
+    ck_assert_int_eq(mpcl_launch(ctx, k, "test", 1, &zero, &l1), MPCL_OK); /* nothing to do */
+    ck_assert_int_eq(mpcl_launch_1d(ctx, k, "test", SIZE_MAX - 1), MPCL_ERR_ARGUMENT);
+    ck_assert_uint_eq(ctx->wg_seen, 0); /* none of these reached the queue */
+    if (sizeof(size_t) > 4) {
+        ck_assert_int_eq(mpcl_check_u32(ctx, "op", "x", (size_t)UINT32_MAX + 1), MPCL_ERR_ARGUMENT);
+        HAS(mpcl_last_error(ctx), "op: x has 4294967296 elements");
+    }
+    ck_assert_int_eq(mpcl_check_u32(ctx, "op", "x", UINT32_MAX), MPCL_OK);
+    mpcl_context_destroy(ctx);
+}
+END_TEST
+
+/* mpcl_options.max_work_group_size, else MPCL_MAX_WORK_GROUP; a bad value
+ * is refused with a message that names the variable. */
+START_TEST(test_work_group_cap_sources)
+{
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.precision = MPCL_PRECISION_FP32;
+    opt.no_cache = 1;
+    setenv("MPCL_MAX_WORK_GROUP", "5", 1);
+    mpcl_context *ctx = open_ctx_opt(&opt);
+    ck_assert_uint_eq(ctx->wg_cap, 5);
+    ck_assert_uint_le(mpcl_wg_device_limit(ctx), 5);
+    mpcl_context_destroy(ctx);
+    opt.max_work_group_size = 7; /* the option wins */
+    ctx = open_ctx_opt(&opt);
+    ck_assert_uint_eq(ctx->wg_cap, 7);
+    mpcl_context_destroy(ctx);
+    opt.max_work_group_size = 0;
+    setenv("MPCL_MAX_WORK_GROUP", "0", 1); /* no cap */
+    ctx = open_ctx_opt(&opt);
+    ck_assert_uint_eq(ctx->wg_cap, 0);
+    ck_assert_uint_eq(mpcl_wg_device_limit(ctx), ctx->caps.max_work_group_size);
+    mpcl_context_destroy(ctx);
+    const char *bad[] = {"abc", "-3", "12x", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("MPCL_MAX_WORK_GROUP", bad[i], 1);
+        ctx = NULL;
+        ck_assert_int_eq(mpcl_context_create(&opt, &ctx), MPCL_ERR_ARGUMENT);
+        HAS(mpcl_last_error(ctx), "MPCL_MAX_WORK_GROUP");
+        HAS(mpcl_last_error(ctx), bad[i]);
+        mpcl_context_destroy(ctx);
+    }
+    unsetenv("MPCL_MAX_WORK_GROUP");
+}
+END_TEST
+
+/* The 1-D work-group size is measured once per device, kept in the cache
+ * directory, read back, and measured again when the file is damaged. */
+START_TEST(test_wg_1d_measured_and_cached)
+{
+    char *dir = tu_mkdtemp("launch-tune");
+    mpcl_context *ctx = open_ctx(dir);
+    size_t wg = mpcl_wg_1d(ctx);
+    ck_assert_str_eq(ctx->wg_1d_source, "measured");
+    ck_assert_uint_ge(wg, 1);
+    ck_assert_uint_le(wg, ctx->caps.max_work_group_size);
+    char path[MPCL_PATH_LEN + 64];
+    snprintf(path, sizeof path, "%s/launch-%016llx.txt", dir,
+             (unsigned long long)mpcl_device_hash(ctx));
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+    ck_assert_msg(text != NULL, "no launch file at %s", path);
+    char want[64];
+    snprintf(want, sizeof want, "mpcl-launch 1 wg_1d %zu\n", wg);
+    ck_assert_str_eq(text, want);
+    free(text);
+    printf("1-D work-group size measured on '%s': %zu\n", ctx->desc.name, wg);
+    mpcl_context_destroy(ctx);
+
+    ctx = open_ctx(dir); /* read back, not measured */
+    ck_assert_uint_eq(mpcl_wg_1d(ctx), wg);
+    ck_assert_str_eq(ctx->wg_1d_source, "cached");
+    mpcl_context_destroy(ctx);
+
+    const char *bad[] = {"garbage\n", "mpcl-launch 1 wg_1d 0\n", "mpcl-launch 2 wg_1d 64\n",
+                         "mpcl-launch 1 wg_1d 999999999999\n", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(tu_write_file(path, bad[i], strlen(bad[i])), 0);
+        ctx = open_ctx(dir);
+        size_t again = mpcl_wg_1d(ctx);
+        ck_assert_msg(strcmp(ctx->wg_1d_source, "measured") == 0, "'%s' was %s", bad[i],
+                      ctx->wg_1d_source);
+        ck_assert_uint_le(again, ctx->caps.max_work_group_size);
+        mpcl_context_destroy(ctx);
+        text = tu_read_file(path, &len);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_msg(strncmp(text, "mpcl-launch 1 wg_1d ", 20) == 0, "rewritten as '%s'", text);
+        free(text);
+    }
+
+    mpcl_options opt; /* without a cache: the starting point, nothing measured */
+    mpcl_options_init(&opt);
+    opt.precision = MPCL_PRECISION_FP32;
+    opt.no_cache = 1;
+    ctx = open_ctx_opt(&opt);
+    ck_assert_uint_le(mpcl_wg_1d(ctx), 64);
+    ck_assert_str_eq(ctx->wg_1d_source, "default");
+    mpcl_context_destroy(ctx);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     g_argc = argc;
@@ -705,6 +916,13 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_cache_flipped);
     tcase_add_test(tc, test_cache_bad_magic);
     tcase_add_test(tc, test_cache_garbage_binary);
+    tcase_add_test(tc, test_cache_truncated_header);
+    tcase_add_test(tc, test_cache_empty);
+    tcase_add_test(tc, test_cache_extra_bytes);
+    tcase_add_test(tc, test_cache_old_format);
+    tcase_add_test(tc, test_cache_huge_length);
+    tcase_add_test(tc, test_cache_foreign_file);
+    tcase_add_test(tc, test_cache_wrong_key);
     tcase_add_test(tc, test_cache_corrupt_at_creation);
     tcase_add_test(tc, test_no_cache_option);
     tcase_add_test(tc, test_no_cache_env);
@@ -714,6 +932,9 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_kernel_dir_changed_source);
     tcase_add_test(tc, test_kernel_dir_missing_files);
     tcase_add_test(tc, test_broken_kernel_build_log);
+    tcase_add_test(tc, test_launch_shape_checks);
+    tcase_add_test(tc, test_work_group_cap_sources);
+    tcase_add_test(tc, test_wg_1d_measured_and_cached);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -108,6 +108,7 @@ static void print_usage(FILE *f)
             "  MPCL_KERNEL_DIR  load kernel sources from this directory\n"
             "  MPCL_MODEL_DIR   first place 'mpcl train --model NAME' looks for NAME.txt\n"
             "  MPCL_DRIVER_OUTPUT=1  show the compiler's own output of the probe's half build\n"
+            "  MPCL_MAX_WORK_GROUP=N  cap every kernel launch at N work-items per group\n"
             "\n"
             "%s",
             EXIT_CODES_HELP);

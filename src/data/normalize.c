@@ -20,7 +20,8 @@ mpcl_status mpcl_normalize_u8(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tens
     if (!(std > 0.0f))
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: std must be > 0, got %g", op, (double)std);
     cl_kernel k;
-    if ((s = mpcl_kernel_get(ctx, "data", mpcl_ctx_variant(ctx), "normalize_u8", &k)) != MPCL_OK)
+    if ((s = mpcl_check_u32(ctx, op, "x", x->numel)) != MPCL_OK ||
+        (s = mpcl_kernel_get(ctx, "data", mpcl_ctx_variant(ctx), "normalize_u8", &k)) != MPCL_OK)
         return s;
     cl_uint n = (cl_uint)x->numel;
     float inv = 1.0f / std;
@@ -43,7 +44,8 @@ mpcl_status mpcl_labels_to_i32(mpcl_context *ctx, mpcl_tensor *y, const mpcl_ten
     if ((s = mpcl_check_tensor(ctx, op, "y", y, MPCL_I32, 1, d)) != MPCL_OK)
         return s;
     cl_kernel k;
-    if ((s = mpcl_kernel_get(ctx, "data", mpcl_ctx_variant(ctx), "labels_u8_to_i32", &k)) != MPCL_OK)
+    if ((s = mpcl_check_u32(ctx, op, "x", x->numel)) != MPCL_OK ||
+        (s = mpcl_kernel_get(ctx, "data", mpcl_ctx_variant(ctx), "labels_u8_to_i32", &k)) != MPCL_OK)
         return s;
     cl_uint n = (cl_uint)x->numel;
     cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &y->mem, sizeof n, &n);

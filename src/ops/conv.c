@@ -24,7 +24,7 @@
 
 #include "internal.h"
 
-#define CONV_WG 64                       /* = CONV_WG in cl/conv.cl */
+#define CONV_WG 64                       /* = CONV_WG in cl/conv.cl: the most */
 #define CONV_SCRATCH_BYTES (32u << 20)   /* per scratch buffer: bounds NB */
 #define CONV_DIRECT_MAX_CRS 25           /* the rule in choose() */
 #define SLOT_COL 4
@@ -212,17 +212,17 @@ static mpcl_status arg_error(mpcl_context *ctx, const char *what, cl_int rc)
                           mpcl_cl_error_name(rc));
 }
 
-/* Launches `groups` work-groups of exactly CONV_WG items. */
+/* Launches `groups` work-groups of L items, L the largest power of two up
+ * to CONV_WG that the kernel, the device and the context's cap allow (the
+ * kernel's reduction covers any such L, down to 1). */
 static mpcl_status launch_groups(mpcl_context *ctx, cl_kernel k, const char *what, size_t groups)
 {
-    size_t wg = 0;
-    cl_int rc = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg,
-                                         NULL);
-    if (rc != CL_SUCCESS || wg < CONV_WG)
-        return mpcl_set_error(ctx, MPCL_ERR_UNSUPPORTED,
-                              "%s: the device runs work-groups of %zu items here, %d are needed (%s)",
-                              what, wg, CONV_WG, mpcl_cl_error_name(rc));
-    size_t global = groups * CONV_WG, local = CONV_WG;
+    size_t lim = mpcl_wg_limit(ctx, k);
+    size_t wg = mpcl_pow2_floor(lim < CONV_WG ? lim : CONV_WG);
+    if (groups > SIZE_MAX / wg)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: %zu work-groups overflow size_t", what,
+                              groups);
+    size_t global = groups * wg, local = wg;
     return mpcl_launch(ctx, k, what, 1, &global, &local);
 }
 
@@ -331,7 +331,8 @@ static mpcl_status direct_filter(mpcl_context *ctx, const char *op, mpcl_tensor 
                                  sizeof nb, &nb, sizeof cbi, &cbi);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    size_t global[2] = {rows, chunks}, local[2] = {largest_divisor_le(rows, 64), 1};
+    const size_t lim = mpcl_wg_limit(ctx, k);
+    size_t global[2] = {rows, chunks}, local[2] = {largest_divisor_le(rows, lim < 64 ? lim : 64), 1};
     s = mpcl_launch(ctx, k, op, 2, global, local);
     if (s == MPCL_OK)
         s = direct_kernel(ctx, d, "conv_direct_filter_final", &k);

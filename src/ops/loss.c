@@ -20,13 +20,9 @@ static const char *const OP = "mpcl_softmax_cross_entropy";
  * >= n, at most LOSS_WG_MAX and what the kernel and device allow. */
 static size_t group_size(mpcl_context *ctx, cl_kernel k, size_t n)
 {
-    size_t limit = LOSS_WG_MAX, kmax = 0;
-    if (clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax,
-                                 NULL) == CL_SUCCESS &&
-        kmax > 0 && kmax < limit)
-        limit = kmax;
-    if (ctx->caps.max_work_group_size > 0 && ctx->caps.max_work_group_size < limit)
-        limit = (size_t)ctx->caps.max_work_group_size;
+    size_t limit = mpcl_wg_limit(ctx, k); /* kernel, device and the context's cap */
+    if (limit > LOSS_WG_MAX)
+        limit = LOSS_WG_MAX;
     size_t p = 1;
     while (p < n && p * 2 <= limit)
         p *= 2;

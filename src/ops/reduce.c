@@ -66,21 +66,11 @@ static int use_f32_kernel(const mpcl_context *ctx, const mpcl_tensor *t)
 /* L: the largest power of two <= RED_MAX_L that k and the device allow. */
 static mpcl_status group_size(mpcl_context *ctx, cl_kernel k, const char *op, size_t *l)
 {
-    size_t kwg = 0;
-    cl_int rc = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kwg,
-                                         &kwg, NULL);
-    if (rc != CL_SUCCESS)
-        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clGetKernelWorkGroupInfo failed: %s", op,
-                              mpcl_cl_error_name(rc));
-    size_t cap = RED_MAX_L;
-    if (kwg < cap)
-        cap = kwg;
-    if (ctx->caps.max_work_group_size && ctx->caps.max_work_group_size < cap)
-        cap = (size_t)ctx->caps.max_work_group_size;
-    size_t p = 1;
-    while (p * 2 <= cap)
-        p *= 2;
-    *l = p;
+    (void)op;
+    size_t cap = mpcl_wg_limit(ctx, k); /* kernel, device and the context's cap */
+    if (cap > RED_MAX_L)
+        cap = RED_MAX_L;
+    *l = mpcl_pow2_floor(cap);
     return MPCL_OK;
 }
 

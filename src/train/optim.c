@@ -87,6 +87,8 @@ mpcl_status mpcl_optimizer_step(mpcl_context *ctx, const mpcl_optimizer_options 
                                   mpcl_optimizer_name(o->kind));
         }
     }
+    if ((s = mpcl_check_u32(ctx, OP, "the parameters", p)) != MPCL_OK)
+        return s;
     cl_kernel k;
     cl_uint n = (cl_uint)p;
     cl_int refresh_i = refresh;
@@ -135,7 +137,8 @@ mpcl_status mpcl_refresh_working(mpcl_context *ctx, mpcl_tensor *working, const 
                               mpcl_tensor_describe(master, b, sizeof b), mpcl_dtype_name(mpcl_storage_dtype(ctx)));
     }
     cl_kernel k;
-    if ((s = mpcl_kernel_get(ctx, "optim", mpcl_ctx_variant(ctx), "refresh_working", &k)) != MPCL_OK)
+    if ((s = mpcl_check_u32(ctx, op, "master", master->numel)) != MPCL_OK ||
+        (s = mpcl_kernel_get(ctx, "optim", mpcl_ctx_variant(ctx), "refresh_working", &k)) != MPCL_OK)
         return s;
     cl_uint n = (cl_uint)master->numel;
     cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &master->mem, sizeof(cl_mem), &working->mem, sizeof n, &n);
@@ -145,7 +148,7 @@ mpcl_status mpcl_refresh_working(mpcl_context *ctx, mpcl_tensor *working, const 
 }
 
 #define NORM_GROUPS 64
-#define NORM_WG 64
+#define NORM_WG 64 /* cl/optim.cl SUMSQ_WG: the most; a power of two up to it is used */
 
 mpcl_status mpcl_grad_norm(mpcl_context *ctx, const mpcl_tensor *grad, double *norm)
 {
@@ -156,7 +159,8 @@ mpcl_status mpcl_grad_norm(mpcl_context *ctx, const mpcl_tensor *grad, double *n
     if (!norm || (s = mpcl_check_tensor(ctx, op, "grad", grad, mpcl_storage_dtype(ctx), grad ? grad->ndim : 1, NULL)) != MPCL_OK)
         return s ? s : MPCL_ERR_ARGUMENT;
     cl_kernel k;
-    if ((s = mpcl_kernel_get(ctx, "optim", mpcl_ctx_variant(ctx), "sumsq_partial", &k)) != MPCL_OK)
+    if ((s = mpcl_check_u32(ctx, op, "grad", grad->numel)) != MPCL_OK ||
+        (s = mpcl_kernel_get(ctx, "optim", mpcl_ctx_variant(ctx), "sumsq_partial", &k)) != MPCL_OK)
         return s;
     cl_int rc;
     cl_mem partial = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, NORM_GROUPS * sizeof(float), NULL, &rc);
@@ -164,15 +168,21 @@ mpcl_status mpcl_grad_norm(mpcl_context *ctx, const mpcl_tensor *grad, double *n
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clCreateBuffer: %s", op, mpcl_cl_error_name(rc));
     cl_uint n = (cl_uint)grad->numel;
     float part[NORM_GROUPS];
-    size_t global = NORM_GROUPS * NORM_WG, local = NORM_WG;
+    const size_t lim = mpcl_wg_limit(ctx, k);
+    size_t local = mpcl_pow2_floor(lim < NORM_WG ? lim : NORM_WG), global = NORM_GROUPS * local;
     rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &grad->mem, sizeof(cl_mem), &partial, sizeof n, &n);
-    if (rc == CL_SUCCESS)
-        rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &global, &local, 0, NULL, NULL);
-    if (rc == CL_SUCCESS)
+    if (rc != CL_SUCCESS) {
+        clReleaseMemObject(partial);
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clSetKernelArg: %s", op, mpcl_cl_error_name(rc));
+    }
+    s = mpcl_launch(ctx, k, op, 1, &global, &local);
+    if (s == MPCL_OK)
         rc = clEnqueueReadBuffer(ctx->queue, partial, CL_TRUE, 0, sizeof part, part, 0, NULL, NULL);
     clReleaseMemObject(partial);
+    if (s != MPCL_OK)
+        return s;
     if (rc != CL_SUCCESS)
-        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: %s", op, mpcl_cl_error_name(rc));
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueReadBuffer: %s", op, mpcl_cl_error_name(rc));
     double acc = 0;
     for (int i = 0; i < NORM_GROUPS; i++)
         acc += part[i];

@@ -56,14 +56,46 @@ static void oclgrind_shadow_release(void)
             }
 }
 
-void optest_init(void)
+/* MPCL_TEST_CAPS=1,7,16,32: run the suite once per work-group cap. */
+#define MAX_CAPS 8
+static size_t caps[MAX_CAPS];
+static int ncaps;
+
+static void parse_caps(void)
+{
+    const char *env = getenv("MPCL_TEST_CAPS");
+    ncaps = 0;
+    for (const char *p = env; p && *p && ncaps < MAX_CAPS;) {
+        char *end;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p || v == 0) {
+            fprintf(stderr, "MPCL_TEST_CAPS='%s': expected work-group sizes >= 1, e.g. 1,7,16,32\n",
+                    env);
+            exit(1);
+        }
+        caps[ncaps++] = v;
+        p = *end == ',' ? end + 1 : end;
+    }
+}
+
+/* Opens the contexts with work-group cap `cap` (0: none). The cap goes in
+ * through mpcl_options for the suite's contexts and through
+ * MPCL_MAX_WORK_GROUP for contexts a test opens itself. */
+static void open_contexts(size_t cap)
 {
     static const mpcl_precision modes[3] = {MPCL_PRECISION_FP32, MPCL_PRECISION_FP16_STORAGE,
                                             MPCL_PRECISION_FP16};
+    if (cap) {
+        char v[32];
+        snprintf(v, sizeof v, "%zu", cap);
+        setenv("MPCL_MAX_WORK_GROUP", v, 1);
+    }
+    optest_nmodes = 0;
     for (int i = 0; i < 3; i++) {
         mpcl_options o;
         mpcl_options_init(&o);
         o.precision = modes[i];
+        o.max_work_group_size = cap;
         mpcl_context *ctx = NULL;
         mpcl_status s = mpcl_context_create(&o, &ctx);
         if (s == MPCL_ERR_NO_PLATFORM || s == MPCL_ERR_NO_DEVICE) {
@@ -86,7 +118,15 @@ void optest_init(void)
     printf("running in %d precision mode(s):", optest_nmodes);
     for (int i = 0; i < optest_nmodes; i++)
         printf(" %s", optest_modes[i].name);
+    if (cap)
+        printf(", work-groups capped at %zu items", cap);
     printf("\n");
+}
+
+void optest_init(void)
+{
+    parse_caps();
+    open_contexts(ncaps ? caps[0] : 0);
 }
 
 void optest_cleanup(void)
@@ -103,12 +143,37 @@ int optest_small(void)
     return s && *s && strcmp(s, "0") != 0;
 }
 
+size_t optest_cap(void) { return ncaps ? optest_modes[0].ctx->wg_cap : 0; }
+
 int optest_run(Suite *s)
 {
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
+    int failed = 0, runs = ncaps ? ncaps : 1; /* Check's failure count adds up over the runs */
+    for (int ci = 0; ci < runs; ci++) {
+        if (ci > 0) {
+            const int before = optest_nmodes;
+            oclgrind_shadow_release();
+            for (int i = 0; i < optest_nmodes; i++)
+                mpcl_context_destroy(optest_modes[i].ctx);
+            open_contexts(caps[ci]);
+            if (optest_nmodes != before) {
+                printf("work-group cap %zu: %d precision modes, %d with the first cap\n", caps[ci],
+                       optest_nmodes, before);
+                failed++;
+                break;
+            }
+        }
+        srunner_run_all(sr, CK_NORMAL);
+        /* Every launch stayed within the cap (launch.c records the largest group). */
+        for (int i = 0; ncaps && i < optest_nmodes; i++)
+            if (optest_modes[i].ctx->wg_seen > caps[ci]) {
+                printf("work-group cap %zu: %s launched a group of %zu items\n", caps[ci],
+                       optest_modes[i].name, optest_modes[i].ctx->wg_seen);
+                failed++;
+            }
+    }
+    failed += srunner_ntests_failed(sr);
     srunner_free(sr);
     optest_cleanup();
     return failed == 0 ? 0 : 1;

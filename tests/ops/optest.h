@@ -33,7 +33,13 @@ void optest_init(void);
 void optest_cleanup(void);
 /* Non-zero when MPCL_TEST_SMALL=1. */
 int optest_small(void);
-/* Runs the suite without forking, prints Check's summary; returns the exit code. */
+/* The work-group cap of this run of the suite (0: none). */
+size_t optest_cap(void);
+/* Runs the suite without forking, prints Check's summary; returns the exit
+ * code. With MPCL_TEST_CAPS=1,7,16,32 the suite runs once per value, its
+ * contexts opened with that mpcl_options.max_work_group_size (and
+ * MPCL_MAX_WORK_GROUP set for contexts the tests open), and fails when any
+ * launch used a larger work-group. */
 int optest_run(Suite *s);
 
 /* Deterministic uniform values in [lo, hi). */
