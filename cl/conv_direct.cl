@@ -62,7 +62,7 @@
 
 /* Eight values from p + i as float8. */
 #if defined(MPCL_FP16_STORAGE)
-#define LOADF8(p, i) vload_half8(0, (p) + (i))
+#define LOADF8(p, i) LOAD_HALF8(p, i)
 #elif defined(MPCL_FP16)
 #define LOADF8(p, i) convert_float8(vload8(0, (p) + (i)))
 #else
@@ -73,11 +73,11 @@
  * x[b, c, oh*SH - PH + r*DH, ow*SW - PW + s*DW] w[k, c, r, s].
  * Work item (ow, oh, b * KBLOCKS + kb) computes the KB output channels
  * from k0 = kb * KB, so each input tap is loaded once for KB products. */
-kernel void conv_direct_forward(global const store_t *x,    /* (B, C, H, W) */
-                                global const store_t *w,    /* (K, C, R, S) */
-                                global const store_t *bias, /* (K), or any buffer of K */
+kernel void conv_direct_forward(global const store_t *restrict x,    /* (B, C, H, W) */
+                                global const store_t *restrict w,    /* (K, C, R, S) */
+                                global const store_t *restrict bias, /* (K), or any buffer of K */
                                 uint has_bias,              /* 0: no bias (bias is read, unused) */
-                                global store_t *y)          /* (B, K, OH, OW) */
+                                global store_t *restrict y) /* (B, K, OH, OW) */
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), z = (int)get_global_id(2);
     const int b = z / CONV_KBLOCKS, k0 = (z - b * CONV_KBLOCKS) * CONV_KB;
@@ -117,9 +117,9 @@ kernel void conv_direct_forward(global const store_t *x,    /* (B, C, H, W) */
  * w = ow*SW - PW + s*DW of dy[b, k, oh, ow] w[k, c, r, s].
  * Work item (iw, ih, b * C + c). A tap (r, s) that no output reaches
  * reads a clamped address and selects 0. */
-kernel void conv_direct_backward_data(global const store_t *dy, /* (B, K, OH, OW) */
-                                      global const store_t *w,  /* (K, C, R, S) */
-                                      global store_t *dx)       /* (B, C, H, W) */
+kernel void conv_direct_backward_data(global const store_t *restrict dy, /* (B, K, OH, OW) */
+                                      global const store_t *restrict w,  /* (K, C, R, S) */
+                                      global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), z = (int)get_global_id(2);
     const int b = z / CONV_C, c = z - b * CONV_C;
@@ -180,9 +180,9 @@ static acc_t conv_row_dot(global const store_t *dy, int yrow, global const store
  * lands inside the image, into part[chunk, (k, c, r, s)]; for g = KCR + k
  * (only launched with a bias) it sums dy[b, k] into part[chunk, KCRS + k].
  * Each row is a dot product along contiguous memory, in float8. */
-kernel void conv_direct_filter_partial(global const store_t *dy, /* (B, K, OH, OW) */
-                                       global const store_t *x,  /* (B, C, H, W) */
-                                       global float *part,       /* (chunks, KCRS + K) */
+kernel void conv_direct_filter_partial(global const store_t *restrict dy, /* (B, K, OH, OW) */
+                                       global const store_t *restrict x,  /* (B, C, H, W) */
+                                       global float *restrict part,       /* (chunks, KCRS + K) */
                                        int nb, int cb)
 {
     const int g = (int)get_global_id(0), chunk = (int)get_global_id(1);
@@ -238,9 +238,9 @@ kernel void conv_direct_filter_partial(global const store_t *dy, /* (B, K, OH, O
  * e < KCRS, and db[e - KCRS] += the same for e >= KCRS (only launched
  * with a bias). One item per entry; dw and db are rounded to the storage
  * type once. */
-kernel void conv_direct_filter_final(global const float *part, /* (chunks, KCRS + K) */
-                                     global store_t *dw,       /* (K, C, R, S) */
-                                     global store_t *db,       /* (K) */
+kernel void conv_direct_filter_final(global const float *restrict part, /* (chunks, KCRS + K) */
+                                     global store_t *restrict dw,       /* (K, C, R, S) */
+                                     global store_t *restrict db,       /* (K) */
                                      int n, int chunks)
 {
     const int e = (int)get_global_id(0);

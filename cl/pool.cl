@@ -58,9 +58,9 @@ static void pool_cover(int i, int k, int st, int pad, int n, int *lo, int *hi)
  * first maximum in row-major window order. A NaN in the window wins (the
  * first one), so overflow shows through. Compared in float: exact for half.
  * Every window holds at least one input pixel (pad < window). */
-kernel void pool_max_forward(global const store_t *x, /* (B, C, H, W) */
-                             global store_t *y,       /* (B, C, OH, OW) */
-                             global int *argmax)      /* (B, C, OH, OW) */
+kernel void pool_max_forward(global const store_t *restrict x, /* (B, C, H, W) */
+                             global store_t *restrict y,       /* (B, C, OH, OW) */
+                             global int *restrict argmax)      /* (B, C, OH, OW) */
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int id = (plane * P_OH + oh) * P_OW + ow;
@@ -87,9 +87,9 @@ kernel void pool_max_forward(global const store_t *x, /* (B, C, H, W) */
 
 /* dx[b, c, h, w] = sum of dy over the windows whose argmax is (h, w), in
  * row-major window order. */
-kernel void pool_max_backward(global const store_t *dy, /* (B, C, OH, OW) */
-                              global const int *argmax, /* (B, C, OH, OW) */
-                              global store_t *dx)       /* (B, C, H, W) */
+kernel void pool_max_backward(global const store_t *restrict dy, /* (B, C, OH, OW) */
+                              global const int *restrict argmax, /* (B, C, OH, OW) */
+                              global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int id = (plane * P_H + ih) * P_W + iw;
@@ -114,9 +114,9 @@ kernel void pool_max_backward(global const store_t *dy, /* (B, C, OH, OW) */
  * stride, no padding, H = OH*SH, W = OW*SW): every input pixel lies in
  * exactly one window, so work item (ow, oh, plane) writes its window's
  * pixels of dx: dy where the argmax is, 0 elsewhere. */
-kernel void pool_max_backward_tiled(global const store_t *dy, /* (B, C, OH, OW) */
-                                    global const int *argmax, /* (B, C, OH, OW) */
-                                    global store_t *dx)       /* (B, C, H, W) */
+kernel void pool_max_backward_tiled(global const store_t *restrict dy, /* (B, C, OH, OW) */
+                                    global const int *restrict argmax, /* (B, C, OH, OW) */
+                                    global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int o = (plane * P_OH + oh) * P_OW + ow;
@@ -133,8 +133,8 @@ kernel void pool_max_backward_tiled(global const store_t *dy, /* (B, C, OH, OW) 
 
 /* y = (sum over the window) / (KH*KW): padding counts as zeros (PyTorch's
  * count_include_pad=True). */
-kernel void pool_avg_forward(global const store_t *x, /* (B, C, H, W) */
-                             global store_t *y)       /* (B, C, OH, OW) */
+kernel void pool_avg_forward(global const store_t *restrict x, /* (B, C, H, W) */
+                             global store_t *restrict y)       /* (B, C, OH, OW) */
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int id = (plane * P_OH + oh) * P_OW + ow;
@@ -155,8 +155,8 @@ kernel void pool_avg_forward(global const store_t *x, /* (B, C, H, W) */
 }
 
 /* dx[b, c, h, w] = (sum of dy over the windows that cover (h, w)) / (KH*KW). */
-kernel void pool_avg_backward(global const store_t *dy, /* (B, C, OH, OW) */
-                              global store_t *dx)       /* (B, C, H, W) */
+kernel void pool_avg_backward(global const store_t *restrict dy, /* (B, C, OH, OW) */
+                              global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int id = (plane * P_H + ih) * P_W + iw;
