@@ -69,12 +69,24 @@
 #define LOADF8(p, i) vload8(0, (p) + (i))
 #endif
 
+/* The weights as the forward and input-gradient kernels read them. In
+ * fp16-storage the host passes a float copy (src/ops/conv.c: K*C*R*S
+ * values converted once per call): every work item reads every weight of
+ * its block, so a conversion per read would cost more than the products. */
+#if defined(MPCL_FP16_STORAGE)
+typedef float wt_t;
+#define LOADW(p, i) ((p)[i])
+#else
+typedef store_t wt_t;
+#define LOADW(p, i) LOADF(p, i)
+#endif
+
 /* Forward: y[b, k, oh, ow] = bias[k] + sum over c, r, s of
  * x[b, c, oh*SH - PH + r*DH, ow*SW - PW + s*DW] w[k, c, r, s].
  * Work item (ow, oh, b * KBLOCKS + kb) computes the KB output channels
  * from k0 = kb * KB, so each input tap is loaded once for KB products. */
 kernel void conv_direct_forward(global const store_t *restrict x,    /* (B, C, H, W) */
-                                global const store_t *restrict w,    /* (K, C, R, S) */
+                                global const wt_t *restrict w,       /* (K, C, R, S) */
                                 global const store_t *restrict bias, /* (K), or any buffer of K */
                                 uint has_bias,              /* 0: no bias (bias is read, unused) */
                                 global store_t *restrict y) /* (B, K, OH, OW) */
@@ -103,7 +115,7 @@ kernel void conv_direct_forward(global const store_t *restrict x,    /* (B, C, H
                 const int wi = c * CONV_RS + r * CONV_S + s;
                 CONV_UNROLL
                 for (int kk = 0; kk < CONV_KB; kk++)
-                    acc[kk] += v * LOADF(w, (k0 + kk) * CONV_CRS + wi);
+                    acc[kk] += v * LOADW(w, (k0 + kk) * CONV_CRS + wi);
             }
         }
     }
@@ -118,7 +130,7 @@ kernel void conv_direct_forward(global const store_t *restrict x,    /* (B, C, H
  * Work item (iw, ih, b * C + c). A tap (r, s) that no output reaches
  * reads a clamped address and selects 0. */
 kernel void conv_direct_backward_data(global const store_t *restrict dy, /* (B, K, OH, OW) */
-                                      global const store_t *restrict w,  /* (K, C, R, S) */
+                                      global const wt_t *restrict w,     /* (K, C, R, S) */
                                       global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), z = (int)get_global_id(2);
@@ -138,7 +150,7 @@ kernel void conv_direct_backward_data(global const store_t *restrict dy, /* (B, 
             CONV_UNROLL
             for (int k = 0; k < CONV_K; k++)
                 t += LOADF(dy, ((b * CONV_K + k) * CONV_OH + oh) * CONV_OW + ow) *
-                     LOADF(w, (k * CONV_C + c) * CONV_RS + r * CONV_S + s);
+                     LOADW(w, (k * CONV_C + c) * CONV_RS + r * CONV_S + s);
             acc += hit ? t : 0.0f;
         }
     }

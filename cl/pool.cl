@@ -36,6 +36,29 @@
 #define P_PW 0
 #endif
 
+/* fp16-storage, windows two pixels wide at stride 2 without column padding
+ * on rows of even width (2x2 pooling): a window row's two halves are read,
+ * and max pooling's backward pass writes them, as one 32-bit word, so that
+ * neighbouring work items touch neighbouring words. A CPU device vectorises
+ * that across a work-group; two 16-bit accesses two elements apart it does
+ * not (PoCL 3.1: 4x slower than fp32). Halves are 2-byte aligned and a
+ * buffer's start is aligned to far more, so word (i / 2) holds elements i
+ * and i + 1 for even i. */
+#if defined(MPCL_FP16_STORAGE) && P_KW == 2 && P_SW == 2 && P_PW == 0 && P_W % 2 == 0
+#define P_PAIRS 1
+#ifdef __ENDIAN_LITTLE__
+#define P_LO(u) ((ushort)((u) & 0xffffu)) /* the element at the even index */
+#define P_HI(u) ((ushort)((u) >> 16))
+#define P_PACK(lo, hi) ((uint)(lo) | ((uint)(hi) << 16))
+#else
+#define P_LO(u) ((ushort)((u) >> 16))
+#define P_HI(u) ((ushort)((u) & 0xffffu))
+#define P_PACK(lo, hi) ((uint)(hi) | ((uint)(lo) << 16))
+#endif
+#else
+#define P_PAIRS 0
+#endif
+
 /* At most this many windows cover one input row (column). */
 #define P_NH ((P_KH + P_SH - 1) / P_SH)
 #define P_NW ((P_KW + P_SW - 1) / P_SW)
@@ -71,10 +94,17 @@ kernel void pool_max_forward(global const store_t *restrict x, /* (B, C, H, W) *
 #pragma unroll
     for (int r = 0; r < P_KH; r++) {
         const int ih = h0 + r, ihc = P_CLAMP_H(ih);
+#if P_PAIRS
+        const uint pair = ((global const uint *)x)[ihc * (P_W / 2) + ow]; /* w0 = 2 ow */
+#endif
 #pragma unroll
         for (int s = 0; s < P_KW; s++) {
             const int iw = w0 + s, iwc = P_CLAMP_W(iw);
+#if P_PAIRS
+            const float v = mpcl_h2f(s == 0 ? P_LO(pair) : P_HI(pair));
+#else
             const float v = LOADF(x, ihc * P_W + iwc);
+#endif
             const int take = ih == ihc && iw == iwc &&
                              (at < 0 || v > best || (v != v && best == best));
             best = take ? v : best;
@@ -120,8 +150,18 @@ kernel void pool_max_backward_tiled(global const store_t *restrict dy, /* (B, C,
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int o = (plane * P_OH + oh) * P_OW + ow;
-    const float g = LOADF(dy, o);
     const int at = argmax[o];
+#if P_PAIRS
+    /* dy's own bits, or +0: the same halves the float path stores */
+    const ushort g = dy[o];
+#pragma unroll
+    for (int r = 0; r < P_KH; r++) {
+        const int ih = oh * P_SH + r, iw = ow * P_SW;
+        ((global uint *)dx)[(plane * P_H + ih) * (P_W / 2) + ow] =
+            P_PACK(at == ih * P_W + iw ? g : (ushort)0, at == ih * P_W + iw + 1 ? g : (ushort)0);
+    }
+#else
+    const float g = LOADF(dy, o);
 #pragma unroll
     for (int r = 0; r < P_KH; r++)
 #pragma unroll
@@ -129,6 +169,7 @@ kernel void pool_max_backward_tiled(global const store_t *restrict dy, /* (B, C,
             const int ih = oh * P_SH + r, iw = ow * P_SW + s;
             STOREF(dx, (plane * P_H + ih) * P_W + iw, at == ih * P_W + iw ? g : 0.0f);
         }
+#endif
 }
 
 /* y = (sum over the window) / (KH*KW): padding counts as zeros (PyTorch's

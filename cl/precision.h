@@ -59,12 +59,13 @@ typedef float real_t;
         return h;                                                               \
     }
 
-/* half -> float: move exponent and mantissa into place (<< 13) and rebias
- * the exponent (+112); inf and NaN get the float's all-ones exponent (+112
- * more, payload kept bit for bit); zeros and subnormals m * 2^-24 are made
- * exactly as (2^-14 + m * 2^-24) - 2^-14, all normal floats, so a device
- * that flushes float subnormals still gets them right. The sign goes on
- * last, so -0 stays -0.
+/* half -> float: exponent and mantissa moved into place (<< 13) with the
+ * exponent rebiased (+112) for normal halves; for inf and NaN the float's
+ * all-ones exponent (payload kept bit for bit); zeros and subnormals
+ * m * 2^-24 as (float)m * 2^-24, exact and a normal float (so right also
+ * where float subnormals are flushed). The sign goes on last: -0 stays -0.
+ * (Written with float selects: the same cases selected as integers kept
+ * PoCL 3.1 from vectorising max pooling.)
  *
  * float -> half, on a = |x|'s bits:
  *   normal results (2^-14 <= a < 2^16): rebias (-112 << 23), add half a
@@ -82,12 +83,11 @@ typedef float real_t;
     static inline float##N mpcl_h2f##N(ushort##N h16)                         \
     {                                                                           \
         const uint##N h = convert_uint##N(h16);                                 \
-        const uint##N e = h & 0x7c00u;                                          \
-        uint##N o = ((h & 0x7fffu) << 13) + 0x38000000u;                        \
-        o = e == 0x7c00u ? o + 0x38000000u : o;                                 \
-        const uint##N sub = as_uint##N(as_float##N(o + 0x00800000u) - 0x1p-14f); \
-        o = e == 0u ? sub : o;                                                  \
-        return as_float##N(o | ((h & 0x8000u) << 16));                          \
+        const uint##N o = (h & 0x7fffu) << 13;                                  \
+        float##N f = as_float##N(o + 0x38000000u);                              \
+        f = (h & 0x7c00u) == 0u ? convert_float##N(h & 0x3ffu) * 0x1p-24f : f;  \
+        f = (h & 0x7c00u) == 0x7c00u ? as_float##N(o | 0x7f800000u) : f;        \
+        return as_float##N(as_uint##N(f) | ((h & 0x8000u) << 16));              \
     }                                                                           \
     static inline ushort##N mpcl_f2h##N(float##N v)                           \
     {                                                                           \

@@ -122,3 +122,16 @@ kernel void halfconv_from_float(global const float *in, /* (N) */
         vstore_half_rte(in[i0 + k], i0 + k, (global half *)(out + 5 * n));
 }
 #endif
+
+#if defined(MPCL_FP16_STORAGE)
+/* (d) The micro-benchmark behind the choice between the integer code and
+ * the built-ins for scalar conversions (src/halfconv.c): a read, convert,
+ * multiply-add, convert, write per element, as the elementwise and pooling
+ * kernels do. Launched over exactly N items. */
+kernel void halfconv_bench(global const store_t *restrict in, /* (N) */
+                           global store_t *restrict out)      /* (N) */
+{
+    const size_t i = get_global_id(0);
+    out[i] = mpcl_f2h(mpcl_h2f(in[i]) * 1.5f + 0.25f);
+}
+#endif

@@ -130,6 +130,7 @@ struct mpcl_context {
     int gemm_f16_path;     /* mpcl_gemm_f16_path: how float-accumulating GEMMs on half run */
     int hgemm_refused;     /* CLBlast refused Hgemm: fp16 GEMMs accumulate in float from then on */
     char tuning_note[256]; /* what tuning.c did to CLBlast's parameters for this device */
+    char storage_defines[64]; /* halfconv.c: added to fp16-storage builds ("" or -DMPCL_HALF_...) */
 };
 
 struct mpcl_tensor {
@@ -200,6 +201,14 @@ mpcl_status mpcl_kernel_get_spec(mpcl_context *ctx, const char *family, mpcl_var
                                  const char *defines, const char *name, cl_kernel *out);
 /* Releases the specialised programs and their kernels (context destroy). */
 void mpcl_spec_release(mpcl_context *ctx);
+/* halfconv.c: in an fp16-storage context, measures (or reads from the cache
+ * directory) whether the storage kernels convert halves with integer code
+ * or the built-ins, and sets ctx->storage_defines; a no-op otherwise. */
+mpcl_status mpcl_halfconv_choose(mpcl_context *ctx);
+/* ops/cast.c: n elements of src converted into dst, f16 -> f32 (to_float)
+ * or f32 -> f16, in the context's variant (no checks; op names the caller). */
+mpcl_status mpcl_cast_raw(mpcl_context *ctx, const char *op, int to_float, cl_mem src, cl_mem dst,
+                          size_t n);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL
