@@ -69,10 +69,12 @@
 #define LOADF8(p, i) vload8(0, (p) + (i))
 #endif
 
-/* The weights as the forward and input-gradient kernels read them. In
- * fp16-storage the host passes a float copy (src/ops/conv.c: K*C*R*S
- * values converted once per call): every work item reads every weight of
- * its block, so a conversion per read would cost more than the products. */
+/* The weights as the forward and input-gradient kernels read them, and
+ * the forward kernel's input. In fp16-storage the host passes float copies
+ * (src/ops/conv.c: converted once per call): every work item reads every
+ * weight of its block and R*S*C taps of x, each tap read by R*S items, so
+ * conversions at every read would cost more than the products, and a
+ * clamped (padded) 16-bit gather is not vectorised where a 32-bit one is. */
 #if defined(MPCL_FP16_STORAGE)
 typedef float wt_t;
 #define LOADW(p, i) ((p)[i])
@@ -85,7 +87,7 @@ typedef store_t wt_t;
  * x[b, c, oh*SH - PH + r*DH, ow*SW - PW + s*DW] w[k, c, r, s].
  * Work item (ow, oh, b * KBLOCKS + kb) computes the KB output channels
  * from k0 = kb * KB, so each input tap is loaded once for KB products. */
-kernel void conv_direct_forward(global const store_t *restrict x,    /* (B, C, H, W) */
+kernel void conv_direct_forward(global const wt_t *restrict x,       /* (B, C, H, W) */
                                 global const wt_t *restrict w,       /* (K, C, R, S) */
                                 global const store_t *restrict bias, /* (K), or any buffer of K */
                                 uint has_bias,              /* 0: no bias (bias is read, unused) */
@@ -109,7 +111,7 @@ kernel void conv_direct_forward(global const store_t *restrict x,    /* (B, C, H
             CONV_UNROLL
             for (int s = 0; s < CONV_S; s++) {
                 const int iw = w0 + s * CONV_DW, iwc = CONV_CLAMP_W(iw);
-                float v = LOADF(x, row + iwc);
+                float v = LOADW(x, row + iwc);
                 if (CONV_PH > 0 || CONV_PW > 0)
                     v = ih == ihc && iw == iwc ? v : 0.0f;
                 const int wi = c * CONV_RS + r * CONV_S + s;

@@ -73,7 +73,8 @@ kernel void mat_f32_f16(global const float *src, /* (G, R, LD) from 0, stride ST
     HSTORE(src[at], off + at, dst);
 }
 
-/* The same for a contiguous span of N elements (matrices that overlap). */
+/* The same for a contiguous span of N elements (matrices that overlap, or
+ * that lie back to back without gaps), each way. */
 kernel void span_f16_f32(global const HALF_BUF *src, /* (N) from off */
                          ulong off, ulong n,
                          global float *dst)      /* (N) */
@@ -81,6 +82,15 @@ kernel void span_f16_f32(global const HALF_BUF *src, /* (N) from off */
     size_t i = get_global_id(0);
     if (i < n)
         dst[i] = HLOAD(src, off + i);
+}
+
+kernel void span_f32_f16(global const float *src, /* (N) */
+                         ulong off, ulong n,
+                         global HALF_BUF *dst)    /* (N) from off */
+{
+    size_t i = get_global_id(0);
+    if (i < n)
+        HSTORE(src[i], off + i, dst);
 }
 
 /* ------------------------------------------------------------ linear */

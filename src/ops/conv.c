@@ -286,7 +286,8 @@ static mpcl_status direct_kernel(mpcl_context *ctx, const conv_dims *d, const ch
 
 /* The weights as conv_direct.cl's forward and input-gradient kernels read
  * them (wt_t): in fp16-storage a float copy in scratch slot SLOT_WF, made
- * by one small conversion launch; otherwise w itself. */
+ * by one small conversion launch; otherwise w itself. (The forward pass
+ * reads x as wt_t too: in fp16-storage a float copy in SLOT_COL.) */
 static mpcl_status direct_weights(mpcl_context *ctx, const char *op, const mpcl_tensor *w,
                                   cl_mem *out)
 {
@@ -304,16 +305,21 @@ static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor
                                   const conv_dims *d)
 {
     cl_kernel k;
-    cl_mem wm;
+    cl_mem wm, xm = x->mem;
     mpcl_status s = direct_kernel(ctx, d, "conv_direct_forward", &k);
     if (s == MPCL_OK)
         s = direct_weights(ctx, op, w, &wm);
+    if (s == MPCL_OK && ctx->precision == MPCL_PRECISION_FP16_STORAGE) { /* x as float too */
+        s = mpcl_scratch(ctx, SLOT_COL, x->numel * sizeof(cl_float), &xm);
+        if (s == MPCL_OK)
+            s = mpcl_cast_raw(ctx, op, 1, x->mem, xm, x->numel);
+    }
     if (s != MPCL_OK)
         return s;
     cl_uint has_bias = b != NULL;
     cl_mem bmem = b ? b->mem : w->mem; /* read but unused without a bias (w has >= K entries) */
-    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
-                                 sizeof(cl_mem), &wm,            /* (K, C, R, S) */
+    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &xm, /* (B, C, H, W) */
+                                 sizeof(cl_mem), &wm,       /* (K, C, R, S) */
                                  sizeof(cl_mem), &bmem,          /* (K) */
                                  sizeof has_bias, &has_bias,
                                  sizeof(cl_mem), &y->mem);       /* (B, K, OH, OW) */
