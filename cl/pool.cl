@@ -89,7 +89,17 @@ kernel void pool_max_forward(global const store_t *restrict x, /* (B, C, H, W) *
     const int id = (plane * P_OH + oh) * P_OW + ow;
     const int h0 = oh * P_SH - P_PH, w0 = ow * P_SW - P_PW;
     x += plane * P_H * P_W;
+#if P_PAIRS
+    /* compared as halves, without converting: an integer key that orders
+     * halves as their values (-0 = +0, infinities at the ends), NaN tested
+     * apart, the same decisions as the float comparisons below; the
+     * winner's bits are stored, a NaN made quiet: the bits the float path
+     * stores */
+    int kbest = 0, nbest = 0;
+    uint bbest = 0;
+#else
     float best = 0.0f;
+#endif
     int at = -1;
 #pragma unroll
     for (int r = 0; r < P_KH; r++) {
@@ -101,17 +111,27 @@ kernel void pool_max_forward(global const store_t *restrict x, /* (B, C, H, W) *
         for (int s = 0; s < P_KW; s++) {
             const int iw = w0 + s, iwc = P_CLAMP_W(iw);
 #if P_PAIRS
-            const float v = mpcl_h2f(s == 0 ? P_LO(pair) : P_HI(pair));
+            const uint b = s == 0 ? P_LO(pair) : P_HI(pair);
+            const int mag = (int)(b & 0x7fffu);
+            const int k = (b & 0x8000u) ? -mag : mag, n = mag > 0x7c00;
+            const int take = ih == ihc && iw == iwc && (at < 0 || (!nbest && (n || k > kbest)));
+            kbest = take ? k : kbest;
+            nbest = take ? n : nbest;
+            bbest = take ? b : bbest;
 #else
             const float v = LOADF(x, ihc * P_W + iwc);
-#endif
             const int take = ih == ihc && iw == iwc &&
                              (at < 0 || v > best || (v != v && best == best));
             best = take ? v : best;
+#endif
             at = take ? ihc * P_W + iwc : at;
         }
     }
+#if P_PAIRS
+    y[id] = (ushort)(nbest ? bbest | 0x0200u : bbest);
+#else
     STOREF(y, id, best);
+#endif
     argmax[id] = at;
 }
 
