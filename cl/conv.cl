@@ -50,10 +50,18 @@ kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off
     const int ih = oh * G_SH - G_PH + r * G_DH;
     const int iw = ow * G_SW - G_PW + s * G_DW;
     x += x_off;
+#if defined(MPCL_FP16_STORAGE)
+    /* a copy of the half's bits (+0 in the padding): no conversion */
+    ushort v = 0;
+    if (ih >= 0 && ih < G_H && iw >= 0 && iw < G_W)
+        v = x[((b * G_C + c) * G_H + ih) * G_W + iw];
+    col[id] = v;
+#else
     float v = 0.0f;
     if (ih >= 0 && ih < G_H && iw >= 0 && iw < G_W)
         v = LOADF(x, ((b * G_C + c) * G_H + ih) * G_W + iw);
     STOREF(col, id, v);
+#endif
 }
 
 /* dx[b, c, h, w] = sum of the dcol entries that im2col read from (b, c, h, w):
@@ -125,7 +133,7 @@ kernel void conv_scatter_dy(global const store_t *dy, /* (B, K, OH, OW), chunk a
         return;
     const int q = id / P, p = id - q * P, b = q / G_K, k = q - b * G_K;
     dy += dy_off;
-    STORE(dyt, k * N + b * P + p, LOAD(dy, id));
+    dyt[k * N + b * P + p] = dy[id]; /* a copy, in every variant */
 }
 
 /* Sums part[0..L) of the work-group (L = the local size, a power of two

@@ -62,22 +62,36 @@
 
 /* Eight values from p + i as float8. */
 #if defined(MPCL_FP16_STORAGE)
-#define LOADF8(p, i) vload_half8(0, (p) + (i))
+#define LOADF8(p, i) LOAD_HALF8(p, i)
 #elif defined(MPCL_FP16)
 #define LOADF8(p, i) convert_float8(vload8(0, (p) + (i)))
 #else
 #define LOADF8(p, i) vload8(0, (p) + (i))
 #endif
 
+/* The weights as the forward and input-gradient kernels read them, and
+ * the forward kernel's input. In fp16-storage the host passes float copies
+ * (src/ops/conv.c: converted once per call): every work item reads every
+ * weight of its block and R*S*C taps of x, each tap read by R*S items, so
+ * conversions at every read would cost more than the products, and a
+ * clamped (padded) 16-bit gather is not vectorised where a 32-bit one is. */
+#if defined(MPCL_FP16_STORAGE)
+typedef float wt_t;
+#define LOADW(p, i) ((p)[i])
+#else
+typedef store_t wt_t;
+#define LOADW(p, i) LOADF(p, i)
+#endif
+
 /* Forward: y[b, k, oh, ow] = bias[k] + sum over c, r, s of
  * x[b, c, oh*SH - PH + r*DH, ow*SW - PW + s*DW] w[k, c, r, s].
  * Work item (ow, oh, b * KBLOCKS + kb) computes the KB output channels
  * from k0 = kb * KB, so each input tap is loaded once for KB products. */
-kernel void conv_direct_forward(global const store_t *x,    /* (B, C, H, W) */
-                                global const store_t *w,    /* (K, C, R, S) */
-                                global const store_t *bias, /* (K), or any buffer of K */
+kernel void conv_direct_forward(global const wt_t *restrict x,       /* (B, C, H, W) */
+                                global const wt_t *restrict w,       /* (K, C, R, S) */
+                                global const store_t *restrict bias, /* (K), or any buffer of K */
                                 uint has_bias,              /* 0: no bias (bias is read, unused) */
-                                global store_t *y)          /* (B, K, OH, OW) */
+                                global store_t *restrict y) /* (B, K, OH, OW) */
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), z = (int)get_global_id(2);
     const int b = z / CONV_KBLOCKS, k0 = (z - b * CONV_KBLOCKS) * CONV_KB;
@@ -97,13 +111,13 @@ kernel void conv_direct_forward(global const store_t *x,    /* (B, C, H, W) */
             CONV_UNROLL
             for (int s = 0; s < CONV_S; s++) {
                 const int iw = w0 + s * CONV_DW, iwc = CONV_CLAMP_W(iw);
-                float v = LOADF(x, row + iwc);
+                float v = LOADW(x, row + iwc);
                 if (CONV_PH > 0 || CONV_PW > 0)
                     v = ih == ihc && iw == iwc ? v : 0.0f;
                 const int wi = c * CONV_RS + r * CONV_S + s;
                 CONV_UNROLL
                 for (int kk = 0; kk < CONV_KB; kk++)
-                    acc[kk] += v * LOADF(w, (k0 + kk) * CONV_CRS + wi);
+                    acc[kk] += v * LOADW(w, (k0 + kk) * CONV_CRS + wi);
             }
         }
     }
@@ -117,9 +131,9 @@ kernel void conv_direct_forward(global const store_t *x,    /* (B, C, H, W) */
  * w = ow*SW - PW + s*DW of dy[b, k, oh, ow] w[k, c, r, s].
  * Work item (iw, ih, b * C + c). A tap (r, s) that no output reaches
  * reads a clamped address and selects 0. */
-kernel void conv_direct_backward_data(global const store_t *dy, /* (B, K, OH, OW) */
-                                      global const store_t *w,  /* (K, C, R, S) */
-                                      global store_t *dx)       /* (B, C, H, W) */
+kernel void conv_direct_backward_data(global const store_t *restrict dy, /* (B, K, OH, OW) */
+                                      global const wt_t *restrict w,     /* (K, C, R, S) */
+                                      global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), z = (int)get_global_id(2);
     const int b = z / CONV_C, c = z - b * CONV_C;
@@ -138,7 +152,7 @@ kernel void conv_direct_backward_data(global const store_t *dy, /* (B, K, OH, OW
             CONV_UNROLL
             for (int k = 0; k < CONV_K; k++)
                 t += LOADF(dy, ((b * CONV_K + k) * CONV_OH + oh) * CONV_OW + ow) *
-                     LOADF(w, (k * CONV_C + c) * CONV_RS + r * CONV_S + s);
+                     LOADW(w, (k * CONV_C + c) * CONV_RS + r * CONV_S + s);
             acc += hit ? t : 0.0f;
         }
     }
@@ -180,9 +194,9 @@ static acc_t conv_row_dot(global const store_t *dy, int yrow, global const store
  * lands inside the image, into part[chunk, (k, c, r, s)]; for g = KCR + k
  * (only launched with a bias) it sums dy[b, k] into part[chunk, KCRS + k].
  * Each row is a dot product along contiguous memory, in float8. */
-kernel void conv_direct_filter_partial(global const store_t *dy, /* (B, K, OH, OW) */
-                                       global const store_t *x,  /* (B, C, H, W) */
-                                       global float *part,       /* (chunks, KCRS + K) */
+kernel void conv_direct_filter_partial(global const store_t *restrict dy, /* (B, K, OH, OW) */
+                                       global const store_t *restrict x,  /* (B, C, H, W) */
+                                       global float *restrict part,       /* (chunks, KCRS + K) */
                                        int nb, int cb)
 {
     const int g = (int)get_global_id(0), chunk = (int)get_global_id(1);
@@ -238,9 +252,9 @@ kernel void conv_direct_filter_partial(global const store_t *dy, /* (B, K, OH, O
  * e < KCRS, and db[e - KCRS] += the same for e >= KCRS (only launched
  * with a bias). One item per entry; dw and db are rounded to the storage
  * type once. */
-kernel void conv_direct_filter_final(global const float *part, /* (chunks, KCRS + K) */
-                                     global store_t *dw,       /* (K, C, R, S) */
-                                     global store_t *db,       /* (K) */
+kernel void conv_direct_filter_final(global const float *restrict part, /* (chunks, KCRS + K) */
+                                     global store_t *restrict dw,       /* (K, C, R, S) */
+                                     global store_t *restrict db,       /* (K) */
                                      int n, int chunks)
 {
     const int e = (int)get_global_id(0);

@@ -7,37 +7,49 @@
  * (elements between matrices); B batch, O output features; M, N, K the GEMM
  * sizes of C (M, N) = op(A) (M, K) op(B) (K, N).
  *
- * The half <-> float kernels use explicit half pointers with vload_half /
- * vstore_half_rte in every variant (no extension needed), so the GEMM router
- * can use them whatever the context's mode. */
+ * The half <-> float kernels take half buffers in every variant (no
+ * extension needed), so the GEMM router can use them whatever the context's
+ * mode: in fp16-storage as the bit patterns that cl/precision.h converts
+ * (HALF_BUF ushort, mpcl_h2f / mpcl_f2h), elsewhere as half pointers read
+ * with vload_half and written with vstore_half_rte. */
+
+#if defined(MPCL_FP16_STORAGE)
+#define HALF_BUF ushort
+#define HLOAD(p, i) mpcl_h2f((p)[i])
+#define HSTORE(v, i, p) ((p)[i] = mpcl_f2h(v))
+#else
+#define HALF_BUF half
+#define HLOAD(p, i) vload_half((i), (p))
+#define HSTORE(v, i, p) vstore_half_rte((v), (i), (p))
+#endif
 
 /* ------------------------------------------------------------- casts */
 
 /* out[i] = (float)in[i], exact. */
-kernel void cast_f16_f32(global const half *in, /* (N) */
+kernel void cast_f16_f32(global const HALF_BUF *in, /* (N) */
                          global float *out,     /* (N) */
                          ulong n)
 {
     size_t i = get_global_id(0);
     if (i < n)
-        out[i] = vload_half(i, in);
+        out[i] = HLOAD(in, i);
 }
 
 /* out[i] = in[i] rounded to the nearest half, ties to even. */
 kernel void cast_f32_f16(global const float *in, /* (N) */
-                         global half *out,       /* (N) */
+                         global HALF_BUF *out,       /* (N) */
                          ulong n)
 {
     size_t i = get_global_id(0);
     if (i < n)
-        vstore_half_rte(in[i], i, out);
+        HSTORE(in[i], i, out);
 }
 
 /* The GEMM router's conversions of G matrices of R x L elements, leading
  * dimension LD and stride ST, from src + off into dst + 0 with the same
  * layout (only the matrix elements are touched, never the gaps between rows
  * or matrices). Global size (L, R, G). */
-kernel void mat_f16_f32(global const half *src, /* (G, R, LD) from off, stride ST */
+kernel void mat_f16_f32(global const HALF_BUF *src, /* (G, R, LD) from off, stride ST */
                         ulong off, uint rows, uint cols, uint ld, ulong stride,
                         global float *dst)      /* (G, R, LD) from 0, stride ST */
 {
@@ -46,29 +58,39 @@ kernel void mat_f16_f32(global const half *src, /* (G, R, LD) from off, stride S
     if (c >= cols || r >= rows)
         return;
     size_t at = g * stride + (size_t)r * ld + c;
-    dst[at] = vload_half(off + at, src);
+    dst[at] = HLOAD(src, off + at);
 }
 
 kernel void mat_f32_f16(global const float *src, /* (G, R, LD) from 0, stride ST */
                         ulong off, uint rows, uint cols, uint ld, ulong stride,
-                        global half *dst)        /* (G, R, LD) from off, stride ST */
+                        global HALF_BUF *dst)        /* (G, R, LD) from off, stride ST */
 {
     uint c = get_global_id(0), r = get_global_id(1);
     size_t g = get_global_id(2);
     if (c >= cols || r >= rows)
         return;
     size_t at = g * stride + (size_t)r * ld + c;
-    vstore_half_rte(src[at], off + at, dst);
+    HSTORE(src[at], off + at, dst);
 }
 
-/* The same for a contiguous span of N elements (matrices that overlap). */
-kernel void span_f16_f32(global const half *src, /* (N) from off */
+/* The same for a contiguous span of N elements (matrices that overlap, or
+ * that lie back to back without gaps), each way. */
+kernel void span_f16_f32(global const HALF_BUF *src, /* (N) from off */
                          ulong off, ulong n,
                          global float *dst)      /* (N) */
 {
     size_t i = get_global_id(0);
     if (i < n)
-        dst[i] = vload_half(off + i, src);
+        dst[i] = HLOAD(src, off + i);
+}
+
+kernel void span_f32_f16(global const float *src, /* (N) */
+                         ulong off, ulong n,
+                         global HALF_BUF *dst)    /* (N) from off */
+{
+    size_t i = get_global_id(0);
+    if (i < n)
+        HSTORE(src[i], off + i, dst);
 }
 
 /* ------------------------------------------------------------ linear */

@@ -36,6 +36,29 @@
 #define P_PW 0
 #endif
 
+/* fp16-storage, windows two pixels wide at stride 2 without column padding
+ * on rows of even width (2x2 pooling): a window row's two halves are read,
+ * and max pooling's backward pass writes them, as one 32-bit word, so that
+ * neighbouring work items touch neighbouring words. A CPU device vectorises
+ * that across a work-group; two 16-bit accesses two elements apart it does
+ * not (PoCL 3.1: 4x slower than fp32). Halves are 2-byte aligned and a
+ * buffer's start is aligned to far more, so word (i / 2) holds elements i
+ * and i + 1 for even i. */
+#if defined(MPCL_FP16_STORAGE) && P_KW == 2 && P_SW == 2 && P_PW == 0 && P_W % 2 == 0
+#define P_PAIRS 1
+#ifdef __ENDIAN_LITTLE__
+#define P_LO(u) ((ushort)((u) & 0xffffu)) /* the element at the even index */
+#define P_HI(u) ((ushort)((u) >> 16))
+#define P_PACK(lo, hi) ((uint)(lo) | ((uint)(hi) << 16))
+#else
+#define P_LO(u) ((ushort)((u) >> 16))
+#define P_HI(u) ((ushort)((u) & 0xffffu))
+#define P_PACK(lo, hi) ((uint)(hi) | ((uint)(lo) << 16))
+#endif
+#else
+#define P_PAIRS 0
+#endif
+
 /* At most this many windows cover one input row (column). */
 #define P_NH ((P_KH + P_SH - 1) / P_SH)
 #define P_NW ((P_KW + P_SW - 1) / P_SW)
@@ -58,38 +81,65 @@ static void pool_cover(int i, int k, int st, int pad, int n, int *lo, int *hi)
  * first maximum in row-major window order. A NaN in the window wins (the
  * first one), so overflow shows through. Compared in float: exact for half.
  * Every window holds at least one input pixel (pad < window). */
-kernel void pool_max_forward(global const store_t *x, /* (B, C, H, W) */
-                             global store_t *y,       /* (B, C, OH, OW) */
-                             global int *argmax)      /* (B, C, OH, OW) */
+kernel void pool_max_forward(global const store_t *restrict x, /* (B, C, H, W) */
+                             global store_t *restrict y,       /* (B, C, OH, OW) */
+                             global int *restrict argmax)      /* (B, C, OH, OW) */
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int id = (plane * P_OH + oh) * P_OW + ow;
     const int h0 = oh * P_SH - P_PH, w0 = ow * P_SW - P_PW;
     x += plane * P_H * P_W;
+#if P_PAIRS
+    /* compared as halves, without converting: an integer key that orders
+     * halves as their values (-0 = +0, infinities at the ends), NaN tested
+     * apart, the same decisions as the float comparisons below; the
+     * winner's bits are stored, a NaN made quiet: the bits the float path
+     * stores */
+    int kbest = 0, nbest = 0;
+    uint bbest = 0;
+#else
     float best = 0.0f;
+#endif
     int at = -1;
 #pragma unroll
     for (int r = 0; r < P_KH; r++) {
         const int ih = h0 + r, ihc = P_CLAMP_H(ih);
+#if P_PAIRS
+        const uint pair = ((global const uint *)x)[ihc * (P_W / 2) + ow]; /* w0 = 2 ow */
+#endif
 #pragma unroll
         for (int s = 0; s < P_KW; s++) {
             const int iw = w0 + s, iwc = P_CLAMP_W(iw);
+#if P_PAIRS
+            const uint b = s == 0 ? P_LO(pair) : P_HI(pair);
+            const int mag = (int)(b & 0x7fffu);
+            const int k = (b & 0x8000u) ? -mag : mag, n = mag > 0x7c00;
+            const int take = ih == ihc && iw == iwc && (at < 0 || (!nbest && (n || k > kbest)));
+            kbest = take ? k : kbest;
+            nbest = take ? n : nbest;
+            bbest = take ? b : bbest;
+#else
             const float v = LOADF(x, ihc * P_W + iwc);
             const int take = ih == ihc && iw == iwc &&
                              (at < 0 || v > best || (v != v && best == best));
             best = take ? v : best;
+#endif
             at = take ? ihc * P_W + iwc : at;
         }
     }
+#if P_PAIRS
+    y[id] = (ushort)(nbest ? bbest | 0x0200u : bbest);
+#else
     STOREF(y, id, best);
+#endif
     argmax[id] = at;
 }
 
 /* dx[b, c, h, w] = sum of dy over the windows whose argmax is (h, w), in
  * row-major window order. */
-kernel void pool_max_backward(global const store_t *dy, /* (B, C, OH, OW) */
-                              global const int *argmax, /* (B, C, OH, OW) */
-                              global store_t *dx)       /* (B, C, H, W) */
+kernel void pool_max_backward(global const store_t *restrict dy, /* (B, C, OH, OW) */
+                              global const int *restrict argmax, /* (B, C, OH, OW) */
+                              global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int id = (plane * P_H + ih) * P_W + iw;
@@ -114,14 +164,24 @@ kernel void pool_max_backward(global const store_t *dy, /* (B, C, OH, OW) */
  * stride, no padding, H = OH*SH, W = OW*SW): every input pixel lies in
  * exactly one window, so work item (ow, oh, plane) writes its window's
  * pixels of dx: dy where the argmax is, 0 elsewhere. */
-kernel void pool_max_backward_tiled(global const store_t *dy, /* (B, C, OH, OW) */
-                                    global const int *argmax, /* (B, C, OH, OW) */
-                                    global store_t *dx)       /* (B, C, H, W) */
+kernel void pool_max_backward_tiled(global const store_t *restrict dy, /* (B, C, OH, OW) */
+                                    global const int *restrict argmax, /* (B, C, OH, OW) */
+                                    global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int o = (plane * P_OH + oh) * P_OW + ow;
-    const float g = LOADF(dy, o);
     const int at = argmax[o];
+#if P_PAIRS
+    /* dy's own bits, or +0: the same halves the float path stores */
+    const ushort g = dy[o];
+#pragma unroll
+    for (int r = 0; r < P_KH; r++) {
+        const int ih = oh * P_SH + r, iw = ow * P_SW;
+        ((global uint *)dx)[(plane * P_H + ih) * (P_W / 2) + ow] =
+            P_PACK(at == ih * P_W + iw ? g : (ushort)0, at == ih * P_W + iw + 1 ? g : (ushort)0);
+    }
+#else
+    const float g = LOADF(dy, o);
 #pragma unroll
     for (int r = 0; r < P_KH; r++)
 #pragma unroll
@@ -129,12 +189,13 @@ kernel void pool_max_backward_tiled(global const store_t *dy, /* (B, C, OH, OW) 
             const int ih = oh * P_SH + r, iw = ow * P_SW + s;
             STOREF(dx, (plane * P_H + ih) * P_W + iw, at == ih * P_W + iw ? g : 0.0f);
         }
+#endif
 }
 
 /* y = (sum over the window) / (KH*KW): padding counts as zeros (PyTorch's
  * count_include_pad=True). */
-kernel void pool_avg_forward(global const store_t *x, /* (B, C, H, W) */
-                             global store_t *y)       /* (B, C, OH, OW) */
+kernel void pool_avg_forward(global const store_t *restrict x, /* (B, C, H, W) */
+                             global store_t *restrict y)       /* (B, C, OH, OW) */
 {
     const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int id = (plane * P_OH + oh) * P_OW + ow;
@@ -155,8 +216,8 @@ kernel void pool_avg_forward(global const store_t *x, /* (B, C, H, W) */
 }
 
 /* dx[b, c, h, w] = (sum of dy over the windows that cover (h, w)) / (KH*KW). */
-kernel void pool_avg_backward(global const store_t *dy, /* (B, C, OH, OW) */
-                              global store_t *dx)       /* (B, C, H, W) */
+kernel void pool_avg_backward(global const store_t *restrict dy, /* (B, C, OH, OW) */
+                              global store_t *restrict dx)       /* (B, C, H, W) */
 {
     const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), plane = (int)get_global_id(2);
     const int id = (plane * P_H + ih) * P_W + iw;

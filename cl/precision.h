@@ -24,10 +24,109 @@ typedef half real_t;  /* elementwise arithmetic */
 #define STORE(p, i, v) ((p)[i] = (half)(v))
 #define MPCL_VARIANT_NAME "fp16"
 #elif defined(MPCL_FP16_STORAGE)
-typedef half store_t; /* pointers to half need no extension */
+/* Half buffers are held as their IEEE binary16 bit patterns (ushort) and
+ * converted to and from float with integer and float operations that a
+ * device without half hardware vectorises (PoCL 3.1 on x86 runs a scalar
+ * vstore_half_rte as a software routine per element that its vectoriser
+ * cannot widen: 10x slower than the code below). The conversions are exact: half -> float is exact by
+ * nature, float -> half rounds to nearest even, overflows to inf, keeps
+ * subnormals, -0, inf and NaN (quiet, sign and top payload bits kept), the
+ * same bits as the host's mpcl_half_from_float / mpcl_half_to_float
+ * (tests/test_half.c checks them on the device against both, and against
+ * the device's vload_half / vstore_half_rte).
+ *
+ * Whether these or the built-ins vload_half / vstore_half_rte are faster
+ * depends on the device (hardware conversion, how the compiler treats the
+ * built-ins), and on the width: the host measures both once per device
+ * (src/halfconv.c) and builds with -DMPCL_HALF_BUILTIN_SCALAR (mpcl_h2f,
+ * mpcl_f2h) and / or -DMPCL_HALF_BUILTIN_VECTOR (the 2- to 16-wide forms)
+ * where the built-ins won. -DMPCL_HALF_BUILTIN means both. Both ways give
+ * the same bits, so the choice never changes a result. */
+typedef ushort store_t; /* the half's bits; no extension needed */
 typedef float real_t;
-#define LOAD(p, i) vload_half((i), (p))
-#define STORE(p, i, v) vstore_half_rte((v), (i), (p))
+
+/* Through a private variable: vload_half / vstore_half_rte take a pointer
+ * to half in any address space. */
+#define MPCL_HALF_CONV_BUILTIN(N)                                               \
+    static inline float##N mpcl_h2f##N(ushort##N h)                           \
+    {                                                                           \
+        return vload_half##N(0, (const private half *)&h);                    \
+    }                                                                           \
+    static inline ushort##N mpcl_f2h##N(float##N v)                           \
+    {                                                                           \
+        ushort##N h;                                                            \
+        vstore_half##N##_rte(v, 0, (private half *)&h);                        \
+        return h;                                                               \
+    }
+
+/* half -> float: exponent and mantissa moved into place (<< 13) with the
+ * exponent rebiased (+112) for normal halves; for inf and NaN the float's
+ * all-ones exponent (payload kept bit for bit); zeros and subnormals
+ * m * 2^-24 as (float)m * 2^-24, exact and a normal float (so right also
+ * where float subnormals are flushed). The sign goes on last: -0 stays -0.
+ * (Written with float selects: the same cases selected as integers kept
+ * PoCL 3.1 from vectorising max pooling.)
+ *
+ * float -> half, on a = |x|'s bits:
+ *   normal results (2^-14 <= a < 2^16): rebias (-112 << 23), add half a
+ *     half ulp less one (0xfff) plus the ulp's parity (ties to even), drop
+ *     13 bits; a carry bumps the exponent, up to inf from 65520 on;
+ *   subnormal results (a < 2^-14): a + 0.5f puts 2^-24 at float's last
+ *     bit, so the float addition rounds to nearest even exactly there, and
+ *     the bits above 0.5 are the half's code (1024 when it rounds up to the
+ *     smallest normal); float subnormal inputs give 0 whether or not the
+ *     device flushes them;
+ *   a >= 2^16 (and inf): inf; NaN: 0x7e00 | the top 10 payload bits.
+ * Every path is computed and the result selected, so the code has no
+ * branches and vectorises. */
+#define MPCL_HALF_CONV_SOFT(N)                                                  \
+    static inline float##N mpcl_h2f##N(ushort##N h16)                         \
+    {                                                                           \
+        const uint##N h = convert_uint##N(h16);                                 \
+        const uint##N o = (h & 0x7fffu) << 13;                                  \
+        float##N f = as_float##N(o + 0x38000000u);                              \
+        f = (h & 0x7c00u) == 0u ? convert_float##N(h & 0x3ffu) * 0x1p-24f : f;  \
+        f = (h & 0x7c00u) == 0x7c00u ? as_float##N(o | 0x7f800000u) : f;        \
+        return as_float##N(as_uint##N(f) | ((h & 0x8000u) << 16));              \
+    }                                                                           \
+    static inline ushort##N mpcl_f2h##N(float##N v)                           \
+    {                                                                           \
+        const uint##N f = as_uint##N(v);                                        \
+        const uint##N a = f & 0x7fffffffu;                                      \
+        const uint##N norm = (a - 0x38000000u + 0x0fffu + ((a >> 13) & 1u)) >> 13; \
+        const uint##N sub = as_uint##N(as_float##N(a) + 0.5f) - 0x3f000000u;    \
+        uint##N o = a < 0x38800000u ? sub : norm;                               \
+        o = a >= 0x47800000u ? (uint##N)0x7c00u : o;                            \
+        o = a > 0x7f800000u ? (0x7e00u | ((a >> 13) & 0x3ffu)) : o;             \
+        return convert_ushort##N(o | ((f >> 16) & 0x8000u));                    \
+    }
+
+#if defined(MPCL_HALF_BUILTIN)
+#define MPCL_HALF_BUILTIN_SCALAR
+#define MPCL_HALF_BUILTIN_VECTOR
+#endif
+#if defined(MPCL_HALF_BUILTIN_SCALAR)
+MPCL_HALF_CONV_BUILTIN()
+#else
+MPCL_HALF_CONV_SOFT()
+#endif
+#if defined(MPCL_HALF_BUILTIN_VECTOR)
+MPCL_HALF_CONV_BUILTIN(2)
+MPCL_HALF_CONV_BUILTIN(4)
+MPCL_HALF_CONV_BUILTIN(8)
+MPCL_HALF_CONV_BUILTIN(16)
+#else
+MPCL_HALF_CONV_SOFT(2)
+MPCL_HALF_CONV_SOFT(4)
+MPCL_HALF_CONV_SOFT(8)
+MPCL_HALF_CONV_SOFT(16)
+#endif
+
+#define LOAD(p, i) mpcl_h2f((p)[i])
+#define STORE(p, i, v) ((p)[i] = mpcl_f2h((float)(v)))
+/* Eight halves from p + i as float8, eight floats to p + i. */
+#define LOAD_HALF8(p, i) mpcl_h2f8(vload8(0, (p) + (i)))
+#define STORE_HALF8(p, i, v) vstore8(mpcl_f2h8(v), 0, (p) + (i))
 #define MPCL_VARIANT_NAME "fp16-storage"
 #else
 #ifndef MPCL_FP32

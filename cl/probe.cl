@@ -71,3 +71,67 @@ kernel void dot_half(global const half *x, /* (R, L) */
     out[r] = acc;
 }
 #endif
+
+#if defined(MPCL_FP16_STORAGE)
+/* (c) The storage variant's own conversions (cl/precision.h mpcl_h2f*,
+ * mpcl_f2h*, whichever way this build defines them), at every vector width,
+ * next to the built-ins, for tests/test_half.c. Work item j converts
+ * elements 16j .. 16j+15 once per width: out[w * n + i] for widths 1, 2, 4,
+ * 8, 16 (w = 0..4) and the built-in (w = 5). n is a multiple of 16. */
+#define HALFCONV_WIDTHS 6
+
+kernel void halfconv_to_float(global const store_t *in, /* (N) half bits */
+                              global float *out,        /* (6, N) */
+                              uint n)
+{
+    const uint j = get_global_id(0);
+    if (j >= n / 16)
+        return;
+    const uint i0 = 16 * j;
+    for (uint k = 0; k < 16; k++)
+        out[i0 + k] = mpcl_h2f(in[i0 + k]);
+    for (uint k = 0; k < 8; k++)
+        vstore2(mpcl_h2f2(vload2(8 * j + k, in)), 8 * j + k, out + n);
+    for (uint k = 0; k < 4; k++)
+        vstore4(mpcl_h2f4(vload4(4 * j + k, in)), 4 * j + k, out + 2 * n);
+    for (uint k = 0; k < 2; k++)
+        vstore8(mpcl_h2f8(vload8(2 * j + k, in)), 2 * j + k, out + 3 * n);
+    vstore16(mpcl_h2f16(vload16(j, in)), j, out + 4 * n);
+    for (uint k = 0; k < 16; k++)
+        out[5 * n + i0 + k] = vload_half(i0 + k, (global const half *)in);
+}
+
+kernel void halfconv_from_float(global const float *in, /* (N) */
+                                global store_t *out,    /* (6, N) half bits */
+                                uint n)
+{
+    const uint j = get_global_id(0);
+    if (j >= n / 16)
+        return;
+    const uint i0 = 16 * j;
+    for (uint k = 0; k < 16; k++)
+        out[i0 + k] = mpcl_f2h(in[i0 + k]);
+    for (uint k = 0; k < 8; k++)
+        vstore2(mpcl_f2h2(vload2(8 * j + k, in)), 8 * j + k, out + n);
+    for (uint k = 0; k < 4; k++)
+        vstore4(mpcl_f2h4(vload4(4 * j + k, in)), 4 * j + k, out + 2 * n);
+    for (uint k = 0; k < 2; k++)
+        vstore8(mpcl_f2h8(vload8(2 * j + k, in)), 2 * j + k, out + 3 * n);
+    vstore16(mpcl_f2h16(vload16(j, in)), j, out + 4 * n);
+    for (uint k = 0; k < 16; k++)
+        vstore_half_rte(in[i0 + k], i0 + k, (global half *)(out + 5 * n));
+}
+#endif
+
+#if defined(MPCL_FP16_STORAGE)
+/* (d) The micro-benchmark behind the choice between the integer code and
+ * the built-ins for scalar conversions (src/halfconv.c): a read, convert,
+ * multiply-add, convert, write per element, as the elementwise and pooling
+ * kernels do. Launched over exactly N items. */
+kernel void halfconv_bench(global const store_t *restrict in, /* (N) */
+                           global store_t *restrict out)      /* (N) */
+{
+    const size_t i = get_global_id(0);
+    out[i] = mpcl_f2h(mpcl_h2f(in[i]) * 1.5f + 0.25f);
+}
+#endif

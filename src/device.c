@@ -370,6 +370,9 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
                               ctx->desc.device_index, ctx->desc.name, ctx->caps.chosen_why);
     ctx->precision = ctx->caps.chosen;
     mpcl_tuning_apply(ctx); /* CLBlast overrides are per process: every context applies them */
+    s = mpcl_halfconv_choose(ctx);
+    if (s != MPCL_OK)
+        return s;
     ctx->usable = 1;
     mpcl_clear_error(ctx);
     return MPCL_OK;

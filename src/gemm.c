@@ -132,7 +132,8 @@ static CLBlastStatusCode run_hgemm(mpcl_context *ctx, const gemm_call *g)
 /* ------------------------------------------------- float accumulation */
 
 /* Launches convert.cl's mat_f16_f32 or mat_f32_f16 over the G matrices of x
- * (or, when they overlap, span_f16_f32 over their whole span). */
+ * (or, when they overlap or lie back to back without gaps, span_f16_f32 /
+ * span_f32_f16 over their whole span: one flat launch). */
 static mpcl_status convert_mat(mpcl_context *ctx, const gemm_call *g, const gemm_mat *x,
                                int to_float, cl_mem scratch)
 {
@@ -142,15 +143,22 @@ static mpcl_status convert_mat(mpcl_context *ctx, const gemm_call *g, const gemm
     cl_ulong off = x->off, stride = x->stride;
     cl_uint rows = (cl_uint)x->rows, cols = (cl_uint)x->cols, ld = (cl_uint)x->ld;
     cl_mem src = to_float ? x->mem : scratch, dst = to_float ? scratch : x->mem;
-    if (to_float && mat_overlaps(x, g->batch)) {
+    /* matrices without gaps between rows or between matrices: one span */
+    const int dense = x->ld == x->cols &&
+                      (g->batch == 1 || x->stride == x->rows * x->ld);
+    if ((to_float && mat_overlaps(x, g->batch)) || dense) {
         cl_ulong n = mat_span(x, g->batch);
-        s = mpcl_kernel_get(ctx, "convert", v, "span_f16_f32", &k);
+        const char *name = to_float ? "span_f16_f32" : "span_f32_f16";
+        if (to_float)
+            s = mpcl_kernel_get(ctx, "convert", v, "span_f16_f32", &k);
+        else
+            s = mpcl_kernel_get(ctx, "convert", v, "span_f32_f16", &k);
         if (s != MPCL_OK)
             return s;
         cl_int rc = mpcl_kernel_args(k, 4, sizeof src, &src, sizeof off, &off, sizeof n, &n,
                                      sizeof dst, &dst);
         if (rc != CL_SUCCESS)
-            return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: span_f16_f32 arguments: %s", g->what,
+            return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: %s arguments: %s", g->what, name,
                                   mpcl_cl_error_name(rc));
         return mpcl_launch_1d(ctx, k, g->what, (size_t)n);
     }

@@ -140,6 +140,7 @@ struct mpcl_context {
     int gemm_f16_path;     /* mpcl_gemm_f16_path: how float-accumulating GEMMs on half run */
     int hgemm_refused;     /* CLBlast refused Hgemm: fp16 GEMMs accumulate in float from then on */
     char tuning_note[256]; /* what tuning.c did to CLBlast's parameters for this device */
+    char storage_defines[64]; /* halfconv.c: added to fp16-storage builds ("" or -DMPCL_HALF_...) */
 };
 
 struct mpcl_tensor {
@@ -217,6 +218,14 @@ void mpcl_cache_header(unsigned char hdr[64], uint64_t key, uint64_t dev, const 
 /* A hash of the platform, device and driver (names and versions): what
  * cache entries are written for. */
 uint64_t mpcl_device_hash(const mpcl_context *ctx);
+/* halfconv.c: in an fp16-storage context, measures (or reads from the cache
+ * directory) whether the storage kernels convert halves with integer code
+ * or the built-ins, and sets ctx->storage_defines; a no-op otherwise. */
+mpcl_status mpcl_halfconv_choose(mpcl_context *ctx);
+/* ops/cast.c: n elements of src converted into dst, f16 -> f32 (to_float)
+ * or f32 -> f16, in the context's variant (no checks; op names the caller). */
+mpcl_status mpcl_cast_raw(mpcl_context *ctx, const char *op, int to_float, cl_mem src, cl_mem dst,
+                          size_t n);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL

@@ -124,10 +124,13 @@ static mpcl_status load_sources(mpcl_context *ctx, const char *family, char **he
     return MPCL_OK;
 }
 
-static void build_options(mpcl_variant v, const char *defines, char *dst, size_t len)
+static void build_options(const mpcl_context *ctx, mpcl_variant v, const char *defines, char *dst,
+                          size_t len)
 {
-    /* No fast-math flags: loss scaling relies on inf and NaN behaving. */
-    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s%s%s", mpcl_variant_define(v),
+    /* No fast-math flags: loss scaling relies on inf and NaN behaving.
+     * fp16-storage builds add the device's half conversion choice. */
+    const char *sd = v == MPCL_VARIANT_FP16_STORAGE ? ctx->storage_defines : "";
+    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s%s%s%s%s", mpcl_variant_define(v), *sd ? " " : "", sd,
                 defines && *defines ? " " : "", defines ? defines : "");
 }
 
@@ -439,7 +442,7 @@ mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_
     mpcl_status s = load_sources(ctx, family, &header, &body);
     if (s != MPCL_OK)
         return s;
-    build_options(variant, NULL, opts, sizeof opts);
+    build_options(ctx, variant, NULL, opts, sizeof opts);
     entry_path(ctx, family, variant, cache_key(ctx, header, body, opts), path, len);
     free(header);
     free(body);
@@ -460,7 +463,7 @@ mpcl_status mpcl_program_build_defines(mpcl_context *ctx, const char *family, mp
     mpcl_status s = load_sources(ctx, family, &header, &body);
     if (s != MPCL_OK)
         return s;
-    build_options(variant, defines, opts, sizeof opts);
+    build_options(ctx, variant, defines, opts, sizeof opts);
     int cached = use_cache && ctx->cache_enabled;
     uint64_t key = cache_key(ctx, header, body, opts);
     if (cached) {

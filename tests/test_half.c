@@ -517,6 +517,199 @@ START_TEST(test_device_vstore_half_rte)
 }
 END_TEST
 
+/* The storage variant's own conversions (cl/precision.h, the very functions
+ * every fp16-storage kernel uses) on the device, in both builds the host
+ * may choose between (integer code, and the built-ins), at every vector
+ * width (1, 2, 4, 8, 16), against the host (src/half.c) and the device's
+ * vload_half / vstore_half_rte:
+ *   half -> float: all 65,536 halves;
+ *   float -> half: all 65,536 halves as floats, the known answers above,
+ *     inf, NaNs, every midpoint between neighbouring finite halves and the
+ *     floats one ulp either side (both signs), and N_STORAGE_RANDOM random
+ *     floats.
+ * Non-NaN results must be bit for bit the host's. A NaN must give a NaN of
+ * the same sign; the integer code keeps payloads: half -> float exactly
+ * the host's bits, float -> half quiet with the host's bits. The built-ins'
+ * NaN payloads are the driver's choice (NaN-ness only, as above). */
+#define N_STORAGE_RANDOM (3u << 20)
+#define CONV_WIDTHS 6 /* cl/probe.cl HALFCONV_WIDTHS: widths 1, 2, 4, 8, 16, then the built-in */
+
+static const char *const WIDTH_NAME[CONV_WIDTHS] = {"mpcl_h2f/f2h", "2-wide", "4-wide",
+                                                    "8-wide", "16-wide", "built-in"};
+
+static size_t storage_floats(float **out)
+{
+    size_t nk = sizeof KNOWN / sizeof KNOWN[0];
+    size_t n = 65536 + nk + 16 + 0x7c00 * 8 + N_STORAGE_RANDOM;
+    n = (n + 15) / 16 * 16;
+    float *in = malloc(n * sizeof *in);
+    ck_assert_ptr_nonnull(in);
+    size_t m = 0;
+    for (unsigned i = 0; i < 65536; i++)
+        in[m++] = mpcl_half_to_float((uint16_t)i); /* NaNs with every payload, both signs */
+    for (size_t i = 0; i < nk; i++)
+        in[m++] = KNOWN[i].in;
+    static const uint32_t specials[] = {0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u,
+                                        0x7f800001u, 0xff800001u, 0x7fffffffu, 0x7f802000u,
+                                        0x007fffffu, 0x807fffffu, 0x00000001u, 0x80000000u,
+                                        0x477fefffu, 0x477ff000u, 0x38800000u, 0x387fffffu};
+    for (size_t i = 0; i < 16; i++)
+        in[m++] = tu_u2f(specials[i]);
+    for (unsigned h = 0; h < 0x7c00; h++) { /* every rounding boundary */
+        double lo = ref_half_value((uint16_t)h);
+        double hi = h == 0x7bff ? 65536.0 : ref_half_value((uint16_t)(h + 1));
+        float mid = (float)((lo + hi) / 2);
+        float c[4] = {mid, nextafterf(mid, 0.0f), nextafterf(mid, INFINITY), (float)lo};
+        for (int k = 0; k < 4; k++) {
+            in[m++] = c[k];
+            in[m++] = -c[k];
+        }
+    }
+    uint64_t seed = 0x57a9e;
+    while (m < n)
+        in[m++] = random_float(&seed);
+    *out = in;
+    return n;
+}
+
+static cl_kernel conv_kernel(mpcl_context *ctx, const char *defines, const char *name)
+{
+    cl_program prog = NULL;
+    mpcl_status s = mpcl_program_build_defines(ctx, "probe", MPCL_VARIANT_FP16_STORAGE, defines, 1,
+                                               &prog);
+    ck_assert_msg(s == MPCL_OK, "probe (fp16-storage, \"%s\"): %s", defines, mpcl_last_error(ctx));
+    cl_int rc;
+    cl_kernel k = clCreateKernel(prog, name, &rc);
+    ck_assert_msg(rc == CL_SUCCESS, "%s: %s", name, mpcl_cl_error_name(rc));
+    clReleaseProgram(prog);
+    return k;
+}
+
+/* Runs kernel k (in, out, n) over n elements: in has in_size bytes per
+ * element, out CONV_WIDTHS x n elements of out_size bytes. */
+static void run_conv(mpcl_context *ctx, cl_kernel k, const void *in, size_t in_size, void *out,
+                     size_t out_size, size_t n)
+{
+    cl_int rc;
+    cl_mem din = clCreateBuffer(ctx->cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * in_size,
+                                (void *)in, &rc);
+    ck_assert_msg(rc == CL_SUCCESS, "clCreateBuffer: %s", mpcl_cl_error_name(rc));
+    cl_mem dout = clCreateBuffer(ctx->cl, CL_MEM_WRITE_ONLY, CONV_WIDTHS * n * out_size, NULL, &rc);
+    ck_assert_msg(rc == CL_SUCCESS, "clCreateBuffer: %s", mpcl_cl_error_name(rc));
+    cl_uint un = (cl_uint)n;
+    rc = clSetKernelArg(k, 0, sizeof din, &din);
+    rc |= clSetKernelArg(k, 1, sizeof dout, &dout);
+    rc |= clSetKernelArg(k, 2, sizeof un, &un);
+    ck_assert_msg(rc == CL_SUCCESS, "clSetKernelArg failed");
+    size_t global = n / 16;
+    rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &global, NULL, 0, NULL, NULL);
+    ck_assert_msg(rc == CL_SUCCESS, "clEnqueueNDRangeKernel: %s", mpcl_cl_error_name(rc));
+    rc = clEnqueueReadBuffer(ctx->queue, dout, CL_TRUE, 0, CONV_WIDTHS * n * out_size, out, 0, NULL,
+                             NULL);
+    ck_assert_msg(rc == CL_SUCCESS, "clEnqueueReadBuffer: %s", mpcl_cl_error_name(rc));
+    clReleaseMemObject(din);
+    clReleaseMemObject(dout);
+}
+
+static const char *const CONV_BUILDS[] = {"", "-DMPCL_HALF_BUILTIN"};
+
+START_TEST(test_device_storage_conversions)
+{
+    const char *defines = CONV_BUILDS[_i];
+    const int soft = defines[0] == '\0'; /* the integer code at every width */
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.precision = MPCL_PRECISION_FP32; /* the program is built by hand in fp16-storage */
+    mpcl_context *ctx = NULL;
+    mpcl_status s = mpcl_context_create(&opt, &ctx);
+    ck_assert_msg(s == MPCL_OK, "mpcl_context_create: %s: %s", mpcl_status_name(s),
+                  mpcl_last_error(ctx));
+
+    /* half -> float, all 65,536 halves */
+    uint16_t *all = malloc(65536 * sizeof *all);
+    float *f = malloc(CONV_WIDTHS * 65536 * sizeof *f);
+    ck_assert(all && f);
+    for (unsigned i = 0; i < 65536; i++)
+        all[i] = (uint16_t)i;
+    cl_kernel k = conv_kernel(ctx, defines, "halfconv_to_float");
+    run_conv(ctx, k, all, 2, f, 4, 65536);
+    clReleaseKernel(k);
+    size_t bad[CONV_WIDTHS] = {0}, first[CONV_WIDTHS] = {0}, builtin_differs = 0;
+    for (unsigned w = 0; w < CONV_WIDTHS; w++)
+        for (unsigned i = 0; i < 65536; i++) {
+            float got = f[w * 65536 + i], host = mpcl_half_to_float((uint16_t)i);
+            int ok;
+            if (isnan(host))
+                ok = isnan(got) && signbit(got) == signbit(host) &&
+                     (!soft || w == CONV_WIDTHS - 1 || tu_f2u(got) == tu_f2u(host));
+            else
+                ok = tu_f2u(got) == tu_f2u(host);
+            if (!ok && bad[w]++ == 0)
+                first[w] = i;
+            /* the conversion against the device's own vload_half */
+            float dev = f[(CONV_WIDTHS - 1) * 65536 + i];
+            if (w < CONV_WIDTHS - 1 && !(tu_f2u(got) == tu_f2u(dev) || (isnan(got) && isnan(dev))))
+                builtin_differs++;
+        }
+    for (unsigned w = 0; w < CONV_WIDTHS; w++)
+        ck_assert_msg(bad[w] == 0,
+                      "half -> float (%s build, %s): %zu of 65536 halves differ from the host; "
+                      "first 0x%04zx gave 0x%08x, host 0x%08x",
+                      soft ? "integer" : "built-in", WIDTH_NAME[w], bad[w], first[w],
+                      tu_f2u(f[w * 65536 + first[w]]), tu_f2u(mpcl_half_to_float((uint16_t)first[w])));
+    ck_assert_msg(builtin_differs == 0, "half -> float: %zu results differ from vload_half",
+                  builtin_differs);
+    free(all);
+    free(f);
+
+    /* float -> half */
+    float *in = NULL;
+    size_t n = storage_floats(&in);
+    uint16_t *h = malloc(CONV_WIDTHS * n * sizeof *h);
+    ck_assert_ptr_nonnull(h);
+    k = conv_kernel(ctx, defines, "halfconv_from_float");
+    run_conv(ctx, k, in, 4, h, 2, n);
+    clReleaseKernel(k);
+    size_t nans = 0;
+    memset(bad, 0, sizeof bad);
+    builtin_differs = 0;
+    for (unsigned w = 0; w < CONV_WIDTHS; w++)
+        for (size_t i = 0; i < n; i++) {
+            uint16_t got = h[w * n + i], host = mpcl_half_from_float(in[i]);
+            uint16_t dev = h[(CONV_WIDTHS - 1) * n + i];
+            int ok;
+            if (isnan(in[i])) {
+                nans += w == 0;
+                ok = half_is_nan(got) && (got >> 15) == (host >> 15) &&
+                     (!soft || w == CONV_WIDTHS - 1 || got == host); /* host: quiet, payload kept */
+                if (w < CONV_WIDTHS - 1 && !half_is_nan(dev))
+                    builtin_differs++;
+            } else {
+                ok = got == host;
+                if (w < CONV_WIDTHS - 1 && got != dev)
+                    builtin_differs++;
+            }
+            if (!ok && bad[w]++ == 0)
+                first[w] = i;
+        }
+    for (unsigned w = 0; w < CONV_WIDTHS; w++)
+        ck_assert_msg(bad[w] == 0,
+                      "float -> half (%s build, %s): %zu of %zu floats differ from the host; "
+                      "first 0x%08x gave 0x%04x, host 0x%04x",
+                      soft ? "integer" : "built-in", WIDTH_NAME[w], bad[w], n,
+                      tu_f2u(in[first[w]]), h[w * n + first[w]], mpcl_half_from_float(in[first[w]]));
+    ck_assert_msg(builtin_differs == 0, "float -> half: %zu results differ from vstore_half_rte",
+                  builtin_differs);
+    ck_assert(nans > 1000);
+    fprintf(stderr, "storage conversions (%s build) on '%s': 65536 halves and %zu floats x 5 "
+                    "widths, bit-exact against the host and the built-ins\n",
+            soft ? "integer" : "built-in", ctx->caps.device, n);
+    free(in);
+    free(h);
+    mpcl_context_destroy(ctx);
+}
+END_TEST
+
 int main(void)
 {
     tu_clean_env();
@@ -543,6 +736,8 @@ int main(void)
     } else { /* a device that exists but fails makes the device test fail, with the reason */
         TCase *device = tcase_create("device");
         tcase_add_test(device, test_device_vstore_half_rte);
+        tcase_add_loop_test(device, test_device_storage_conversions, 0,
+                            (int)(sizeof CONV_BUILDS / sizeof CONV_BUILDS[0]));
         suite_add_tcase(s, device);
     }
     return tu_run_suite(s);

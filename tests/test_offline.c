@@ -16,13 +16,18 @@ static const char *g_header;      /* cl/precision.h */
 static const char *g_files[64];   /* the .cl sources */
 static int g_nfiles;
 
+/* fp16-storage twice: with the integer half conversions of cl/precision.h
+ * and with the built-ins (-DMPCL_HALF_BUILTIN), as src/halfconv.c may choose. */
+#define NVARIANTS 4
 static const struct {
     const char *define;
-    const char *ext; /* -cl-ext= value */
-} VARIANTS[3] = {
-    {"MPCL_FP16", "+cl_khr_fp16"},
-    {"MPCL_FP16_STORAGE", "-cl_khr_fp16"},
-    {"MPCL_FP32", "-cl_khr_fp16"},
+    const char *ext;   /* -cl-ext= value */
+    const char *extra; /* one more option */
+} VARIANTS[NVARIANTS] = {
+    {"MPCL_FP16", "+cl_khr_fp16", "-DMPCL_OFFLINE"},
+    {"MPCL_FP16_STORAGE", "-cl_khr_fp16", "-DMPCL_OFFLINE"},
+    {"MPCL_FP16_STORAGE", "-cl_khr_fp16", "-DMPCL_HALF_BUILTIN"},
+    {"MPCL_FP32", "-cl_khr_fp16", "-DMPCL_OFFLINE"},
 };
 
 /* Runs clang -fsyntax-only on file for variant v; returns its exit status
@@ -35,6 +40,7 @@ static int clang_check(const char *file, int v, char **err)
     const char *clang = tu_env("MPCL_CLANG");
     char *const argv[] = {(char *)clang, "-x", "cl", "-cl-std=CL1.2", "-Xclang",
                           "-finclude-default-header", "--target=spir64", "-Xclang", ext, def,
+                          (char *)VARIANTS[v].extra,
                           "-include", (char *)g_header, "-fsyntax-only", (char *)file, NULL};
     char *out = NULL;
     int rc = tu_run(argv, NULL, &out, err);
@@ -44,14 +50,14 @@ static int clang_check(const char *file, int v, char **err)
 
 START_TEST(test_compiles)
 {
-    const char *file = g_files[_i / 3];
-    int v = _i % 3;
+    const char *file = g_files[_i / NVARIANTS];
+    int v = _i % NVARIANTS;
     char *err = NULL;
     int rc = clang_check(file, v, &err);
     ck_assert_msg(rc == 0, "clang (%s) failed on %s with -D%s -cl-ext=%s (exit %d):\n%s",
                   tu_env("MPCL_CLANG"), file, VARIANTS[v].define, VARIANTS[v].ext, rc, err ? err : "");
     if (err && *err) /* warnings do not fail the test, but show them */
-        fprintf(stderr, "%s (%s): %s", file, VARIANTS[v].define, err);
+        fprintf(stderr, "%s (%s %s): %s", file, VARIANTS[v].define, VARIANTS[v].extra, err);
     free(err);
 }
 END_TEST
@@ -85,7 +91,7 @@ START_TEST(test_half_guard)
     /* and a plain syntax error fails in every variant (the check is real) */
     const char *broken = "kernel void k(global float *p) { p[0] = ; }\n";
     ck_assert_int_eq(tu_write_file(file, broken, strlen(broken)), 0);
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < NVARIANTS; v++) {
         rc = clang_check(file, v, &err);
         ck_assert_msg(rc != 0 && rc != -1, "a syntax error compiled in %s", VARIANTS[v].define);
         free(err);
@@ -114,7 +120,7 @@ int main(int argc, char **argv)
     }
     Suite *s = suite_create("offline");
     TCase *tc = tcase_create("clang");
-    tcase_add_loop_test(tc, test_compiles, 0, g_nfiles * 3);
+    tcase_add_loop_test(tc, test_compiles, 0, g_nfiles * NVARIANTS);
     tcase_add_test(tc, test_half_guard);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -4,8 +4,8 @@
 #include "internal.h"
 
 /* convert.cl cast_f16_f32 (to_float) or cast_f32_f16 over n elements. */
-static mpcl_status cast_kernel(mpcl_context *ctx, const char *op, int to_float, cl_mem src,
-                               cl_mem dst, size_t n)
+mpcl_status mpcl_cast_raw(mpcl_context *ctx, const char *op, int to_float, cl_mem src, cl_mem dst,
+                          size_t n)
 {
     const char *name = to_float ? "cast_f16_f32" : "cast_f32_f16";
     cl_kernel k;
@@ -57,5 +57,5 @@ mpcl_status mpcl_cast(mpcl_context *ctx, mpcl_tensor *dst, const mpcl_tensor *sr
                                   mpcl_tensor_describe(src, ds, sizeof ds), mpcl_cl_error_name(rc));
         return MPCL_OK;
     }
-    return cast_kernel(ctx, op, src->dtype == MPCL_F16, src->mem, dst->mem, n);
+    return mpcl_cast_raw(ctx, op, src->dtype == MPCL_F16, src->mem, dst->mem, n);
 }

@@ -30,6 +30,7 @@
 #define SLOT_COL 4
 #define SLOT_YT 5
 #define SLOT_DCOL 6
+#define SLOT_WF 7 /* direct path, fp16-storage: the weights as float */
 
 typedef enum { CONV_AUTO = 0, CONV_IM2COL, CONV_DIRECT } conv_algo;
 
@@ -283,18 +284,42 @@ static mpcl_status direct_kernel(mpcl_context *ctx, const conv_dims *d, const ch
     return mpcl_kernel_get_spec(ctx, "conv_direct", mpcl_ctx_variant(ctx), defs, name, k);
 }
 
+/* The weights as conv_direct.cl's forward and input-gradient kernels read
+ * them (wt_t): in fp16-storage a float copy in scratch slot SLOT_WF, made
+ * by one small conversion launch; otherwise w itself. (The forward pass
+ * reads x as wt_t too: in fp16-storage a float copy in SLOT_COL.) */
+static mpcl_status direct_weights(mpcl_context *ctx, const char *op, const mpcl_tensor *w,
+                                  cl_mem *out)
+{
+    *out = w->mem;
+    if (ctx->precision != MPCL_PRECISION_FP16_STORAGE)
+        return MPCL_OK;
+    mpcl_status s = mpcl_scratch(ctx, SLOT_WF, w->numel * sizeof(cl_float), out);
+    if (s == MPCL_OK)
+        s = mpcl_cast_raw(ctx, op, 1, w->mem, *out, w->numel);
+    return s;
+}
+
 static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
                                   const mpcl_tensor *x, const mpcl_tensor *w, const mpcl_tensor *b,
                                   const conv_dims *d)
 {
     cl_kernel k;
+    cl_mem wm, xm = x->mem;
     mpcl_status s = direct_kernel(ctx, d, "conv_direct_forward", &k);
+    if (s == MPCL_OK)
+        s = direct_weights(ctx, op, w, &wm);
+    if (s == MPCL_OK && ctx->precision == MPCL_PRECISION_FP16_STORAGE) { /* x as float too */
+        s = mpcl_scratch(ctx, SLOT_COL, x->numel * sizeof(cl_float), &xm);
+        if (s == MPCL_OK)
+            s = mpcl_cast_raw(ctx, op, 1, x->mem, xm, x->numel);
+    }
     if (s != MPCL_OK)
         return s;
     cl_uint has_bias = b != NULL;
     cl_mem bmem = b ? b->mem : w->mem; /* read but unused without a bias (w has >= K entries) */
-    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
-                                 sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
+    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &xm, /* (B, C, H, W) */
+                                 sizeof(cl_mem), &wm,       /* (K, C, R, S) */
                                  sizeof(cl_mem), &bmem,          /* (K) */
                                  sizeof has_bias, &has_bias,
                                  sizeof(cl_mem), &y->mem);       /* (B, K, OH, OW) */
@@ -316,17 +341,35 @@ static mpcl_status direct_filter(mpcl_context *ctx, const char *op, mpcl_tensor 
     if (want > d->b)
         want = d->b;
     const size_t cb = (d->b + want - 1) / want, chunks = (d->b + cb - 1) / cb;
-    cl_mem part;
+    cl_mem part, dym = dy->mem, xm = x->mem;
     mpcl_status s = mpcl_scratch(ctx, SLOT_COL, chunks * (kcrs + d->k) * sizeof(cl_float), &part);
     cl_kernel k;
-    if (s == MPCL_OK)
+    if (s == MPCL_OK && ctx->precision == MPCL_PRECISION_FP16_STORAGE) {
+        /* The first pass reads every dy row C*R*S times and every x row
+         * K*S times: without half hardware, converting dy and x to float
+         * once (scratch slots YT and DCOL) and running the fp32 build of
+         * the first pass costs a fraction of converting at every read. */
+        s = mpcl_scratch(ctx, SLOT_YT, dy->numel * sizeof(cl_float), &dym);
+        if (s == MPCL_OK)
+            s = mpcl_scratch(ctx, SLOT_DCOL, x->numel * sizeof(cl_float), &xm);
+        if (s == MPCL_OK)
+            s = mpcl_cast_raw(ctx, op, 1, dy->mem, dym, dy->numel);
+        if (s == MPCL_OK)
+            s = mpcl_cast_raw(ctx, op, 1, x->mem, xm, x->numel);
+        char defs[MPCL_SPEC_DEFINES_LEN];
+        direct_defines(d, defs, sizeof defs);
+        if (s == MPCL_OK)
+            s = mpcl_kernel_get_spec(ctx, "conv_direct", MPCL_VARIANT_FP32, defs,
+                                     "conv_direct_filter_partial", &k);
+    } else if (s == MPCL_OK) {
         s = direct_kernel(ctx, d, "conv_direct_filter_partial", &k);
+    }
     if (s != MPCL_OK)
         return s;
     cl_int nb = (cl_int)d->b, cbi = (cl_int)cb, nch = (cl_int)chunks;
     cl_int n = (cl_int)(kcrs + (db ? d->k : 0));
-    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                                 sizeof(cl_mem), &x->mem,        /* (B, C, H, W) */
+    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &dym, /* (B, K, OH, OW) */
+                                 sizeof(cl_mem), &xm,        /* (B, C, H, W) */
                                  sizeof(cl_mem), &part,          /* (chunks, KCRS + K) f32 */
                                  sizeof nb, &nb, sizeof cbi, &cbi);
     if (rc != CL_SUCCESS)
@@ -359,11 +402,14 @@ static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tenso
     if (s != MPCL_OK || !dx)
         return s;
     cl_kernel k;
+    cl_mem wm;
     s = direct_kernel(ctx, d, "conv_direct_backward_data", &k);
+    if (s == MPCL_OK)
+        s = direct_weights(ctx, op, w, &wm);
     if (s != MPCL_OK)
         return s;
     cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                                 sizeof(cl_mem), &w->mem,        /* (K, C, R, S) */
+                                 sizeof(cl_mem), &wm,            /* (K, C, R, S) */
                                  sizeof(cl_mem), &dx->mem);      /* (B, C, H, W) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);

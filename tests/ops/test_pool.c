@@ -351,6 +351,36 @@ START_TEST(test_max_nan_propagates)
 }
 END_TEST
 
+/* Ties, signed zeros and infinities in 2x2 windows at stride 2 (the
+ * geometry that fp16-storage compares as halves' bits): the first maximum
+ * in window order wins, -0 and +0 tie (so the first of them is stored,
+ * sign included), inf beats every finite value, -inf loses to them all. */
+START_TEST(test_max_ties_zeros_inf)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    /* 2 x 8 image: four windows, columns (0,1), (2,3), (4,5), (6,7) */
+    const float x[16] = {-0.0f, 0.0f,      3.0f, -INFINITY, INFINITY, 65504.0f, -5.0f, -4.0f,
+                         0.0f,  -0.0f,     3.0f, 1.0f,      2.0f,     INFINITY, -4.0f, -INFINITY};
+    mpcl_pool2d_params p = {2, 2, 2, 2, 0, 0};
+    mpcl_tensor *tx = act(ctx, x, 1, 1, 2, 8), *ty = act(ctx, NULL, 1, 1, 1, 4);
+    mpcl_tensor *tam = optest_tensor(ctx, MPCL_I32, MPCL_MEM_ACTIVATIONS, NULL, 1, 1, 1, 4);
+    ck_assert_msg(mpcl_maxpool2d_forward(ctx, ty, tam, tx, &p) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    float *y = optest_download(ty), *am = optest_download(tam);
+    ck_assert_msg(y[0] == 0.0f && signbit(y[0]) && am[0] == 0.0f, "zeros: got %g at %g",
+                  (double)y[0], (double)am[0]);
+    ck_assert_msg(y[1] == 3.0f && am[1] == 2.0f, "tie: got %g at %g", (double)y[1], (double)am[1]);
+    ck_assert_msg(isinf(y[2]) && y[2] > 0 && am[2] == 4.0f, "inf: got %g at %g", (double)y[2],
+                  (double)am[2]);
+    ck_assert_msg(y[3] == -4.0f && am[3] == 7.0f, "negatives: got %g at %g", (double)y[3],
+                  (double)am[3]);
+    free(y);
+    free(am);
+    mpcl_tensor_destroy(tx);
+    mpcl_tensor_destroy(ty);
+    mpcl_tensor_destroy(tam);
+}
+END_TEST
+
 /* ----------------------------------------------------------------- avg */
 
 static void run_avg_case(const optest_mode *md, const pool_case *pc, uint64_t seed)
@@ -495,6 +525,7 @@ int main(void)
     tcase_add_loop_test(tc, test_max_cases, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_max_padding_never_wins, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_max_nan_propagates, 0, optest_nmodes);
+    tcase_add_loop_test(tc, test_max_ties_zeros_inf, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_avg_cases, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_avg_padding_counts_as_zero, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_bad_arguments, 0, optest_nmodes);
