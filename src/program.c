@@ -103,11 +103,15 @@ static mpcl_status load_sources(mpcl_context *ctx, const char *family, char **he
     return MPCL_OK;
 }
 
-static void build_options(mpcl_variant v, const char *defines, char *dst, size_t len)
+static void build_options(const mpcl_context *ctx, mpcl_variant v, const char *defines, char *dst,
+                          size_t len)
 {
-    /* No fast-math flags: loss scaling relies on inf and NaN behaving. */
-    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s%s%s", mpcl_variant_define(v),
-                defines && *defines ? " " : "", defines ? defines : "");
+    /* No fast-math flags: loss scaling relies on inf and NaN behaving. The
+     * variant's extra define (bf16: the verified conversion built-ins) is
+     * part of the options, so of the cache key. */
+    const char *extra = mpcl_variant_extra_define(ctx, v);
+    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s%s%s%s%s", mpcl_variant_define(v), *extra ? " " : "",
+                extra, defines && *defines ? " " : "", defines ? defines : "");
 }
 
 static uint64_t cache_key(mpcl_context *ctx, const char *header, const char *body, const char *opts)
@@ -322,7 +326,7 @@ mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_
     mpcl_status s = load_sources(ctx, family, &header, &body);
     if (s != MPCL_OK)
         return s;
-    build_options(variant, NULL, opts, sizeof opts);
+    build_options(ctx, variant, NULL, opts, sizeof opts);
     entry_path(ctx, family, variant, cache_key(ctx, header, body, opts), path, len);
     free(header);
     free(body);
@@ -343,7 +347,7 @@ mpcl_status mpcl_program_build_defines(mpcl_context *ctx, const char *family, mp
     mpcl_status s = load_sources(ctx, family, &header, &body);
     if (s != MPCL_OK)
         return s;
-    build_options(variant, defines, opts, sizeof opts);
+    build_options(ctx, variant, defines, opts, sizeof opts);
     int cached = use_cache && ctx->cache_enabled;
     uint64_t key = cache_key(ctx, header, body, opts);
     if (cached) {
