@@ -1,6 +1,6 @@
 /* test_offline.c — every kernel source compiles offline with clang for a
- * generic SPIR target in each precision variant, with cl_khr_fp16 enabled
- * only for the fp16 variant: a kernel that uses half arithmetic outside the
+ * generic SPIR target in each precision variant (fp16, fp16-storage, fp32,
+ * bf16), with cl_khr_fp16 enabled only for the fp16 variant: a kernel that uses half arithmetic outside the
  * fp16 variant fails here, before any device sees it.
  *
  * Usage: test_offline CL_FILE... (src/meson.build's cl_sources; the entry
@@ -19,11 +19,13 @@ static int g_nfiles;
 static const struct {
     const char *define;
     const char *ext; /* -cl-ext= value */
-} VARIANTS[3] = {
+} VARIANTS[4] = {
     {"MPCL_FP16", "+cl_khr_fp16"},
     {"MPCL_FP16_STORAGE", "-cl_khr_fp16"},
     {"MPCL_FP32", "-cl_khr_fp16"},
+    {"MPCL_BF16", "-cl_khr_fp16"}, /* integer conversions: no extension */
 };
+#define NVARIANTS 4
 
 /* Runs clang -fsyntax-only on file for variant v; returns its exit status
  * and, in *err, its diagnostics. */
@@ -44,8 +46,8 @@ static int clang_check(const char *file, int v, char **err)
 
 START_TEST(test_compiles)
 {
-    const char *file = g_files[_i / 3];
-    int v = _i % 3;
+    const char *file = g_files[_i / NVARIANTS];
+    int v = _i % NVARIANTS;
     char *err = NULL;
     int rc = clang_check(file, v, &err);
     ck_assert_msg(rc == 0, "clang (%s) failed on %s with -D%s -cl-ext=%s (exit %d):\n%s",
@@ -79,13 +81,16 @@ START_TEST(test_half_guard)
     rc = clang_check(file, 2, &err); /* MPCL_FP32 */
     ck_assert_int_ne(rc, 0);
     free(err);
+    rc = clang_check(file, 3, &err); /* MPCL_BF16 */
+    ck_assert_int_ne(rc, 0);
+    free(err);
     rc = clang_check(file, 0, &err); /* MPCL_FP16, +cl_khr_fp16: the same source is fine */
     ck_assert_msg(rc == 0, "the fp16 control failed (exit %d):\n%s", rc, err);
     free(err);
     /* and a plain syntax error fails in every variant (the check is real) */
     const char *broken = "kernel void k(global float *p) { p[0] = ; }\n";
     ck_assert_int_eq(tu_write_file(file, broken, strlen(broken)), 0);
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < NVARIANTS; v++) {
         rc = clang_check(file, v, &err);
         ck_assert_msg(rc != 0 && rc != -1, "a syntax error compiled in %s", VARIANTS[v].define);
         free(err);
@@ -114,7 +119,7 @@ int main(int argc, char **argv)
     }
     Suite *s = suite_create("offline");
     TCase *tc = tcase_create("clang");
-    tcase_add_loop_test(tc, test_compiles, 0, g_nfiles * 3);
+    tcase_add_loop_test(tc, test_compiles, 0, g_nfiles * NVARIANTS);
     tcase_add_test(tc, test_half_guard);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
