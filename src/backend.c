@@ -141,8 +141,8 @@ mpcl_status mpcl_backend_choose(const mpcl_caps *caps, mpcl_precision requested,
                     "conversions: %s",
                     caps->bf16_intel_used
                         ? "cl_intel_bfloat16 built-ins (verified bit for bit)"
-                        : caps->ext_bf16_intel ? "integer operations (cl_intel_bfloat16 built-ins "
-                                                 "declared but not verified)"
+                        : caps->ext_bf16_intel ? "integer operations (the cl_intel_bfloat16 "
+                                                 "built-ins failed the bit-for-bit check)"
                                                : "integer operations");
         return MPCL_OK;
     case MPCL_PRECISION_AUTO:

@@ -283,7 +283,7 @@ static mpcl_status route(mpcl_context *ctx, const gemm_call *g, mpcl_dtype dtype
 {
     if (dtype == MPCL_F32)
         return run_sgemm(ctx, g, g->a.mem, g->a.off, g->b.mem, g->b.off, g->c.mem, g->c.off);
-    if (ctx->precision == MPCL_PRECISION_FP16 && !ctx->hgemm_refused &&
+    if (dtype == MPCL_F16 && ctx->precision == MPCL_PRECISION_FP16 && !ctx->hgemm_refused &&
         fp16_accum(ctx) == MPCL_ACCUM_HALF) {
         CLBlastStatusCode st = run_hgemm(ctx, g);
         if (st == CLBlastSuccess)

@@ -390,7 +390,7 @@ START_TEST(test_backend_bf16)
     HAS(why, "integer operations");
     c.ext_bf16_intel = 1;
     ck_assert_int_eq(choose(&c, MPCL_PRECISION_BF16, &p, why), MPCL_OK);
-    HAS(why, "not verified");
+    HAS(why, "failed the bit-for-bit check");
     c.bf16_intel_used = 1;
     ck_assert_int_eq(choose(&c, MPCL_PRECISION_BF16, &p, why), MPCL_OK);
     HAS(why, "cl_intel_bfloat16 built-ins");
