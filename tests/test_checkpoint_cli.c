@@ -1,6 +1,6 @@
 /* test_checkpoint_cli.c — checkpoints through the CLI: `mpcl train --save
  * / --resume` continues bit for bit (at an epoch boundary, mid-epoch through
- * --max-steps, and after SIGTERM), in fp32 and fp16-storage; failed saves
+ * --max-steps, and after SIGTERM), in fp32, fp16-storage and bf16; failed saves
  * keep the previous checkpoint; bad checkpoints and images give clear errors
  * and exit 1; `mpcl eval` agrees with the trainer's own evaluation and
  * `mpcl predict` with `eval`. The checkpoint headers are read here with cJSON
@@ -26,8 +26,8 @@
 #define HAS(hay, needle) \
     ck_assert_msg(strstr((hay), (needle)) != NULL, "'%s' lacks '%s'", (hay), (needle))
 
-static int g_storage_passed;
-static const char *MODES[2] = {"fp32", "fp16-storage"};
+static int g_storage_passed, g_bf16_passed;
+static const char *MODES[3] = {"fp32", "fp16-storage", "bf16"};
 
 /* The small run every test trains: 10 steps of 64 per epoch. */
 #define SMALL "--limit", "640", "--test-limit", "200", "--batch", "64", "--quiet"
@@ -40,7 +40,7 @@ static char *path_in(const char *dir, const char *name)
     return p;
 }
 
-static int mode_runs(int i) { return i == 0 || g_storage_passed; }
+static int mode_runs(int i) { return i == 0 || (i == 1 ? g_storage_passed : g_bf16_passed); }
 
 static void run_ok(tu_result r)
 {
@@ -424,11 +424,12 @@ int main(void)
         return TU_EXIT_SKIP;
     }
     g_storage_passed = dev.storage_passed;
+    g_bf16_passed = dev.bf16_passed;
     Suite *s = suite_create("checkpoint_cli");
     TCase *tc = tcase_create("resume");
     tcase_set_timeout(tc, 300);
-    tcase_add_loop_test(tc, resume_at_epoch_boundary, 0, 2);
-    tcase_add_loop_test(tc, resume_mid_epoch, 0, 2);
+    tcase_add_loop_test(tc, resume_at_epoch_boundary, 0, 3);
+    tcase_add_loop_test(tc, resume_mid_epoch, 0, 3);
     tcase_add_test(tc, sigterm_checkpoints_and_resumes);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
