@@ -63,7 +63,7 @@ static const char TRAIN_HELP[] =
     "                      is never chosen by auto: bfloat16 storage, float math,\n"
     "                      static loss scale 1 unless --loss-scale says otherwise)\n"
     "  --loss-scale S      dynamic, or a number > 0 for a static scale (default: dynamic\n"
-    "                      in the fp16 modes, a static 1 in fp32)\n"
+    "                      in the fp16 modes, a static 1 in fp32 and bf16)\n"
     "  --init-scale X      the initial dynamic scale, 2^-24..2^24 (default: 65536);\n"
     "                      implies --loss-scale dynamic\n"
     "\n"
