@@ -65,6 +65,8 @@
 #define LOADF8(p, i) LOAD_HALF8(p, i)
 #elif defined(MPCL_FP16)
 #define LOADF8(p, i) convert_float8(vload8(0, (p) + (i)))
+#elif defined(MPCL_BF16)
+#define LOADF8(p, i) as_float8(convert_uint8(vload8(0, (p) + (i))) << 16)
 #else
 #define LOADF8(p, i) vload8(0, (p) + (i))
 #endif

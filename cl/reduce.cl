@@ -96,6 +96,10 @@ kernel void reduce_final(global const acc_t *partial, /* (G) */
  * (65504) and the next power of two. NaN compares false. */
 #if defined(MPCL_FP32)
 #define STORED_FINITE(r) isfinite(r)
+#elif defined(MPCL_BF16)
+/* bf16: finite iff |r| < 0x1.fep127 + half an ulp, the midpoint between the
+ * largest bf16 (0x7f7f) and 2^128, which rounds (to even) up to inf. */
+#define STORED_FINITE(r) (fabs(r) < as_float(0x7f7f8000u))
 #else
 #define STORED_FINITE(r) (fabs(r) < 65520.0f)
 #endif

@@ -85,10 +85,11 @@ typedef enum {
     MPCL_PRECISION_AUTO = 0,     /* fp16 when the probe verified half arithmetic, else fp32 */
     MPCL_PRECISION_FP16,         /* half storage and elementwise math, Hgemm */
     MPCL_PRECISION_FP16_STORAGE, /* half storage, float math (vload_half / vstore_half) */
-    MPCL_PRECISION_FP32          /* float everywhere */
+    MPCL_PRECISION_FP32,         /* float everywhere */
+    MPCL_PRECISION_BF16          /* bfloat16 storage, float math, no loss scaling by default */
 } mpcl_precision;
 
-/* "auto", "fp16", "fp16-storage", "fp32" */
+/* "auto", "fp16", "fp16-storage", "fp32", "bf16". auto never picks bf16. */
 MPCL_API const char *mpcl_precision_name(mpcl_precision p);
 /* Parses those names; MPCL_ERR_ARGUMENT for anything else. */
 MPCL_API mpcl_status mpcl_precision_parse(const char *name, mpcl_precision *out);
@@ -102,6 +103,17 @@ MPCL_API uint16_t mpcl_half_from_float(float x);
 MPCL_API float mpcl_half_to_float(uint16_t h);
 MPCL_API void mpcl_half_from_float_array(uint16_t *dst, const float *src, size_t n);
 MPCL_API void mpcl_half_to_float_array(float *dst, const uint16_t *src, size_t n);
+
+/* ---------------------------------------------------- host bf16 (bf16.c) */
+
+/* float -> bfloat16 (the upper 16 bits of a float), round to nearest even;
+ * overflow gives inf, inf stays inf, subnormals are kept, NaN stays NaN
+ * (quiet: sign and the top 6 payload bits kept, the quiet bit set). */
+MPCL_API uint16_t mpcl_bf16_from_float(float x);
+/* bfloat16 -> float, exact. */
+MPCL_API float mpcl_bf16_to_float(uint16_t h);
+MPCL_API void mpcl_bf16_from_float_array(uint16_t *dst, const float *src, size_t n);
+MPCL_API void mpcl_bf16_to_float_array(float *dst, const uint16_t *src, size_t n);
 
 /* -------------------------------------------------------------- devices */
 
@@ -233,6 +245,10 @@ typedef struct {
     int fp16_flushes_subnormals;   /* (b) observed flush-to-zero of half subnormals */
     mpcl_check sgemm;              /* (c) CLBlast Sgemm on a small problem */
     mpcl_check hgemm;              /* (c) CLBlast Hgemm on a small problem */
+    mpcl_check bf16_storage;       /* (d) bf16 by integer operations: all 65,536 loads, rounding */
+    int ext_bf16_intel;            /* cl_intel_bfloat16 (or _conversions) declared */
+    mpcl_check bf16_intel;         /* (d) its conversion built-ins, bit for bit against the host */
+    int bf16_intel_used;           /* 1: the bf16 kernels use those built-ins */
 
     /* precision choice */
     mpcl_precision chosen;
@@ -270,7 +286,8 @@ typedef enum {
     MPCL_F16 = 0, /* IEEE binary16, stored as 2 bytes */
     MPCL_F32,
     MPCL_I32,
-    MPCL_U8
+    MPCL_U8,
+    MPCL_BF16 /* bfloat16 (the upper half of a float), stored as 2 bytes */
 } mpcl_dtype;
 
 /* What device memory is for; accounted per context (mpcl_memory_stats). */
@@ -295,12 +312,13 @@ typedef struct {
     uint64_t current_total, peak_total;
 } mpcl_mem_stats;
 
-MPCL_API const char *mpcl_dtype_name(mpcl_dtype d);   /* "f16", "f32", "i32", "u8" */
+MPCL_API const char *mpcl_dtype_name(mpcl_dtype d);   /* "f16", "f32", "i32", "u8", "bf16" */
 MPCL_API size_t mpcl_dtype_size(mpcl_dtype d);        /* bytes per element */
 MPCL_API const char *mpcl_mem_tag_name(mpcl_mem_tag t); /* "weights", ... */
 
 /* The dtype of activations, gradients and working weights in the context's
- * precision mode: MPCL_F16 in fp16 and fp16-storage, MPCL_F32 in fp32. */
+ * precision mode: MPCL_F16 in fp16 and fp16-storage, MPCL_BF16 in bf16,
+ * MPCL_F32 in fp32. */
 MPCL_API mpcl_dtype mpcl_storage_dtype(const mpcl_context *ctx);
 
 /* Allocates an uninitialised tensor. shape has ndim entries, each >= 1. */
@@ -322,10 +340,10 @@ MPCL_API mpcl_dtype mpcl_tensor_dtype(const mpcl_tensor *t);
 /* "(64, 1, 28, 28) f16" */
 MPCL_API const char *mpcl_tensor_describe(const mpcl_tensor *t, char *buf, size_t len);
 
-/* Host floats to the device, converted to the tensor's dtype (f16: round to
+/* Host floats to the device, converted to the tensor's dtype (f16, bf16: round to
  * nearest even; i32/u8: must be integers in range). n must equal numel. Blocking. */
 MPCL_API mpcl_status mpcl_tensor_upload(mpcl_tensor *t, const float *src, size_t n);
-/* Device to host floats (f16 converted exactly). Waits for queued work. */
+/* Device to host floats (f16, bf16 converted exactly). Waits for queued work. */
 MPCL_API mpcl_status mpcl_tensor_download(const mpcl_tensor *t, float *dst, size_t n);
 /* Raw bytes in the tensor's own dtype; bytes must equal numel * dtype size. */
 MPCL_API mpcl_status mpcl_tensor_write(mpcl_tensor *t, const void *src, size_t bytes);
@@ -346,8 +364,8 @@ MPCL_API mpcl_status mpcl_finish(mpcl_context *ctx);
  * nothing.
  *
  * Dtypes: activations, gradients and working weights are in the context's
- * storage dtype (mpcl_storage_dtype: f16 in fp16 and fp16-storage, f32 in
- * fp32). Reductions, softmax, loss and normalisation statistics accumulate
+ * storage dtype (mpcl_storage_dtype: f16 in fp16 and fp16-storage, bf16 in
+ * bf16, f32 in fp32). Reductions, softmax, loss and normalisation statistics accumulate
  * in float in every mode; their outputs (loss, statistics, flags) are f32
  * (i32 for flags and indices).
  *
@@ -362,7 +380,8 @@ MPCL_API mpcl_status mpcl_finish(mpcl_context *ctx);
 /* C = alpha * op(A) * op(B) + beta * C, row-major; op transposes when the
  * flag is set. A is (M, K) or (K, M) transposed, B (K, N) or (N, K), C (M, N).
  * 3-D tensors (G, rows, cols) multiply G independent pairs (strided batch).
- * fp32: CLBlast Sgemm. fp16-storage: float accumulation on half operands.
+ * fp32: CLBlast Sgemm. fp16-storage, bf16: float accumulation on half
+ * (bf16) operands.
  * fp16: CLBlast Hgemm (which accumulates in half) unless the context's GEMM
  * accumulation is set to float, or CLBlast refuses half on this device. */
 MPCL_API mpcl_status mpcl_gemm(mpcl_context *ctx, int trans_a, int trans_b, float alpha,
@@ -450,7 +469,8 @@ MPCL_API mpcl_status mpcl_add(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tens
                               const mpcl_tensor *b);
 /* y = alpha * x (y may be x). */
 MPCL_API mpcl_status mpcl_scale(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x, float alpha);
-/* dst = src converted between f16 and f32 (round to nearest even), same numel. */
+/* dst = src converted between f16 and f32, or bf16 and f32 (round to nearest
+ * even), same numel. */
 MPCL_API mpcl_status mpcl_cast(mpcl_context *ctx, mpcl_tensor *dst, const mpcl_tensor *src);
 
 /* Batch norm over (B, H, W) per channel of x (B, C, H, W). gamma, beta (C)
@@ -745,7 +765,8 @@ typedef struct {
 
 /* Defaults: Adam at 1e-3, constant schedule, no clipping; dynamic loss
  * scaling from 2^16 (growth 2 every 2000 finite steps, backoff 0.5, range
- * [2^-24, 2^24]) in the fp16 modes, a static scale of 1 in fp32. */
+ * [2^-24, 2^24]) in the fp16 modes, a static scale of 1 in fp32 and bf16
+ * (bf16 has float's exponent range). */
 MPCL_API void mpcl_train_options_init(mpcl_train_options *o, mpcl_precision p);
 MPCL_API const char *mpcl_schedule_name(mpcl_schedule s); /* "constant", "step", "cosine" */
 
@@ -831,7 +852,7 @@ MPCL_API const char *mpcl_checkpoint_meta(const mpcl_checkpoint *c, const char *
 /* The model spec stored in the metadata. */
 MPCL_API mpcl_status mpcl_checkpoint_spec(const mpcl_checkpoint *c, mpcl_model_spec *out);
 /* Loads weights and statistics into m, after checking that every parameter
- * of m is there with its shape (F32, or F16 widened) and that the file holds
+ * of m is there with its shape (F32, or F16 / BF16 widened) and that the file holds
  * no tensor m does not have (optimizer state is ignored). Sets the model's
  * input normalisation from the metadata. */
 MPCL_API mpcl_status mpcl_checkpoint_load_model(const mpcl_checkpoint *c, mpcl_model *m);

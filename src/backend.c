@@ -10,6 +10,7 @@ const char *mpcl_precision_name(mpcl_precision p)
     case MPCL_PRECISION_FP16: return "fp16";
     case MPCL_PRECISION_FP16_STORAGE: return "fp16-storage";
     case MPCL_PRECISION_FP32: return "fp32";
+    case MPCL_PRECISION_BF16: return "bf16";
     }
     return "unknown";
 }
@@ -17,7 +18,8 @@ const char *mpcl_precision_name(mpcl_precision p)
 mpcl_status mpcl_precision_parse(const char *name, mpcl_precision *out)
 {
     static const mpcl_precision all[] = {MPCL_PRECISION_AUTO, MPCL_PRECISION_FP16,
-                                         MPCL_PRECISION_FP16_STORAGE, MPCL_PRECISION_FP32};
+                                         MPCL_PRECISION_FP16_STORAGE, MPCL_PRECISION_FP32,
+                                         MPCL_PRECISION_BF16};
     if (!name || !out)
         return MPCL_ERR_ARGUMENT;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -34,6 +36,7 @@ const char *mpcl_variant_name(mpcl_variant v)
     case MPCL_VARIANT_FP16: return "fp16";
     case MPCL_VARIANT_FP16_STORAGE: return "fp16-storage";
     case MPCL_VARIANT_FP32: return "fp32";
+    case MPCL_VARIANT_BF16: return "bf16";
     default: return "unknown";
     }
 }
@@ -43,6 +46,7 @@ const char *mpcl_variant_define(mpcl_variant v)
     switch (v) {
     case MPCL_VARIANT_FP16: return "MPCL_FP16";
     case MPCL_VARIANT_FP16_STORAGE: return "MPCL_FP16_STORAGE";
+    case MPCL_VARIANT_BF16: return "MPCL_BF16";
     default: return "MPCL_FP32";
     }
 }
@@ -52,6 +56,7 @@ mpcl_variant mpcl_variant_of(mpcl_precision p)
     switch (p) {
     case MPCL_PRECISION_FP16: return MPCL_VARIANT_FP16;
     case MPCL_PRECISION_FP16_STORAGE: return MPCL_VARIANT_FP16_STORAGE;
+    case MPCL_PRECISION_BF16: return MPCL_VARIANT_BF16;
     default: return MPCL_VARIANT_FP32;
     }
 }
@@ -120,6 +125,26 @@ mpcl_status mpcl_backend_choose(const mpcl_caps *caps, mpcl_precision requested,
         mpcl_strfmt(why, why_len, "fp16 was requested and half arithmetic %s (verified)%s",
                     mpcl_fp16_arith_name(caps->fp16_arith), notes);
         return MPCL_OK;
+    case MPCL_PRECISION_BF16:
+        if (!caps->bf16_storage.passed) {
+            *chosen = MPCL_PRECISION_FP32;
+            mpcl_strfmt(why, why_len,
+                        "bf16 needs bfloat16 storage by integer operations, and the bf16 check "
+                        "failed: %s; use fp32",
+                        caps->bf16_storage.reason);
+            return MPCL_ERR_UNSUPPORTED;
+        }
+        *chosen = MPCL_PRECISION_BF16;
+        mpcl_strfmt(why, why_len,
+                    "bf16 was requested and the bf16 storage check passed; arithmetic stays in "
+                    "float, loss scaling is off by default (bf16 has float's exponent range); "
+                    "conversions: %s",
+                    caps->bf16_intel_used
+                        ? "cl_intel_bfloat16 built-ins (verified bit for bit)"
+                        : caps->ext_bf16_intel ? "integer operations (the cl_intel_bfloat16 "
+                                                 "built-ins failed the bit-for-bit check)"
+                                               : "integer operations");
+        return MPCL_OK;
     case MPCL_PRECISION_AUTO:
     default:
         if (arith_ok(caps)) {
@@ -134,4 +159,15 @@ mpcl_status mpcl_backend_choose(const mpcl_caps *caps, mpcl_precision requested,
         }
         return MPCL_OK;
     }
+}
+
+const char *mpcl_variant_extra_define(const mpcl_context *ctx, mpcl_variant v)
+{
+    if (!ctx)
+        return "";
+    if (v == MPCL_VARIANT_BF16)
+        return ctx->bf16_intel ? "-DMPCL_BF16_INTEL" : "";
+    if (v == MPCL_VARIANT_FP16_STORAGE)
+        return ctx->storage_defines; /* halfconv.c: the device's half conversion choice */
+    return "";
 }

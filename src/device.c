@@ -335,7 +335,7 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
     mpcl_options defaults;
     mpcl_options_init(&defaults);
     const mpcl_options *opt = opt_in ? opt_in : &defaults;
-    if ((unsigned)opt->precision > MPCL_PRECISION_FP32)
+    if ((unsigned)opt->precision > MPCL_PRECISION_BF16)
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "mpcl_context_create: unknown precision %d",
                               (int)opt->precision);
     ctx->seed = opt->seed;
@@ -362,6 +362,10 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
     s = mpcl_probe_checks(ctx, &ctx->caps);
     if (s != MPCL_OK)
         return s;
+    s = mpcl_probe_bf16(ctx, &ctx->caps);
+    if (s != MPCL_OK)
+        return s;
+    ctx->bf16_intel = ctx->caps.bf16_intel_used;
     s = mpcl_backend_choose(&ctx->caps, opt->precision, &ctx->caps.chosen, ctx->caps.chosen_why,
                             sizeof ctx->caps.chosen_why);
     if (s != MPCL_OK)

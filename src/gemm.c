@@ -8,6 +8,9 @@
  *                                slots 0..2, Sgemm, float -> half of C, or
  *                                (direct) convert.cl gemm_f32acc, which reads
  *                                half and sums in float
+ *   bf16 (bf16 mode)             the same FP32 accumulation, with bf16.cl's
+ *                                bf16 <-> float copies on the convert path
+ *                                and gemm_f32acc built in the bf16 variant
  *
  * Letters: G batch of products, M N K the sizes of C (M, N) = op(A) (M, K)
  * op(B) (K, N). Offsets, leading dimensions and strides in elements. */
@@ -32,6 +35,7 @@ typedef struct {
     size_t m, n, k, batch;
     float alpha, beta;
     gemm_mat a, b, c;
+    int bf16; /* operands are bf16 (else half) on the float-accumulating paths */
 } gemm_call;
 
 /* fp16 mode's default accumulation (docs/gemm.md: Hgemm rounds every partial
@@ -140,6 +144,12 @@ static mpcl_status convert_mat(mpcl_context *ctx, const gemm_call *g, const gemm
     mpcl_variant v = mpcl_ctx_variant(ctx);
     cl_kernel k;
     mpcl_status s;
+    /* bf16 operands: cl/bf16.cl's kernels, with the same arguments */
+    const char *fam = g->bf16 ? "bf16" : "convert";
+    const char *k_span = to_float ? (g->bf16 ? "span_bf16_f32" : "span_f16_f32")
+                                  : (g->bf16 ? "span_f32_bf16" : "span_f32_f16");
+    const char *k_to_f = g->bf16 ? "mat_bf16_f32" : "mat_f16_f32";
+    const char *k_from_f = g->bf16 ? "mat_f32_bf16" : "mat_f32_f16";
     cl_ulong off = x->off, stride = x->stride;
     cl_uint rows = (cl_uint)x->rows, cols = (cl_uint)x->cols, ld = (cl_uint)x->ld;
     cl_mem src = to_float ? x->mem : scratch, dst = to_float ? scratch : x->mem;
@@ -148,24 +158,17 @@ static mpcl_status convert_mat(mpcl_context *ctx, const gemm_call *g, const gemm
                       (g->batch == 1 || x->stride == x->rows * x->ld);
     if ((to_float && mat_overlaps(x, g->batch)) || dense) {
         cl_ulong n = mat_span(x, g->batch);
-        const char *name = to_float ? "span_f16_f32" : "span_f32_f16";
-        if (to_float)
-            s = mpcl_kernel_get(ctx, "convert", v, "span_f16_f32", &k);
-        else
-            s = mpcl_kernel_get(ctx, "convert", v, "span_f32_f16", &k);
+        s = mpcl_kernel_get(ctx, fam, v, k_span, &k);
         if (s != MPCL_OK)
             return s;
         cl_int rc = mpcl_kernel_args(k, 4, sizeof src, &src, sizeof off, &off, sizeof n, &n,
                                      sizeof dst, &dst);
         if (rc != CL_SUCCESS)
-            return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: %s arguments: %s", g->what, name,
+            return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: %s arguments: %s", g->what, k_span,
                                   mpcl_cl_error_name(rc));
         return mpcl_launch_1d(ctx, k, g->what, (size_t)n);
     }
-    if (to_float)
-        s = mpcl_kernel_get(ctx, "convert", v, "mat_f16_f32", &k);
-    else
-        s = mpcl_kernel_get(ctx, "convert", v, "mat_f32_f16", &k);
+    s = mpcl_kernel_get(ctx, fam, v, to_float ? k_to_f : k_from_f, &k);
     if (s != MPCL_OK)
         return s;
     cl_int rc = mpcl_kernel_args(k, 7, sizeof src, &src, sizeof off, &off, sizeof rows, &rows,
@@ -173,7 +176,7 @@ static mpcl_status convert_mat(mpcl_context *ctx, const gemm_call *g, const gemm
                                  sizeof dst, &dst);
     if (rc != CL_SUCCESS)
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: %s arguments: %s", g->what,
-                              to_float ? "mat_f16_f32" : "mat_f32_f16", mpcl_cl_error_name(rc));
+                              to_float ? k_to_f : k_from_f, mpcl_cl_error_name(rc));
     /* A stride of 0 shares one matrix among the G products: convert it once. */
     size_t w = mpcl_wg_limit(ctx, k);
     if (w > mpcl_wg_1d(ctx))
@@ -290,17 +293,19 @@ static mpcl_status f32acc_direct(mpcl_context *ctx, const gemm_call *g)
     return mpcl_launch(ctx, k, g->what, 3, global, local);
 }
 
-/* The direct kernel needs a half variant (store_t half); its tile adapts to
- * the work-group size the device allows. */
-static int direct_possible(const mpcl_context *ctx)
+/* The direct kernel needs a variant whose store_t is the operands' dtype
+ * (half, or bf16 in the bf16 variant); its tile adapts to the work-group
+ * size the device allows. */
+static int direct_possible(const mpcl_context *ctx, const gemm_call *g)
 {
-    return ctx->precision != MPCL_PRECISION_FP32;
+    return ctx->precision != MPCL_PRECISION_FP32 &&
+           (ctx->precision == MPCL_PRECISION_BF16) == (g->bf16 != 0);
 }
 
 static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
 {
     int path = ctx->gemm_f16_path == MPCL_GEMM_F16_AUTO ? GEMM_F16_DEFAULT_PATH : ctx->gemm_f16_path;
-    if (path == MPCL_GEMM_F16_DIRECT && direct_possible(ctx))
+    if (path == MPCL_GEMM_F16_DIRECT && direct_possible(ctx, g))
         return f32acc_direct(ctx, g);
     return f32acc_convert(ctx, g);
 }
@@ -323,7 +328,7 @@ static mpcl_status route(mpcl_context *ctx, const gemm_call *g, mpcl_dtype dtype
 {
     if (dtype == MPCL_F32)
         return run_sgemm(ctx, g, g->a.mem, g->a.off, g->b.mem, g->b.off, g->c.mem, g->c.off);
-    if (ctx->precision == MPCL_PRECISION_FP16 && !ctx->hgemm_refused &&
+    if (dtype == MPCL_F16 && ctx->precision == MPCL_PRECISION_FP16 && !ctx->hgemm_refused &&
         fp16_accum(ctx) == MPCL_ACCUM_HALF) {
         CLBlastStatusCode st = run_hgemm(ctx, g);
         if (st == CLBlastSuccess)
@@ -370,9 +375,11 @@ mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtyp
         .b = {b, b_off, ldb, b_stride, trans_b ? n : k, trans_b ? k : n}, /* (K, N) or (N, K) */
         .c = {c, c_off, ldc, c_stride, m, n},                             /* (M, N) */
     };
-    if (dtype != MPCL_F16 && dtype != MPCL_F32)
-        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: GEMM operands must be f16 or f32, not %s",
-                              what, mpcl_dtype_name(dtype));
+    if (dtype != MPCL_F16 && dtype != MPCL_F32 && dtype != MPCL_BF16)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: GEMM operands must be f16, bf16 or f32, not %s", what,
+                              mpcl_dtype_name(dtype));
+    g.bf16 = dtype == MPCL_BF16;
     if (k == 0 || m > UINT32_MAX || n > UINT32_MAX || k > UINT32_MAX)
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: GEMM sizes M=%zu, N=%zu, K=%zu out of range",
                               what, m, n, k);

@@ -22,15 +22,16 @@
 #define MPCL_ERR_LEN 4096
 #define MPCL_PATH_LEN 4096
 
-/* The three ways every kernel source is built (cl/precision.h). */
+/* The ways every kernel source is built (cl/precision.h). */
 typedef enum {
     MPCL_VARIANT_FP16 = 0,     /* -DMPCL_FP16: half arithmetic, needs cl_khr_fp16 */
     MPCL_VARIANT_FP16_STORAGE, /* -DMPCL_FP16_STORAGE: half buffers, float math */
     MPCL_VARIANT_FP32,         /* -DMPCL_FP32 */
+    MPCL_VARIANT_BF16,         /* -DMPCL_BF16: bfloat16 buffers (ushort), float math */
     MPCL_VARIANT_COUNT
 } mpcl_variant;
 
-const char *mpcl_variant_name(mpcl_variant v);   /* "fp16", "fp16-storage", "fp32" */
+const char *mpcl_variant_name(mpcl_variant v);   /* "fp16", "fp16-storage", "fp32", "bf16" */
 const char *mpcl_variant_define(mpcl_variant v); /* "MPCL_FP16", ... */
 mpcl_variant mpcl_variant_of(mpcl_precision p);  /* AUTO is not allowed */
 
@@ -138,6 +139,7 @@ struct mpcl_context {
     uint64_t seed;
     /* gemm.c and tuning.c */
     int gemm_f16_path;     /* mpcl_gemm_f16_path: how float-accumulating GEMMs on half run */
+    int bf16_intel;        /* bf16 kernels built with -DMPCL_BF16_INTEL (verified built-ins) */
     int hgemm_refused;     /* CLBlast refused Hgemm: fp16 GEMMs accumulate in float from then on */
     char tuning_note[256]; /* what tuning.c did to CLBlast's parameters for this device */
     char storage_defines[64]; /* halfconv.c: added to fp16-storage builds ("" or -DMPCL_HALF_...) */
@@ -222,8 +224,8 @@ uint64_t mpcl_device_hash(const mpcl_context *ctx);
  * directory) whether the storage kernels convert halves with integer code
  * or the built-ins, and sets ctx->storage_defines; a no-op otherwise. */
 mpcl_status mpcl_halfconv_choose(mpcl_context *ctx);
-/* ops/cast.c: n elements of src converted into dst, f16 -> f32 (to_float)
- * or f32 -> f16, in the context's variant (no checks; op names the caller). */
+/* ops/cast.c: n elements of src converted into dst, storage dtype (f16 or
+ * bf16) -> f32 (to_float) or f32 -> storage dtype, in the context's variant (no checks; op names the caller). */
 mpcl_status mpcl_cast_raw(mpcl_context *ctx, const char *op, int to_float, cl_mem src, cl_mem dst,
                           size_t n);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
@@ -353,6 +355,14 @@ mpcl_status mpcl_tuning_set(mpcl_context *ctx, int on);
 
 /* probe.c */
 void mpcl_probe_facts(mpcl_context *ctx, mpcl_caps *caps);
+/* Check (d): bf16 storage by integer operations, and the cl_intel_bfloat16
+ * conversion built-ins where declared, both bit for bit against bf16.c. Run
+ * at context creation; sets caps->bf16_* (a failure that says nothing about
+ * the device is returned, as for mpcl_probe_checks). */
+mpcl_status mpcl_probe_bf16(mpcl_context *ctx, mpcl_caps *caps);
+/* The extra build options of a variant on ctx: "" or "-DMPCL_BF16_INTEL"
+ * (bf16), the half conversion choice of halfconv.c (fp16-storage). */
+const char *mpcl_variant_extra_define(const mpcl_context *ctx, mpcl_variant v);
 /* Exact host emulation of one half operation, rounded once to nearest even:
  * op 0 a+b, 1 a-b, 2 a*b, 3 a/b, 4 fma(a,b,c). What check (b) compares with. */
 uint16_t mpcl_half_emulate(int op, uint16_t a, uint16_t b, uint16_t c);

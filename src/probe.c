@@ -78,6 +78,8 @@ void mpcl_probe_facts(mpcl_context *ctx, mpcl_caps *c)
         c->ext_subgroups = has_extension(ext, "cl_khr_subgroups") ||
                            has_extension(ext, "cl_intel_subgroups");
         c->ext_int64_atomics = has_extension(ext, "cl_khr_int64_base_atomics");
+        c->ext_bf16_intel = has_extension(ext, "cl_intel_bfloat16") ||
+                            has_extension(ext, "cl_intel_bfloat16_conversions");
     }
     free(ext);
 }

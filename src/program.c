@@ -127,11 +127,13 @@ static mpcl_status load_sources(mpcl_context *ctx, const char *family, char **he
 static void build_options(const mpcl_context *ctx, mpcl_variant v, const char *defines, char *dst,
                           size_t len)
 {
-    /* No fast-math flags: loss scaling relies on inf and NaN behaving.
-     * fp16-storage builds add the device's half conversion choice. */
-    const char *sd = v == MPCL_VARIANT_FP16_STORAGE ? ctx->storage_defines : "";
-    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s%s%s%s%s", mpcl_variant_define(v), *sd ? " " : "", sd,
-                defines && *defines ? " " : "", defines ? defines : "");
+    /* No fast-math flags: loss scaling relies on inf and NaN behaving. The
+     * variant's extra define (bf16: the verified conversion built-ins;
+     * fp16-storage: the device's half conversion choice) is part of the
+     * options, so of the cache key. */
+    const char *extra = mpcl_variant_extra_define(ctx, v);
+    mpcl_strfmt(dst, len, "-cl-std=CL1.2 -D%s%s%s%s%s", mpcl_variant_define(v), *extra ? " " : "",
+                extra, defines && *defines ? " " : "", defines ? defines : "");
 }
 
 static uint64_t cache_key(mpcl_context *ctx, const char *header, const char *body, const char *opts)

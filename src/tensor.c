@@ -14,6 +14,7 @@ const char *mpcl_dtype_name(mpcl_dtype d)
     case MPCL_F32: return "f32";
     case MPCL_I32: return "i32";
     case MPCL_U8: return "u8";
+    case MPCL_BF16: return "bf16";
     }
     return "unknown";
 }
@@ -25,6 +26,7 @@ size_t mpcl_dtype_size(mpcl_dtype d)
     case MPCL_F32: return 4;
     case MPCL_I32: return 4;
     case MPCL_U8: return 1;
+    case MPCL_BF16: return 2;
     }
     return 0;
 }
@@ -38,7 +40,9 @@ const char *mpcl_mem_tag_name(mpcl_mem_tag t)
 
 mpcl_dtype mpcl_storage_dtype(const mpcl_context *ctx)
 {
-    return (ctx && ctx->precision != MPCL_PRECISION_FP32) ? MPCL_F16 : MPCL_F32;
+    if (!ctx || ctx->precision == MPCL_PRECISION_FP32)
+        return MPCL_F32;
+    return ctx->precision == MPCL_PRECISION_BF16 ? MPCL_BF16 : MPCL_F16;
 }
 
 size_t mpcl_view_alignment(const mpcl_context *ctx, mpcl_dtype dtype)
@@ -265,6 +269,10 @@ mpcl_status mpcl_tensor_upload(mpcl_tensor *t, const float *src, size_t n)
             ((uint16_t *)tmp)[i] = mpcl_half_from_float(v);
             continue;
         }
+        if (t->dtype == MPCL_BF16) {
+            ((uint16_t *)tmp)[i] = mpcl_bf16_from_float(v);
+            continue;
+        }
         double lo = t->dtype == MPCL_U8 ? 0 : -2147483648.0, hi = t->dtype == MPCL_U8 ? 255 : 2147483647.0;
         if (!(v >= lo && v <= hi) || v != floorf(v)) {
             free(tmp);
@@ -299,6 +307,8 @@ mpcl_status mpcl_tensor_download(const mpcl_tensor *t, float *dst, size_t n)
     for (size_t i = 0; s == MPCL_OK && i < n; i++) {
         if (t->dtype == MPCL_F16)
             dst[i] = mpcl_half_to_float(((uint16_t *)tmp)[i]);
+        else if (t->dtype == MPCL_BF16)
+            dst[i] = mpcl_bf16_to_float(((uint16_t *)tmp)[i]);
         else if (t->dtype == MPCL_U8)
             dst[i] = ((uint8_t *)tmp)[i];
         else
@@ -316,6 +326,9 @@ mpcl_status mpcl_tensor_fill(mpcl_tensor *t, float value)
     size_t es = mpcl_dtype_size(t->dtype);
     if (t->dtype == MPCL_F16) {
         uint16_t h = mpcl_half_from_float(value);
+        memcpy(pattern, &h, 2);
+    } else if (t->dtype == MPCL_BF16) {
+        uint16_t h = mpcl_bf16_from_float(value);
         memcpy(pattern, &h, 2);
     } else if (t->dtype == MPCL_F32) {
         memcpy(pattern, &value, 4);

@@ -21,7 +21,7 @@ typedef tu_result result;
 #define result_free tu_result_free
 #define RC TU_RC
 
-static int g_storage_passed, g_arith_passed;
+static int g_storage_passed, g_arith_passed, g_bf16_passed;
 
 static cJSON *get(const cJSON *o, const char *key)
 {
@@ -147,9 +147,9 @@ START_TEST(test_bench_all)
     RC(r, 0);
     cJSON *root = parse_out(&r);
     cJSON *modes = get(root, "modes"), *skipped = get(root, "skipped");
-    int want = 1 + g_storage_passed + g_arith_passed;
+    int want = 1 + g_storage_passed + g_arith_passed + g_bf16_passed;
     ck_assert_int_eq(cJSON_GetArraySize(modes), want);
-    ck_assert_int_eq(cJSON_GetArraySize(skipped), 3 - want);
+    ck_assert_int_eq(cJSON_GetArraySize(skipped), 4 - want);
     cJSON *e;
     cJSON_ArrayForEach(e, modes)
     {
@@ -234,6 +234,7 @@ int main(void)
                 mpcl_status_name((mpcl_status)dev.status), dev.message);
     } else {
         g_storage_passed = dev.storage_passed;
+        g_bf16_passed = dev.bf16_passed;
         g_arith_passed = dev.arith_passed;
         TCase *tc = tcase_create("bench");
         tcase_set_timeout(tc, 240);

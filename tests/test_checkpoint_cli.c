@@ -1,7 +1,7 @@
 /* test_checkpoint_cli.c — checkpoints through the CLI: `mpcl train --save
  * / --resume` continues bit for bit (at an epoch boundary, mid-epoch through
- * --max-steps, and after SIGTERM), in fp32, fp16-storage and (where the
- * device runs it) fp16; failed saves
+ * --max-steps, and after SIGTERM), in fp32, fp16-storage, bf16 and (where
+ * the device runs it) fp16; failed saves
  * keep the previous checkpoint; bad checkpoints and images give clear errors
  * and exit 1; `mpcl eval` agrees with the trainer's own evaluation and
  * `mpcl predict` with `eval`. The checkpoint headers are read here with cJSON
@@ -27,11 +27,11 @@
 #define HAS(hay, needle) \
     ck_assert_msg(strstr((hay), (needle)) != NULL, "'%s' lacks '%s'", (hay), (needle))
 
-static int g_storage_passed, g_arith_passed;
+static int g_storage_passed, g_arith_passed, g_bf16_passed;
 /* fp16 runs where the device's half arithmetic is verified (Intel's OpenCL
  * CPU runtime in the suite). */
-#define NMODES 3
-static const char *MODES[NMODES] = {"fp32", "fp16-storage", "fp16"};
+#define NMODES 4
+static const char *MODES[NMODES] = {"fp32", "fp16-storage", "bf16", "fp16"};
 
 /* The small run every test trains: 10 steps of 64 per epoch. */
 #define SMALL "--limit", "640", "--test-limit", "200", "--batch", "64", "--quiet"
@@ -46,7 +46,8 @@ static char *path_in(const char *dir, const char *name)
 
 static int mode_runs(int i)
 {
-    int runs = i == 0 || (i == 1 && g_storage_passed) || (i == 2 && g_arith_passed);
+    int runs = i == 0 || (i == 1 && g_storage_passed) || (i == 2 && g_bf16_passed) ||
+               (i == 3 && g_arith_passed);
     if (!runs)
         printf("%s: not run, this device does not run the mode (see mpcl probe)\n", MODES[i]);
     return runs;
@@ -435,6 +436,7 @@ int main(void)
     }
     g_storage_passed = dev.storage_passed;
     g_arith_passed = dev.arith_passed;
+    g_bf16_passed = dev.bf16_passed;
     Suite *s = suite_create("checkpoint_cli");
     TCase *tc = tcase_create("resume");
     tcase_set_timeout(tc, 300);

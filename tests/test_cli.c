@@ -222,6 +222,48 @@ START_TEST(test_precision_storage)
 }
 END_TEST
 
+static cJSON *path_get(cJSON *root, const char *a, const char *b);
+
+/* bf16: the probe reports check (d) and the cl_intel_bfloat16 verdict in
+ * text and JSON, and chooses bf16 when asked (auto never does). */
+START_TEST(test_precision_bf16)
+{
+    mpcl_caps c = default_caps();
+    result r = mpcl_run(NULL, "probe", "--precision", "bf16", NULL);
+    RC(r, c.bf16_storage.passed ? 0 : 4);
+    if (c.bf16_storage.passed) {
+        HAS(r.out, "bf16 storage");
+        HAS(r.out, "bf16 intel built-ins");
+        HAS(r.out, "cl_intel_bfloat16");
+        HAS(r.out, "chosen                   bf16");
+    }
+    result_free(&r);
+    r = mpcl_run(NULL, "probe", "--precision", "bf16", "--json", NULL);
+    if (c.bf16_storage.passed) {
+        RC(r, 0);
+        cJSON *doc = cJSON_Parse(r.out);
+        ck_assert_msg(doc != NULL, "stdout is not JSON:\n%s", r.out);
+        cJSON *st = path_get(doc, "checks", "bf16_storage");
+        cJSON *sp = cJSON_GetObjectItemCaseSensitive(st, "passed");
+        ck_assert(cJSON_IsTrue(sp));
+        cJSON *bi = path_get(doc, "checks", "bf16_intel_conversions");
+        const char *keys[4] = {"present", "verified", "used", "reason"};
+        for (int i = 0; i < 4; i++)
+            ck_assert_msg(cJSON_GetObjectItemCaseSensitive(bi, keys[i]) != NULL, "no '%s'", keys[i]);
+        ck_assert_int_eq(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bi, "present")),
+                         c.ext_bf16_intel);
+        ck_assert_int_eq(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bi, "used")), c.bf16_intel_used);
+        cJSON *ext = path_get(doc, "device", "extensions");
+        ck_assert(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(ext, "cl_intel_bfloat16")));
+        ck_assert_str_eq(path_get(doc, "precision", "chosen")->valuestring, "bf16");
+        cJSON_Delete(doc);
+    }
+    if (known_pocl(&c)) /* integer operations work on every OpenCL 1.2 device */
+        RC(r, 0);
+    result_free(&r);
+}
+END_TEST
+
 static cJSON *path_get(cJSON *root, const char *a, const char *b)
 {
     cJSON *o = cJSON_GetObjectItemCaseSensitive(root, a);
@@ -307,6 +349,7 @@ int main(void)
     tcase_add_test(tc, test_list);
     tcase_add_test(tc, test_precision_fp16);
     tcase_add_test(tc, test_precision_storage);
+    tcase_add_test(tc, test_precision_bf16);
     tcase_add_test(tc, test_probe_json);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -163,8 +163,9 @@ START_TEST(test_precision_names)
     } all[] = {{MPCL_PRECISION_AUTO, "auto"},
                {MPCL_PRECISION_FP16, "fp16"},
                {MPCL_PRECISION_FP16_STORAGE, "fp16-storage"},
-               {MPCL_PRECISION_FP32, "fp32"}};
-    for (size_t i = 0; i < 4; i++) {
+               {MPCL_PRECISION_FP32, "fp32"},
+               {MPCL_PRECISION_BF16, "bf16"}};
+    for (size_t i = 0; i < 5; i++) {
         ck_assert_str_eq(mpcl_precision_name(all[i].p), all[i].name);
         mpcl_precision got = (mpcl_precision)99;
         ck_assert_int_eq(mpcl_precision_parse(all[i].name, &got), MPCL_OK);
@@ -191,6 +192,9 @@ START_TEST(test_variant_names)
     ck_assert_str_eq(mpcl_variant_define(MPCL_VARIANT_FP16), "MPCL_FP16");
     ck_assert_str_eq(mpcl_variant_define(MPCL_VARIANT_FP16_STORAGE), "MPCL_FP16_STORAGE");
     ck_assert_str_eq(mpcl_variant_define(MPCL_VARIANT_FP32), "MPCL_FP32");
+    ck_assert_str_eq(mpcl_variant_name(MPCL_VARIANT_BF16), "bf16");
+    ck_assert_str_eq(mpcl_variant_define(MPCL_VARIANT_BF16), "MPCL_BF16");
+    ck_assert_int_eq(mpcl_variant_of(MPCL_PRECISION_BF16), MPCL_VARIANT_BF16);
     ck_assert_int_eq(mpcl_variant_of(MPCL_PRECISION_FP16), MPCL_VARIANT_FP16);
     ck_assert_int_eq(mpcl_variant_of(MPCL_PRECISION_FP16_STORAGE), MPCL_VARIANT_FP16_STORAGE);
     ck_assert_int_eq(mpcl_variant_of(MPCL_PRECISION_FP32), MPCL_VARIANT_FP32);
@@ -360,6 +364,42 @@ START_TEST(test_backend_fp16)
     ck_assert_int_eq(choose(&c, MPCL_PRECISION_AUTO, &p, why), MPCL_OK);
     ck_assert_int_eq(p, MPCL_PRECISION_FP16);
     HAS(why, "subnormal");
+}
+END_TEST
+
+/* bf16 needs only the bf16 storage check; auto never picks it; the reason
+ * names the conversions in use. */
+START_TEST(test_backend_bf16)
+{
+    char why[MPCL_REASON_LEN];
+    mpcl_precision p;
+    mpcl_caps c = caps_with(1, MPCL_FP16_DECLARED_WORKS, 1);
+    c.bf16_storage.passed = 1;
+    c.bf16_intel_used = 1;
+    ck_assert_int_eq(choose(&c, MPCL_PRECISION_AUTO, &p, why), MPCL_OK);
+    ck_assert_int_eq(p, MPCL_PRECISION_FP16);
+    c = caps_with(1, MPCL_FP16_UNSUPPORTED, 0);
+    c.bf16_storage.passed = 1;
+    ck_assert_int_eq(choose(&c, MPCL_PRECISION_AUTO, &p, why), MPCL_OK);
+    ck_assert_int_eq(p, MPCL_PRECISION_FP32);
+
+    ck_assert_int_eq(choose(&c, MPCL_PRECISION_BF16, &p, why), MPCL_OK);
+    ck_assert_int_eq(p, MPCL_PRECISION_BF16);
+    HAS(why, "bf16");
+    HAS(why, "loss scaling is off");
+    HAS(why, "integer operations");
+    c.ext_bf16_intel = 1;
+    ck_assert_int_eq(choose(&c, MPCL_PRECISION_BF16, &p, why), MPCL_OK);
+    HAS(why, "failed the bit-for-bit check");
+    c.bf16_intel_used = 1;
+    ck_assert_int_eq(choose(&c, MPCL_PRECISION_BF16, &p, why), MPCL_OK);
+    HAS(why, "cl_intel_bfloat16 built-ins");
+
+    c.bf16_storage.passed = 0;
+    snprintf(c.bf16_storage.reason, sizeof c.bf16_storage.reason, "bf16-broken-marker");
+    ck_assert_int_eq(choose(&c, MPCL_PRECISION_BF16, &p, why), MPCL_ERR_UNSUPPORTED);
+    ck_assert_int_ne(p, MPCL_PRECISION_BF16);
+    HAS(why, "bf16-broken-marker");
 }
 END_TEST
 
@@ -631,6 +671,7 @@ int main(void)
     tcase_add_test(pure, test_select_name);
     tcase_add_test(pure, test_select_no_match_lists_devices);
     tcase_add_test(pure, test_precision_names);
+    tcase_add_test(pure, test_backend_bf16);
     tcase_add_test(pure, test_variant_names);
     tcase_add_test(pure, test_status_names);
     tcase_add_test(pure, test_cl_error_names);

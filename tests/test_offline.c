@@ -1,6 +1,6 @@
 /* test_offline.c — every kernel source compiles offline with clang for a
- * generic SPIR target in each precision variant, with cl_khr_fp16 enabled
- * only for the fp16 variant: a kernel that uses half arithmetic outside the
+ * generic SPIR target in each precision variant (fp16, fp16-storage, fp32,
+ * bf16), with cl_khr_fp16 enabled only for the fp16 variant: a kernel that uses half arithmetic outside the
  * fp16 variant fails here, before any device sees it.
  *
  * Usage: test_offline CL_FILE... (src/meson.build's cl_sources; the entry
@@ -18,7 +18,7 @@ static int g_nfiles;
 
 /* fp16-storage twice: with the integer half conversions of cl/precision.h
  * and with the built-ins (-DMPCL_HALF_BUILTIN), as src/halfconv.c may choose. */
-#define NVARIANTS 4
+#define NVARIANTS 5
 static const struct {
     const char *define;
     const char *ext;   /* -cl-ext= value */
@@ -28,6 +28,7 @@ static const struct {
     {"MPCL_FP16_STORAGE", "-cl_khr_fp16", "-DMPCL_OFFLINE"},
     {"MPCL_FP16_STORAGE", "-cl_khr_fp16", "-DMPCL_HALF_BUILTIN"},
     {"MPCL_FP32", "-cl_khr_fp16", "-DMPCL_OFFLINE"},
+    {"MPCL_BF16", "-cl_khr_fp16", "-DMPCL_OFFLINE"}, /* integer conversions: no extension */
 };
 
 /* Runs clang -fsyntax-only on file for variant v; returns its exit status
@@ -83,6 +84,9 @@ START_TEST(test_half_guard)
     ck_assert_msg(strstr(err, "half") != NULL, "clang's error does not mention half:\n%s", err);
     free(err);
     rc = clang_check(file, 2, &err); /* MPCL_FP32 */
+    ck_assert_int_ne(rc, 0);
+    free(err);
+    rc = clang_check(file, 3, &err); /* MPCL_BF16 */
     ck_assert_int_ne(rc, 0);
     free(err);
     rc = clang_check(file, 0, &err); /* MPCL_FP16, +cl_khr_fp16: the same source is fine */

@@ -659,7 +659,10 @@ START_TEST(test_kernel_dir_changed_source)
     ctx = open_ctx_opt(&opt);
     ck_assert_int_eq(mpcl_program_cache_path(ctx, "probe", MPCL_VARIANT_FP32, mod, sizeof mod), MPCL_OK);
     ck_assert_str_ne(lib, mod);
-    ck_assert_uint_eq(ctx->cache.hits, 0); /* nothing stale was loaded */
+    /* nothing stale was loaded: the changed probe program was built (a
+     * miss); the only hits are check (d)'s unchanged bf16 programs */
+    ck_assert_uint_ge(ctx->cache.misses, 1);
+    ck_assert_uint_le(ctx->cache.hits, ctx->caps.ext_bf16_intel ? 2 : 1);
     ck_assert(has_magic(mod));
     mpcl_context_destroy(ctx);
     tu_rmtree(cache);

@@ -28,7 +28,7 @@ typedef tu_result result;
 #define RC TU_RC
 
 /* Set in main, before Check forks: what the default device can do. */
-static int g_storage_passed, g_arith_passed;
+static int g_storage_passed, g_arith_passed, g_bf16_passed;
 
 static int have_default_data(void)
 {
@@ -92,7 +92,7 @@ static void train_small(const char *precision, int expect_rc)
         ck_assert_msg(strstr(r.out, "epoch 1/1") == NULL, "--quiet printed an epoch line:\n%s",
                       r.out);
     } else {
-        HAS(r.err, "fp16");
+        HAS(r.err, precision);
     }
     result_free(&r);
 }
@@ -115,6 +115,22 @@ START_TEST(test_train_fp16_storage)
 {
     /* every OpenCL 1.2 device should pass the storage check; if not, exit 4 */
     train_small("fp16-storage", g_storage_passed ? 0 : 4);
+}
+END_TEST
+
+/* bf16: the same accuracy bound; no loss scaling by default (static 1) and
+ * no skipped step. */
+START_TEST(test_train_bf16)
+{
+    train_small("bf16", g_bf16_passed ? 0 : 4);
+    if (!g_bf16_passed || !have_default_data())
+        return;
+    result r = mpcl_run(NULL, "train", "--limit", "500", "--test-limit", "200", "--epochs", "1",
+                        "--batch", "50", "--precision", "bf16", "--quiet", NULL);
+    RC(r, 0);
+    HAS(r.out, "skipped steps            0 of 10");
+    HAS(r.out, "final loss scale         1 (static)");
+    result_free(&r);
 }
 END_TEST
 
@@ -350,11 +366,13 @@ int main(void)
     } else {
         g_storage_passed = dev.storage_passed;
         g_arith_passed = dev.arith_passed;
+        g_bf16_passed = dev.bf16_passed;
         TCase *tc = tcase_create("train");
         tcase_set_timeout(tc, 240);
         tcase_add_test(tc, test_train_fp32);
         tcase_add_test(tc, test_train_fp16_storage);
         tcase_add_test(tc, test_train_fp16);
+        tcase_add_test(tc, test_train_bf16);
         tcase_add_test(tc, test_train_log);
         suite_add_tcase(s, tc);
     }

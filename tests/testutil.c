@@ -52,6 +52,7 @@ void tu_probe_device(tu_device_info *info)
             r.ext_fp16 = ctx->caps.ext_fp16;
             r.arith_passed = ctx->caps.fp16_arith_check.passed;
             r.storage_passed = ctx->caps.fp16_storage.passed;
+            r.bf16_passed = ctx->caps.bf16_storage.passed;
         } else {
             snprintf(r.message, sizeof r.message, "%s", mpcl_last_error(ctx));
         }

@@ -26,6 +26,7 @@ typedef struct {
     int ext_fp16;         /* device declares cl_khr_fp16 */
     int arith_passed;     /* the fp16 arithmetic check passed */
     int storage_passed;   /* the fp16 storage check passed */
+    int bf16_passed;      /* the bf16 storage check passed */
     unsigned device_count;
     char message[512];    /* mpcl_last_error on failure */
 } tu_device_info;

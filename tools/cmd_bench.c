@@ -44,7 +44,7 @@ static const char BENCH_HELP[] =
     "                      the median over the rounds\n"
     "  --profile-steps N   steps run with the profiler for the device-time breakdown,\n"
     "                      0..1000000 (default: 20; 0: no breakdown)\n"
-    "  --precision LIST    a mode (auto, fp16, fp16-storage, fp32), a comma list of\n"
+    "  --precision LIST    a mode (auto, fp16, fp16-storage, fp32, bf16), a comma list of\n"
     "                      modes, or 'all': every mode the device runs (default: fp32)\n"
     "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
     "  --seed N            seeds the initialisation and the synthetic data (default: 1)\n"
@@ -84,7 +84,7 @@ static const struct option BENCH_OPTIONS[] = {
     {NULL, 0, NULL, 0},
 };
 
-#define BENCH_MAX_MODES 4
+#define BENCH_MAX_MODES 5
 #define BENCH_MAX_KERNELS 64
 
 typedef struct {
@@ -124,23 +124,23 @@ static int parse_modes(const char *cmd, const char *list, bench_args *a)
     a->all = 0;
     if (strcmp(list, "all") == 0) {
         static const mpcl_precision all[] = {MPCL_PRECISION_FP16, MPCL_PRECISION_FP16_STORAGE,
-                                             MPCL_PRECISION_FP32};
+                                             MPCL_PRECISION_FP32, MPCL_PRECISION_BF16};
         a->all = 1;
-        a->nmodes = 3;
+        a->nmodes = 4;
         memcpy(a->modes, all, sizeof all);
         return -1;
     }
     char buf[256];
     if (strlen(list) >= sizeof buf || !*list)
         return usage_error(cmd, "--precision: '%s' is not valid; it accepts a mode (auto, fp16, "
-                                "fp16-storage, fp32), a comma list of modes, or all", list);
+                                "fp16-storage, fp32, bf16), a comma list of modes, or all", list);
     snprintf(buf, sizeof buf, "%s", list);
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         mpcl_precision p;
         if (mpcl_precision_parse(tok, &p) != MPCL_OK)
             return usage_error(cmd, "--precision: '%s' in '%s' is not a precision mode; it "
-                                    "accepts auto, fp16, fp16-storage, fp32, a comma list of "
+                                    "accepts auto, fp16, fp16-storage, fp32, bf16, a comma list of "
                                     "them, or all", tok, list);
         for (int i = 0; i < a->nmodes; i++)
             if (a->modes[i] == p)

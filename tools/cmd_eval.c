@@ -196,7 +196,7 @@ static int common_option(const char *cmd, int c, load_args *a)
     case OPT_PRECISION:
         if (mpcl_precision_parse(optarg, &a->precision) != MPCL_OK)
             return usage_error(cmd, "--precision: '%s' is not valid; it accepts auto, fp16, "
-                                    "fp16-storage or fp32", optarg);
+                                    "fp16-storage, fp32 or bf16", optarg);
         return EXIT_OK;
     case OPT_BATCH:
         if (!parse_uint(optarg, 1, 65536, &a->batch))
@@ -216,7 +216,7 @@ static int common_option(const char *cmd, int c, load_args *a)
     "  --model FILE        the model spec, for a checkpoint without one (e.g. written by\n"  \
     "                      another tool); default: the checkpoint's own\n"                   \
     "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n" \
-    "  --precision MODE    auto, fp16, fp16-storage or fp32 (default: auto)\n"               \
+    "  --precision MODE    auto, fp16, fp16-storage, fp32 or bf16 (default: auto)\n"               \
     "  --batch N           samples per forward pass, 1..65536 (default: 256)\n"              \
     "  --json              print one JSON document instead of text\n"                        \
     "  -h, --help          show this help\n"

@@ -55,14 +55,15 @@ static const char PROBE_HELP[] =
     "       mpcl probe --list [--json]\n"
     "\n"
     "Opens an OpenCL device, reports its facts, runs the functional fp16 storage,\n"
-    "fp16 arithmetic and CLBlast GEMM checks, and says which precision mode mpcl\n"
-    "chose for it and why.\n"
+    "fp16 arithmetic, CLBlast GEMM and bf16 conversion checks (the integer path\n"
+    "and, where declared, the cl_intel_bfloat16 built-ins), and says which\n"
+    "precision mode mpcl chose for it and why.\n"
     "\n"
     "options:\n"
     "  --device SEL      the device: P:D (platform:device index, see --list), gpu, cpu,\n"
     "                    accelerator, or part of a device or platform name\n"
     "                    (default: $MPCL_DEVICE, else the first GPU, else the first device)\n"
-    "  --precision MODE  auto, fp16, fp16-storage or fp32 (default: auto); a mode the\n"
+    "  --precision MODE  auto, fp16, fp16-storage, fp32 or bf16 (default: auto); a mode the\n"
     "                    device cannot run is refused with the reason (exit 4)\n"
     "  --json            print one JSON object (schema 1, see docs/probe.md) instead of text\n"
     "  --bench           also run the micro-benchmarks (takes seconds)\n"
@@ -208,6 +209,7 @@ static void text_device(const mpcl_caps *c)
     field("cl_khr_fp64", c->ext_fp64 ? "yes" : "no");
     field("subgroups", c->ext_subgroups ? "yes" : "no");
     field("int64 atomics", c->ext_int64_atomics ? "yes" : "no");
+    field("cl_intel_bfloat16", c->ext_bf16_intel ? "yes" : "no");
 }
 
 static void text_checks(const mpcl_caps *c)
@@ -222,6 +224,14 @@ static void text_checks(const mpcl_caps *c)
         field2("", "      ", "flushes half subnormals to zero");
     field2("CLBlast Sgemm", pass_fail(c->sgemm.passed), c->sgemm.reason);
     field2("CLBlast Hgemm", pass_fail(c->hgemm.passed), c->hgemm.reason);
+    field2("bf16 storage", pass_fail(c->bf16_storage.passed), c->bf16_storage.reason);
+    snprintf(buf, sizeof buf, "%s: %s",
+             c->bf16_intel_used       ? "used by the bf16 kernels"
+             : c->ext_bf16_intel      ? "not used (integer conversions instead)"
+                                      : "not present",
+             c->bf16_intel.reason);
+    field2("bf16 intel built-ins", c->ext_bf16_intel ? pass_fail(c->bf16_intel.passed) : "skip  ",
+           buf);
 }
 
 static void text_precision(const mpcl_caps *c, mpcl_precision requested)
@@ -365,6 +375,7 @@ static int probe_json(const mpcl_caps *c, const probe_args *a)
     jbool(&j, ext, "cl_khr_fp64", c->ext_fp64);
     jbool(&j, ext, "subgroups", c->ext_subgroups);
     jbool(&j, ext, "int64_atomics", c->ext_int64_atomics);
+    jbool(&j, ext, "cl_intel_bfloat16", c->ext_bf16_intel);
 
     cJSON *ch = jobj(&j, root, "checks");
     json_check(&j, ch, "fp16_storage", &c->fp16_storage);
@@ -375,6 +386,12 @@ static int probe_json(const mpcl_caps *c, const probe_args *a)
     jbool(&j, ar, "flushes_subnormals", c->fp16_flushes_subnormals);
     json_check(&j, ch, "clblast_sgemm", &c->sgemm);
     json_check(&j, ch, "clblast_hgemm", &c->hgemm);
+    json_check(&j, ch, "bf16_storage", &c->bf16_storage);
+    cJSON *bi = jobj(&j, ch, "bf16_intel_conversions");
+    jbool(&j, bi, "present", c->ext_bf16_intel);
+    jbool(&j, bi, "verified", c->bf16_intel.passed);
+    jbool(&j, bi, "used", c->bf16_intel_used);
+    jstr(&j, bi, "reason", c->bf16_intel.reason);
 
     cJSON *pr = jobj(&j, root, "precision");
     jstr(&j, pr, "requested", mpcl_precision_name(a->precision));
@@ -422,7 +439,7 @@ int cmd_probe(int argc, char **argv)
             if (mpcl_precision_parse(optarg, &a.precision) != MPCL_OK)
                 return usage_error(cmd,
                                    "--precision: '%s' is not a precision mode; it accepts auto, "
-                                   "fp16, fp16-storage or fp32",
+                                   "fp16, fp16-storage, fp32 or bf16",
                                    optarg);
             a.precision_set = 1;
             break;

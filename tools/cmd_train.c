@@ -59,9 +59,11 @@ static const char TRAIN_HELP[] =
     "precision and device:\n"
     "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
     "                      (default: $MPCL_DEVICE, else the first GPU, else the first device)\n"
-    "  --precision MODE    auto, fp16, fp16-storage or fp32 (default: auto)\n"
+    "  --precision MODE    auto, fp16, fp16-storage, fp32 or bf16 (default: auto; bf16\n"
+    "                      is never chosen by auto: bfloat16 storage, float math,\n"
+    "                      static loss scale 1 unless --loss-scale says otherwise)\n"
     "  --loss-scale S      dynamic, or a number > 0 for a static scale (default: dynamic\n"
-    "                      in the fp16 modes, a static 1 in fp32)\n"
+    "                      in the fp16 modes, a static 1 in fp32 and bf16)\n"
     "  --init-scale X      the initial dynamic scale, 2^-24..2^24 (default: 65536);\n"
     "                      implies --loss-scale dynamic\n"
     "\n"
@@ -296,7 +298,7 @@ static int train_parse(int argc, char **argv, train_args *a)
         case TRAIN_PRECISION:
             if (mpcl_precision_parse(optarg, &a->precision) != MPCL_OK)
                 return usage_error(cmd, "--precision: '%s' is not a precision mode; it accepts "
-                                        "auto, fp16, fp16-storage or fp32", optarg);
+                                        "auto, fp16, fp16-storage, fp32 or bf16", optarg);
             break;
         case TRAIN_LOSS_SCALE:
             if (strcmp(optarg, "dynamic") == 0) {

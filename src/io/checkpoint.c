@@ -314,7 +314,7 @@ static void shape_text(char *dst, size_t len, int ndim, const uint64_t *shape)
         snprintf(dst + used, len - used, "]");
 }
 
-/* Checks tensor t of the file against a model parameter; F32 or F16. */
+/* Checks tensor t of the file against a model parameter; F32, F16 or BF16. */
 static mpcl_status check_tensor(const mpcl_checkpoint *c, const st_tensor *t,
                                 const mpcl_param_info *info)
 {
@@ -332,14 +332,14 @@ static mpcl_status check_tensor(const mpcl_checkpoint *c, const st_tensor *t,
                                                       "model's is %s (a checkpoint of another "
                                                       "model?)", c->f.path, t->name, a, b);
     }
-    if (t->dtype != ST_F32 && t->dtype != ST_F16)
-        return mpcl_set_error(c->ctx, MPCL_ERR_FORMAT, "%s: tensor '%s' is %s; mpcl loads F32 or "
-                                                       "F16 weights", c->f.path, t->name,
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+        return mpcl_set_error(c->ctx, MPCL_ERR_FORMAT, "%s: tensor '%s' is %s; mpcl loads F32, "
+                                                       "F16 or BF16 weights", c->f.path, t->name,
                               st_dtype_name(t->dtype));
     return MPCL_OK;
 }
 
-/* Little-endian F32 or F16 data to floats. */
+/* Little-endian F32, F16 or BF16 data to floats (exact). */
 static void to_floats(const st_file *f, const st_tensor *t, float *dst)
 {
     const uint8_t *p = st_data(f, t);
@@ -348,6 +348,8 @@ static void to_floats(const st_file *f, const st_tensor *t, float *dst)
             uint32_t u = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
                          (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
             memcpy(&dst[i], &u, sizeof u);
+        } else if (t->dtype == ST_BF16) {
+            dst[i] = mpcl_bf16_to_float((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
         } else {
             dst[i] = mpcl_half_to_float((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
         }

@@ -1,19 +1,31 @@
-/* ops/cast.c — mpcl_cast: dst = src converted between f16 and f32.
- * f32 -> f16 rounds to nearest even (vstore_half_rte), f16 -> f32 is exact,
- * same-dtype casts copy. Letters: N elements. */
+/* ops/cast.c — mpcl_cast: dst = src converted between f16 and f32, or
+ * between bf16 and f32. f32 -> f16 rounds to nearest even
+ * (vstore_half_rte), f32 -> bf16 too (cl/bf16.cl), the widening casts are
+ * exact, same-dtype casts copy. Letters: N elements. */
 #include "internal.h"
 
-/* convert.cl cast_f16_f32 (to_float) or cast_f32_f16 over n elements. */
-mpcl_status mpcl_cast_raw(mpcl_context *ctx, const char *op, int to_float, cl_mem src, cl_mem dst,
-                          size_t n)
+/* The kernel of a cast between two different dtypes, or NULL. */
+static const char *cast_kernel_name(mpcl_dtype from, mpcl_dtype to, const char **family)
 {
-    const char *name = to_float ? "cast_f16_f32" : "cast_f32_f16";
+    *family = "convert";
+    if (from == MPCL_F16 && to == MPCL_F32)
+        return "cast_f16_f32";
+    if (from == MPCL_F32 && to == MPCL_F16)
+        return "cast_f32_f16";
+    *family = "bf16";
+    if (from == MPCL_BF16 && to == MPCL_F32)
+        return "cast_bf16_f32";
+    if (from == MPCL_F32 && to == MPCL_BF16)
+        return "cast_f32_bf16";
+    return NULL;
+}
+
+/* convert.cl / bf16.cl cast kernel `name` over n elements. */
+static mpcl_status cast_kernel(mpcl_context *ctx, const char *op, const char *family,
+                               const char *name, cl_mem src, cl_mem dst, size_t n)
+{
     cl_kernel k;
-    mpcl_status s;
-    if (to_float)
-        s = mpcl_kernel_get(ctx, "convert", mpcl_ctx_variant(ctx), "cast_f16_f32", &k);
-    else
-        s = mpcl_kernel_get(ctx, "convert", mpcl_ctx_variant(ctx), "cast_f32_f16", &k);
+    mpcl_status s = mpcl_kernel_get(ctx, family, mpcl_ctx_variant(ctx), name, &k);
     if (s != MPCL_OK)
         return s;
     cl_ulong nn = n;
@@ -23,6 +35,21 @@ mpcl_status mpcl_cast_raw(mpcl_context *ctx, const char *op, int to_float, cl_me
                               mpcl_cl_error_name(rc));
     return mpcl_launch_1d(ctx, k, op, n);
 }
+
+/* n elements between the context's storage dtype (f16 or bf16) and f32. */
+mpcl_status mpcl_cast_raw(mpcl_context *ctx, const char *op, int to_float, cl_mem src, cl_mem dst,
+                          size_t n)
+{
+    mpcl_dtype st = mpcl_storage_dtype(ctx);
+    const char *family,
+        *name = to_float ? cast_kernel_name(st, MPCL_F32, &family) : cast_kernel_name(MPCL_F32, st, &family);
+    if (!name)
+        return mpcl_set_error(ctx, MPCL_ERR_STATE, "%s: no cast between %s storage and f32", op,
+                              mpcl_dtype_name(st));
+    return cast_kernel(ctx, op, family, name, src, dst, n);
+}
+
+static int float_dtype(mpcl_dtype d) { return d == MPCL_F16 || d == MPCL_F32 || d == MPCL_BF16; }
 
 mpcl_status mpcl_cast(mpcl_context *ctx, mpcl_tensor *dst, const mpcl_tensor *src)
 {
@@ -36,11 +63,9 @@ mpcl_status mpcl_cast(mpcl_context *ctx, mpcl_tensor *dst, const mpcl_tensor *sr
     if (dst->ctx != ctx || src->ctx != ctx)
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: %s belongs to another context", op,
                               dst->ctx != ctx ? "dst" : "src");
-    int float_types = (src->dtype == MPCL_F16 || src->dtype == MPCL_F32) &&
-                      (dst->dtype == MPCL_F16 || dst->dtype == MPCL_F32);
-    if (!float_types)
-        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: dst %s and src %s must be f16 or f32", op,
-                              mpcl_tensor_describe(dst, dd, sizeof dd),
+    if (!float_dtype(src->dtype) || !float_dtype(dst->dtype))
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: dst %s and src %s must be f16, bf16 or f32",
+                              op, mpcl_tensor_describe(dst, dd, sizeof dd),
                               mpcl_tensor_describe(src, ds, sizeof ds));
     if (dst->numel != src->numel)
         return mpcl_set_error(ctx, MPCL_ERR_SHAPE, "%s: dst is %s but src is %s (%zu vs %zu elements)",
@@ -57,5 +82,12 @@ mpcl_status mpcl_cast(mpcl_context *ctx, mpcl_tensor *dst, const mpcl_tensor *sr
                                   mpcl_tensor_describe(src, ds, sizeof ds), mpcl_cl_error_name(rc));
         return MPCL_OK;
     }
-    return mpcl_cast_raw(ctx, op, src->dtype == MPCL_F16, src->mem, dst->mem, n);
+    const char *family, *name = cast_kernel_name(src->dtype, dst->dtype, &family);
+    if (!name)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: no direct cast from %s to %s (one side must be f32): dst %s, src %s",
+                              op, mpcl_dtype_name(src->dtype), mpcl_dtype_name(dst->dtype),
+                              mpcl_tensor_describe(dst, dd, sizeof dd),
+                              mpcl_tensor_describe(src, ds, sizeof ds));
+    return cast_kernel(ctx, op, family, name, src->mem, dst->mem, n);
 }

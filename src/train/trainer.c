@@ -17,7 +17,8 @@ void mpcl_train_options_init(mpcl_train_options *o, mpcl_precision p)
     o->schedule = MPCL_SCHEDULE_CONSTANT;
     o->gamma = 0.1f;
     o->step_size = 1000;
-    int half = p != MPCL_PRECISION_FP32;
+    /* bf16 has float's exponent range: like fp32, no loss scaling needed */
+    int half = p != MPCL_PRECISION_FP32 && p != MPCL_PRECISION_BF16;
     o->dynamic_scale = half;
     o->loss_scale = half ? 65536.0f : 1.0f;
     o->growth_factor = 2.0f;

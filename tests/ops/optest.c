@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-optest_mode optest_modes[3];
+optest_mode optest_modes[4];
 int optest_nmodes;
 
 /* oclgrind 21.10's uninitialised-value checker sizes a buffer slot's shadow
@@ -23,7 +23,7 @@ int optest_nmodes;
 #define PLUG_N 256
 #define BALLAST_N 96
 #define BALLAST_BYTES (512u << 10)
-static cl_mem plugs[3][PLUG_N];
+static cl_mem plugs[4][PLUG_N];
 
 static void oclgrind_shadow_workaround(void)
 {
@@ -48,7 +48,7 @@ static void oclgrind_shadow_workaround(void)
 
 static void oclgrind_shadow_release(void)
 {
-    for (int mi = 0; mi < 3; mi++)
+    for (int mi = 0; mi < 4; mi++)
         for (int i = 0; i < PLUG_N; i++)
             if (plugs[mi][i]) {
                 clReleaseMemObject(plugs[mi][i]);
@@ -83,15 +83,15 @@ static void parse_caps(void)
  * MPCL_MAX_WORK_GROUP for contexts a test opens itself. */
 static void open_contexts(size_t cap)
 {
-    static const mpcl_precision modes[3] = {MPCL_PRECISION_FP32, MPCL_PRECISION_FP16_STORAGE,
-                                            MPCL_PRECISION_FP16};
+    static const mpcl_precision modes[4] = {MPCL_PRECISION_FP32, MPCL_PRECISION_FP16_STORAGE,
+                                            MPCL_PRECISION_FP16, MPCL_PRECISION_BF16};
     if (cap) {
         char v[32];
         snprintf(v, sizeof v, "%zu", cap);
         setenv("MPCL_MAX_WORK_GROUP", v, 1);
     }
     optest_nmodes = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         mpcl_options o;
         mpcl_options_init(&o);
         o.precision = modes[i];
@@ -216,11 +216,28 @@ float *optest_download(const mpcl_tensor *t)
     return x;
 }
 
+float optest_round_storage(const mpcl_context *ctx, float x)
+{
+    switch (mpcl_storage_dtype(ctx)) {
+    case MPCL_F16: return mpcl_half_to_float(mpcl_half_from_float(x));
+    case MPCL_BF16: return mpcl_bf16_to_float(mpcl_bf16_from_float(x));
+    default: return x;
+    }
+}
+
 void optest_quantize(mpcl_context *ctx, float *x, size_t n)
 {
-    if (mpcl_storage_dtype(ctx) == MPCL_F16)
-        for (size_t i = 0; i < n; i++)
-            x[i] = mpcl_half_to_float(mpcl_half_from_float(x[i]));
+    for (size_t i = 0; i < n; i++)
+        x[i] = optest_round_storage(ctx, x[i]);
+}
+
+double optest_unit_roundoff(mpcl_precision mode)
+{
+    switch (mode) {
+    case MPCL_PRECISION_FP32: return 0x1p-24;
+    case MPCL_PRECISION_BF16: return 0x1p-8;
+    default: return 0x1p-11;
+    }
 }
 
 double optest_rtol(mpcl_precision mode)
@@ -228,6 +245,7 @@ double optest_rtol(mpcl_precision mode)
     switch (mode) {
     case MPCL_PRECISION_FP32: return 1e-5;
     case MPCL_PRECISION_FP16_STORAGE: return 2e-3; /* one half rounding of the output (2^-11) */
+    case MPCL_PRECISION_BF16: return 1.6e-2;       /* one bf16 rounding of the output (2^-8) */
     default: return 1e-2;                          /* half arithmetic */
     }
 }

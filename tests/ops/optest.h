@@ -24,10 +24,10 @@ typedef struct {
     const char *name;
 } optest_mode;
 
-extern optest_mode optest_modes[3];
+extern optest_mode optest_modes[4];
 extern int optest_nmodes;
 
-/* Opens a context for fp32, fp16-storage and fp16 (those the device runs;
+/* Opens a context for fp32, fp16-storage, fp16 and bf16 (those the device runs;
  * the others are reported as skipped). Exits 77 when there is no device. */
 void optest_init(void);
 void optest_cleanup(void);
@@ -50,12 +50,17 @@ mpcl_tensor *optest_tensor(mpcl_context *ctx, mpcl_dtype dtype, mpcl_mem_tag tag
                            size_t d0, size_t d1, size_t d2, size_t d3);
 /* Downloads numel floats into a new malloc'ed array (caller frees); waits. */
 float *optest_download(const mpcl_tensor *t);
-/* Replaces host values by what the device holds for them (fp16 rounding). */
+/* Replaces host values by what the device holds for them (fp16 or bf16 rounding). */
 void optest_quantize(mpcl_context *ctx, float *x, size_t n);
+/* x rounded to the storage dtype of ctx (f16, bf16; unchanged for f32). */
+float optest_round_storage(const mpcl_context *ctx, float x);
+/* Unit roundoff of one stored value in a mode: 2^-24 (fp32), 2^-11 (fp16
+ * modes), 2^-8 (bf16: 8 significant bits). */
+double optest_unit_roundoff(mpcl_precision mode);
 
 /* Tolerance per mode for results of a computation of depth ~k (k terms
  * summed): fp32 ~ 1e-5 relative, fp16 storage ~ half's epsilon per stored
- * value. Documented in docs/ops.md. */
+ * value, bf16 ~ bf16's (2^-8). Documented in docs/ops.md. */
 double optest_rtol(mpcl_precision mode);
 /* Asserts |got - ref| <= atol + rtol * |ref| elementwise; on failure reports
  * the first bad index, the worst error and the op name. */

@@ -568,6 +568,40 @@ START_TEST(loads_f16_weights)
 }
 END_TEST
 
+/* BF16 weights (PyTorch's torch.bfloat16 saves as "BF16") are widened
+ * exactly, in every mode; the checkpoint's own tensors stay F32. */
+START_TEST(loads_bf16_weights)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    char path[600], err[512];
+    path_in(path, sizeof path, "bf16.safetensors");
+    mpcl_model *m;
+    make(ctx, "input 1x2x2\nflatten\nlinear out=3\n", 1, MPCL_OPT_ADAM, &m, NULL);
+    uint16_t w[12], b[3];
+    for (int i = 0; i < 12; i++)
+        w[i] = mpcl_bf16_from_float(0.3f * (float)(i - 6));
+    for (int i = 0; i < 3; i++)
+        b[i] = mpcl_bf16_from_float(1e30f * (float)(i + 1)); /* beyond half's range */
+    uint64_t sw[2] = {3, 4}, sb[1] = {3};
+    st_entry e[2] = {{"1.weight", ST_BF16, 2, sw, w}, {"1.bias", ST_BF16, 1, sb, b}};
+    const char *meta[] = {"input_mean", "0", "input_std", "1"};
+    ck_assert(st_write(path, e, 2, meta, 2, err, sizeof err) == MPCL_OK);
+    mpcl_checkpoint *c;
+    ck_assert(mpcl_checkpoint_open(ctx, path, &c) == MPCL_OK);
+    ck_assert_msg(mpcl_checkpoint_load_model(c, m) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    mpcl_checkpoint_close(c);
+    float *master = optest_download(mpcl_model_master(m));
+    mpcl_param_info info;
+    for (size_t i = 0; mpcl_model_param(m, i, &info) == MPCL_OK; i++) {
+        const uint16_t *src = info.numel == 12 ? w : b;
+        for (size_t k = 0; k < info.numel; k++)
+            ck_assert(master[info.offset + k] == mpcl_bf16_to_float(src[k]));
+    }
+    free(master);
+    mpcl_model_destroy(m);
+}
+END_TEST
+
 /* The spec text stored in checkpoints reads back to the same layers. */
 START_TEST(spec_format_round_trip)
 {
@@ -633,6 +667,7 @@ int main(void)
     tcase_add_loop_test(tc, model_loads_for_inference, 0, optest_nmodes);
     tcase_add_loop_test(tc, refuses_other_models_and_optimizers, 0, optest_nmodes);
     tcase_add_loop_test(tc, loads_f16_weights, 0, optest_nmodes);
+    tcase_add_loop_test(tc, loads_bf16_weights, 0, optest_nmodes);
     suite_add_tcase(s, tc);
     int rc = optest_run(s);
     char cmd[700];

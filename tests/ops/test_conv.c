@@ -127,10 +127,7 @@ static void ref_backward(const conv_case *cc, const double *dy, const double *x,
 
 /* --------------------------------------------------------------- helpers */
 
-static double unit_roundoff(mpcl_precision mode)
-{
-    return mode == MPCL_PRECISION_FP32 ? 0x1p-24 : 0x1p-11;
-}
+static double unit_roundoff(mpcl_precision mode) { return optest_unit_roundoff(mode); }
 
 /* |got - ref| <= mag (m 2^-24 + q u) + floor elementwise; prints the worst
  * error relative to magnitude and the share of the bound it used. */

@@ -30,6 +30,7 @@ static tol mode_tol(mpcl_precision m)
     switch (m) {
     case MPCL_PRECISION_FP32: return (tol){1e-6, 1e-5};
     case MPCL_PRECISION_FP16_STORAGE: return (tol){1e-6, 1e-3};
+    case MPCL_PRECISION_BF16: return (tol){1e-5, 8e-3}; /* one bf16 rounding: 2^-8 */
     default: return (tol){1e-4, 1e-2};
     }
 }

@@ -52,7 +52,9 @@ static int accumulates_in_half(const mpcl_context *ctx)
 
 static double u_out(const mpcl_context *ctx)
 {
-    return mpcl_storage_dtype(ctx) == MPCL_F16 ? U_F16 : 0.0;
+    /* one rounding of the output to the storage dtype */
+    mpcl_dtype d = mpcl_storage_dtype(ctx);
+    return d == MPCL_F16 ? U_F16 : d == MPCL_BF16 ? 0x1p-8 : 0.0;
 }
 
 static double u_acc(const mpcl_context *ctx) { return accumulates_in_half(ctx) ? U_F16 : U_F32; }
@@ -495,6 +497,10 @@ START_TEST(test_gemm_accuracy)
                 }
                 const char *how = mpcl_storage_dtype(ctx) == MPCL_F32 ? "Sgemm"
                                   : accumulates_in_half(ctx)          ? "Hgemm (half accumulation)"
+                                  : mpcl_storage_dtype(ctx) == MPCL_BF16 && paths[pi] == MPCL_GEMM_F16_CONVERT
+                                      ? "bf16 convert + Sgemm"
+                                  : mpcl_storage_dtype(ctx) == MPCL_BF16 && paths[pi] == MPCL_GEMM_F16_DIRECT
+                                      ? "bf16 direct gemm_f32acc"
                                   : paths[pi] == MPCL_GEMM_F16_CONVERT ? "convert + Sgemm"
                                   : paths[pi] == MPCL_GEMM_F16_DIRECT  ? "direct gemm_f32acc"
                                                                        : "default path";
@@ -616,6 +622,13 @@ END_TEST
 /* --------------------------------------------------------------- cast */
 
 static int half_is_nan(uint16_t h) { return (h & 0x7c00) == 0x7c00 && (h & 0x03ff); }
+
+static float tu_u2f_(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 /* f16 -> f32 for every half (a stride through them in small mode), bit for
  * bit against mpcl_half_to_float (NaN: a NaN with the same sign). */
@@ -766,6 +779,76 @@ START_TEST(test_cast_copy_and_bad_args)
 }
 END_TEST
 
+/* bf16 <-> f32 in every mode (cl/bf16.cl builds in every variant): every
+ * bf16 (a stride in small mode) to float bit for bit, and floats (exact
+ * ties between neighbouring bf16 values, one float ulp either side, inf,
+ * NaN, random bit patterns) to bf16 against mpcl_bf16_from_float (NaN: a
+ * NaN of the same sign). f16 <-> bf16 has no direct cast. */
+static int bf16_is_nan(uint16_t h) { return (h & 0x7f80) == 0x7f80 && (h & 0x7f); }
+
+START_TEST(test_cast_bf16)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    const size_t step = optest_small() ? 61 : 1;
+    const size_t n = (65536 + step - 1) / step;
+    uint16_t *h = malloc(n * 2), *got16 = malloc(6 * n * 2);
+    uint32_t *got = malloc(n * 4);
+    float *x = malloc(6 * n * 4);
+    ck_assert(h && got && x && got16);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (uint16_t)(i * step);
+    mpcl_tensor *src = optest_tensor(ctx, MPCL_BF16, MPCL_MEM_ACTIVATIONS, NULL, n, 0, 0, 0);
+    mpcl_tensor *dst = optest_tensor(ctx, MPCL_F32, MPCL_MEM_ACTIVATIONS, NULL, n, 0, 0, 0);
+    ck_assert_int_eq(mpcl_tensor_write(src, h, n * 2), MPCL_OK);
+    ck_assert_msg(mpcl_cast(ctx, dst, src) == MPCL_OK, "mpcl_cast: %s", mpcl_last_error(ctx));
+    ck_assert_int_eq(mpcl_tensor_read(dst, got, n * 4), MPCL_OK);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(got[i] == (uint32_t)h[i] << 16, "bf16 0x%04x: got 0x%08x", h[i], got[i]);
+    /* ties: the float halfway between code c and c + 1 has low half 0x8000 */
+    size_t m = 0;
+    uint64_t s = 99;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = (uint32_t)h[i] << 16;
+        x[m++] = tu_u2f_(c | 0x8000u);
+        x[m++] = tu_u2f_(c | 0x7fffu);
+        x[m++] = tu_u2f_(c | 0x8001u);
+        x[m++] = tu_u2f_(c);
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[m++] = tu_u2f_((uint32_t)(s >> 32));
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[m++] = tu_u2f_((uint32_t)(s >> 32));
+    }
+    mpcl_tensor *fs = optest_tensor(ctx, MPCL_F32, MPCL_MEM_ACTIVATIONS, NULL, m, 0, 0, 0);
+    mpcl_tensor *bs = optest_tensor(ctx, MPCL_BF16, MPCL_MEM_ACTIVATIONS, NULL, m, 0, 0, 0);
+    ck_assert_int_eq(mpcl_tensor_write(fs, x, m * 4), MPCL_OK);
+    ck_assert_msg(mpcl_cast(ctx, bs, fs) == MPCL_OK, "mpcl_cast: %s", mpcl_last_error(ctx));
+    ck_assert_int_eq(mpcl_tensor_read(bs, got16, m * 2), MPCL_OK);
+    for (size_t i = 0; i < m; i++) {
+        uint16_t want = mpcl_bf16_from_float(x[i]);
+        if (bf16_is_nan(want))
+            ck_assert_msg(bf16_is_nan(got16[i]) && (got16[i] >> 15) == (want >> 15),
+                          "float %a: got 0x%04x, expected a NaN like 0x%04x", (double)x[i], got16[i],
+                          want);
+        else
+            ck_assert_msg(got16[i] == want, "float %a: got 0x%04x, expected 0x%04x", (double)x[i],
+                          got16[i], want);
+    }
+    /* no direct f16 <-> bf16 cast; nothing written */
+    mpcl_tensor *f16 = optest_tensor(ctx, MPCL_F16, MPCL_MEM_ACTIVATIONS, NULL, m, 0, 0, 0);
+    ck_assert_int_eq(mpcl_cast(ctx, f16, bs), MPCL_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(mpcl_last_error(ctx), "bf16"));
+    free(h);
+    free(got);
+    free(got16);
+    free(x);
+    mpcl_tensor_destroy(src);
+    mpcl_tensor_destroy(dst);
+    mpcl_tensor_destroy(fs);
+    mpcl_tensor_destroy(bs);
+    mpcl_tensor_destroy(f16);
+}
+END_TEST
+
 int main(void)
 {
     optest_init();
@@ -784,6 +867,7 @@ int main(void)
         {"cast_f16_f32", test_cast_f16_to_f32},
         {"cast_f32_f16", test_cast_f32_to_f16},
         {"cast_copy_bad", test_cast_copy_and_bad_args},
+        {"cast_bf16", test_cast_bf16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

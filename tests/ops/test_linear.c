@@ -36,7 +36,9 @@ static double u_acc(const mpcl_context *ctx)
 
 static double u_out(const mpcl_context *ctx)
 {
-    return mpcl_storage_dtype(ctx) == MPCL_F16 ? U_F16 : 0.0;
+    /* one rounding of the output to the storage dtype */
+    mpcl_dtype d = mpcl_storage_dtype(ctx);
+    return d == MPCL_F16 ? U_F16 : d == MPCL_BF16 ? 0x1p-8 : 0.0;
 }
 
 /* ---------------------------------------------------------- reference */

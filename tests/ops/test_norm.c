@@ -104,7 +104,11 @@ static void guarded_destroy(guarded *g)
     mpcl_tensor_destroy(g->base);
 }
 
-static double rtol_of(mpcl_precision mode) { return mode == MPCL_PRECISION_FP32 ? 1e-5 : 1e-3; }
+static double rtol_of(mpcl_precision mode)
+{
+    /* fp16 modes 1e-3 (2 x 2^-11), bf16 8e-3 (2 x 2^-8) */
+    return mode == MPCL_PRECISION_FP32 ? 1e-5 : mode == MPCL_PRECISION_BF16 ? 8e-3 : 1e-3;
+}
 
 static double max_abs(const double *x, size_t n)
 {

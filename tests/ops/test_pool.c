@@ -159,10 +159,7 @@ static void ref_avg_backward(const pool_case *pc, const double *dy, double *dx, 
 
 /* --------------------------------------------------------------- helpers */
 
-static double unit_roundoff(mpcl_precision mode)
-{
-    return mode == MPCL_PRECISION_FP32 ? 0x1p-24 : 0x1p-11;
-}
+static double unit_roundoff(mpcl_precision mode) { return optest_unit_roundoff(mode); }
 
 /* |got - ref| <= mag * (m 2^-24 + 2 u) + floor, per element; reports the
  * worst error relative to its magnitude. */

@@ -41,6 +41,9 @@ static mpcl_tensor *make_1d(mpcl_context *ctx, mpcl_dtype dtype, float *x, size_
     if (dtype == MPCL_F16)
         for (size_t i = 0; i < n; i++)
             x[i] = mpcl_half_to_float(mpcl_half_from_float(x[i]));
+    if (dtype == MPCL_BF16)
+        for (size_t i = 0; i < n; i++)
+            x[i] = mpcl_bf16_to_float(mpcl_bf16_from_float(x[i]));
     return optest_tensor(ctx, dtype, MPCL_MEM_GRADIENTS, x, n, 0, 0, 0);
 }
 
@@ -274,7 +277,10 @@ END_TEST
 
 /* ------------------------------------------------------ finite checks */
 
-static float max_finite(mpcl_dtype dtype) { return dtype == MPCL_F16 ? 65504.0f : 3.4028235e38f; }
+static float max_finite(mpcl_dtype dtype)
+{
+    return dtype == MPCL_F16 ? 65504.0f : dtype == MPCL_BF16 ? 0x1.fep127f : 3.4028235e38f;
+}
 
 static int run_all_finite(mpcl_context *ctx, mpcl_tensor *flag, mpcl_tensor *const *ts, size_t n)
 {
@@ -352,11 +358,11 @@ static void check_unscale(mpcl_context *ctx, mpcl_precision mode, mpcl_dtype dty
     double *ref = malloc(n * sizeof *ref);
     for (size_t i = 0; i < n; i++)
         ref[i] = (double)x[i] * inv;
-    double rtol = dtype == MPCL_F16 ? 1e-3 : 1e-6;
+    double rtol = dtype == MPCL_F16 ? 1e-3 : dtype == MPCL_BF16 ? 8e-3 : 1e-6;
     char what[64];
     snprintf(what, sizeof what, "unscale %s (%s)", mpcl_dtype_name(dtype),
              mpcl_precision_name(mode));
-    optest_assert_close(what, y, ref, n, dtype == MPCL_F16 ? 1e-7 : 0, rtol);
+    optest_assert_close(what, y, ref, n, dtype == MPCL_F32 ? 0 : 1e-7, rtol);
     ck_assert_msg(read_scalar(flag) == 1.0f, "%s: finite data cleared the flag", what);
 
     /* flag &= ...: a cleared flag stays cleared. */
@@ -400,8 +406,10 @@ START_TEST(test_unscale_overflow)
     mpcl_dtype st = sdt(ctx);
     float big = max_finite(st); /* (1) */
     /* half: 65504 s < 65520 stays finite (rounds to 65504), >= 65520 is inf */
-    const float s_in = st == MPCL_F16 ? 1.0002441f : 1.0f;
-    const float s_out = st == MPCL_F16 ? 1.0002443f : 2.0f;
+    /* bf16: 0x1.fep127 s stays finite below the midpoint 0x1.ffp127, i.e. for
+     * s < 511/510 = 1.00196..., and is inf from there on */
+    const float s_in = st == MPCL_F16 ? 1.0002441f : st == MPCL_BF16 ? 1.0019f : 1.0f;
+    const float s_out = st == MPCL_F16 ? 1.0002443f : st == MPCL_BF16 ? 1.0020f : 2.0f;
     const float scales[2] = {s_in, s_out};
     for (int c = 0; c < 2; c++) {
         float x[3] = {1.0f, big, -2.0f}; /* (N) */

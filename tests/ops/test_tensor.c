@@ -36,7 +36,7 @@ static mpcl_tensor *create(mpcl_context *ctx, mpcl_dtype dt, mpcl_mem_tag tag, i
     return t;
 }
 
-static const mpcl_dtype all_dtypes[4] = {MPCL_F16, MPCL_F32, MPCL_I32, MPCL_U8};
+static const mpcl_dtype all_dtypes[5] = {MPCL_F16, MPCL_F32, MPCL_I32, MPCL_U8, MPCL_BF16};
 
 /* ------------------------------------------------------------ creation */
 
@@ -44,7 +44,7 @@ START_TEST(test_create_destroy)
 {
     mpcl_context *ctx = mode_ctx(_i);
     const size_t s4[4] = {2, 3, 4, 5};
-    for (int d = 0; d < 4; d++) {
+    for (int d = 0; d < 5; d++) {
         for (int ndim = 1; ndim <= 4; ndim++) {
             mpcl_tensor *t = create(ctx, all_dtypes[d], MPCL_MEM_ACTIVATIONS, ndim, s4);
             size_t numel = 1;
@@ -64,6 +64,8 @@ START_TEST(test_create_destroy)
     ck_assert_uint_eq(mpcl_dtype_size(MPCL_F32), 4);
     ck_assert_uint_eq(mpcl_dtype_size(MPCL_I32), 4);
     ck_assert_uint_eq(mpcl_dtype_size(MPCL_U8), 1);
+    ck_assert_uint_eq(mpcl_dtype_size(MPCL_BF16), 2);
+    ck_assert_str_eq(mpcl_dtype_name(MPCL_BF16), "bf16");
     mpcl_tensor_destroy(NULL); /* NULL-safe */
 
     /* Bad shapes and dtypes: an error, and *out stays NULL. */
@@ -152,6 +154,26 @@ START_TEST(test_roundtrip_f32_f16)
                       mpcl_half_from_float(v[i]));
     ck_assert_uint_eq(bits[10], 0x7c00); /* 70000 overflows to inf */
     ck_assert_uint_eq(bits[11], 0x3c00); /* the tie rounds to even */
+    mpcl_tensor_destroy(t);
+
+    /* bf16: the stored bits are mpcl_bf16_from_float's, downloads exact */
+    t = create(ctx, MPCL_BF16, MPCL_MEM_ACTIVATIONS, 1, shape);
+    expect_ok(ctx, mpcl_tensor_upload(t, v, n), "upload bf16");
+    expect_ok(ctx, mpcl_tensor_download(t, got, n), "download bf16");
+    expect_ok(ctx, mpcl_tensor_read(t, bits, sizeof bits), "read bf16");
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(bits[i] == mpcl_bf16_from_float(v[i]), "bf16 bits [%zu]: 0x%04x, expected 0x%04x",
+                      i, bits[i], mpcl_bf16_from_float(v[i]));
+        float want = mpcl_bf16_to_float(bits[i]);
+        ck_assert_msg(memcmp(&want, &got[i], sizeof want) == 0, "bf16 [%zu]: %.9g -> %.9g", i,
+                      (double)v[i], (double)got[i]);
+    }
+    ck_assert_uint_eq(bits[10], mpcl_bf16_from_float(70000.0f)); /* in range: no overflow */
+    ck_assert(isfinite(got[10]) && fabsf(got[10] - 70000.0f) <= 70000.0f * 0x1p-8f);
+    /* fill rounds the same way */
+    expect_ok(ctx, mpcl_tensor_fill(t, 1.0f + 0x1p-8f), "fill bf16"); /* a tie: to even, 1 */
+    expect_ok(ctx, mpcl_tensor_read(t, bits, sizeof bits), "read bf16");
+    ck_assert_uint_eq(bits[0], 0x3f80);
     mpcl_tensor_destroy(t);
 }
 END_TEST

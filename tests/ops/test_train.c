@@ -42,8 +42,8 @@ static const uint8_t *labels(size_t first) { return data.train_labels.data + fir
 START_TEST(overflow_skips_and_backs_off)
 {
     mpcl_precision mode = optest_modes[_i].mode;
-    if (mode == MPCL_PRECISION_FP32)
-        return; /* covered by injected_inf below */
+    if (mode == MPCL_PRECISION_FP32 || mode == MPCL_PRECISION_BF16)
+        return; /* covered by injected_inf below; bf16: bf16_range */
     mpcl_context *ctx = optest_modes[_i].ctx;
     mpcl_train_options o;
     options(&o, mode);
@@ -212,6 +212,43 @@ START_TEST(learns)
 }
 END_TEST
 
+/* bf16 has float's exponent range: its defaults are a static scale of 1
+ * (no loss scaling), and even a scale of 2^30, which overflows half in the
+ * test above, leaves every step finite. */
+START_TEST(bf16_range)
+{
+    mpcl_precision mode = optest_modes[_i].mode;
+    if (mode != MPCL_PRECISION_BF16)
+        return;
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    mpcl_train_options o;
+    options(&o, mode);
+    ck_assert_int_eq(o.dynamic_scale, 0);
+    ck_assert(o.loss_scale == 1.0f);
+    const size_t B = optest_small() ? 4 : 16;
+    const int steps = optest_small() ? 3 : 8;
+    for (int run = 0; run < 2; run++) {
+        if (run == 1) {
+            o.dynamic_scale = 1;
+            o.loss_scale = 0x1p30f;
+        }
+        mpcl_model *m;
+        mpcl_trainer *t;
+        make(ctx, B, &o, &m, &t);
+        for (int s = 0; s < steps; s++) {
+            mpcl_step_stats st;
+            ck_assert(mpcl_trainer_step(t, images((size_t)s * B), labels((size_t)s * B), B, &st) ==
+                      MPCL_OK);
+            ck_assert_msg(st.skipped == 0 && isfinite(st.loss), "bf16 step %d (scale %g) skipped", s,
+                          (double)st.scale);
+            ck_assert(st.scale == (run ? 0x1p30f : 1.0f));
+        }
+        mpcl_trainer_destroy(t);
+        mpcl_model_destroy(m);
+    }
+}
+END_TEST
+
 int main(void)
 {
     char err[512];
@@ -226,6 +263,7 @@ int main(void)
     tcase_add_loop_test(tc, injected_inf, 0, optest_nmodes);
     tcase_add_loop_test(tc, scale_grows, 0, optest_nmodes);
     tcase_add_loop_test(tc, deterministic, 0, optest_nmodes);
+    tcase_add_loop_test(tc, bf16_range, 0, optest_nmodes);
     if (!optest_small())
         tcase_add_loop_test(tc, learns, 0, optest_nmodes);
     suite_add_tcase(s, tc);
