@@ -57,10 +57,12 @@ kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off
     const int ihc = clamp(ih, 0, G_H - 1), iwc = clamp(iw, 0, G_W - 1);
     const int at = ((b * G_C + c) * G_H + ihc) * G_W + iwc;
     const int inside = ih == ihc && iw == iwc;
-#if defined(MPCL_FP16_STORAGE)
-    /* a copy of the half's bits (+0 in the padding): no conversion */
-    const ushort v = x[at];
-    col[id] = inside ? v : (ushort)0;
+#if !defined(MPCL_FP32)
+    /* a copy of the 16-bit value's bits (+0 in the padding, 0x0000 in half
+     * and bf16): no conversion, and 16-bit integer moves vectorise where
+     * half gathers may not (Intel's CPU runtime, fp16: 1.6x fp32's time) */
+    const ushort v = ((global const ushort *)x)[at];
+    ((global ushort *)col)[id] = inside ? v : (ushort)0;
 #else
     /* every tap from a clamped address, then a select: no load under a
      * condition */

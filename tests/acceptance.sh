@@ -1,19 +1,21 @@
 #!/bin/sh
 # Training acceptance per precision mode (the long suite): the seed CNN, 3
 # epochs of the full Fashion-MNIST, Adam lr 1e-3, batch 64, seed 1, in fp32
-# and in each half mode the device runs; each mode's final test accuracy
+# and in each 16-bit mode the device runs; each mode's final test accuracy
 # must lie within 0.5 points of fp32's on the same device, and fp32 must
 # reach 85% (a broken gradient cannot). A mode the device refuses (exit 4)
 # is reported and not counted.
-# usage: acceptance.sh MPCL [MODE...]   (default: fp16 fp16-storage)
+# usage: acceptance.sh MPCL [MODE...]   (default: fp16 fp16-storage bf16)
+# MPCL_ACCEPTANCE_LOGS=DIR keeps each run's output and JSON-lines log there.
 set -u
 MPCL=$1
 shift
-modes=${*:-fp16 fp16-storage}
+modes=${*:-fp16 fp16-storage bf16}
 DATA=${MPCL_TEST_DATA:-/usr/share/datasets/fashion-mnist}
 [ -d "$DATA" ] || { echo "acceptance: no data in $DATA (dataset-fashion-mnist)"; exit 77; }
 T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT INT TERM
+keep() { [ -n "${MPCL_ACCEPTANCE_LOGS:-}" ] && mkdir -p "$MPCL_ACCEPTANCE_LOGS" && cp "$T"/* "$MPCL_ACCEPTANCE_LOGS"/; rm -rf "$T"; }
+trap keep EXIT INT TERM
 
 # Final test accuracy (percent) of one run, from its JSON-lines log.
 run() { # mode

@@ -329,8 +329,8 @@ static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     mpcl_status s = direct_params(ctx, op, w, b, d, &wmem, &bmem, &bias_at);
     if (s == MPCL_OK)
         s = direct_kernel(ctx, d, "conv_direct_forward", &k);
-    /* fp16-storage: x as float too (cl/conv_direct.cl xin_t), in SLOT_COL */
-    if (s == MPCL_OK && ctx->precision == MPCL_PRECISION_FP16_STORAGE) {
+    /* 16-bit storage: x as float too (cl/conv_direct.cl xin_t), in SLOT_COL */
+    if (s == MPCL_OK && mpcl_storage_dtype(ctx) != MPCL_F32) {
         s = mpcl_scratch(ctx, SLOT_COL, x->numel * sizeof(cl_float), &xm);
         if (s == MPCL_OK)
             s = mpcl_cast_raw(ctx, op, 1, x->mem, xm, x->numel);
