@@ -71,6 +71,42 @@ kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off
 #endif
 }
 
+#if !defined(MPCL_FP32)
+/* conv_im2col for 16-bit storage (fp16, fp16-storage, bf16) where x holds
+ * an even number of elements: each tap is read as the aligned 32-bit word
+ * that holds it, and the half of the word it is taken. A CPU device has
+ * 32-bit gathers but no 16-bit ones, so this gathers in hardware where the
+ * ushort reads went element by element (Intel's CPU runtime, fp16). x's
+ * buffer starts 4-byte aligned and ends on a word, so every word read is
+ * inside it. Same arguments as conv_im2col. */
+kernel void conv_im2col_pairs(global const uint *x, /* (B, C, H, W) as words, chunk at x_off */
+                              uint x_off,
+                              global ushort *col,   /* (C*R*S, N) */
+                              CONV_GEO_PARAMS)
+{
+    const int P = G_OH * G_OW, N = G_NB * P, RS = G_R * G_S;
+    const int id = (int)get_global_id(0);
+    if (id >= G_C * RS * N)
+        return;
+    const int row = id / N, n = id - row * N;
+    const int c = row / RS, rs = row - c * RS;
+    const int r = rs / G_S, s = rs - r * G_S;
+    const int b = n / P, p = n - b * P;
+    const int oh = p / G_OW, ow = p - oh * G_OW;
+    const int ih = oh * G_SH - G_PH + r * G_DH;
+    const int iw = ow * G_SW - G_PW + s * G_DW;
+    const int ihc = clamp(ih, 0, G_H - 1), iwc = clamp(iw, 0, G_W - 1);
+    const uint at = x_off + (uint)(((b * G_C + c) * G_H + ihc) * G_W + iwc);
+    const uint w = x[at >> 1];
+#ifdef __ENDIAN_LITTLE__
+    const ushort v = (at & 1u) ? (ushort)(w >> 16) : (ushort)(w & 0xffffu);
+#else
+    const ushort v = (at & 1u) ? (ushort)(w & 0xffffu) : (ushort)(w >> 16);
+#endif
+    col[id] = ih == ihc && iw == iwc ? v : (ushort)0;
+}
+#endif
+
 /* dx[b, c, h, w] = sum of the dcol entries that im2col read from (b, c, h, w):
  * a gather (no atomics), one work item per input element, float sum. */
 kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, N) */

@@ -497,7 +497,10 @@ static mpcl_status relayout(mpcl_context *ctx, const char *op, const char *name,
 static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const mpcl_tensor *x,
                           const conv_dims *d, size_t i0, size_t nb)
 {
-    return relayout(ctx, op, "conv_im2col", x, i0 * d->c * d->h * d->w, col, d, nb,
+    /* 16-bit storage and x ending on a 32-bit word: taps gathered as words */
+    const char *name = mpcl_storage_dtype(ctx) != MPCL_F32 && x->numel % 2 == 0 ? "conv_im2col_pairs"
+                                                                             : "conv_im2col";
+    return relayout(ctx, op, name, x, i0 * d->c * d->h * d->w, col, d, nb,
                     d->c * d->r * d->s * nb * d->oh * d->ow);
 }
 
