@@ -107,9 +107,30 @@ kernel void conv_im2col_pairs(global const uint *x, /* (B, C, H, W) as words, ch
 }
 #endif
 
+/* A 16-bit value of a scratch buffer (dcol: its size is a power of two of
+ * at least 1 MiB, its start aligned) read as float through the aligned
+ * 32-bit word that holds it: CPU devices gather 32-bit words, not 16-bit
+ * values. */
+#if !defined(MPCL_FP32)
+#ifdef __ENDIAN_LITTLE__
+#define WORD_HALF(p, i) ((ushort)((((global const uint *)(p))[(i) >> 1] >> (((i) & 1) * 16)) & 0xffffu))
+#else
+#define WORD_HALF(p, i) ((ushort)((((global const uint *)(p))[(i) >> 1] >> ((1 - ((i) & 1)) * 16)) & 0xffffu))
+#endif
+#if defined(MPCL_FP16)
+#define LOAD_SCRATCH(p, i) ((float)as_half(WORD_HALF(p, i)))
+#elif defined(MPCL_FP16_STORAGE)
+#define LOAD_SCRATCH(p, i) mpcl_h2f(WORD_HALF(p, i))
+#else
+#define LOAD_SCRATCH(p, i) mpcl_bf16_load(WORD_HALF(p, i))
+#endif
+#else
+#define LOAD_SCRATCH(p, i) LOADF(p, i)
+#endif
+
 /* dx[b, c, h, w] = sum of the dcol entries that im2col read from (b, c, h, w):
  * a gather (no atomics), one work item per input element, float sum. */
-kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, N) */
+kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, N), a scratch buffer */
                         global store_t *dx,         /* (B, C, H, W), chunk at dx_off */
                         uint dx_off,
                         CONV_GEO_PARAMS)
@@ -123,22 +144,22 @@ kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, N) */
     int q2 = q / G_H;
     const int h = q - q2 * G_H;
     const int b = q2 / G_C, c = q2 - b * G_C;
+    /* every tap (r, s) loads from a valid address (output 0 when no output
+     * reads (h, w) through it) and selects 0: no branch, no load under a
+     * condition, the terms added in the same order as before */
     acc_t acc = 0.0f;
     for (int r = 0; r < G_R; r++) {
         const int th = h + G_PH - r * G_DH;
-        if (th < 0)
-            break; /* th only decreases with r */
         const int oh = th / G_SH;
-        if (oh * G_SH != th || oh >= G_OH)
-            continue;
+        const int okh = th >= 0 && oh * G_SH == th && oh < G_OH;
+        const int ohc = okh ? oh : 0;
         for (int s = 0; s < G_S; s++) {
             const int tw = w + G_PW - s * G_DW;
-            if (tw < 0)
-                break;
             const int ow = tw / G_SW;
-            if (ow * G_SW != tw || ow >= G_OW)
-                continue;
-            acc += LOADF(dcol, (c * RS + r * G_S + s) * N + b * P + oh * G_OW + ow);
+            const int ok = okh && tw >= 0 && ow * G_SW == tw && ow < G_OW;
+            const int owc = ok ? ow : 0;
+            const float v = LOAD_SCRATCH(dcol, (c * RS + r * G_S + s) * N + b * P + ohc * G_OW + owc);
+            acc += ok ? v : 0.0f;
         }
     }
     STOREF(dx + dx_off, id, acc);
