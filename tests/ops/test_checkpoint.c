@@ -532,27 +532,24 @@ START_TEST(refuses_other_models_and_optimizers)
 }
 END_TEST
 
-/* F16 weights (as a Python tool may write them) are widened exactly. */
-START_TEST(loads_f16_weights)
+/* A checkpoint whose linear layer's weight (3, 4) w and bias (3) b are
+ * 16-bit tensors of safetensors dtype `dt` loads into a model of every
+ * mode with every value widened exactly (`widen`, the host reference); a
+ * file without a spec cannot make a model by itself. */
+static void loads_16bit_weights(mpcl_context *ctx, const char *file, st_dtype dt, const uint16_t w[12],
+                                const uint16_t b[3], float (*widen)(uint16_t))
 {
-    mpcl_context *ctx = optest_modes[_i].ctx;
     char path[600], err[512];
-    path_in(path, sizeof path, "f16.safetensors");
+    path_in(path, sizeof path, file);
     mpcl_model *m;
     make(ctx, "input 1x2x2\nflatten\nlinear out=3\n", 1, MPCL_OPT_ADAM, &m, NULL);
-    uint16_t w[12], b[3];
-    for (int i = 0; i < 12; i++)
-        w[i] = mpcl_half_from_float(0.125f * (float)(i - 6));
-    for (int i = 0; i < 3; i++)
-        b[i] = mpcl_half_from_float(1000.0f + (float)i);
     uint64_t sw[2] = {3, 4}, sb[1] = {3};
-    st_entry e[2] = {{"1.weight", ST_F16, 2, sw, w}, {"1.bias", ST_F16, 1, sb, b}};
+    st_entry e[2] = {{"1.weight", dt, 2, sw, w}, {"1.bias", dt, 1, sb, b}};
     const char *meta[] = {"input_mean", "0", "input_std", "1"};
     ck_assert(st_write(path, e, 2, meta, 2, err, sizeof err) == MPCL_OK);
     mpcl_checkpoint *c;
     ck_assert(mpcl_checkpoint_open(ctx, path, &c) == MPCL_OK);
     ck_assert_msg(mpcl_checkpoint_load_model(c, m) == MPCL_OK, "%s", mpcl_last_error(ctx));
-    /* a file without a spec cannot make a model by itself */
     mpcl_model_spec spec;
     ck_assert_int_eq(mpcl_checkpoint_spec(c, &spec), MPCL_ERR_FORMAT);
     mpcl_checkpoint_close(c);
@@ -561,10 +558,21 @@ START_TEST(loads_f16_weights)
     for (size_t i = 0; mpcl_model_param(m, i, &info) == MPCL_OK; i++) {
         const uint16_t *src = info.numel == 12 ? w : b;
         for (size_t k = 0; k < info.numel; k++)
-            ck_assert(master[info.offset + k] == mpcl_half_to_float(src[k]));
+            ck_assert(master[info.offset + k] == widen(src[k]));
     }
     free(master);
     mpcl_model_destroy(m);
+}
+
+/* F16 weights (as a Python tool may write them) are widened exactly. */
+START_TEST(loads_f16_weights)
+{
+    uint16_t w[12], b[3];
+    for (int i = 0; i < 12; i++)
+        w[i] = mpcl_half_from_float(0.125f * (float)(i - 6));
+    for (int i = 0; i < 3; i++)
+        b[i] = mpcl_half_from_float(1000.0f + (float)i);
+    loads_16bit_weights(optest_modes[_i].ctx, "f16.safetensors", ST_F16, w, b, mpcl_half_to_float);
 }
 END_TEST
 
@@ -572,33 +580,12 @@ END_TEST
  * exactly, in every mode; the checkpoint's own tensors stay F32. */
 START_TEST(loads_bf16_weights)
 {
-    mpcl_context *ctx = optest_modes[_i].ctx;
-    char path[600], err[512];
-    path_in(path, sizeof path, "bf16.safetensors");
-    mpcl_model *m;
-    make(ctx, "input 1x2x2\nflatten\nlinear out=3\n", 1, MPCL_OPT_ADAM, &m, NULL);
     uint16_t w[12], b[3];
     for (int i = 0; i < 12; i++)
         w[i] = mpcl_bf16_from_float(0.3f * (float)(i - 6));
     for (int i = 0; i < 3; i++)
         b[i] = mpcl_bf16_from_float(1e30f * (float)(i + 1)); /* beyond half's range */
-    uint64_t sw[2] = {3, 4}, sb[1] = {3};
-    st_entry e[2] = {{"1.weight", ST_BF16, 2, sw, w}, {"1.bias", ST_BF16, 1, sb, b}};
-    const char *meta[] = {"input_mean", "0", "input_std", "1"};
-    ck_assert(st_write(path, e, 2, meta, 2, err, sizeof err) == MPCL_OK);
-    mpcl_checkpoint *c;
-    ck_assert(mpcl_checkpoint_open(ctx, path, &c) == MPCL_OK);
-    ck_assert_msg(mpcl_checkpoint_load_model(c, m) == MPCL_OK, "%s", mpcl_last_error(ctx));
-    mpcl_checkpoint_close(c);
-    float *master = optest_download(mpcl_model_master(m));
-    mpcl_param_info info;
-    for (size_t i = 0; mpcl_model_param(m, i, &info) == MPCL_OK; i++) {
-        const uint16_t *src = info.numel == 12 ? w : b;
-        for (size_t k = 0; k < info.numel; k++)
-            ck_assert(master[info.offset + k] == mpcl_bf16_to_float(src[k]));
-    }
-    free(master);
-    mpcl_model_destroy(m);
+    loads_16bit_weights(optest_modes[_i].ctx, "bf16.safetensors", ST_BF16, w, b, mpcl_bf16_to_float);
 }
 END_TEST
 
