@@ -31,6 +31,33 @@
  * as large as the kernel and device allow. */
 #define CONV_WG 64
 
+/* The tap of x that element id of col (C*R*S, N) reads: declares `at`, its
+ * index from the chunk's first image, clamped into the image, and
+ * `inside`, 0 for a tap in the padding (which reads the clamped address
+ * and takes 0). */
+#define IM2COL_TAP(id, at, inside)                                                       \
+    const int P_ = G_OH * G_OW, N_ = G_NB * P_, RS_ = G_R * G_S;                          \
+    const int row_ = (id) / N_, n_ = (id) - row_ * N_;                                    \
+    const int c_ = row_ / RS_, rs_ = row_ - c_ * RS_;                                     \
+    const int r_ = rs_ / G_S, s_ = rs_ - r_ * G_S;                                        \
+    const int b_ = n_ / P_, p_ = n_ - b_ * P_;                                            \
+    const int oh_ = p_ / G_OW, ow_ = p_ - oh_ * G_OW;                                     \
+    const int ih_ = oh_ * G_SH - G_PH + r_ * G_DH, iw_ = ow_ * G_SW - G_PW + s_ * G_DW;  \
+    const int ihc_ = clamp(ih_, 0, G_H - 1), iwc_ = clamp(iw_, 0, G_W - 1);               \
+    const int at = ((b_ * G_C + c_) * G_H + ihc_) * G_W + iwc_;                           \
+    const int inside = ih_ == ihc_ && iw_ == iwc_
+
+#if !defined(MPCL_FP32)
+/* Element i of a buffer of 16-bit values, read through the aligned 32-bit
+ * word that holds it: CPU devices gather 32-bit words, not 16-bit values.
+ * The buffer must start 4-byte aligned and end on a word. */
+#ifdef __ENDIAN_LITTLE__
+#define WORD_HALF(p, i) ((ushort)((((global const uint *)(p))[(i) >> 1] >> (((i) & 1) * 16)) & 0xffffu))
+#else
+#define WORD_HALF(p, i) ((ushort)((((global const uint *)(p))[(i) >> 1] >> ((1 - ((i) & 1)) * 16)) & 0xffffu))
+#endif
+#endif
+
 /* col (C*R*S, N): col[(c, r, s), (b, oh, ow)] = x[b, c, oh*sh - ph + r*dh,
  * ow*sw - pw + s*dw], zero outside the image. One work item per entry.
  * Every item loads (a tap outside the image reads a clamped address and
@@ -42,21 +69,11 @@ kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off
                         global store_t *col,     /* (C*R*S, N) */
                         CONV_GEO_PARAMS)
 {
-    const int P = G_OH * G_OW, N = G_NB * P, RS = G_R * G_S;
     const int id = (int)get_global_id(0);
-    if (id >= G_C * RS * N)
+    if (id >= G_C * G_R * G_S * G_NB * G_OH * G_OW)
         return;
-    const int row = id / N, n = id - row * N;
-    const int c = row / RS, rs = row - c * RS;
-    const int r = rs / G_S, s = rs - r * G_S;
-    const int b = n / P, p = n - b * P;
-    const int oh = p / G_OW, ow = p - oh * G_OW;
-    const int ih = oh * G_SH - G_PH + r * G_DH;
-    const int iw = ow * G_SW - G_PW + s * G_DW;
+    IM2COL_TAP(id, at, inside);
     x += x_off;
-    const int ihc = clamp(ih, 0, G_H - 1), iwc = clamp(iw, 0, G_W - 1);
-    const int at = ((b * G_C + c) * G_H + ihc) * G_W + iwc;
-    const int inside = ih == ihc && iw == iwc;
 #if !defined(MPCL_FP32)
     /* a copy of the 16-bit value's bits (+0 in the padding, 0x0000 in half
      * and bf16): no conversion, and 16-bit integer moves vectorise where
@@ -84,39 +101,19 @@ kernel void conv_im2col_pairs(global const uint *x, /* (B, C, H, W) as words, ch
                               global ushort *col,   /* (C*R*S, N) */
                               CONV_GEO_PARAMS)
 {
-    const int P = G_OH * G_OW, N = G_NB * P, RS = G_R * G_S;
     const int id = (int)get_global_id(0);
-    if (id >= G_C * RS * N)
+    if (id >= G_C * G_R * G_S * G_NB * G_OH * G_OW)
         return;
-    const int row = id / N, n = id - row * N;
-    const int c = row / RS, rs = row - c * RS;
-    const int r = rs / G_S, s = rs - r * G_S;
-    const int b = n / P, p = n - b * P;
-    const int oh = p / G_OW, ow = p - oh * G_OW;
-    const int ih = oh * G_SH - G_PH + r * G_DH;
-    const int iw = ow * G_SW - G_PW + s * G_DW;
-    const int ihc = clamp(ih, 0, G_H - 1), iwc = clamp(iw, 0, G_W - 1);
-    const uint at = x_off + (uint)(((b * G_C + c) * G_H + ihc) * G_W + iwc);
-    const uint w = x[at >> 1];
-#ifdef __ENDIAN_LITTLE__
-    const ushort v = (at & 1u) ? (ushort)(w >> 16) : (ushort)(w & 0xffffu);
-#else
-    const ushort v = (at & 1u) ? (ushort)(w & 0xffffu) : (ushort)(w >> 16);
-#endif
-    col[id] = ih == ihc && iw == iwc ? v : (ushort)0;
+    IM2COL_TAP(id, at, inside);
+    const ushort v = WORD_HALF(x, x_off + (uint)at);
+    col[id] = inside ? v : (ushort)0;
 }
 #endif
 
 /* A 16-bit value of a scratch buffer (dcol: its size is a power of two of
  * at least 1 MiB, its start aligned) read as float through the aligned
- * 32-bit word that holds it: CPU devices gather 32-bit words, not 16-bit
- * values. */
+ * 32-bit word that holds it (WORD_HALF). */
 #if !defined(MPCL_FP32)
-#ifdef __ENDIAN_LITTLE__
-#define WORD_HALF(p, i) ((ushort)((((global const uint *)(p))[(i) >> 1] >> (((i) & 1) * 16)) & 0xffffu))
-#else
-#define WORD_HALF(p, i) ((ushort)((((global const uint *)(p))[(i) >> 1] >> ((1 - ((i) & 1)) * 16)) & 0xffffu))
-#endif
 #if defined(MPCL_FP16)
 #define LOAD_SCRATCH(p, i) ((float)as_half(WORD_HALF(p, i)))
 #elif defined(MPCL_FP16_STORAGE)
