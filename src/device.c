@@ -279,6 +279,23 @@ static mpcl_status work_group_cap(mpcl_context *ctx, const mpcl_options *opt)
     return MPCL_OK;
 }
 
+/* ctx->gemm_f16_env from $MPCL_GEMM_F16_PATH (convert, direct, or auto /
+ * unset), read once here rather than at every GEMM. */
+static mpcl_status gemm_f16_env(mpcl_context *ctx)
+{
+    const char *e = getenv("MPCL_GEMM_F16_PATH");
+    ctx->gemm_f16_env = MPCL_GEMM_F16_AUTO;
+    if (e && strcmp(e, "convert") == 0)
+        ctx->gemm_f16_env = MPCL_GEMM_F16_CONVERT;
+    else if (e && strcmp(e, "direct") == 0)
+        ctx->gemm_f16_env = MPCL_GEMM_F16_DIRECT;
+    else if (e && *e && strcmp(e, "auto") != 0)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "mpcl_context_create: MPCL_GEMM_F16_PATH is \"%s\"; expected auto, "
+                              "convert or direct", e);
+    return MPCL_OK;
+}
+
 static mpcl_status open_device(mpcl_context *ctx, const char *sel)
 {
     found_device *all = NULL;
@@ -341,6 +358,8 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
     ctx->seed = opt->seed;
     configure_paths(ctx, opt);
     mpcl_status s = work_group_cap(ctx, opt);
+    if (s == MPCL_OK)
+        s = gemm_f16_env(ctx);
     if (s != MPCL_OK)
         return s;
 

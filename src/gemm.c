@@ -315,20 +315,10 @@ static int direct_possible(const mpcl_context *ctx, const gemm_call *g)
 static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
 {
     int path = ctx->gemm_f16_path;
-    if (path == MPCL_GEMM_F16_AUTO) {
-        const char *e = getenv("MPCL_GEMM_F16_PATH");
-        if (e && strcmp(e, "convert") == 0)
-            path = MPCL_GEMM_F16_CONVERT;
-        else if (e && strcmp(e, "direct") == 0)
-            path = MPCL_GEMM_F16_DIRECT;
-        else if (e && *e && strcmp(e, "auto") != 0)
-            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                                  "%s: MPCL_GEMM_F16_PATH is \"%s\"; expected auto, convert or direct",
-                                  g->what, e);
-        else
-            path = ctx->precision == MPCL_PRECISION_FP16 ? GEMM_FP16_DEFAULT_PATH
-                                                         : GEMM_F16_DEFAULT_PATH;
-    }
+    if (path == MPCL_GEMM_F16_AUTO)
+        path = ctx->gemm_f16_env; /* $MPCL_GEMM_F16_PATH */
+    if (path == MPCL_GEMM_F16_AUTO)
+        path = ctx->precision == MPCL_PRECISION_FP16 ? GEMM_FP16_DEFAULT_PATH : GEMM_F16_DEFAULT_PATH;
     if (path == MPCL_GEMM_F16_DIRECT && direct_possible(ctx, g))
         return f32acc_direct(ctx, g);
     return f32acc_convert(ctx, g);

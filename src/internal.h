@@ -139,6 +139,7 @@ struct mpcl_context {
     uint64_t seed;
     /* gemm.c and tuning.c */
     int gemm_f16_path;     /* mpcl_gemm_f16_path: how float-accumulating GEMMs on half run */
+    int gemm_f16_env;      /* the same from $MPCL_GEMM_F16_PATH, read at creation (AUTO: unset) */
     int bf16_intel;        /* bf16 kernels built with -DMPCL_BF16_INTEL (verified built-ins) */
     int hgemm_refused;     /* CLBlast refused Hgemm: fp16 GEMMs accumulate in float from then on */
     char tuning_note[256]; /* what tuning.c did to CLBlast's parameters for this device */
