@@ -142,12 +142,8 @@ static uint64_t cache_key(mpcl_context *ctx, const char *header, const char *bod
     h = hash_str(h, header);
     h = hash_str(h, body);
     h = hash_str(h, opts);
-    h = hash_str(h, ctx->caps.platform);
-    h = hash_str(h, ctx->caps.platform_version);
-    h = hash_str(h, ctx->caps.device);
-    h = hash_str(h, ctx->caps.device_version);
-    h = hash_str(h, ctx->caps.driver_version);
-    return h;
+    const uint64_t dev = mpcl_device_hash(ctx);
+    return mpcl_hash64(&dev, sizeof dev, h);
 }
 
 /* The platform, device and driver the entry was built by (part of the key
