@@ -813,7 +813,13 @@ mpcl_status mpcl_probe_bench(mpcl_context *ctx, unsigned gemm_n, mpcl_caps *caps
         s = bench_gemm(ctx, caps, gemm_n, 0, &caps->sgemm_gflops);
     if (s == MPCL_OK)
         s = bench_sgemm_untuned(ctx, caps, gemm_n, &caps->sgemm_gflops, &caps->sgemm_untuned_gflops);
-    if (s == MPCL_OK)
+    if (s == MPCL_OK && !caps->ext_fp16)
+        fig_skip(&caps->hgemm_gflops, "not run: the device does not declare cl_khr_fp16, "
+                                      "without which CLBlast refuses half (CLBlastNoHalfPrecision)");
+    else if (s == MPCL_OK && !half_arith_verified(caps))
+        fig_skip(&caps->hgemm_gflops, "not run: half arithmetic not verified on this device (%s)",
+                 mpcl_fp16_arith_name(caps->fp16_arith));
+    else if (s == MPCL_OK)
         s = bench_gemm(ctx, caps, gemm_n, 1, &caps->hgemm_gflops);
     if (s == MPCL_OK)
         bench_builds(ctx, &caps->build_cold_ms, &caps->build_warm_ms);
