@@ -9,6 +9,7 @@
  * Last, with the library's profiler on, each mode runs --profile-steps more
  * steps for the device-time breakdown (profiling costs host time per
  * launch, so it never runs during the timed steps). */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -351,13 +352,14 @@ typedef struct {
     int nskipped;
 } bench_report;
 
-static int bench_json(const bench_report *r, const bench_mode *modes, int nmodes)
+/* The document of one model's run; NULL when out of host memory. */
+static cJSON *bench_json(const bench_report *r, const bench_mode *modes, int nmodes)
 {
     const bench_args *a = r->a;
     jctx j = {1};
     cJSON *root = jcheck(&j, cJSON_CreateObject());
     if (!root)
-        return json_print(&j, root);
+        return NULL;
     jnum(&j, root, "schema", 1);
     jstr(&j, root, "bench", "train");
     jstr(&j, root, "mpcl_version", mpcl_version());
@@ -435,16 +437,21 @@ static int bench_json(const bench_report *r, const bench_mode *modes, int nmodes
         jstr(&j, o, "precision", r->skipped_mode[i]);
         jstr(&j, o, "reason", r->skipped_why[i]);
     }
-    return json_print(&j, root);
+    if (!j.ok) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
 }
 
-static int bench_train(int argc, char **argv)
+/* One model's run (model_arg: --model, NULL for the default) into *doc. */
+static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
 {
     const char *cmd = "bench train";
-    bench_args a;
-    int rc = bench_parse(argc, argv, &a);
-    if (rc >= 0)
-        return rc;
+    bench_args a = *ap;
+    int rc = -1;
+    a.model = model_arg;
+    *doc = NULL;
 
     char model_path[4096], searched[2048], err[2048];
     mpcl_model_spec *spec = NULL;
@@ -638,7 +645,13 @@ static int bench_train(int argc, char **argv)
         }
         m->nprof = m->nprof_total < BENCH_MAX_KERNELS ? m->nprof_total : BENCH_MAX_KERNELS;
     }
-    rc = bench_json(&rep, modes, nmodes);
+    *doc = bench_json(&rep, modes, nmodes);
+    if (!*doc) {
+        fprintf(stderr, "mpcl: out of host memory while building the JSON output\n");
+        rc = EXIT_RUNTIME;
+    } else {
+        rc = EXIT_OK;
+    }
 
 done:
     for (int i = 0; modes && i < BENCH_MAX_MODES; i++) {
@@ -655,6 +668,115 @@ done:
         mpcl_dataset_free(&data);
     free(spec);
     return rc;
+}
+
+static int cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* The shipped models: every *.txt beside the default model, by name. */
+static int shipped_models(char ***out, size_t *count)
+{
+    char path[4096], searched[2048];
+    *out = NULL;
+    *count = 0;
+    if (!resolve_model(NULL, path, sizeof path, searched, sizeof searched)) {
+        fprintf(stderr, "mpcl: --model all: the shipped models (%s.txt) are not in %s; set "
+                        "MPCL_MODEL_DIR\n", CLI_DEFAULT_MODEL, searched);
+        return EXIT_RUNTIME;
+    }
+    char *slash = strrchr(path, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(path, sizeof path, ".");
+    DIR *d = opendir(path);
+    if (!d) {
+        fprintf(stderr, "mpcl: --model all: cannot read %s: %s\n", path, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    int rc = EXIT_OK;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len <= 4 || strcmp(e->d_name + len - 4, ".txt") != 0 || e->d_name[0] == '.')
+            continue;
+        char **grown = realloc(names, (n + 1) * sizeof *names);
+        char *full = malloc(strlen(path) + len + 2);
+        if (grown)
+            names = grown;
+        if (!grown || !full) {
+            free(full);
+            rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory listing the models");
+            break;
+        }
+        names = grown;
+        sprintf(full, "%s/%s", path, e->d_name);
+        names[n++] = full;
+    }
+    closedir(d);
+    if (rc == EXIT_OK && n == 0) {
+        fprintf(stderr, "mpcl: --model all: no model specs (*.txt) in %s\n", path);
+        rc = EXIT_RUNTIME;
+    }
+    if (rc != EXIT_OK) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        return rc;
+    }
+    qsort(names, n, sizeof *names, cmp_str);
+    *out = names;
+    *count = n;
+    return EXIT_OK;
+}
+
+static int bench_train(int argc, char **argv)
+{
+    bench_args a;
+    int rc = bench_parse(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    if (!a.model || strcmp(a.model, "all") != 0) {
+        cJSON *doc = NULL;
+        rc = bench_model(&a, a.model, &doc);
+        if (rc != EXIT_OK)
+            return rc;
+        jctx j = {1};
+        return json_print(&j, doc);
+    }
+    /* --model all: one document, one entry of "models" per shipped model */
+    char **paths = NULL;
+    size_t n = 0;
+    if ((rc = shipped_models(&paths, &n)) != EXIT_OK)
+        return rc;
+    jctx j = {1};
+    cJSON *root = jcheck(&j, cJSON_CreateObject());
+    cJSON *arr = NULL;
+    if (root) {
+        jnum(&j, root, "schema", 1);
+        jstr(&j, root, "bench", "train");
+        jstr(&j, root, "mpcl_version", mpcl_version());
+        arr = jcheck(&j, cJSON_AddArrayToObject(root, "models"));
+    }
+    for (size_t i = 0; rc == EXIT_OK && arr && i < n; i++) {
+        cJSON *doc = NULL;
+        rc = bench_model(&a, paths[i], &doc);
+        if (rc == EXIT_OK && !cJSON_AddItemToArray(arr, doc)) {
+            cJSON_Delete(doc);
+            j.ok = 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    if (rc != EXIT_OK) {
+        cJSON_Delete(root);
+        return rc;
+    }
+    return json_print(&j, root);
 }
 
 static const char BENCH_TOP_HELP[] =
