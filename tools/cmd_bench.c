@@ -233,6 +233,49 @@ static int bench_parse(int argc, char **argv, bench_args *a)
     return -1;
 }
 
+/* CLBlast prints a line on stderr when a routine fails ("CLBlast: Run-time
+ * error: ..."), on top of returning the status that mpcl reports. Around a
+ * call that may fail, stderr goes to a temporary file; afterwards its
+ * "CLBlast:" lines are dropped (the status is in the result's reason) and
+ * anything else is passed on. */
+typedef struct {
+    FILE *tmp;
+    int saved;
+} quiet_stderr;
+
+static void quiet_begin(quiet_stderr *q)
+{
+    fflush(stderr);
+    q->saved = -1;
+    q->tmp = tmpfile();
+    if (!q->tmp)
+        return;
+    q->saved = dup(STDERR_FILENO);
+    if (q->saved < 0 || dup2(fileno(q->tmp), STDERR_FILENO) < 0) {
+        if (q->saved >= 0)
+            close(q->saved);
+        q->saved = -1;
+        fclose(q->tmp);
+        q->tmp = NULL;
+    }
+}
+
+static void quiet_end(quiet_stderr *q)
+{
+    if (!q->tmp)
+        return;
+    fflush(stderr);
+    dup2(q->saved, STDERR_FILENO);
+    close(q->saved);
+    rewind(q->tmp);
+    char line[1024];
+    while (fgets(line, sizeof line, q->tmp))
+        if (strncmp(line, "CLBlast:", 8) != 0)
+            fputs(line, stderr);
+    fclose(q->tmp);
+    q->tmp = NULL;
+}
+
 /* Copies the next batch (cycling through the samples) into img / lab. */
 static void next_batch(bench_data *d, size_t b, uint8_t *img, uint8_t *lab)
 {
@@ -616,16 +659,29 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
     }
 
     /* warm-up, timed rounds (modes alternate), then the profiled steps */
-    for (int i = 0; i < nmodes; i++)
-        if ((s = run_steps(&modes[i], &bd, a.batch, a.warmup, img, lab)) != MPCL_OK) {
+    /* The first steps are where CLBlast may refuse a routine (Hgemm on a
+     * device with undeclared half: the library then accumulates in float);
+     * CLBlast's own stderr line is kept off the terminal there. */
+    for (int i = 0; i < nmodes; i++) {
+        quiet_stderr q;
+        quiet_begin(&q);
+        s = run_steps(&modes[i], &bd, a.batch, a.warmup, img, lab);
+        quiet_end(&q);
+        if (s != MPCL_OK) {
             rc = runtime_error(s, mpcl_last_error(modes[i].ctx));
             goto done;
         }
+    }
     for (unsigned long r = 0; r < a.rounds; r++)
         for (int i = 0; i < nmodes; i++) {
+            quiet_stderr q;
+            if (r == 0 && a.warmup == 0)
+                quiet_begin(&q);
             double t0 = now_s();
             s = run_steps(&modes[i], &bd, a.batch, a.steps, img, lab);
             modes[i].round_s[r] = now_s() - t0;
+            if (r == 0 && a.warmup == 0)
+                quiet_end(&q);
             if (s != MPCL_OK) {
                 rc = runtime_error(s, mpcl_last_error(modes[i].ctx));
                 goto done;
@@ -1000,49 +1056,6 @@ static int gemm_parse(int argc, char **argv, gemm_args *a)
         return usage_error(cmd, "unexpected argument '%s'; bench gemm takes only options",
                            argv[optind]);
     return -1;
-}
-
-/* CLBlast prints a line on stderr when a routine fails ("CLBlast: Run-time
- * error: ..."), on top of returning the status that mpcl reports. Around a
- * call that may fail, stderr goes to a temporary file; afterwards its
- * "CLBlast:" lines are dropped (the status is in the result's reason) and
- * anything else is passed on. */
-typedef struct {
-    FILE *tmp;
-    int saved;
-} quiet_stderr;
-
-static void quiet_begin(quiet_stderr *q)
-{
-    fflush(stderr);
-    q->saved = -1;
-    q->tmp = tmpfile();
-    if (!q->tmp)
-        return;
-    q->saved = dup(STDERR_FILENO);
-    if (q->saved < 0 || dup2(fileno(q->tmp), STDERR_FILENO) < 0) {
-        if (q->saved >= 0)
-            close(q->saved);
-        q->saved = -1;
-        fclose(q->tmp);
-        q->tmp = NULL;
-    }
-}
-
-static void quiet_end(quiet_stderr *q)
-{
-    if (!q->tmp)
-        return;
-    fflush(stderr);
-    dup2(q->saved, STDERR_FILENO);
-    close(q->saved);
-    rewind(q->tmp);
-    char line[1024];
-    while (fgets(line, sizeof line, q->tmp))
-        if (strncmp(line, "CLBlast:", 8) != 0)
-            fputs(line, stderr);
-    fclose(q->tmp);
-    q->tmp = NULL;
 }
 
 /* The CPU's model name from /proc/cpuinfo, or "" where there is none. */
