@@ -1,6 +1,8 @@
 /* cmd_bench.c — `mpcl bench train`: training throughput per precision mode,
  * with the device time per kernel and kernel family, as one JSON object
- * (docs/bench.md).
+ * (docs/bench.md); `--model all` runs every shipped model. `mpcl bench
+ * gemm` (further down): CLBlast GEMM GFLOP/s per shape, precision and
+ * tuning, through mpcl_gemm_bench.
  *
  * Every requested mode gets its own context, model and trainer, created
  * before anything is timed. Then each mode runs --warmup untimed steps, and
@@ -36,7 +38,8 @@ static const char BENCH_HELP[] =
     "family. See docs/bench.md.\n"
     "\n"
     "options:\n"
-    "  --model FILE        model spec or shipped model name (default: seed-cnn)\n"
+    "  --model FILE        model spec or shipped model name (default: seed-cnn); all:\n"
+    "                      every shipped model, one entry of \"models\" each\n"
     "  --data DIR          MNIST-layout directory (default: " MPCL_DEFAULT_DATA_DIR ")\n"
     "  --synthetic         train on random images and labels instead of --data\n"
     "  --batch N           samples per step, 1..65536 (default: 64)\n"
