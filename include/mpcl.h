@@ -279,6 +279,40 @@ typedef struct {
  * when opt->bench is set, runs the micro-benchmarks (seconds). opt may be NULL. */
 MPCL_API mpcl_status mpcl_probe(mpcl_context *ctx, const mpcl_probe_options *opt, mpcl_caps *out);
 
+/* One GEMM shape timed through CLBlast (`mpcl bench gemm`, docs/bench.md):
+ * C (m, n) = op(A) (m, k) op(B) (k, n), row-major, alpha 1, beta 0. */
+typedef struct {
+    size_t m, n, k;
+    int trans_a, trans_b; /* A stored (k, m), B stored (n, k) when set */
+    int half;             /* 0: CLBlast Sgemm on float; 1: CLBlast Hgemm on half */
+    int tuned;            /* 1: mpcl's CLBlast tuning for the device; 0: CLBlast's own parameters */
+    unsigned repeats;     /* timed repetitions, the median counts; default 5 */
+    double min_repeat_s;  /* calls per repetition raised until one lasts this long; default 0.05 */
+} mpcl_gemm_bench_options;
+
+typedef struct {
+    int ran;                    /* 1: timed; 0: not timed, reason says why */
+    char reason[MPCL_REASON_LEN];
+    double gflops;              /* 2 m n k / median_s * 1e-9 */
+    double median_s, min_s, max_s; /* seconds per call, over the repetitions */
+    unsigned repeats, calls_per_repeat;
+    size_t checked;             /* entries of C compared with the host's product first */
+    int exact;                  /* 1: compared for equality (sums of small integers) */
+    double max_abs_err;         /* the largest difference seen (0 when exact) */
+} mpcl_gemm_bench_result;
+
+MPCL_API void mpcl_gemm_bench_options_init(mpcl_gemm_bench_options *opt);
+/* Warm-up call (CLBlast compiles its kernels), correctness check against a
+ * host product on small-integer inputs, then timed repetitions. Returns
+ * MPCL_OK with out->ran = 1; MPCL_ERR_UNSUPPORTED when the device has no
+ * tuning (tuned = 1) or no verified half arithmetic for Hgemm (half = 1);
+ * MPCL_ERR_CLBLAST when CLBlast fails or returns a wrong product;
+ * MPCL_ERR_ARGUMENT, MPCL_ERR_NOMEM, MPCL_ERR_OPENCL otherwise. On every
+ * failure out->reason says why (also in mpcl_last_error). The context's
+ * tuning state is as before the call when it returns. */
+MPCL_API mpcl_status mpcl_gemm_bench(mpcl_context *ctx, const mpcl_gemm_bench_options *opt,
+                                     mpcl_gemm_bench_result *out);
+
 
 /* -------------------------------------------------------------- tensors */
 

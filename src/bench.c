@@ -813,7 +813,13 @@ mpcl_status mpcl_probe_bench(mpcl_context *ctx, unsigned gemm_n, mpcl_caps *caps
         s = bench_gemm(ctx, caps, gemm_n, 0, &caps->sgemm_gflops);
     if (s == MPCL_OK)
         s = bench_sgemm_untuned(ctx, caps, gemm_n, &caps->sgemm_gflops, &caps->sgemm_untuned_gflops);
-    if (s == MPCL_OK)
+    if (s == MPCL_OK && !caps->ext_fp16)
+        fig_skip(&caps->hgemm_gflops, "not run: the device does not declare cl_khr_fp16, "
+                                      "without which CLBlast refuses half (CLBlastNoHalfPrecision)");
+    else if (s == MPCL_OK && !half_arith_verified(caps))
+        fig_skip(&caps->hgemm_gflops, "not run: half arithmetic not verified on this device (%s)",
+                 mpcl_fp16_arith_name(caps->fp16_arith));
+    else if (s == MPCL_OK)
         s = bench_gemm(ctx, caps, gemm_n, 1, &caps->hgemm_gflops);
     if (s == MPCL_OK)
         bench_builds(ctx, &caps->build_cold_ms, &caps->build_warm_ms);
@@ -822,4 +828,311 @@ mpcl_status mpcl_probe_bench(mpcl_context *ctx, unsigned gemm_n, mpcl_caps *caps
         memcpy(ctx->err, saved_err, sizeof ctx->err);
     free(saved_err);
     return s;
+}
+
+/* ------------------------------------------------ mpcl bench gemm */
+
+#define GB_DEFAULT_REPEATS 5
+#define GB_DEFAULT_MIN_REPEAT_S 0.05
+#define GB_MAX_CALLS 10000u
+#define GB_FULL_CHECK_MACS ((uint64_t)1 << 26) /* check every entry of C up to this m n k */
+#define GB_CHECK_ROWS 32                        /* else this many rows, spread over C */
+
+void mpcl_gemm_bench_options_init(mpcl_gemm_bench_options *opt)
+{
+    if (!opt)
+        return;
+    memset(opt, 0, sizeof *opt);
+    opt->tuned = 1;
+    opt->repeats = GB_DEFAULT_REPEATS;
+    opt->min_repeat_s = GB_DEFAULT_MIN_REPEAT_S;
+}
+
+typedef struct {
+    mpcl_context *ctx;
+    const mpcl_gemm_bench_options *o;
+    cl_mem a, b, c;
+} gb_run;
+
+static CLBlastStatusCode gb_call(const gb_run *g)
+{
+    const mpcl_gemm_bench_options *o = g->o;
+    const size_t lda = o->trans_a ? o->m : o->k, ldb = o->trans_b ? o->k : o->n;
+    const CLBlastTranspose ta = o->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
+    const CLBlastTranspose tb = o->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
+    cl_command_queue q = g->ctx->queue;
+    if (o->half)
+        return CLBlastHgemm(CLBlastLayoutRowMajor, ta, tb, o->m, o->n, o->k, mpcl_half_from_float(1.0f),
+                            g->a, 0, lda, g->b, 0, ldb, mpcl_half_from_float(0.0f), g->c, 0, o->n, &q,
+                            NULL);
+    return CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, o->m, o->n, o->k, 1.0f, g->a, 0, lda, g->b, 0,
+                        ldb, 0.0f, g->c, 0, o->n, &q, NULL);
+}
+
+/* `calls` calls queued back to back, then waited for: seconds per call. */
+static mpcl_status gb_time(gb_run *g, unsigned calls, double *per_call, mpcl_gemm_bench_result *out)
+{
+    const char *name = g->o->half ? "CLBlastHgemm" : "CLBlastSgemm";
+    double t0 = now_s();
+    for (unsigned i = 0; i < calls; i++) {
+        CLBlastStatusCode st = gb_call(g);
+        if (st != CLBlastSuccess) {
+            clFinish(g->ctx->queue);
+            mpcl_strfmt(out->reason, sizeof out->reason, "%s %zux%zux%zu failed: %s (%d)", name,
+                        g->o->m, g->o->n, g->o->k, mpcl_clblast_status_name((int)st), (int)st);
+            return MPCL_ERR_CLBLAST;
+        }
+    }
+    cl_int rc = clFinish(g->ctx->queue);
+    if (rc != CL_SUCCESS) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "clFinish after %s: %s", name,
+                    mpcl_cl_error_name(rc));
+        return MPCL_ERR_OPENCL;
+    }
+    *per_call = (now_s() - t0) / calls;
+    return MPCL_OK;
+}
+
+/* Host reference on the entries of rows [r0, r1) against the device's C. */
+static int gb_check_rows(const mpcl_gemm_bench_options *o, const float *a, const float *b,
+                         const float *c, size_t r0, size_t r1, double ulp, mpcl_gemm_bench_result *out)
+{
+    for (size_t i = r0; i < r1; i++)
+        for (size_t j = 0; j < o->n; j++) {
+            double s = 0.0, mag = 0.0;
+            for (size_t p = 0; p < o->k; p++) {
+                double x = (double)(o->trans_a ? a[p * o->m + i] : a[i * o->k + p]) *
+                           (double)(o->trans_b ? b[j * o->k + p] : b[p * o->n + j]);
+                s += x;
+                mag += fabs(x);
+            }
+            double err = fabs((double)c[i * o->n + j] - s);
+            double tol = out->exact ? 0.0 : (double)(o->k + 2) * ulp * mag;
+            if (err > out->max_abs_err)
+                out->max_abs_err = err;
+            out->checked++;
+            if (!(err <= tol)) {
+                mpcl_strfmt(out->reason, sizeof out->reason,
+                            "%s %zux%zux%zu returned a wrong product, so it was not timed: "
+                            "C[%zu][%zu] = %g, %s %g", o->half ? "CLBlastHgemm" : "CLBlastSgemm",
+                            o->m, o->n, o->k, i, j, (double)c[i * o->n + j],
+                            out->exact ? "exactly" : "reference", s);
+                return 0;
+            }
+        }
+    return 1;
+}
+
+/* Small integers (float: -4..4, every partial sum exact while 16 k < 2^24;
+ * half: -1..1, exact while k <= 2048, since half holds every integer up to
+ * 2048), as the device holds them. */
+static void gb_fill(float *v, uint16_t *h, size_t n, int half, uint64_t seed)
+{
+    uint64_t s = seed ^ 0x2545f4914f6cdd1dULL;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = lcg_next(&s);
+        v[i] = half ? (float)((int)(r % 3) - 1) : (float)((int)(r % 9) - 4);
+        if (half)
+            h[i] = mpcl_half_from_float(v[i]);
+    }
+}
+
+static int gb_cmp(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static mpcl_status gb_fail(mpcl_context *ctx, mpcl_gemm_bench_result *out, mpcl_status s)
+{
+    out->ran = 0;
+    mpcl_set_error(ctx, s, "mpcl_gemm_bench: %s", out->reason);
+    return s;
+}
+
+/* The run itself, with the tuning state already set. */
+static mpcl_status gb_measure(mpcl_context *ctx, const mpcl_gemm_bench_options *o,
+                              mpcl_gemm_bench_result *out)
+{
+    const size_t es = o->half ? sizeof(uint16_t) : sizeof(float);
+    const size_t na = o->m * o->k, nb = o->k * o->n, nc = o->m * o->n;
+    float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = malloc(nc * sizeof *c);
+    uint16_t *ha = o->half ? malloc(na * es) : NULL, *hb = o->half ? malloc(nb * es) : NULL;
+    uint16_t *hc = o->half ? malloc(nc * es) : NULL;
+    double *times = malloc((o->repeats ? o->repeats : 1) * sizeof *times);
+    gb_run g = {ctx, o, NULL, NULL, NULL};
+    mpcl_status s = MPCL_OK;
+    cl_int rc = CL_SUCCESS;
+    if (!a || !b || !c || !times || (o->half && (!ha || !hb || !hc))) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "out of host memory for a %zux%zux%zu GEMM",
+                    o->m, o->n, o->k);
+        s = MPCL_ERR_NOMEM;
+        goto done;
+    }
+    gb_fill(a, ha, na, o->half, ctx->seed + 11);
+    gb_fill(b, hb, nb, o->half, ctx->seed + 12);
+    g.a = make_buffer(ctx, CL_MEM_READ_ONLY, na * es, &rc);
+    if (g.a)
+        g.b = make_buffer(ctx, CL_MEM_READ_ONLY, nb * es, &rc);
+    if (g.b)
+        g.c = make_buffer(ctx, CL_MEM_READ_WRITE, nc * es, &rc);
+    if (g.c)
+        rc = clEnqueueWriteBuffer(ctx->queue, g.a, CL_TRUE, 0, na * es,
+                                  o->half ? (const void *)ha : (const void *)a, 0, NULL, NULL);
+    if (g.c && rc == CL_SUCCESS)
+        rc = clEnqueueWriteBuffer(ctx->queue, g.b, CL_TRUE, 0, nb * es,
+                                  o->half ? (const void *)hb : (const void *)b, 0, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "device buffers for %zux%zux%zu: %s", o->m,
+                    o->n, o->k, mpcl_cl_error_name(rc));
+        s = MPCL_ERR_OPENCL;
+        goto done;
+    }
+    /* warm-up: CLBlast compiles its kernels on the first call */
+    double t1 = 0.0;
+    if ((s = gb_time(&g, 1, &t1, out)) != MPCL_OK)
+        goto done;
+    rc = clEnqueueReadBuffer(ctx->queue, g.c, CL_TRUE, 0, nc * es,
+                             o->half ? (void *)hc : (void *)c, 0, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "reading C back: %s", mpcl_cl_error_name(rc));
+        s = MPCL_ERR_OPENCL;
+        goto done;
+    }
+    if (o->half)
+        mpcl_half_to_float_array(c, hc, nc);
+    out->exact = o->half ? o->k <= 2048 : o->k < ((size_t)1 << 20);
+    const double ulp = o->half ? 0x1p-11 : 0x1p-24;
+    int ok = 1;
+    if ((uint64_t)o->m * o->n * o->k <= GB_FULL_CHECK_MACS || o->m <= GB_CHECK_ROWS) {
+        ok = gb_check_rows(o, a, b, c, 0, o->m, ulp, out);
+    } else {
+        for (size_t r = 0; ok && r < GB_CHECK_ROWS; r++) {
+            size_t i = r * (o->m - 1) / (GB_CHECK_ROWS - 1); /* first and last rows included */
+            ok = gb_check_rows(o, a, b, c, i, i + 1, ulp, out);
+        }
+    }
+    if (!ok) {
+        s = MPCL_ERR_CLBLAST;
+        goto done;
+    }
+    /* calibration: calls per repetition so that one lasts min_repeat_s */
+    if ((s = gb_time(&g, 1, &t1, out)) != MPCL_OK)
+        goto done;
+    double want = o->min_repeat_s > 0 ? o->min_repeat_s : 0.0;
+    unsigned calls = 1;
+    if (t1 > 0 && want > t1)
+        calls = want / t1 >= GB_MAX_CALLS ? GB_MAX_CALLS : (unsigned)ceil(want / t1);
+    else if (t1 <= 0)
+        calls = GB_MAX_CALLS;
+    out->calls_per_repeat = calls;
+    out->repeats = o->repeats;
+    for (unsigned r = 0; r < o->repeats; r++)
+        if ((s = gb_time(&g, calls, &times[r], out)) != MPCL_OK)
+            goto done;
+    qsort(times, o->repeats, sizeof *times, gb_cmp);
+    out->min_s = times[0];
+    out->max_s = times[o->repeats - 1];
+    out->median_s = o->repeats % 2 ? times[o->repeats / 2]
+                                   : 0.5 * (times[o->repeats / 2 - 1] + times[o->repeats / 2]);
+    if (!(out->median_s > 0)) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "the GEMM took no measurable time");
+        s = MPCL_ERR_STATE;
+        goto done;
+    }
+    out->gflops = 2.0 * (double)o->m * (double)o->n * (double)o->k / out->median_s * 1e-9;
+    out->ran = 1;
+    mpcl_strfmt(out->reason, sizeof out->reason, "%s: %zu entries of C checked%s",
+                o->tuned ? "mpcl's CLBlast tuning" : "CLBlast's own parameters", out->checked,
+                out->exact ? ", exact" : " within (k+2) ulps of the magnitude sum");
+done:
+    release_mem(&g.a);
+    release_mem(&g.b);
+    release_mem(&g.c);
+    free(a);
+    free(b);
+    free(c);
+    free(ha);
+    free(hb);
+    free(hc);
+    free(times);
+    return s;
+}
+
+mpcl_status mpcl_gemm_bench(mpcl_context *ctx, const mpcl_gemm_bench_options *opt,
+                            mpcl_gemm_bench_result *out)
+{
+    if (!out)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "mpcl_gemm_bench: out must not be NULL");
+    memset(out, 0, sizeof *out);
+    mpcl_status s = mpcl_check_ctx(ctx, "mpcl_gemm_bench");
+    if (s != MPCL_OK) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "%s", mpcl_last_error(ctx));
+        return s;
+    }
+    if (!opt) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "opt must not be NULL");
+        return gb_fail(ctx, out, MPCL_ERR_ARGUMENT);
+    }
+    const size_t lim = (size_t)1 << 20;
+    if (opt->m < 1 || opt->n < 1 || opt->k < 1 || opt->m > lim || opt->n > lim || opt->k > lim ||
+        opt->repeats < 1 || opt->repeats > 1000 || !(opt->min_repeat_s >= 0 && opt->min_repeat_s <= 60)) {
+        mpcl_strfmt(out->reason, sizeof out->reason,
+                    "m, n, k must be 1..%zu (got %zux%zux%zu), repeats 1..1000 (got %u), "
+                    "min_repeat_s 0..60", lim, opt->m, opt->n, opt->k, opt->repeats);
+        return gb_fail(ctx, out, MPCL_ERR_ARGUMENT);
+    }
+    const uint64_t es = opt->half ? 2 : 4;
+    const uint64_t big = (uint64_t)opt->m * opt->k > (uint64_t)opt->k * opt->n
+                             ? (uint64_t)opt->m * opt->k : (uint64_t)opt->k * opt->n;
+    const uint64_t maxel = big > (uint64_t)opt->m * opt->n ? big : (uint64_t)opt->m * opt->n;
+    const uint64_t total = ((uint64_t)opt->m * opt->k + (uint64_t)opt->k * opt->n +
+                            (uint64_t)opt->m * opt->n) * es;
+    if ((ctx->caps.max_alloc_bytes && maxel * es > ctx->caps.max_alloc_bytes) ||
+        (ctx->caps.global_mem_bytes && total > ctx->caps.global_mem_bytes / 2) ||
+        maxel > SIZE_MAX / 8) {
+        mpcl_strfmt(out->reason, sizeof out->reason,
+                    "a %zux%zux%zu GEMM (%llu MiB) does not fit the device's allocation limits",
+                    opt->m, opt->n, opt->k, (unsigned long long)(total >> 20));
+        return gb_fail(ctx, out, MPCL_ERR_ARGUMENT);
+    }
+    if (opt->half) {
+        if (!ctx->caps.ext_fp16) {
+            mpcl_strfmt(out->reason, sizeof out->reason,
+                        "CLBlastHgemm not run: the device does not declare cl_khr_fp16, without "
+                        "which CLBlast refuses half precision");
+            return gb_fail(ctx, out, MPCL_ERR_UNSUPPORTED);
+        }
+        if (!half_arith_verified(&ctx->caps)) {
+            mpcl_strfmt(out->reason, sizeof out->reason,
+                        "CLBlastHgemm not run: half arithmetic is not verified on this device (%s)",
+                        mpcl_fp16_arith_name(ctx->caps.fp16_arith));
+            return gb_fail(ctx, out, MPCL_ERR_UNSUPPORTED);
+        }
+    }
+    /* the tuning for the run: on, or off and put back afterwards */
+    int restore = 0;
+    s = mpcl_tuning_set(ctx, opt->tuned ? 1 : 0);
+    if (s == MPCL_ERR_UNSUPPORTED && opt->tuned) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "no tuned figure: %s", mpcl_last_error(ctx));
+        return gb_fail(ctx, out, MPCL_ERR_UNSUPPORTED);
+    }
+    if (s == MPCL_OK && !opt->tuned)
+        restore = 1;
+    else if (s != MPCL_OK && s != MPCL_ERR_UNSUPPORTED) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "%s", mpcl_last_error(ctx));
+        if (!opt->tuned)
+            mpcl_tuning_set(ctx, 1);
+        return gb_fail(ctx, out, s);
+    }
+    s = gb_measure(ctx, opt, out);
+    if (restore && mpcl_tuning_set(ctx, 1) != MPCL_OK && s == MPCL_OK) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "putting mpcl's tuning back failed: %s",
+                    mpcl_last_error(ctx));
+        s = MPCL_ERR_CLBLAST;
+    }
+    if (s != MPCL_OK)
+        return gb_fail(ctx, out, s);
+    mpcl_clear_error(ctx);
+    return MPCL_OK;
 }

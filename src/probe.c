@@ -723,10 +723,36 @@ done:
     free(c);
 }
 
+/* Hgemm is run only where it can run: CLBlast 1.5 refuses half on a
+ * device that does not declare cl_khr_fp16 (and prints a line on stderr
+ * when it does), and mpcl never calls Hgemm on a device whose half
+ * arithmetic the probe did not verify. Where the outcome is known, the
+ * check says why it was not run instead of running it. */
+static int hgemm_runnable(const mpcl_caps *caps, mpcl_check *chk)
+{
+    if (!caps->ext_fp16) {
+        chk->passed = 0;
+        mpcl_strfmt(chk->reason, sizeof chk->reason,
+                    "CLBlastHgemm not run: the device does not declare cl_khr_fp16, without which "
+                    "CLBlast refuses half precision (CLBlastNoHalfPrecision, -2045)");
+        return 0;
+    }
+    if (!caps->fp16_arith_check.passed || (caps->fp16_arith != MPCL_FP16_DECLARED_WORKS &&
+                                           caps->fp16_arith != MPCL_FP16_UNDECLARED_WORKS)) {
+        chk->passed = 0;
+        mpcl_strfmt(chk->reason, sizeof chk->reason,
+                    "CLBlastHgemm not run: half arithmetic is not verified on this device (%s)",
+                    mpcl_fp16_arith_name(caps->fp16_arith));
+        return 0;
+    }
+    return 1;
+}
+
 void mpcl_probe_clblast(mpcl_context *ctx, mpcl_caps *caps)
 {
     check_gemm(ctx, 0, &caps->sgemm);
-    check_gemm(ctx, 1, &caps->hgemm);
+    if (hgemm_runnable(caps, &caps->hgemm))
+        check_gemm(ctx, 1, &caps->hgemm);
 }
 
 mpcl_status mpcl_probe(mpcl_context *ctx, const mpcl_probe_options *opt, mpcl_caps *out)

@@ -1,27 +1,45 @@
 #!/usr/bin/env python3
 """bench-pytorch.py — a PyTorch reference for `mpcl bench train`.
 
-Trains the seed CNN (conv 1->10 k5, ReLU, maxpool 2, flatten, linear
-1440->10, ReLU, linear 10->10) with Adam, lr 1e-3, softmax cross-entropy,
-in FP32 on the CPU with a fixed number of threads (default 2), and prints
-img/s as one JSON object shaped like one entry of mpcl's "modes" (see
-docs/bench.md). A reference tool only: mpcl never depends on PyTorch.
+Builds each model from mpcl's own model spec files (data/models/*.txt, the
+format of src/nn/spec.c: input, conv2d, linear, relu, leaky_relu, gelu,
+sigmoid, tanh, maxpool2d, avgpool2d, flatten, dropout, batchnorm2d), trains
+it with Adam, lr 1e-3, softmax cross-entropy, on the CPU with a fixed
+number of threads (default 2), in FP32 and optionally under bf16 autocast,
+and prints one JSON object with one entry per model (see docs/bench.md).
+A reference tool only: mpcl never depends on PyTorch.
 
-    python3 tools/bench-pytorch.py [--data DIR | --synthetic] [--batch 64]
-        [--steps 100] [--warmup 10] [--rounds 1] [--threads 2]
+    python3 tools/bench-pytorch.py [--model NAME|FILE|all] [--precision fp32[,bf16]]
+        [--data DIR | --synthetic] [--batch 64] [--steps 100] [--warmup 10]
+        [--rounds 1] [--threads 2] [--seed 1]
 
 Like mpcl's benchmark, it times whole training steps (batch gathering,
 forward, loss, backward, optimizer) over --steps steps per round after
---warmup untimed steps, and reports the median over the rounds.
+--warmup untimed steps, and reports the median over the rounds. The
+document records the BLAS PyTorch was built with (torch.__config__.show())
+and OPENBLAS_CORETYPE, which decides OpenBLAS's kernels where it
+misdetects the CPU.
 """
 import argparse
+import ctypes
+import glob
 import gzip
 import json
 import os
+import re
 import statistics
 import struct
 import sys
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS_DIR = os.path.join(HERE, "..", "data", "models")
+SPEC_LAYERS = ("conv2d", "linear", "relu", "leaky_relu", "gelu", "sigmoid", "tanh",
+               "maxpool2d", "avgpool2d", "flatten", "dropout", "batchnorm2d")
+
+
+def fail(msg):
+    sys.exit(f"bench-pytorch: {msg}")
 
 
 def read_idx(path):
@@ -33,16 +51,166 @@ def read_idx(path):
                 data = f.read()
             break
     else:
-        sys.exit(f"bench-pytorch: no {path} or {path}.gz")
+        fail(f"no {path} or {path}.gz")
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        sys.exit(f"bench-pytorch: {path}: not an unsigned-byte IDX file")
+        fail(f"{path}: not an unsigned-byte IDX file")
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     return dims, data[4 + 4 * ndim:]
 
 
+def pair(val, where, lo=1):
+    """'5' or '3x5' as (h, w)."""
+    m = re.fullmatch(r"(\d+)(?:x(\d+))?", val)
+    if not m:
+        fail(f"{where}: '{val}' is not N or HxW")
+    h = int(m.group(1))
+    w = int(m.group(2)) if m.group(2) else h
+    if h < lo or w < lo:
+        fail(f"{where}: '{val}' is below {lo}")
+    return h, w
+
+
+def parse_spec(path):
+    """mpcl's model spec: (input (C, H, W), [(kind, {key: value}, line), ...])."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as e:
+        fail(f"{path}: {e.strerror}")
+    shape, layers = None, []
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        word, *opts = line.split()
+        where = f"{path}:{no}"
+        if word == "input":
+            m = re.fullmatch(r"(\d+)x(\d+)x(\d+)", opts[0] if len(opts) == 1 else "")
+            if shape is not None or not m:
+                fail(f"{where}: expected one 'input CxHxW' line")
+            shape = tuple(int(g) for g in m.groups())
+            continue
+        if word not in SPEC_LAYERS:
+            fail(f"{where}: unknown layer '{word}'")
+        if shape is None:
+            fail(f"{where}: '{word}' before the input line")
+        kv = {}
+        for o in opts:
+            if "=" not in o:
+                fail(f"{where}: '{o}' is not key=value")
+            k, v = o.split("=", 1)
+            kv[k] = v
+        layers.append((word, kv, where))
+    if shape is None or not layers:
+        fail(f"{path}: no input line or no layers")
+    return shape, layers
+
+
+def build_model(path, nn):
+    """An nn.Sequential with the spec's layers and PyTorch's default initialisation."""
+    (c, h, w), layers = parse_spec(path)
+    feats = None  # after flatten / linear: the feature count
+    mods = []
+    for kind, kv, where in layers:
+        if kind == "conv2d":
+            kh, kw = pair(kv.get("kernel", ""), where + " kernel")
+            sh, sw = pair(kv.get("stride", "1"), where + " stride")
+            ph, pw = pair(kv.get("padding", "0"), where + " padding", 0)
+            dh, dw = pair(kv.get("dilation", "1"), where + " dilation")
+            out = int(kv["out"])
+            bias = kv.get("bias", "true") in ("1", "true", "yes")
+            mods.append(nn.Conv2d(c, out, (kh, kw), (sh, sw), (ph, pw), (dh, dw), bias=bias))
+            h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+            w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            c = out
+        elif kind in ("maxpool2d", "avgpool2d"):
+            kh, kw = pair(kv.get("kernel", ""), where + " kernel")
+            sh, sw = pair(kv.get("stride", f"{kh}x{kw}"), where + " stride")
+            ph, pw = pair(kv.get("padding", "0"), where + " padding", 0)
+            cls = nn.MaxPool2d if kind == "maxpool2d" else nn.AvgPool2d
+            mods.append(cls((kh, kw), (sh, sw), (ph, pw)))
+            h = (h + 2 * ph - kh) // sh + 1
+            w = (w + 2 * pw - kw) // sw + 1
+        elif kind == "batchnorm2d":
+            mods.append(nn.BatchNorm2d(c, eps=float(kv.get("eps", 1e-5)),
+                                       momentum=float(kv.get("momentum", 0.1))))
+        elif kind == "flatten":
+            mods.append(nn.Flatten())
+            feats = c * h * w
+        elif kind == "linear":
+            if feats is None:
+                fail(f"{where}: linear before flatten")
+            if "in" in kv and int(kv["in"]) != feats:
+                fail(f"{where}: in={kv['in']}, but the layer before gives {feats} features")
+            out = int(kv["out"])
+            mods.append(nn.Linear(feats, out, bias=kv.get("bias", "true") in ("1", "true", "yes")))
+            feats = out
+        elif kind == "relu":
+            mods.append(nn.ReLU())
+        elif kind == "leaky_relu":
+            mods.append(nn.LeakyReLU(float(kv.get("slope", 0.01))))
+        elif kind == "gelu":
+            mods.append(nn.GELU())
+        elif kind == "sigmoid":
+            mods.append(nn.Sigmoid())
+        elif kind == "tanh":
+            mods.append(nn.Tanh())
+        elif kind == "dropout":
+            mods.append(nn.Dropout(float(kv.get("p", 0.5))))
+    if feats is None:
+        fail(f"{path}: the model does not end in features (no flatten)")
+    return nn.Sequential(*mods), feats
+
+
+def model_paths(arg):
+    if arg == "all":
+        paths = sorted(glob.glob(os.path.join(MODELS_DIR, "*.txt")))
+        if not paths:
+            fail(f"no model specs in {MODELS_DIR}")
+        return paths
+    if os.path.isfile(arg):
+        return [arg]
+    p = os.path.join(MODELS_DIR, arg if arg.endswith(".txt") else arg + ".txt")
+    if os.path.isfile(p):
+        return [p]
+    fail(f"--model: '{arg}' is not a file, and there is no {arg}.txt in {MODELS_DIR}")
+
+
+def blas_info(torch):
+    """What torch.__config__.show() says about BLAS and the CPU, and the
+    OpenBLAS core in use where OpenBLAS is loaded."""
+    show = torch.__config__.show()
+    info = {"config_lines": [l.strip() for l in show.splitlines()
+                             if re.search(r"BLAS|LAPACK|MKL|CPU capability|OpenMP", l)
+                             and "Build settings" not in l]}
+    for key in ("BLAS_INFO", "LAPACK_INFO"):
+        m = re.search(key + r"=([^,\s]+)", show)
+        info[key.lower()] = m.group(1) if m else None
+    m = re.search(r"CPU capability usage: (\S+)", show)
+    info["cpu_capability"] = m.group(1) if m else None
+    info["openblas_corename"] = None
+    info["openblas_library"] = None
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({l.split()[-1] for l in f if "openblas" in l.split()[-1]})
+        for lib in libs:
+            try:
+                h = ctypes.CDLL(lib)
+                h.openblas_get_corename.restype = ctypes.c_char_p
+                info["openblas_corename"] = h.openblas_get_corename().decode()
+                info["openblas_library"] = lib
+                break
+            except (OSError, AttributeError):
+                continue
+    except OSError:
+        pass
+    return info
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="seed-cnn", help="NAME, FILE or all (default seed-cnn)")
+    ap.add_argument("--precision", default="fp32", help="fp32, bf16 or fp32,bf16")
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--synthetic", action="store_true", help="random images and labels")
     ap.add_argument("--batch", type=int, default=64)
@@ -54,70 +222,99 @@ def main():
     a = ap.parse_args()
     if min(a.batch, a.steps, a.rounds, a.threads) < 1 or a.warmup < 0:
         ap.error("--batch, --steps, --rounds and --threads must be >= 1, --warmup >= 0")
+    precisions = a.precision.split(",")
+    if not precisions or any(p not in ("fp32", "bf16") for p in precisions) \
+            or len(set(precisions)) != len(precisions):
+        ap.error(f"--precision: '{a.precision}' is not fp32, bf16 or a comma list of them")
+    paths = model_paths(a.model)
 
     import torch
     import torch.nn as nn
 
     torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    if a.synthetic:
-        g = torch.Generator().manual_seed(a.seed)
-        images = torch.randint(0, 256, (1024, 28, 28), dtype=torch.uint8, generator=g)
-        labels = torch.randint(0, 10, (1024,), dtype=torch.int64, generator=g)
-        data_desc = "synthetic"
-    else:
+    if not a.synthetic:
         (n, rows, cols), pix = read_idx(os.path.join(a.data, "train-images-idx3-ubyte"))
         (nl,), lab = read_idx(os.path.join(a.data, "train-labels-idx1-ubyte"))
         if nl != n:
-            sys.exit("bench-pytorch: image and label counts differ")
-        images = torch.frombuffer(bytearray(pix), dtype=torch.uint8).view(n, rows, cols)
-        labels = torch.frombuffer(bytearray(lab), dtype=torch.uint8).to(torch.int64)
-        data_desc = a.data
-    x_all = images.to(torch.float32).div_(255.0)
-    mean, std = x_all.mean().item(), x_all.std(unbiased=False).item()
-    x_all = ((x_all - mean) / (std if std > 1e-12 else 1.0)).unsqueeze(1).contiguous()
-    n = x_all.shape[0]
+            fail("image and label counts differ")
+        file_images = torch.frombuffer(bytearray(pix), dtype=torch.uint8).view(n, 1, rows, cols)
+        file_labels = torch.frombuffer(bytearray(lab), dtype=torch.uint8).to(torch.int64)
 
-    model = nn.Sequential(
-        nn.Conv2d(1, 10, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(1440, 10), nn.ReLU(), nn.Linear(10, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-    state = {"next": 0, "loss": float("nan")}
+    results = []
+    for path in paths:
+        torch.manual_seed(a.seed)
+        model, classes = build_model(path, nn)
+        in_shape = parse_spec(path)[0]
+        if a.synthetic:
+            g = torch.Generator().manual_seed(a.seed)
+            images = torch.randint(0, 256, (1024,) + in_shape, dtype=torch.uint8, generator=g)
+            labels = torch.randint(0, classes, (1024,), dtype=torch.int64, generator=g)
+            data_desc = "synthetic"
+        else:
+            if tuple(file_images.shape[1:]) != in_shape:
+                fail(f"{path}: the model takes {in_shape} inputs, the images are "
+                     f"{tuple(file_images.shape[1:])}")
+            images, labels, data_desc = file_images, file_labels, a.data
+        x_all = images.to(torch.float32).div_(255.0)
+        mean, std = x_all.mean().item(), x_all.std(unbiased=False).item()
+        x_all = ((x_all - mean) / (std if std > 1e-12 else 1.0)).contiguous()
+        n = x_all.shape[0]
+        entry = {"model": os.path.normpath(path),
+                 "name": os.path.splitext(os.path.basename(path))[0],
+                 "parameters": sum(p.numel() for p in model.parameters()),
+                 "data": data_desc, "samples": n, "modes": []}
+        init_state = {k: v.clone() for k, v in model.state_dict().items()}
+        for prec in precisions:
+            model.load_state_dict(init_state)
+            model.train()
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            loss_fn = nn.CrossEntropyLoss()
+            state = {"next": 0, "loss": float("nan")}
 
-    def steps(count):
-        for _ in range(count):
-            i = state["next"]
-            idx = torch.arange(i, i + a.batch) % n
-            state["next"] = (i + a.batch) % n
-            xb, yb = x_all[idx], labels[idx]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-        state["loss"] = loss.item()
+            def steps(count):
+                loss = None
+                for _ in range(count):
+                    i = state["next"]
+                    idx = torch.arange(i, i + a.batch) % n
+                    state["next"] = (i + a.batch) % n
+                    xb, yb = x_all[idx], labels[idx]
+                    opt.zero_grad(set_to_none=True)
+                    if prec == "bf16":
+                        with torch.autocast("cpu", dtype=torch.bfloat16):
+                            out = model(xb)
+                        loss = loss_fn(out.float(), yb)
+                    else:
+                        loss = loss_fn(model(xb), yb)
+                    loss.backward()
+                    opt.step()
+                if loss is not None:
+                    state["loss"] = loss.item()
 
-    steps(a.warmup)
-    rounds = []
-    for _ in range(a.rounds):
-        t0 = time.perf_counter()
-        steps(a.steps)
-        rounds.append(time.perf_counter() - t0)
-    img_s = [a.steps * a.batch / t for t in rounds]
+            steps(a.warmup)
+            rounds = []
+            for _ in range(a.rounds):
+                t0 = time.perf_counter()
+                steps(a.steps)
+                rounds.append(time.perf_counter() - t0)
+            img_s = [a.steps * a.batch / t for t in rounds]
+            entry["modes"].append({
+                "precision": prec if prec == "fp32" else "bf16-autocast",
+                "img_s": statistics.median(img_s),
+                "ms_per_step": 1e3 * statistics.median(rounds) / a.steps,
+                "rounds_img_s": img_s,
+                "final_loss": state["loss"],
+            })
+        results.append(entry)
+
     out = {
         "engine": "pytorch",
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
-        "precision": "fp32",
-        "data": data_desc,
-        "batch": a.batch,
-        "steps": a.steps,
-        "warmup": a.warmup,
-        "rounds": a.rounds,
-        "img_s": statistics.median(img_s),
-        "ms_per_step": 1e3 * statistics.median(rounds) / a.steps,
-        "rounds_img_s": img_s,
-        "final_loss": state["loss"],
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "blas": blas_info(torch),
+        "settings": {"batch": a.batch, "steps": a.steps, "warmup": a.warmup,
+                     "rounds": a.rounds, "optimizer": "adam", "lr": 1e-3, "seed": a.seed},
+        "models": results,
     }
     print(json.dumps(out, indent=2))
 

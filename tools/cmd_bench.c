@@ -1,6 +1,8 @@
 /* cmd_bench.c — `mpcl bench train`: training throughput per precision mode,
  * with the device time per kernel and kernel family, as one JSON object
- * (docs/bench.md).
+ * (docs/bench.md); `--model all` runs every shipped model. `mpcl bench
+ * gemm` (further down): CLBlast GEMM GFLOP/s per shape, precision and
+ * tuning, through mpcl_gemm_bench.
  *
  * Every requested mode gets its own context, model and trainer, created
  * before anything is timed. Then each mode runs --warmup untimed steps, and
@@ -9,6 +11,7 @@
  * Last, with the library's profiler on, each mode runs --profile-steps more
  * steps for the device-time breakdown (profiling costs host time per
  * launch, so it never runs during the timed steps). */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -34,7 +38,8 @@ static const char BENCH_HELP[] =
     "family. See docs/bench.md.\n"
     "\n"
     "options:\n"
-    "  --model FILE        model spec or shipped model name (default: seed-cnn)\n"
+    "  --model FILE        model spec or shipped model name (default: seed-cnn); all:\n"
+    "                      every shipped model, one entry of \"models\" each\n"
     "  --data DIR          MNIST-layout directory (default: " MPCL_DEFAULT_DATA_DIR ")\n"
     "  --synthetic         train on random images and labels instead of --data\n"
     "  --batch N           samples per step, 1..65536 (default: 64)\n"
@@ -231,6 +236,49 @@ static int bench_parse(int argc, char **argv, bench_args *a)
     return -1;
 }
 
+/* CLBlast prints a line on stderr when a routine fails ("CLBlast: Run-time
+ * error: ..."), on top of returning the status that mpcl reports. Around a
+ * call that may fail, stderr goes to a temporary file; afterwards its
+ * "CLBlast:" lines are dropped (the status is in the result's reason) and
+ * anything else is passed on. */
+typedef struct {
+    FILE *tmp;
+    int saved;
+} quiet_stderr;
+
+static void quiet_begin(quiet_stderr *q)
+{
+    fflush(stderr);
+    q->saved = -1;
+    q->tmp = tmpfile();
+    if (!q->tmp)
+        return;
+    q->saved = dup(STDERR_FILENO);
+    if (q->saved < 0 || dup2(fileno(q->tmp), STDERR_FILENO) < 0) {
+        if (q->saved >= 0)
+            close(q->saved);
+        q->saved = -1;
+        fclose(q->tmp);
+        q->tmp = NULL;
+    }
+}
+
+static void quiet_end(quiet_stderr *q)
+{
+    if (!q->tmp)
+        return;
+    fflush(stderr);
+    dup2(q->saved, STDERR_FILENO);
+    close(q->saved);
+    rewind(q->tmp);
+    char line[1024];
+    while (fgets(line, sizeof line, q->tmp))
+        if (strncmp(line, "CLBlast:", 8) != 0)
+            fputs(line, stderr);
+    fclose(q->tmp);
+    q->tmp = NULL;
+}
+
 /* Copies the next batch (cycling through the samples) into img / lab. */
 static void next_batch(bench_data *d, size_t b, uint8_t *img, uint8_t *lab)
 {
@@ -351,13 +399,14 @@ typedef struct {
     int nskipped;
 } bench_report;
 
-static int bench_json(const bench_report *r, const bench_mode *modes, int nmodes)
+/* The document of one model's run; NULL when out of host memory. */
+static cJSON *bench_json(const bench_report *r, const bench_mode *modes, int nmodes)
 {
     const bench_args *a = r->a;
     jctx j = {1};
     cJSON *root = jcheck(&j, cJSON_CreateObject());
     if (!root)
-        return json_print(&j, root);
+        return NULL;
     jnum(&j, root, "schema", 1);
     jstr(&j, root, "bench", "train");
     jstr(&j, root, "mpcl_version", mpcl_version());
@@ -435,16 +484,21 @@ static int bench_json(const bench_report *r, const bench_mode *modes, int nmodes
         jstr(&j, o, "precision", r->skipped_mode[i]);
         jstr(&j, o, "reason", r->skipped_why[i]);
     }
-    return json_print(&j, root);
+    if (!j.ok) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
 }
 
-static int bench_train(int argc, char **argv)
+/* One model's run (model_arg: --model, NULL for the default) into *doc. */
+static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
 {
     const char *cmd = "bench train";
-    bench_args a;
-    int rc = bench_parse(argc, argv, &a);
-    if (rc >= 0)
-        return rc;
+    bench_args a = *ap;
+    int rc = -1;
+    a.model = model_arg;
+    *doc = NULL;
 
     char model_path[4096], searched[2048], err[2048];
     mpcl_model_spec *spec = NULL;
@@ -608,16 +662,29 @@ static int bench_train(int argc, char **argv)
     }
 
     /* warm-up, timed rounds (modes alternate), then the profiled steps */
-    for (int i = 0; i < nmodes; i++)
-        if ((s = run_steps(&modes[i], &bd, a.batch, a.warmup, img, lab)) != MPCL_OK) {
+    /* The first steps are where CLBlast may refuse a routine (Hgemm on a
+     * device with undeclared half: the library then accumulates in float);
+     * CLBlast's own stderr line is kept off the terminal there. */
+    for (int i = 0; i < nmodes; i++) {
+        quiet_stderr q;
+        quiet_begin(&q);
+        s = run_steps(&modes[i], &bd, a.batch, a.warmup, img, lab);
+        quiet_end(&q);
+        if (s != MPCL_OK) {
             rc = runtime_error(s, mpcl_last_error(modes[i].ctx));
             goto done;
         }
+    }
     for (unsigned long r = 0; r < a.rounds; r++)
         for (int i = 0; i < nmodes; i++) {
+            quiet_stderr q;
+            if (r == 0 && a.warmup == 0)
+                quiet_begin(&q);
             double t0 = now_s();
             s = run_steps(&modes[i], &bd, a.batch, a.steps, img, lab);
             modes[i].round_s[r] = now_s() - t0;
+            if (r == 0 && a.warmup == 0)
+                quiet_end(&q);
             if (s != MPCL_OK) {
                 rc = runtime_error(s, mpcl_last_error(modes[i].ctx));
                 goto done;
@@ -638,7 +705,13 @@ static int bench_train(int argc, char **argv)
         }
         m->nprof = m->nprof_total < BENCH_MAX_KERNELS ? m->nprof_total : BENCH_MAX_KERNELS;
     }
-    rc = bench_json(&rep, modes, nmodes);
+    *doc = bench_json(&rep, modes, nmodes);
+    if (!*doc) {
+        fprintf(stderr, "mpcl: out of host memory while building the JSON output\n");
+        rc = EXIT_RUNTIME;
+    } else {
+        rc = EXIT_OK;
+    }
 
 done:
     for (int i = 0; modes && i < BENCH_MAX_MODES; i++) {
@@ -657,12 +730,581 @@ done:
     return rc;
 }
 
+static int cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* The shipped models: every *.txt beside the default model, by name. */
+static int shipped_models(char ***out, size_t *count)
+{
+    char path[4096], searched[2048];
+    *out = NULL;
+    *count = 0;
+    if (!resolve_model(NULL, path, sizeof path, searched, sizeof searched)) {
+        fprintf(stderr, "mpcl: --model all: the shipped models (%s.txt) are not in %s; set "
+                        "MPCL_MODEL_DIR\n", CLI_DEFAULT_MODEL, searched);
+        return EXIT_RUNTIME;
+    }
+    char *slash = strrchr(path, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(path, sizeof path, ".");
+    DIR *d = opendir(path);
+    if (!d) {
+        fprintf(stderr, "mpcl: --model all: cannot read %s: %s\n", path, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    int rc = EXIT_OK;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len <= 4 || strcmp(e->d_name + len - 4, ".txt") != 0 || e->d_name[0] == '.')
+            continue;
+        char **grown = realloc(names, (n + 1) * sizeof *names);
+        char *full = malloc(strlen(path) + len + 2);
+        if (grown)
+            names = grown;
+        if (!grown || !full) {
+            free(full);
+            rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory listing the models");
+            break;
+        }
+        names = grown;
+        sprintf(full, "%s/%s", path, e->d_name);
+        names[n++] = full;
+    }
+    closedir(d);
+    if (rc == EXIT_OK && n == 0) {
+        fprintf(stderr, "mpcl: --model all: no model specs (*.txt) in %s\n", path);
+        rc = EXIT_RUNTIME;
+    }
+    if (rc != EXIT_OK) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        return rc;
+    }
+    qsort(names, n, sizeof *names, cmp_str);
+    *out = names;
+    *count = n;
+    return EXIT_OK;
+}
+
+static int bench_train(int argc, char **argv)
+{
+    bench_args a;
+    int rc = bench_parse(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    if (!a.model || strcmp(a.model, "all") != 0) {
+        cJSON *doc = NULL;
+        rc = bench_model(&a, a.model, &doc);
+        if (rc != EXIT_OK)
+            return rc;
+        jctx j = {1};
+        return json_print(&j, doc);
+    }
+    /* --model all: one document, one entry of "models" per shipped model */
+    char **paths = NULL;
+    size_t n = 0;
+    if ((rc = shipped_models(&paths, &n)) != EXIT_OK)
+        return rc;
+    jctx j = {1};
+    cJSON *root = jcheck(&j, cJSON_CreateObject());
+    cJSON *arr = NULL;
+    if (root) {
+        jnum(&j, root, "schema", 1);
+        jstr(&j, root, "bench", "train");
+        jstr(&j, root, "mpcl_version", mpcl_version());
+        arr = jcheck(&j, cJSON_AddArrayToObject(root, "models"));
+    }
+    for (size_t i = 0; rc == EXIT_OK && arr && i < n; i++) {
+        cJSON *doc = NULL;
+        rc = bench_model(&a, paths[i], &doc);
+        if (rc == EXIT_OK && !cJSON_AddItemToArray(arr, doc)) {
+            cJSON_Delete(doc);
+            j.ok = 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    if (rc != EXIT_OK) {
+        cJSON_Delete(root);
+        return rc;
+    }
+    return json_print(&j, root);
+}
+
+/* ------------------------------------------------------- bench gemm */
+
+static const char GEMM_HELP[] =
+    "usage: mpcl bench gemm [options]\n"
+    "\n"
+    "Measures CLBlast GEMM speed on the device: each shape in each precision the\n"
+    "device runs (single: Sgemm; half: Hgemm where the probe verified half\n"
+    "arithmetic), with mpcl's CLBlast tuning for the device and with CLBlast's own\n"
+    "parameters. Every product is first checked against the host's on small-integer\n"
+    "inputs; GFLOP/s = 2 M N K / the median time of a call. One JSON object; see\n"
+    "docs/bench.md.\n"
+    "\n"
+    "options:\n"
+    "  --shapes LIST       comma list of MxNxK, each optionally :nn, :nt, :tn or :tt\n"
+    "                      (transposes of A and B) (default: 256, 512, 1024 square and\n"
+    "                      conv / linear training shapes of the shipped models)\n"
+    "  --precision LIST    single, half, a comma list of them, or all: every precision\n"
+    "                      the device runs (default: all)\n"
+    "  --tuning LIST       tuned, untuned or both (default: both)\n"
+    "  --repeats N         timed repetitions per measurement, 1..1000 (default: 5)\n"
+    "  --min-repeat-ms N   GEMM calls per repetition raised until one lasts N ms,\n"
+    "                      0..60000 (default: 50)\n"
+    "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
+    "  --seed N            seeds the inputs (default: 1)\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "exit codes: 0 success, 1 runtime failure (OpenCL, CLBlast, a wrong product),\n"
+    "2 usage error, 3 no device, 4 a requested precision is refused by the device\n";
+
+enum {
+    GEMM_SHAPES = OPT_BASE,
+    GEMM_PRECISION,
+    GEMM_TUNING,
+    GEMM_REPEATS,
+    GEMM_MIN_REPEAT_MS,
+    GEMM_DEVICE,
+    GEMM_SEED,
+    GEMM_HELP_OPT
+};
+
+static const struct option GEMM_OPTIONS[] = {
+    {"shapes", required_argument, NULL, GEMM_SHAPES},
+    {"precision", required_argument, NULL, GEMM_PRECISION},
+    {"tuning", required_argument, NULL, GEMM_TUNING},
+    {"repeats", required_argument, NULL, GEMM_REPEATS},
+    {"min-repeat-ms", required_argument, NULL, GEMM_MIN_REPEAT_MS},
+    {"device", required_argument, NULL, GEMM_DEVICE},
+    {"seed", required_argument, NULL, GEMM_SEED},
+    {"help", no_argument, NULL, GEMM_HELP_OPT},
+    {NULL, 0, NULL, 0},
+};
+
+#define GEMM_MAX_SHAPES 64
+#define GEMM_MAX_DIM 65536ul
+
+typedef struct {
+    size_t m, n, k;
+    int ta, tb;
+    const char *label; /* what the shape stands for; NULL for --shapes */
+} gemm_shape;
+
+/* The default shapes: square sizes, then the GEMMs of training steps at batch
+ * 64 (conv as im2col over a chunk of 8 images: M = out channels, N = 8 x the
+ * output pixels, K = in channels x kernel taps; linear as y = x W^T). */
+static const gemm_shape GEMM_DEFAULT_SHAPES[] = {
+    {256, 256, 256, 0, 0, "square"},
+    {512, 512, 512, 0, 0, "square"},
+    {1024, 1024, 1024, 0, 0, "square"},
+    {64, 6272, 288, 0, 0, "wide-cnn conv2 forward (64 out, 32x3x3 in, 8 images of 28x28)"},
+    {64, 288, 6272, 0, 1, "wide-cnn conv2 weight gradient"},
+    {288, 6272, 64, 1, 0, "wide-cnn conv2 input gradient"},
+    {64, 256, 3136, 0, 1, "wide-cnn linear 3136->256 forward, batch 64"},
+    {256, 3136, 64, 1, 0, "wide-cnn linear 3136->256 weight gradient"},
+    {64, 256, 784, 0, 1, "mlp linear 784->256 forward, batch 64"},
+    {64, 120, 400, 0, 1, "lenet5 linear 400->120 forward, batch 64"},
+};
+
+typedef struct {
+    gemm_shape shapes[GEMM_MAX_SHAPES];
+    int nshapes;
+    int prec[2];   /* single, half requested */
+    int all_prec;  /* --precision all (the default) */
+    int tuning[2]; /* untuned, tuned */
+    unsigned long repeats, min_repeat_ms;
+    const char *device;
+    uint64_t seed;
+} gemm_args;
+
+static int parse_shapes(const char *cmd, const char *list, gemm_args *a)
+{
+    char buf[2048];
+    const char *accepts = "it accepts a comma list of MxNxK (each 1..65536), each optionally "
+                          "followed by :nn, :nt, :tn or :tt";
+    if (!*list || strlen(list) >= sizeof buf)
+        return usage_error(cmd, "--shapes: '%s' is not valid; %s", list, accepts);
+    if (list[0] == ',' || list[strlen(list) - 1] == ',' || strstr(list, ",,"))
+        return usage_error(cmd, "--shapes: '%s' has an empty entry; %s", list, accepts);
+    snprintf(buf, sizeof buf, "%s", list);
+    a->nshapes = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (a->nshapes == GEMM_MAX_SHAPES)
+            return usage_error(cmd, "--shapes: at most %d shapes", GEMM_MAX_SHAPES);
+        gemm_shape *g = &a->shapes[a->nshapes];
+        memset(g, 0, sizeof *g);
+        char *colon = strchr(tok, ':');
+        if (colon) {
+            *colon = '\0';
+            const char *t = colon + 1;
+            if (strlen(t) != 2 || (t[0] != 'n' && t[0] != 't') || (t[1] != 'n' && t[1] != 't'))
+                return usage_error(cmd, "--shapes: ':%s' in '%s' is not a transpose; %s", t, list,
+                                   accepts);
+            g->ta = t[0] == 't';
+            g->tb = t[1] == 't';
+        }
+        char dims[3][32];
+        size_t nd = 0;
+        char *save2 = NULL;
+        char tmp[256];
+        snprintf(tmp, sizeof tmp, "%s", tok);
+        int bad = tok[0] == 'x' || tok[strlen(tok) - 1] == 'x' || strstr(tok, "xx");
+        for (char *d = strtok_r(tmp, "x", &save2); d && !bad; d = strtok_r(NULL, "x", &save2)) {
+            if (nd == 3 || strlen(d) >= sizeof dims[0])
+                bad = 1;
+            else
+                snprintf(dims[nd++], sizeof dims[0], "%s", d);
+        }
+        unsigned long v[3];
+        for (size_t i = 0; !bad && i < 3; i++)
+            bad = i >= nd || !parse_uint(dims[i], 1, GEMM_MAX_DIM, &v[i]);
+        if (bad)
+            return usage_error(cmd, "--shapes: '%s' in '%s' is not a shape; %s", tok, list,
+                               accepts);
+        g->m = v[0];
+        g->n = v[1];
+        g->k = v[2];
+        a->nshapes++;
+    }
+    return -1;
+}
+
+/* "single", "half,single", "all"; or "tuned", "untuned", "both": into flags[2]. */
+static int parse_pair(const char *cmd, const char *opt, const char *list, const char *n0,
+                      const char *n1, const char *both, int flags[2])
+{
+    char buf[256];
+    flags[0] = flags[1] = 0;
+    if (strcmp(list, both) == 0) {
+        flags[0] = flags[1] = 1;
+        return -1;
+    }
+    if (!*list || strlen(list) >= sizeof buf || list[0] == ',' || list[strlen(list) - 1] == ',' ||
+        strstr(list, ",,"))
+        return usage_error(cmd, "--%s: '%s' is not valid; it accepts %s, %s, a comma list of "
+                                "them, or %s", opt, list, n0, n1, both);
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int i = strcmp(tok, n0) == 0 ? 0 : strcmp(tok, n1) == 0 ? 1 : -1;
+        if (i < 0)
+            return usage_error(cmd, "--%s: '%s' in '%s' is not valid; it accepts %s, %s, a comma "
+                                    "list of them, or %s", opt, tok, list, n0, n1, both);
+        if (flags[i])
+            return usage_error(cmd, "--%s: '%s' is listed twice in '%s'", opt, tok, list);
+        flags[i] = 1;
+    }
+    return -1;
+}
+
+static int gemm_parse(int argc, char **argv, gemm_args *a)
+{
+    const char *cmd = "bench gemm";
+    memset(a, 0, sizeof *a);
+    a->nshapes = (int)(sizeof GEMM_DEFAULT_SHAPES / sizeof GEMM_DEFAULT_SHAPES[0]);
+    memcpy(a->shapes, GEMM_DEFAULT_SHAPES, sizeof GEMM_DEFAULT_SHAPES);
+    a->prec[0] = a->prec[1] = 1;
+    a->all_prec = 1;
+    a->tuning[0] = a->tuning[1] = 1;
+    a->repeats = 5;
+    a->min_repeat_ms = 50;
+    a->seed = 1;
+    opterr = 0;
+    int c, rc = -1;
+    while (rc < 0 && (c = getopt_long(argc, argv, ":h", GEMM_OPTIONS, NULL)) != -1) {
+        switch (c) {
+        case GEMM_SHAPES: rc = parse_shapes(cmd, optarg, a); break;
+        case GEMM_PRECISION:
+            rc = parse_pair(cmd, "precision", optarg, "single", "half", "all", a->prec);
+            a->all_prec = strcmp(optarg, "all") == 0;
+            break;
+        case GEMM_TUNING:
+            rc = parse_pair(cmd, "tuning", optarg, "untuned", "tuned", "both", a->tuning);
+            break;
+        case GEMM_REPEATS: rc = count_opt(cmd, "repeats", optarg, 1, 1000, &a->repeats); break;
+        case GEMM_MIN_REPEAT_MS:
+            rc = count_opt(cmd, "min-repeat-ms", optarg, 0, 60000, &a->min_repeat_ms);
+            break;
+        case GEMM_DEVICE:
+            if (!*optarg)
+                return usage_error(cmd, "--device: the selector is empty; it accepts P:D, gpu, "
+                                        "cpu, accelerator or part of a device or platform name");
+            a->device = optarg;
+            break;
+        case GEMM_SEED: {
+            unsigned long v = 0;
+            rc = count_opt(cmd, "seed", optarg, 0, ULONG_MAX, &v);
+            a->seed = v;
+            break;
+        }
+        case 'h':
+        case GEMM_HELP_OPT: fputs(GEMM_HELP, stdout); return EXIT_OK;
+        default: return option_error(cmd, GEMM_OPTIONS, c, argc, argv);
+        }
+    }
+    if (rc >= 0)
+        return rc;
+    if (optind < argc)
+        return usage_error(cmd, "unexpected argument '%s'; bench gemm takes only options",
+                           argv[optind]);
+    return -1;
+}
+
+/* The CPU's model name from /proc/cpuinfo, or "" where there is none. */
+static void cpu_model(char *dst, size_t len)
+{
+    dst[0] = '\0';
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0) {
+            const char *v = strchr(line, ':');
+            if (v) {
+                v++;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                snprintf(dst, len, "%s", v);
+                dst[strcspn(dst, "\n")] = '\0';
+            }
+            break;
+        }
+    fclose(f);
+}
+
+static void json_device(jctx *j, cJSON *root, const mpcl_caps *c)
+{
+    cJSON *d = jobj(j, root, "device");
+    if (!d)
+        return;
+    jstr(j, d, "name", c->device);
+    jstr(j, d, "vendor", c->vendor);
+    jstr(j, d, "platform", c->platform);
+    jstr(j, d, "driver_version", c->driver_version);
+    jstr(j, d, "device_version", c->device_version);
+    jstr(j, d, "type", mpcl_device_type_name(c->type));
+    jnum(j, d, "compute_units", c->compute_units);
+}
+
+static void json_timing(jctx *j, cJSON *o, const char *key, const mpcl_gemm_bench_result *r)
+{
+    cJSON *t = jobj(j, o, key);
+    if (!t)
+        return;
+    jnum(j, t, "gflops", r->gflops);
+    jnum(j, t, "median_ms", r->median_s * 1e3);
+    jnum(j, t, "min_ms", r->min_s * 1e3);
+    jnum(j, t, "max_ms", r->max_s * 1e3);
+    jnum(j, t, "repeats", r->repeats);
+    jnum(j, t, "calls_per_repeat", r->calls_per_repeat);
+    jnum(j, t, "checked", (double)r->checked);
+    jbool(j, t, "exact", r->exact);
+}
+
+/* What mpcl_gemm_bench requires of the device for Hgemm: CLBlast runs half
+ * only where cl_khr_fp16 is declared, and mpcl only where the probe verified
+ * half arithmetic. */
+static int half_runs(const mpcl_caps *c)
+{
+    return c->ext_fp16 && c->fp16_arith_check.passed &&
+           (c->fp16_arith == MPCL_FP16_DECLARED_WORKS || c->fp16_arith == MPCL_FP16_UNDECLARED_WORKS);
+}
+
+static int bench_gemm(int argc, char **argv)
+{
+    gemm_args a;
+    int rc = gemm_parse(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.device = a.device;
+    opt.precision = MPCL_PRECISION_FP32;
+    opt.seed = a.seed;
+    mpcl_context *ctx = NULL;
+    mpcl_status s = mpcl_context_create(&opt, &ctx);
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, mpcl_last_error(ctx));
+        mpcl_context_destroy(ctx);
+        return rc;
+    }
+    mpcl_caps *caps = calloc(1, sizeof *caps);
+    mpcl_gemm_bench_result *res = calloc(1, sizeof *res);
+    if (!caps || !res) {
+        rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory");
+        goto done;
+    }
+    if ((s = mpcl_probe(ctx, NULL, caps)) != MPCL_OK) {
+        rc = runtime_error(s, mpcl_last_error(ctx));
+        goto done;
+    }
+
+    jctx j = {1};
+    cJSON *root = jcheck(&j, cJSON_CreateObject());
+    if (!root) {
+        rc = json_print(&j, root);
+        goto done;
+    }
+    jnum(&j, root, "schema", 1);
+    jstr(&j, root, "bench", "gemm");
+    jstr(&j, root, "mpcl_version", mpcl_version());
+    json_device(&j, root, caps);
+    char cpu[256];
+    cpu_model(cpu, sizeof cpu);
+    if (*cpu)
+        jstr(&j, root, "cpu", cpu);
+    else
+        jcheck(&j, cJSON_AddNullToObject(root, "cpu"));
+    cJSON *st = jobj(&j, root, "settings");
+    if (st) {
+        jnum(&j, st, "repeats", (double)a.repeats);
+        jnum(&j, st, "min_repeat_ms", (double)a.min_repeat_ms);
+        jnum(&j, st, "seed", (double)a.seed);
+        jstr(&j, st, "layout", "row-major, alpha 1, beta 0");
+    }
+    cJSON *modes = jcheck(&j, cJSON_AddArrayToObject(root, "modes"));
+    cJSON *skipped = jcheck(&j, cJSON_AddArrayToObject(root, "skipped"));
+    int failures = 0, refused = 0;
+    static const char *const prec_name[2] = {"single", "half"};
+    static const char *const routine[2] = {"CLBlastSgemm", "CLBlastHgemm"};
+    static const char *const tuning_key[2] = {"untuned", "tuned"};
+    for (int p = 0; p < 2 && modes && skipped; p++) {
+        if (!a.prec[p])
+            continue;
+        cJSON *mode = NULL, *shapes = NULL;
+        for (int i = 0; i < a.nshapes; i++) {
+            const gemm_shape *g = &a.shapes[i];
+            cJSON *e = NULL;
+            for (int t = 0; t < 2; t++) {
+                if (!a.tuning[t])
+                    continue;
+                mpcl_gemm_bench_options go;
+                mpcl_gemm_bench_options_init(&go);
+                go.m = g->m;
+                go.n = g->n;
+                go.k = g->k;
+                go.trans_a = g->ta;
+                go.trans_b = g->tb;
+                go.half = p;
+                go.tuned = t;
+                go.repeats = (unsigned)a.repeats;
+                go.min_repeat_s = (double)a.min_repeat_ms * 1e-3;
+                quiet_stderr q;
+                quiet_begin(&q);
+                s = mpcl_gemm_bench(ctx, &go, res);
+                quiet_end(&q);
+                if (s == MPCL_ERR_UNSUPPORTED && p == 1 && !half_runs(caps)) {
+                    /* no verified half: the whole precision is refused */
+                    if (!a.all_prec) {
+                        fprintf(stderr, "mpcl: bench gemm: --precision half: %s\n", res->reason);
+                        refused = 1;
+                    } else {
+                        cJSON *o = jcheck(&j, cJSON_CreateObject());
+                        if (o && cJSON_AddItemToArray(skipped, o)) {
+                            jstr(&j, o, "precision", prec_name[p]);
+                            jstr(&j, o, "reason", res->reason);
+                        } else {
+                            cJSON_Delete(o);
+                            j.ok = 0;
+                        }
+                    }
+                    goto next_precision;
+                }
+                if (!mode) {
+                    mode = jcheck(&j, cJSON_CreateObject());
+                    if (!mode || !cJSON_AddItemToArray(modes, mode)) {
+                        cJSON_Delete(mode);
+                        j.ok = 0;
+                        goto emit;
+                    }
+                    jstr(&j, mode, "precision", prec_name[p]);
+                    jstr(&j, mode, "routine", routine[p]);
+                    shapes = jcheck(&j, cJSON_AddArrayToObject(mode, "shapes"));
+                }
+                if (!e) {
+                    e = jcheck(&j, cJSON_CreateObject());
+                    if (!e || !shapes || !cJSON_AddItemToArray(shapes, e)) {
+                        cJSON_Delete(e);
+                        j.ok = 0;
+                        goto emit;
+                    }
+                    char name[96], tr[3] = {g->ta ? 't' : 'n', g->tb ? 't' : 'n', 0};
+                    snprintf(name, sizeof name, "%zux%zux%zu:%s", g->m, g->n, g->k, tr);
+                    jstr(&j, e, "shape", name);
+                    if (g->label)
+                        jstr(&j, e, "label", g->label);
+                    else
+                        jcheck(&j, cJSON_AddNullToObject(e, "label"));
+                    jnum(&j, e, "m", (double)g->m);
+                    jnum(&j, e, "n", (double)g->n);
+                    jnum(&j, e, "k", (double)g->k);
+                    jstr(&j, e, "transpose", tr);
+                    jnum(&j, e, "gflop", 2e-9 * (double)g->m * (double)g->n * (double)g->k);
+                }
+                char rkey[32];
+                snprintf(rkey, sizeof rkey, "%s_reason", tuning_key[t]);
+                if (s == MPCL_OK) {
+                    json_timing(&j, e, tuning_key[t], res);
+                } else {
+                    jcheck(&j, cJSON_AddNullToObject(e, tuning_key[t]));
+                    jstr(&j, e, rkey, res->reason);
+                    if (s != MPCL_ERR_UNSUPPORTED) {
+                        failures++;
+                        fprintf(stderr, "mpcl: bench gemm: %s\n", res->reason);
+                    }
+                }
+            }
+            if (e && a.tuning[0] && a.tuning[1]) {
+                cJSON *u = cJSON_GetObjectItemCaseSensitive(e, "untuned");
+                cJSON *tu = cJSON_GetObjectItemCaseSensitive(e, "tuned");
+                cJSON *ug = cJSON_GetObjectItemCaseSensitive(u, "gflops");
+                cJSON *tg = cJSON_GetObjectItemCaseSensitive(tu, "gflops");
+                if (cJSON_IsNumber(ug) && cJSON_IsNumber(tg) && ug->valuedouble > 0)
+                    jnum(&j, e, "tuned_over_untuned", tg->valuedouble / ug->valuedouble);
+                else
+                    jcheck(&j, cJSON_AddNullToObject(e, "tuned_over_untuned"));
+            }
+        }
+    next_precision:;
+    }
+emit:
+    if (refused) {
+        cJSON_Delete(root);
+        rc = EXIT_UNSUPPORTED;
+        goto done;
+    }
+    rc = json_print(&j, root);
+    if (rc == EXIT_OK && failures)
+        rc = EXIT_RUNTIME;
+done:
+    free(res);
+    free(caps);
+    mpcl_context_destroy(ctx);
+    return rc;
+}
+
 static const char BENCH_TOP_HELP[] =
     "usage: mpcl bench train [options]\n"
+    "       mpcl bench gemm [options]\n"
     "\n"
-    "Benchmarks. One so far:\n"
+    "Benchmarks:\n"
     "  train   training throughput per precision mode, with the device time per\n"
-    "          kernel ('mpcl bench train --help')\n";
+    "          kernel ('mpcl bench train --help')\n"
+    "  gemm    CLBlast GEMM GFLOP/s per shape and precision, tuned and untuned\n"
+    "          ('mpcl bench gemm --help')\n";
 
 int cmd_bench(int argc, char **argv)
 {
@@ -676,5 +1318,7 @@ int cmd_bench(int argc, char **argv)
     }
     if (strcmp(argv[1], "train") == 0)
         return bench_train(argc - 1, argv + 1);
-    return usage_error("bench", "unknown benchmark '%s'; the benchmarks are: train", argv[1]);
+    if (strcmp(argv[1], "gemm") == 0)
+        return bench_gemm(argc - 1, argv + 1);
+    return usage_error("bench", "unknown benchmark '%s'; the benchmarks are: train, gemm", argv[1]);
 }
