@@ -171,6 +171,10 @@ typedef struct {
      * CLBlast's GEMM kernels choose their own groups within the device's
      * limit and are not capped. */
     size_t max_work_group_size;
+    /* 0: apply the device's CLBlast tuning from the cache (else mpcl's
+     * built-in starting point for the device, if any); 1: leave CLBlast's
+     * own parameters (also MPCL_CLBLAST_OWN=1), e.g. to measure them. */
+    int clblast_own;
 } mpcl_options;
 
 MPCL_API void mpcl_options_init(mpcl_options *opt);
@@ -427,6 +431,85 @@ typedef enum {
     MPCL_ACCUM_FLOAT        /* fp16 mode: FP32 accumulation on half operands */
 } mpcl_accumulation;
 MPCL_API mpcl_status mpcl_set_gemm_accumulation(mpcl_context *ctx, mpcl_accumulation a);
+
+/* ------------------------------------------------------- CLBlast tuning
+ * CLBlast's GEMM kernels take their parameters (tile sizes, vector widths,
+ * local memory use) from a database compiled into CLBlast; on a device it
+ * does not know they are generic and often slow. mpcl searches them on the
+ * device (mpcl_tune), checks every candidate for exact results, and keeps
+ * the winner per device, driver, CLBlast version and precision in
+ * <cache dir>/clblast-<device hash>.json (docs/tune.md), which every later
+ * context on that device applies at creation. */
+
+/* One GEMM shape as the GEMM router hands it to CLBlast (row-major). */
+typedef struct {
+    int half;              /* 1: Hgemm (half operands), 0: Sgemm */
+    int trans_a, trans_b;
+    size_t m, n, k, batch; /* batch > 1: strided batched */
+    unsigned calls;        /* how often the recorded work ran it */
+} mpcl_gemm_shape;
+
+/* Starts (on = 1) or stops recording the distinct shapes of the CLBlast
+ * calls the context makes; starting clears what was recorded. */
+MPCL_API mpcl_status mpcl_gemm_record(mpcl_context *ctx, int on);
+/* Copies up to cap recorded shapes to out (NULL with cap 0: count only);
+ * returns how many were recorded. */
+MPCL_API size_t mpcl_gemm_recorded(const mpcl_context *ctx, mpcl_gemm_shape *out, size_t cap);
+
+typedef enum {
+    MPCL_TUNE_SINGLE = 1, /* CLBlast Sgemm (fp32, and fp16-storage's converted GEMMs) */
+    MPCL_TUNE_HALF = 2    /* CLBlast Hgemm (fp16 with half accumulation) */
+} mpcl_tune_precision;
+
+/* What the search reports while it runs, once per candidate. */
+typedef struct {
+    const char *precision;  /* "single" or "half" */
+    unsigned candidate;     /* candidates measured so far in this precision */
+    unsigned rejected;      /* of them, refused by CLBlast or not exact */
+    double elapsed_s;       /* since the search began (all precisions) */
+    double budget_s;
+    double best_gflops;     /* the best set so far on the search's shapes */
+    double stock_gflops;    /* CLBlast's own parameters (0: not measured) */
+    const char *last;       /* what happened to the last candidate, one line */
+} mpcl_tune_progress;
+
+typedef struct {
+    double budget_s;        /* wall-clock budget of the whole search; 0: 60 */
+    unsigned precisions;    /* MPCL_TUNE_* bits; 0: single, and half where the
+                               device's half arithmetic is verified */
+    const mpcl_gemm_shape *shapes; /* what to tune for; NULL: square 256, 512, 1024 */
+    size_t shape_count;
+    unsigned max_candidates; /* per precision; 0: as many as the budget allows */
+    int force;              /* search even where the cache has an entry */
+    int quiet_stock;        /* 1: do not measure CLBlast's own parameters */
+    void (*progress)(const mpcl_tune_progress *p, void *user);
+    void *user;
+} mpcl_tune_options;
+
+MPCL_API void mpcl_tune_options_init(mpcl_tune_options *o);
+
+typedef struct {
+    int searched;           /* 0: nothing was searched (the entry existed, or no precision applies) */
+    unsigned candidates, rejected;
+    double seconds;
+    double tuned_gflops, stock_gflops; /* on the search's shapes, of the single
+                                          precision (else half); 0 when not measured */
+    char path[4096];        /* the cache file */
+    char summary[512];      /* one line for people */
+} mpcl_tune_result;
+
+/* Searches CLBlast's GEMM parameters on ctx's device for each precision
+ * asked, over opt's shapes, within opt's budget, and stores and applies the
+ * best exact set. A precision that already has a cache entry is skipped
+ * unless opt->force. The search resumes from the entry's best set. */
+MPCL_API mpcl_status mpcl_tune(mpcl_context *ctx, const mpcl_tune_options *opt, mpcl_tune_result *res);
+/* 1 when the cache holds a usable entry for every precision of `precisions`
+ * (0: those mpcl_tune would search by default) on ctx's device. */
+MPCL_API int mpcl_tune_cached(mpcl_context *ctx, unsigned precisions);
+/* One sentence: which CLBlast parameters the context uses and why (a
+ * cache entry, the built-in starting point, CLBlast's own; a rejected or
+ * stale entry is named here). */
+MPCL_API const char *mpcl_tuning_describe(const mpcl_context *ctx);
 
 /* y (B, O) = x (B, I) * w (O, I)^T + b (O); b may be NULL. */
 MPCL_API mpcl_status mpcl_linear_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
@@ -746,6 +829,12 @@ MPCL_API mpcl_status mpcl_model_zero_grad(mpcl_model *m);
 MPCL_API mpcl_tensor *mpcl_model_master(mpcl_model *m);
 MPCL_API mpcl_tensor *mpcl_model_working(mpcl_model *m);
 MPCL_API mpcl_tensor *mpcl_model_grad(mpcl_model *m);
+
+/* mpcl_tune (the CLBlast tuning section) over the GEMMs one training step of `spec` at `batch` runs on
+ * ctx (forward and both backward products), found by running that step on
+ * a throwaway copy of the model with mpcl_gemm_record on. */
+MPCL_API mpcl_status mpcl_tune_model(mpcl_context *ctx, const mpcl_model_spec *spec, size_t batch,
+                                     const mpcl_tune_options *opt, mpcl_tune_result *res);
 
 /* Parameter tensors in PyTorch state_dict order and names ("0.weight",
  * "0.bias", "3.running_mean", ...): index i from 0 while it returns MPCL_OK.

@@ -392,6 +392,7 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
                               mpcl_precision_name(opt->precision), ctx->desc.platform_index,
                               ctx->desc.device_index, ctx->desc.name, ctx->caps.chosen_why);
     ctx->precision = ctx->caps.chosen;
+    ctx->clblast_own = opt->clblast_own != 0;
     mpcl_tuning_apply(ctx); /* CLBlast overrides are per process: every context applies them */
     s = mpcl_halfconv_choose(ctx);
     if (s != MPCL_OK)
@@ -423,6 +424,7 @@ void mpcl_context_destroy(mpcl_context *ctx)
     }
     if (ctx->cl)
         clReleaseContext(ctx->cl);
+    free(ctx->gemm_rec);
     free(ctx);
 }
 

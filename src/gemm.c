@@ -109,6 +109,7 @@ static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, si
     cl_event *evp = mpcl_profile_event(ctx, &ev);
     CLBlastStatusCode st;
     const char *name = g->batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched";
+    mpcl_gemm_note_shape(ctx, 0, g->trans_a, g->trans_b, g->m, g->n, g->k, g->batch);
     if (g->batch == 1)
         st = CLBlastSgemm(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b), g->m,
                           g->n, g->k, g->alpha, a, a_off, g->a.ld, b, b_off, g->b.ld, g->beta, c,
@@ -129,6 +130,7 @@ static CLBlastStatusCode run_hgemm(mpcl_context *ctx, const gemm_call *g)
     cl_event *evp = mpcl_profile_event(ctx, &ev);
     cl_half alpha = mpcl_half_from_float(g->alpha), beta = mpcl_half_from_float(g->beta);
     CLBlastStatusCode st;
+    mpcl_gemm_note_shape(ctx, 1, g->trans_a, g->trans_b, g->m, g->n, g->k, g->batch);
     if (g->batch == 1)
         st = CLBlastHgemm(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b), g->m,
                           g->n, g->k, alpha, g->a.mem, g->a.off, g->a.ld, g->b.mem, g->b.off,

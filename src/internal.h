@@ -142,7 +142,13 @@ struct mpcl_context {
     int gemm_f16_env;      /* the same from $MPCL_GEMM_F16_PATH, read at creation (AUTO: unset) */
     int bf16_intel;        /* bf16 kernels built with -DMPCL_BF16_INTEL (verified built-ins) */
     int hgemm_refused;     /* CLBlast refused Hgemm: fp16 GEMMs accumulate in float from then on */
-    char tuning_note[256]; /* what tuning.c did to CLBlast's parameters for this device */
+    char tuning_note[512]; /* what tuning.c did to CLBlast's parameters for this device */
+    int clblast_own;       /* mpcl_options.clblast_own / MPCL_CLBLAST_OWN: no overrides */
+    int tuning_cached[2];  /* [0] single, [1] half: a verified cache entry is applied */
+    /* gemm.c: shapes of the CLBlast calls while recording (mpcl_gemm_record) */
+    int gemm_rec_on;
+    mpcl_gemm_shape *gemm_rec;
+    size_t gemm_rec_n, gemm_rec_cap;
     char storage_defines[64]; /* halfconv.c: added to fp16-storage builds ("" or -DMPCL_HALF_...) */
 };
 
@@ -343,11 +349,55 @@ typedef enum {
     MPCL_GEMM_F16_DIRECT   /* convert.cl gemm_f32acc: reads half, sums in float */
 } mpcl_gemm_f16_path;
 
-/* tuning.c — applies the per-device CLBlast parameter table (CLBlast's
- * overrides are per process, so every context applies them), verifies a
- * small Sgemm against a host reference and undoes an override that fails.
- * Never fails the context; ctx->tuning_note says what happened. */
+/* tuning.c — applies the device's CLBlast parameters at context creation:
+ * the cache entry written by mpcl_tune (tune.c), else the built-in starting
+ * point for the device, if any; each is verified exact on small integer
+ * GEMMs first and undone when it fails. Never fails the context;
+ * ctx->tuning_note says what happened. */
 void mpcl_tuning_apply(mpcl_context *ctx);
+
+/* The parameters mpcl sets for one precision: CLBlast's Xgemm kernel (the
+ * names below, in this order) and the GemmRoutine threshold under which
+ * CLBlast runs its direct kernel (XGEMM_MIN_INDIRECT_SIZE). */
+#define MPCL_XGEMM_NPARAMS 16
+extern const char *const mpcl_xgemm_param_names[MPCL_XGEMM_NPARAMS];
+typedef struct {
+    size_t xgemm[MPCL_XGEMM_NPARAMS];
+    size_t min_indirect; /* 0: leave CLBlast's own threshold */
+} mpcl_clblast_params;
+/* Overrides CLBlast's parameters of ctx's device for half (1) or single (0);
+ * CLBlast status, *failed naming the kernel that was refused. */
+int mpcl_clblast_override(mpcl_context *ctx, int half, const mpcl_clblast_params *p,
+                          const char **failed);
+/* Runs small GEMMs of every transposition (and, with batched, a strided
+ * batch) on small integers, exact in the precision, and compares them bit
+ * for bit with the host. 1 when right; else why says what differed. */
+int mpcl_clblast_verify(mpcl_context *ctx, int half, int batched, char *why, size_t why_len);
+/* The built-in starting points for the search on ctx's device (its own
+ * table entry first, then the general ones for its device type); returns
+ * how many were written to out. */
+size_t mpcl_tuning_starts(const mpcl_context *ctx, mpcl_clblast_params *out, size_t cap);
+/* The CLBlast version mpcl was built against (part of the cache key). */
+const char *mpcl_clblast_version(void);
+/* The cache file of ctx's device. */
+void mpcl_tuning_path(const mpcl_context *ctx, char *dst, size_t len);
+/* Marks CLBlast's parameters of ctx's device and precision as overridden in
+ * this process (after which its own values cannot be measured again); and
+ * asks whether they are. */
+void mpcl_clblast_mark_overridden(const mpcl_context *ctx, int half);
+int mpcl_clblast_overridden(const mpcl_context *ctx, int half);
+/* 1 where CLBlast's Hgemm can run: cl_khr_fp16 declared and half arithmetic verified. */
+int mpcl_half_gemm_possible(const mpcl_context *ctx);
+/* tune.c: counts one CLBlast call's shape while mpcl_gemm_record is on. */
+void mpcl_gemm_note_shape(mpcl_context *ctx, int half, int ta, int tb, size_t m, size_t n, size_t k,
+                          size_t batch);
+/* The cache file parsed, its header checked (format, version, device
+ * hash, CLBlast version): NULL with why ("" when there is no file). */
+struct cJSON *mpcl_tuning_load(const mpcl_context *ctx, char *why, size_t why_len);
+/* The parameters of the "single" (half 0) or "half" entry: 1 read, 0
+ * malformed (why says how), -1 absent. */
+int mpcl_tuning_entry_params(const struct cJSON *root, int half, mpcl_clblast_params *p, char *why,
+                             size_t why_len);
 /* 1 when the table has an Sgemm override for ctx's device. */
 int mpcl_tuning_has_override(const mpcl_context *ctx);
 /* Applies (on = 1) or undoes (on = 0) the Sgemm override of ctx's device,

@@ -86,5 +86,13 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
+
+/* First-use CLBlast tuning for train and bench (cmd_tune.c): when the
+ * cache has no entry for the device, searches over the GEMMs of one step of
+ * spec at batch, with a progress line on stderr; skipped with no_tune or
+ * MPCL_TUNE=0 (MPCL_TUNE_BUDGET=SECONDS sets the budget). A failure is a
+ * note, never fatal. Returns 0. */
+int cli_autotune(mpcl_context *ctx, const mpcl_model_spec *spec, size_t batch, int no_tune);
 
 #endif

@@ -59,6 +59,8 @@ static const char TRAIN_HELP[] =
     "precision and device:\n"
     "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
     "                      (default: $MPCL_DEVICE, else the first GPU, else the first device)\n"
+    "  --no-tune           do not tune CLBlast's GEMMs at first use on a device (also\n"
+    "                      MPCL_TUNE=0; docs/tune.md)\n"
     "  --precision MODE    auto, fp16, fp16-storage, fp32 or bf16 (default: auto; bf16\n"
     "                      is never chosen by auto: bfloat16 storage, float math,\n"
     "                      static loss scale 1 unless --loss-scale says otherwise)\n"
@@ -110,6 +112,7 @@ enum {
     TRAIN_LABEL_SMOOTHING,
     TRAIN_SEED,
     TRAIN_DEVICE,
+    TRAIN_NO_TUNE,
     TRAIN_LIMIT,
     TRAIN_TEST_LIMIT,
     TRAIN_LOG,
@@ -142,6 +145,7 @@ static const struct option TRAIN_OPTIONS[] = {
     {"label-smoothing", required_argument, NULL, TRAIN_LABEL_SMOOTHING},
     {"seed", required_argument, NULL, TRAIN_SEED},
     {"device", required_argument, NULL, TRAIN_DEVICE},
+    {"no-tune", no_argument, NULL, TRAIN_NO_TUNE},
     {"limit", required_argument, NULL, TRAIN_LIMIT},
     {"test-limit", required_argument, NULL, TRAIN_TEST_LIMIT},
     {"log", required_argument, NULL, TRAIN_LOG},
@@ -182,6 +186,7 @@ typedef struct {
     double clip, label_smoothing;
     uint64_t seed;
     const char *device;
+    int no_tune;
     unsigned long limit, test_limit; /* 0: all */
     const char *log;
     const char *save, *resume;
@@ -339,6 +344,9 @@ static int train_parse(int argc, char **argv, train_args *a)
                 return usage_error(cmd, "--device: the selector is empty; it accepts P:D, gpu, "
                                         "cpu, accelerator or part of a device or platform name");
             a->device = optarg;
+            break;
+        case TRAIN_NO_TUNE:
+            a->no_tune = 1;
             break;
         case TRAIN_LIMIT:
             if (!parse_uint(optarg, 1, ULONG_MAX, &a->limit))
@@ -832,6 +840,7 @@ int cmd_train(int argc, char **argv)
     }
     const char *why = NULL;
     mpcl_precision chosen = mpcl_precision_chosen(ctx, &why);
+    cli_autotune(ctx, spec, a.batch, a.no_tune);
     s = mpcl_model_create(ctx, spec, a.batch, a.seed, &model);
     if (s != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(ctx));

@@ -74,6 +74,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"eval", cmd_eval, "accuracy and confusion matrix of a checkpoint on a labelled set"},
     {"predict", cmd_predict, "classify PGM images or an IDX file with a checkpoint"},
     {"bench", cmd_bench, "measure training speed per precision mode (mpcl bench train)"},
+    {"tune", cmd_tune, "search CLBlast's GEMM parameters on the device and cache them"},
     {"version", cmd_version, "print the version"},
     {"help", cmd_help, "show this help, or a subcommand's help (mpcl help probe)"},
 };
