@@ -510,6 +510,9 @@ MPCL_API int mpcl_tune_cached(mpcl_context *ctx, unsigned precisions);
  * cache entry, the built-in starting point, CLBlast's own; a rejected or
  * stale entry is named here). */
 MPCL_API const char *mpcl_tuning_describe(const mpcl_context *ctx);
+/* Applies the cache entry to ctx where another context (or process) wrote
+ * it after ctx was created; nothing when ctx already uses one. */
+MPCL_API mpcl_status mpcl_tuning_reload(mpcl_context *ctx);
 
 /* y (B, O) = x (B, I) * w (O, I)^T + b (O); b may be NULL. */
 MPCL_API mpcl_status mpcl_linear_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,

@@ -1110,27 +1110,20 @@ mpcl_status mpcl_gemm_bench(mpcl_context *ctx, const mpcl_gemm_bench_options *op
             return gb_fail(ctx, out, MPCL_ERR_UNSUPPORTED);
         }
     }
-    /* the tuning for the run: on, or off and put back afterwards */
-    int restore = 0;
-    s = mpcl_tuning_set(ctx, opt->tuned ? 1 : 0);
-    if (s == MPCL_ERR_UNSUPPORTED && opt->tuned) {
-        mpcl_strfmt(out->reason, sizeof out->reason, "no tuned figure: %s", mpcl_last_error(ctx));
+    /* the tuning for the run: CLBlast's own values (possible until the
+     * process first overrides them, or where the table records them), or
+     * the device's cached tuning (docs/tune.md) */
+    s = mpcl_tuning_set_precision(ctx, opt->half, opt->tuned ? 1 : 0);
+    if (s == MPCL_ERR_UNSUPPORTED) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "no %s figure: %s",
+                    opt->tuned ? "tuned" : "untuned", mpcl_last_error(ctx));
         return gb_fail(ctx, out, MPCL_ERR_UNSUPPORTED);
     }
-    if (s == MPCL_OK && !opt->tuned)
-        restore = 1;
-    else if (s != MPCL_OK && s != MPCL_ERR_UNSUPPORTED) {
+    if (s != MPCL_OK) {
         mpcl_strfmt(out->reason, sizeof out->reason, "%s", mpcl_last_error(ctx));
-        if (!opt->tuned)
-            mpcl_tuning_set(ctx, 1);
         return gb_fail(ctx, out, s);
     }
     s = gb_measure(ctx, opt, out);
-    if (restore && mpcl_tuning_set(ctx, 1) != MPCL_OK && s == MPCL_OK) {
-        mpcl_strfmt(out->reason, sizeof out->reason, "putting mpcl's tuning back failed: %s",
-                    mpcl_last_error(ctx));
-        s = MPCL_ERR_CLBLAST;
-    }
     if (s != MPCL_OK)
         return gb_fail(ctx, out, s);
     mpcl_clear_error(ctx);

@@ -373,10 +373,11 @@ int mpcl_clblast_override(mpcl_context *ctx, int half, const mpcl_clblast_params
  * batch) on small integers, exact in the precision, and compares them bit
  * for bit with the host. 1 when right; else why says what differed. */
 int mpcl_clblast_verify(mpcl_context *ctx, int half, int batched, char *why, size_t why_len);
-/* The built-in starting points for the search on ctx's device (its own
- * table entry first, then the general ones for its device type); returns
- * how many were written to out. */
-size_t mpcl_tuning_starts(const mpcl_context *ctx, mpcl_clblast_params *out, size_t cap);
+/* The built-in starting points for the search on ctx's device: its own
+ * table entry, then the general ones for its device type (other_type 0),
+ * or those for the other device types (1); returns how many were written. */
+size_t mpcl_tuning_starts(const mpcl_context *ctx, int other_type, mpcl_clblast_params *out,
+                          size_t cap);
 /* The CLBlast version mpcl was built against (part of the cache key). */
 const char *mpcl_clblast_version(void);
 /* The cache file of ctx's device. */
@@ -403,6 +404,11 @@ int mpcl_tuning_has_override(const mpcl_context *ctx);
 /* Applies (on = 1) or undoes (on = 0) the Sgemm override of ctx's device,
  * for benchmarks that compare the two. */
 mpcl_status mpcl_tuning_set(mpcl_context *ctx, int on);
+/* The same for half (1) or single (0): on applies the cached entry (else the
+ * table's set); off puts CLBlast's own values back where that is possible
+ * (not overridden yet in this process, or recorded in the table), else
+ * MPCL_ERR_UNSUPPORTED. */
+mpcl_status mpcl_tuning_set_precision(mpcl_context *ctx, int half, int on);
 
 /* probe.c */
 void mpcl_probe_facts(mpcl_context *ctx, mpcl_caps *caps);

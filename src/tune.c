@@ -17,7 +17,8 @@
  *
  * The candidates: the cached winner (a search resumes), the built-in
  * starting points for the device type (tuning.c), then a local search:
- * each parameter of the best set doubled and halved in turn, keeping the
+ * each parameter of the best set doubled and halved in turn (then the
+ * other device types' starting points), keeping the
  * constraints CLBlast's own tuner states (tile sizes multiples of the
  * work-group and vector sizes, local memory within the device's), the
  * work-group within the device's limit. A candidate is measured only after
@@ -647,7 +648,11 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
     resume(&S, &queue[0], &has_win);
     if (has_win)
         nq = 1;
-    nq += mpcl_tuning_starts(ctx, queue + nq, sizeof queue / sizeof queue[0] - nq);
+    nq += mpcl_tuning_starts(ctx, 0, queue + nq, sizeof queue / sizeof queue[0] - nq);
+    /* the other device types' starting points: once no neighbour is left */
+    mpcl_clblast_params later[8];
+    const size_t nl = mpcl_tuning_starts(ctx, 1, later, sizeof later / sizeof later[0]);
+    size_t li = 0;
 
     const unsigned max_c = opt->max_candidates;
     double cost_sum = 0.0;
@@ -671,6 +676,12 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
         }
         if (!have && S.best_secs > 0)
             have = next_neighbour(&S, &c);
+        while (!have && li < nl) {
+            c = later[li++];
+            normalise(c.xgemm);
+            c.min_indirect = 1;
+            have = legal(ctx, half, c.xgemm) && !seen(&S, &c);
+        }
         if (!have)
             break;
         const double c0 = now_s();

@@ -111,21 +111,18 @@ int mpcl_tuning_has_override(const mpcl_context *ctx)
     return ctx && (find_entry(ctx) != NULL || ctx->tuning_cached[0]);
 }
 
-size_t mpcl_tuning_starts(const mpcl_context *ctx, mpcl_clblast_params *out, size_t cap)
+size_t mpcl_tuning_starts(const mpcl_context *ctx, int other_type, mpcl_clblast_params *out,
+                          size_t cap)
 {
     size_t n = 0;
     const tuning_entry *e = find_entry(ctx);
-    if (e && n < cap)
+    if (e && !other_type && n < cap)
         out[n++] = e->tuned;
-    const int gpu = ctx->caps.type == MPCL_DEVICE_GPU;
-    const mpcl_clblast_params *first = gpu ? gpu_starts : cpu_starts;
-    const mpcl_clblast_params *second = gpu ? cpu_starts : gpu_starts;
-    const size_t nf = gpu ? sizeof gpu_starts / sizeof gpu_starts[0] : sizeof cpu_starts / sizeof cpu_starts[0];
-    const size_t ns = gpu ? sizeof cpu_starts / sizeof cpu_starts[0] : sizeof gpu_starts / sizeof gpu_starts[0];
-    for (size_t i = 0; i < nf && n < cap; i++)
-        out[n++] = first[i];
+    const int gpu = (ctx->caps.type == MPCL_DEVICE_GPU) != (other_type != 0);
+    const mpcl_clblast_params *set = gpu ? gpu_starts : cpu_starts;
+    const size_t ns = gpu ? sizeof gpu_starts / sizeof gpu_starts[0] : sizeof cpu_starts / sizeof cpu_starts[0];
     for (size_t i = 0; i < ns && n < cap; i++)
-        out[n++] = second[i];
+        out[n++] = set[i];
     return n;
 }
 
@@ -449,7 +446,8 @@ static void replace_rejected(mpcl_context *ctx, int half)
         }
     }
     mpcl_clblast_params starts[16];
-    size_t n = mpcl_tuning_starts(ctx, starts, 16);
+    size_t n = mpcl_tuning_starts(ctx, 0, starts, 16);
+    n += mpcl_tuning_starts(ctx, 1, starts + n, 16 - n);
     for (size_t i = 0; i < n; i++)
         if (try_set(ctx, half, &starts[i], why, sizeof why)) {
             note_add(ctx, "%s%s", "a built-in starting point in its place, verified exact", "");
@@ -556,6 +554,18 @@ void mpcl_tuning_apply(mpcl_context *ctx)
     note_why(ctx);
 }
 
+mpcl_status mpcl_tuning_reload(mpcl_context *ctx)
+{
+    mpcl_status s = mpcl_check_ctx(ctx, "mpcl_tuning_reload");
+    if (s != MPCL_OK)
+        return s;
+    if (!ctx->tuning_cached[0]) {
+        ctx->clblast_own = 0;
+        mpcl_tuning_apply(ctx);
+    }
+    return MPCL_OK;
+}
+
 const char *mpcl_clblast_version(void) { return MPCL_CLBLAST_VERSION; }
 
 const char *mpcl_tuning_describe(const mpcl_context *ctx)
@@ -563,43 +573,53 @@ const char *mpcl_tuning_describe(const mpcl_context *ctx)
     return ctx ? ctx->tuning_note : "";
 }
 
-mpcl_status mpcl_tuning_set(mpcl_context *ctx, int on)
+mpcl_status mpcl_tuning_set_precision(mpcl_context *ctx, int half, int on)
 {
     mpcl_status s = mpcl_check_ctx(ctx, "mpcl_tuning_set");
     if (s != MPCL_OK)
         return s;
-    const tuning_entry *e = find_entry(ctx);
+    const tuning_entry *e = half ? NULL : find_entry(ctx);
+    const char *pname = half ? "Hgemm" : "Sgemm";
     char why[MPCL_PATH_LEN + 160];
     if (on) {
         /* the cached entry first, then the table */
         cJSON *root = ctx->cache_enabled ? mpcl_tuning_load(ctx, why, sizeof why) : NULL;
         mpcl_clblast_params p;
-        int r = root ? mpcl_tuning_entry_params(root, 0, &p, why, sizeof why) : -1;
+        int r = root ? mpcl_tuning_entry_params(root, half, &p, why, sizeof why) : -1;
         cJSON_Delete(root);
-        if (r <= 0 && !e)
-            return mpcl_set_error(ctx, MPCL_ERR_UNSUPPORTED,
-                                  "no CLBlast tuning for device '%s' (run mpcl tune)", ctx->desc.name);
-        if (r <= 0)
+        if (r == 2) { /* the search kept CLBlast's own values */
+            if (!mpcl_clblast_overridden(ctx, half))
+                return MPCL_OK;
+            if (!e)
+                return mpcl_set_error(ctx, MPCL_ERR_UNSUPPORTED,
+                                      "the tuned %s parameters for device '%s' are CLBlast's own, "
+                                      "which cannot be restored in this process",
+                                      pname, ctx->desc.name);
+            p = e->stock;
+        } else if (r <= 0) {
+            if (!e)
+                return mpcl_set_error(ctx, MPCL_ERR_UNSUPPORTED,
+                                      "no CLBlast %s tuning for device '%s' (run mpcl tune)", pname,
+                                      ctx->desc.name);
             p = e->tuned;
-        if (!try_set(ctx, 0, &p, why, sizeof why)) {
-            const char *failed = "";
-            if (e)
-                mpcl_clblast_override(ctx, 0, &e->stock, &failed);
+        }
+        if (!try_set(ctx, half, &p, why, sizeof why)) {
             ctx->tuning_note[0] = '\0';
-            note_add(ctx, "CLBlast tuning rejected (%s): %s", why,
-                     e ? "CLBlast's own parameters restored" : "CLBlast's parameters unknown");
+            note_add(ctx, "CLBlast tuning rejected (%s)%s", why, "");
+            replace_rejected(ctx, half);
             note_why(ctx);
             return mpcl_set_error(ctx, MPCL_ERR_CLBLAST, "mpcl_tuning_set: %s", ctx->tuning_note);
         }
         return MPCL_OK;
     }
-    if (!mpcl_clblast_overridden(ctx, 0))
+    if (!mpcl_clblast_overridden(ctx, half))
         return MPCL_OK; /* CLBlast's own parameters are in force */
     if (!e)
         return mpcl_set_error(ctx, MPCL_ERR_UNSUPPORTED,
-                              "CLBlast's own parameters for device '%s' cannot be restored in this "
-                              "process (create the context with clblast_own to measure them)",
-                              ctx->desc.name);
+                              "CLBlast's own %s parameters for device '%s' cannot be restored in "
+                              "this process once overridden (measure them first, or create the "
+                              "context with clblast_own)",
+                              pname, ctx->desc.name);
     const char *failed = "";
     int st = mpcl_clblast_override(ctx, 0, &e->stock, &failed);
     if (st != CLBlastSuccess)
@@ -607,3 +627,5 @@ mpcl_status mpcl_tuning_set(mpcl_context *ctx, int on)
                               failed, e->label, mpcl_clblast_status_name(st));
     return MPCL_OK;
 }
+
+mpcl_status mpcl_tuning_set(mpcl_context *ctx, int on) { return mpcl_tuning_set_precision(ctx, 0, on); }

@@ -94,5 +94,8 @@ int cmd_tune(int argc, char **argv);
  * MPCL_TUNE=0 (MPCL_TUNE_BUDGET=SECONDS sets the budget). A failure is a
  * note, never fatal. Returns 0. */
 int cli_autotune(mpcl_context *ctx, const mpcl_model_spec *spec, size_t batch, int no_tune);
+/* The same over given shapes and precisions (bench gemm). */
+int cli_autotune_shapes(mpcl_context *ctx, const mpcl_gemm_shape *shapes, size_t n,
+                        unsigned precisions, int no_tune);
 
 #endif

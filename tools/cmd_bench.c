@@ -53,6 +53,8 @@ static const char BENCH_HELP[] =
     "                      modes, or 'all': every mode the device runs (default: fp32)\n"
     "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
     "  --seed N            seeds the initialisation and the synthetic data (default: 1)\n"
+    "  --no-tune           do not tune CLBlast's GEMMs at first use on the device (also\n"
+    "                      MPCL_TUNE=0; docs/tune.md)\n"
     "  -h, --help          show this help\n"
     "\n"
     "exit codes: 0 success, 1 runtime failure (data, model, OpenCL), 2 usage error,\n"
@@ -70,6 +72,7 @@ enum {
     BENCH_PRECISION,
     BENCH_DEVICE,
     BENCH_SEED,
+    BENCH_NO_TUNE,
     BENCH_HELP_OPT
 };
 
@@ -85,6 +88,7 @@ static const struct option BENCH_OPTIONS[] = {
     {"precision", required_argument, NULL, BENCH_PRECISION},
     {"device", required_argument, NULL, BENCH_DEVICE},
     {"seed", required_argument, NULL, BENCH_SEED},
+    {"no-tune", no_argument, NULL, BENCH_NO_TUNE},
     {"help", no_argument, NULL, BENCH_HELP_OPT},
     {NULL, 0, NULL, 0},
 };
@@ -100,6 +104,7 @@ typedef struct {
     int nmodes;                           /* requested modes, in order */
     mpcl_precision modes[BENCH_MAX_MODES];
     uint64_t seed;
+    int no_tune;
 } bench_args;
 
 /* One precision mode's run. */
@@ -213,6 +218,9 @@ static int bench_parse(int argc, char **argv, bench_args *a)
                 return usage_error(cmd, "--device: the selector is empty; it accepts P:D, gpu, "
                                         "cpu, accelerator or part of a device or platform name");
             a->device = optarg;
+            break;
+        case BENCH_NO_TUNE:
+            a->no_tune = 1;
             break;
         case BENCH_SEED: {
             unsigned long v = 0;
@@ -454,6 +462,7 @@ static cJSON *bench_json(const bench_report *r, const bench_mode *modes, int nmo
         jstr(&j, o, "precision", mpcl_precision_name(m->chosen));
         jstr(&j, o, "requested", mpcl_precision_name(m->requested));
         jstr(&j, o, "why", m->why);
+        jstr(&j, o, "clblast", mpcl_tuning_describe(m->ctx));
         jnum(&j, o, "img_s", med_img_s);
         jnum(&j, o, "ms_per_step", 1e3 * med_s / (double)a->steps);
         jnum(&j, o, "relative_to_first", first_img_s > 0 ? med_img_s / first_img_s : 0.0);
@@ -649,6 +658,11 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
             goto done;
         }
     }
+    /* CLBlast tuned at first use on the device (docs/tune.md), before
+     * anything is timed: one search serves every mode (the overrides are
+     * per process and device) */
+    for (int i = 0; i < nmodes; i++)
+        cli_autotune(modes[i].ctx, spec, a.batch, a.no_tune);
     if (nmodes == 0) {
         fprintf(stderr, "mpcl: the device runs none of the requested precision modes\n");
         rc = EXIT_UNSUPPORTED;
@@ -863,6 +877,9 @@ static const char GEMM_HELP[] =
     "                      0..60000 (default: 50)\n"
     "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
     "  --seed N            seeds the inputs (default: 1)\n"
+    "  --no-tune           where the device has no CLBlast tuning yet, report tuned as\n"
+    "                      null instead of searching one over these shapes (also\n"
+    "                      MPCL_TUNE=0; docs/tune.md)\n"
     "  -h, --help          show this help\n"
     "\n"
     "exit codes: 0 success, 1 runtime failure (OpenCL, CLBlast, a wrong product),\n"
@@ -876,6 +893,7 @@ enum {
     GEMM_MIN_REPEAT_MS,
     GEMM_DEVICE,
     GEMM_SEED,
+    GEMM_NO_TUNE,
     GEMM_HELP_OPT
 };
 
@@ -887,6 +905,7 @@ static const struct option GEMM_OPTIONS[] = {
     {"min-repeat-ms", required_argument, NULL, GEMM_MIN_REPEAT_MS},
     {"device", required_argument, NULL, GEMM_DEVICE},
     {"seed", required_argument, NULL, GEMM_SEED},
+    {"no-tune", no_argument, NULL, GEMM_NO_TUNE},
     {"help", no_argument, NULL, GEMM_HELP_OPT},
     {NULL, 0, NULL, 0},
 };
@@ -925,6 +944,7 @@ typedef struct {
     unsigned long repeats, min_repeat_ms;
     const char *device;
     uint64_t seed;
+    int no_tune;
 } gemm_args;
 
 static int parse_shapes(const char *cmd, const char *list, gemm_args *a)
@@ -1049,6 +1069,7 @@ static int gemm_parse(int argc, char **argv, gemm_args *a)
             break;
         }
         case 'h':
+        case GEMM_NO_TUNE: a->no_tune = 1; break;
         case GEMM_HELP_OPT: fputs(GEMM_HELP, stdout); return EXIT_OK;
         default: return option_error(cmd, GEMM_OPTIONS, c, argc, argv);
         }
@@ -1122,6 +1143,21 @@ static int half_runs(const mpcl_caps *c)
            (c->fp16_arith == MPCL_FP16_DECLARED_WORKS || c->fp16_arith == MPCL_FP16_UNDECLARED_WORKS);
 }
 
+static void gemm_options(const gemm_args *a, int i, int half, int tuned, mpcl_gemm_bench_options *go)
+{
+    const gemm_shape *g = &a->shapes[i];
+    mpcl_gemm_bench_options_init(go);
+    go->m = g->m;
+    go->n = g->n;
+    go->k = g->k;
+    go->trans_a = g->ta;
+    go->trans_b = g->tb;
+    go->half = half;
+    go->tuned = tuned;
+    go->repeats = (unsigned)a->repeats;
+    go->min_repeat_s = (double)a->min_repeat_ms * 1e-3;
+}
+
 static int bench_gemm(int argc, char **argv)
 {
     gemm_args a;
@@ -1134,6 +1170,7 @@ static int bench_gemm(int argc, char **argv)
     opt.device = a.device;
     opt.precision = MPCL_PRECISION_FP32;
     opt.seed = a.seed;
+    opt.clblast_own = 1; /* CLBlast's own values are measured before any override */
     mpcl_context *ctx = NULL;
     mpcl_status s = mpcl_context_create(&opt, &ctx);
     if (s != MPCL_OK) {
@@ -1141,6 +1178,8 @@ static int bench_gemm(int argc, char **argv)
         mpcl_context_destroy(ctx);
         return rc;
     }
+    mpcl_status *ust = NULL;
+    mpcl_gemm_bench_result *ures = NULL;
     mpcl_caps *caps = calloc(1, sizeof *caps);
     mpcl_gemm_bench_result *res = calloc(1, sizeof *res);
     if (!caps || !res) {
@@ -1175,6 +1214,41 @@ static int bench_gemm(int argc, char **argv)
         jnum(&j, st, "seed", (double)a.seed);
         jstr(&j, st, "layout", "row-major, alpha 1, beta 0");
     }
+    /* CLBlast's own values first, every shape: once this process overrides
+     * them they cannot be measured again (docs/tune.md) */
+    ust = calloc(2 * (size_t)a.nshapes, sizeof *ust);
+    ures = calloc(2 * (size_t)a.nshapes, sizeof *ures);
+    if (!ust || !ures) {
+        cJSON_Delete(root);
+        rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory");
+        goto done;
+    }
+    for (int p = 0; p < 2 && a.tuning[0]; p++)
+        for (int i = 0; i < a.nshapes && a.prec[p]; i++) {
+            mpcl_gemm_bench_options go;
+            gemm_options(&a, i, p, 0, &go);
+            quiet_stderr q;
+            quiet_begin(&q);
+            ust[p * a.nshapes + i] = mpcl_gemm_bench(ctx, &go, &ures[p * a.nshapes + i]);
+            quiet_end(&q);
+        }
+    /* then the device's tuning: searched over these shapes at first use */
+    if (a.tuning[1]) {
+        mpcl_gemm_shape ts[2 * GEMM_MAX_SHAPES];
+        size_t nts = 0;
+        unsigned precs = 0;
+        for (int p = 0; p < 2; p++)
+            if (a.prec[p] && (p == 0 || half_runs(caps))) {
+                precs |= p ? MPCL_TUNE_HALF : MPCL_TUNE_SINGLE;
+                for (int i = 0; i < a.nshapes; i++) {
+                    const gemm_shape *g = &a.shapes[i];
+                    mpcl_gemm_shape t = {p, g->ta, g->tb, g->m, g->n, g->k, 1, 1};
+                    ts[nts++] = t;
+                }
+            }
+        if (precs)
+            cli_autotune_shapes(ctx, ts, nts, precs, a.no_tune);
+    }
     cJSON *modes = jcheck(&j, cJSON_AddArrayToObject(root, "modes"));
     cJSON *skipped = jcheck(&j, cJSON_AddArrayToObject(root, "skipped"));
     int failures = 0, refused = 0;
@@ -1191,21 +1265,17 @@ static int bench_gemm(int argc, char **argv)
             for (int t = 0; t < 2; t++) {
                 if (!a.tuning[t])
                     continue;
-                mpcl_gemm_bench_options go;
-                mpcl_gemm_bench_options_init(&go);
-                go.m = g->m;
-                go.n = g->n;
-                go.k = g->k;
-                go.trans_a = g->ta;
-                go.trans_b = g->tb;
-                go.half = p;
-                go.tuned = t;
-                go.repeats = (unsigned)a.repeats;
-                go.min_repeat_s = (double)a.min_repeat_ms * 1e-3;
-                quiet_stderr q;
-                quiet_begin(&q);
-                s = mpcl_gemm_bench(ctx, &go, res);
-                quiet_end(&q);
+                if (t == 0) {
+                    s = ust[p * a.nshapes + i];
+                    *res = ures[p * a.nshapes + i];
+                } else {
+                    mpcl_gemm_bench_options go;
+                    gemm_options(&a, i, p, t, &go);
+                    quiet_stderr q;
+                    quiet_begin(&q);
+                    s = mpcl_gemm_bench(ctx, &go, res);
+                    quiet_end(&q);
+                }
                 if (s == MPCL_ERR_UNSUPPORTED && p == 1 && !half_runs(caps)) {
                     /* no verified half: the whole precision is refused */
                     if (!a.all_prec) {
@@ -1290,6 +1360,8 @@ emit:
     if (rc == EXIT_OK && failures)
         rc = EXIT_RUNTIME;
 done:
+    free(ust);
+    free(ures);
     free(res);
     free(caps);
     mpcl_context_destroy(ctx);

@@ -108,8 +108,10 @@ int cli_autotune(mpcl_context *ctx, const mpcl_model_spec *spec, size_t batch, i
     const char *env = getenv("MPCL_TUNE");
     if (no_tune || (env && strcmp(env, "0") == 0))
         return 0;
-    if (mpcl_tune_cached(ctx, MPCL_TUNE_SINGLE))
+    if (mpcl_tune_cached(ctx, MPCL_TUNE_SINGLE)) {
+        mpcl_tuning_reload(ctx); /* written after ctx was made (another mode's search) */
         return 0;
+    }
     progress_state ps = {"mpcl: first use on this device: tuning", isatty(2), 0};
     mpcl_tune_options o;
     mpcl_tune_options_init(&o);
@@ -130,6 +132,36 @@ int cli_autotune(mpcl_context *ctx, const mpcl_model_spec *spec, size_t batch, i
         return 0;
     }
     if (r.searched)
+        fprintf(stderr, "mpcl: %s (saved in %s; --no-tune or MPCL_TUNE=0 skips this)\n", r.summary,
+                r.path[0] ? r.path : "no cache");
+    return 0;
+}
+
+int cli_autotune_shapes(mpcl_context *ctx, const mpcl_gemm_shape *shapes, size_t n,
+                        unsigned precisions, int no_tune)
+{
+    const char *env = getenv("MPCL_TUNE");
+    if (no_tune || (env && strcmp(env, "0") == 0) || mpcl_tune_cached(ctx, precisions))
+        return 0;
+    progress_state ps = {"mpcl: first use on this device: tuning", isatty(2), 0};
+    mpcl_tune_options o;
+    mpcl_tune_options_init(&o);
+    const char *b = getenv("MPCL_TUNE_BUDGET");
+    double budget = 0.0;
+    if (b && *b && parse_real(b, 0.0, 1, 86400.0, &budget))
+        o.budget_s = budget;
+    o.shapes = shapes;
+    o.shape_count = n;
+    o.precisions = precisions;
+    o.quiet_stock = 1; /* the caller measured them */
+    o.progress = on_progress;
+    o.user = &ps;
+    mpcl_tune_result r;
+    mpcl_status s = mpcl_tune(ctx, &o, &r);
+    progress_end(&ps);
+    if (s != MPCL_OK)
+        fprintf(stderr, "mpcl: note: tuning CLBlast failed, going on without: %s\n", mpcl_last_error(ctx));
+    else if (r.searched)
         fprintf(stderr, "mpcl: %s (saved in %s; --no-tune or MPCL_TUNE=0 skips this)\n", r.summary,
                 r.path[0] ? r.path : "no cache");
     return 0;
