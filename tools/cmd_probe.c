@@ -234,12 +234,16 @@ static void text_checks(const mpcl_caps *c)
            buf);
 }
 
+/* What the context does with CLBlast's parameters (mpcl_tuning_describe). */
+static const char *g_clblast_note = "";
+
 static void text_precision(const mpcl_caps *c, mpcl_precision requested)
 {
     printf("\nPrecision\n");
     field("requested", mpcl_precision_name(requested));
     field("chosen", mpcl_precision_name(c->chosen));
     field("why", c->chosen_why);
+    field("CLBlast GEMMs", g_clblast_note);
 }
 
 /* The benchmark figures, in one table for text and JSON. */
@@ -397,6 +401,7 @@ static int probe_json(const mpcl_caps *c, const probe_args *a)
     jstr(&j, pr, "requested", mpcl_precision_name(a->precision));
     jstr(&j, pr, "chosen", mpcl_precision_name(c->chosen));
     jstr(&j, pr, "why", c->chosen_why);
+    jstr(&j, pr, "clblast_tuning", g_clblast_note);
 
     if (!a->bench) {
         jcheck(&j, cJSON_AddNullToObject(root, "bench"));
@@ -493,6 +498,7 @@ int cmd_probe(int argc, char **argv)
         return runtime_error(MPCL_ERR_NOMEM, "out of host memory");
     }
     s = mpcl_probe(ctx, &popt, caps);
+    g_clblast_note = mpcl_tuning_describe(ctx);
     int rc;
     if (s != MPCL_OK)
         rc = runtime_error(s, mpcl_last_error(ctx));
