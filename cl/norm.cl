@@ -70,16 +70,18 @@ float2 norm_group_sum2(local float2 *red, float2 v)
  * partials in a fixed order: deterministic, whatever the work-group sizes.
  *
  * The partial kernels are built per batch split (src/ops/norm.c passes
- * -DNORM_B=B -DNORM_BC=bc, with G = ceil(B / bc) blocks): the row loop is
+ * -DNORM_B=B -DNORM_BC=bc, with G = ceil(B / bc) blocks, and -DNORM_R for
+ * the elementwise kernels, a divisor of B): the row loop is
  * unrolled, with no loop left in the kernel, so that the work-item loop a
  * CPU device wraps around it is the innermost loop and vectorises (PoCL
  * vectorises only innermost loops: a run-time row loop ran scalar, at a
  * third of the speed). Rows past B (the last block) read row B - 1 and
  * weigh 0. Without the defines (offline compiles in the tests) a batch of
- * 8 in blocks of 4 is assumed. */
+ * 8 in blocks of 4 (and 2 rows an elementwise item) is assumed. */
 #ifndef NORM_BC
 #define NORM_B 8
 #define NORM_BC 4
+#define NORM_R 2
 #endif
 
 /* Statistics partials: item (hw, c, g) over rows b in [g bc, min(B, g bc +
@@ -158,10 +160,13 @@ kernel void bn_stats_final(global const float *restrict part, /* (2, G, C, HW) *
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * unbiased;
 }
 
-/* y = (x - mean[c]) * invstd * gamma[c] + beta[c], item (hw, c, b) of a
- * (HW, C, B) range. stat_is_var = 0: stat holds invstd (training,
- * save_invstd); stat_is_var = 1: stat holds a variance (eval, running_var):
- * invstd = 1 / sqrt(stat + eps). y may be x. */
+/* y = (x - mean[c]) * invstd * gamma[c] + beta[c], item (hw, c, g) of a
+ * (HW, C, B / NORM_R) range for rows g NORM_R ... g NORM_R + NORM_R - 1
+ * (NORM_R divides B: several rows an item make work-groups big enough that
+ * their start-up cost, large on CPU runtimes, does not dominate).
+ * stat_is_var = 0: stat holds invstd (training, save_invstd); stat_is_var =
+ * 1: stat holds a variance (eval, running_var): invstd = 1 / sqrt(stat +
+ * eps). y may be x. */
 kernel void bn_apply(global store_t *y,         /* (B, C, H, W) */
                      global const store_t *x,   /* (B, C, H, W) */
                      global const store_t *gamma, /* (C) */
@@ -170,13 +175,20 @@ kernel void bn_apply(global store_t *y,         /* (B, C, H, W) */
                      global const float *stat,  /* (C) */
                      float eps, int stat_is_var)
 {
-    const uint hw = get_global_id(0), c = get_global_id(1), b = get_global_id(2);
-    const uint i = (b * get_global_size(1) + c) * get_global_size(0) + hw;
+    const uint hw = get_global_id(0), c = get_global_id(1), g = get_global_id(2);
+    const uint C = get_global_size(1), HW = get_global_size(0);
     const float st = stat[c];
     const float invstd = stat_is_var ? 1.0f / sqrt(st + eps) : st;
     const float scale = invstd * LOADF(gamma, c);
-    const float v = (LOADF(x, i) - mean[c]) * scale + LOADF(beta, c);
-    STOREF(y, i, v);
+    const float shift = LOADF(beta, c) - mean[c] * scale;
+    const uint i0 = (g * NORM_R * C + c) * HW, step = C * HW;
+    float v[NORM_R]; /* every load before the first store: y may be x */
+#pragma unroll
+    for (uint r = 0; r < NORM_R; r++)
+        v[r] = LOADF(x, i0 + r * step + hw);
+#pragma unroll
+    for (uint r = 0; r < NORM_R; r++)
+        STOREF(y, i0 + r * step + hw, v[r] * scale + shift);
 }
 
 /* Backward partials, item (hw, c, g) as in bn_stats_partial, with xhat =
@@ -236,8 +248,8 @@ kernel void bn_backward_final(global const float *restrict part, /* (2, G, C, HW
         STOREF(dbeta, c, LOADF(dbeta, c) + tot.x);
 }
 
-/* dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), item (hw, c, b)
- * of a (HW, C, B) range, M = B HW. dx may be dy. */
+/* dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), item (hw, c, g)
+ * of a (HW, C, B / NORM_R) range as in bn_apply, M = B HW. dx may be dy. */
 kernel void bn_backward_dx(global store_t *dx,         /* (B, C, H, W) */
                            global const store_t *dy,   /* (B, C, H, W) */
                            global const store_t *x,    /* (B, C, H, W) */
@@ -247,13 +259,21 @@ kernel void bn_backward_dx(global store_t *dx,         /* (B, C, H, W) */
                            global const float *sums,   /* (C, 2) */
                            float m)
 {
-    const uint hw = get_global_id(0), c = get_global_id(1), b = get_global_id(2);
-    const uint i = (b * get_global_size(1) + c) * get_global_size(0) + hw;
+    const uint hw = get_global_id(0), c = get_global_id(1), g = get_global_id(2);
+    const uint C = get_global_size(1), HW = get_global_size(0);
     const float invstd = save_invstd[c], mean = save_mean[c];
     const float mdy = sums[2 * c] / m, mdyx = sums[2 * c + 1] / m;
-    const float xhat = (LOADF(x, i) - mean) * invstd;
-    const float v = LOADF(gamma, c) * invstd * (LOADF(dy, i) - mdy - xhat * mdyx);
-    STOREF(dx, i, v);
+    const float k = LOADF(gamma, c) * invstd;
+    const uint i0 = (g * NORM_R * C + c) * HW, step = C * HW;
+    float v[NORM_R]; /* every load before the first store: dx may be dy */
+#pragma unroll
+    for (uint r = 0; r < NORM_R; r++) {
+        const float xhat = (LOADF(x, i0 + r * step + hw) - mean) * invstd;
+        v[r] = k * (LOADF(dy, i0 + r * step + hw) - mdy - xhat * mdyx);
+    }
+#pragma unroll
+    for (uint r = 0; r < NORM_R; r++)
+        STOREF(dx, i0 + r * step + hw, v[r]);
 }
 
 /* ------------------------------------------------------------ layer norm */

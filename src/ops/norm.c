@@ -35,6 +35,7 @@
  * work-groups hold at once, so that small layers still fill it. */
 #define NORM_PARTIAL_ITEMS 16384
 #define NORM_BC_MAX 16 /* rows a block of the partial kernels (unrolled) */
+#define NORM_R_MAX 4   /* rows an item of the elementwise kernels */
 
 static const char *const BN_FWD = "mpcl_batchnorm2d_forward";
 static const char *const BN_BWD = "mpcl_batchnorm2d_backward";
@@ -138,6 +139,7 @@ static mpcl_status bn_forward_check(mpcl_context *ctx, const mpcl_tensor *y, con
  * pixels, still fill the device). */
 typedef struct {
     cl_uint B, C, HW, bc, G;
+    cl_uint R; /* rows an item of bn_apply and bn_backward_dx: a divisor of B */
 } bn_split;
 
 static bn_split bn_split_of(const mpcl_tensor *x)
@@ -155,15 +157,17 @@ static bn_split bn_split_of(const mpcl_tensor *x)
         g = 1;
     p.bc = (cl_uint)((p.B + g - 1) / g);
     p.G = (p.B + p.bc - 1) / p.bc;
+    p.R = (cl_uint)mpcl_largest_divisor_le(p.B, NORM_R_MAX);
     return p;
 }
 
-/* The partial kernel `name` built for this split (-DNORM_B, -DNORM_BC). */
-static mpcl_status bn_partial_kernel(mpcl_context *ctx, const bn_split *p, const char *name,
+/* The kernel `name` built for this split (-DNORM_B, -DNORM_BC, -DNORM_R). */
+static mpcl_status bn_spec_kernel(mpcl_context *ctx, const bn_split *p, const char *name,
                                      cl_kernel *k)
 {
     char defs[64];
-    mpcl_strfmt(defs, sizeof defs, "-DNORM_B=%u -DNORM_BC=%u", (unsigned)p->B, (unsigned)p->bc);
+    mpcl_strfmt(defs, sizeof defs, "-DNORM_B=%u -DNORM_BC=%u -DNORM_R=%u", (unsigned)p->B,
+                (unsigned)p->bc, (unsigned)p->R);
     return mpcl_kernel_get_spec(ctx, "norm", mpcl_ctx_variant(ctx), defs, name, k);
 }
 
@@ -185,7 +189,7 @@ static mpcl_status bn_launch_stats(mpcl_context *ctx, const mpcl_tensor *x, mpcl
     cl_kernel k;
     mpcl_status s = bn_partials(ctx, &p, &part);
     if (s != MPCL_OK ||
-        (s = bn_partial_kernel(ctx, &p, "bn_stats_partial", &k)) != MPCL_OK)
+        (s = bn_spec_kernel(ctx, &p, "bn_stats_partial", &k)) != MPCL_OK)
         return s;
     cl_int rc = mpcl_kernel_args(k, 2, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &part);
     if (rc != CL_SUCCESS)
@@ -211,10 +215,10 @@ static mpcl_status bn_launch_apply(mpcl_context *ctx, mpcl_tensor *y, const mpcl
                                    int stat_is_var)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_apply", &k);
+    const bn_split p = bn_split_of(x);
+    mpcl_status s = bn_spec_kernel(ctx, &p, "bn_apply", &k);
     if (s != MPCL_OK)
         return s;
-    const bn_split p = bn_split_of(x);
     cl_int is_var = stat_is_var;
     cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &y->mem, sizeof(cl_mem), &x->mem,
                                  sizeof(cl_mem), &gamma->mem, sizeof(cl_mem), &beta->mem,
@@ -222,7 +226,7 @@ static mpcl_status bn_launch_apply(mpcl_context *ctx, mpcl_tensor *y, const mpcl
                                  sizeof(cl_float), &eps, sizeof is_var, &is_var);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, BN_FWD, "bn_apply", rc);
-    return mpcl_launch_rows(ctx, k, BN_FWD, p.HW, p.C, p.B);
+    return mpcl_launch_rows(ctx, k, BN_FWD, p.HW, p.C, p.B / p.R);
 }
 
 mpcl_status mpcl_batchnorm2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
@@ -282,7 +286,7 @@ static mpcl_status bn_launch_sums(mpcl_context *ctx, cl_mem sums, mpcl_tensor *d
     cl_kernel k;
     mpcl_status s = bn_partials(ctx, &p, &part);
     if (s != MPCL_OK ||
-        (s = bn_partial_kernel(ctx, &p, "bn_backward_partial", &k)) != MPCL_OK)
+        (s = bn_spec_kernel(ctx, &p, "bn_backward_partial", &k)) != MPCL_OK)
         return s;
     cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &dy->mem, sizeof(cl_mem), &x->mem,
                                  sizeof(cl_mem), &save_mean->mem, sizeof(cl_mem), &save_invstd->mem,
@@ -310,10 +314,10 @@ static mpcl_status bn_launch_dx(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_t
                                 cl_mem sums)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_backward_dx", &k);
+    const bn_split p = bn_split_of(x);
+    mpcl_status s = bn_spec_kernel(ctx, &p, "bn_backward_dx", &k);
     if (s != MPCL_OK)
         return s;
-    const bn_split p = bn_split_of(x);
     cl_float m = (cl_float)((double)p.B * p.HW);
     cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &dx->mem, sizeof(cl_mem), &dy->mem,
                                  sizeof(cl_mem), &x->mem, sizeof(cl_mem), &gamma->mem, sizeof(cl_mem),
@@ -321,7 +325,7 @@ static mpcl_status bn_launch_dx(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_t
                                  &sums, sizeof m, &m);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, BN_BWD, "bn_backward_dx", rc);
-    return mpcl_launch_rows(ctx, k, BN_BWD, p.HW, p.C, p.B);
+    return mpcl_launch_rows(ctx, k, BN_BWD, p.HW, p.C, p.B / p.R);
 }
 
 mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dgamma,
