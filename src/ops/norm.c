@@ -163,7 +163,7 @@ static bn_split bn_split_of(const mpcl_tensor *x)
 
 /* The kernel `name` built for this split (-DNORM_B, -DNORM_BC, -DNORM_R). */
 static mpcl_status bn_spec_kernel(mpcl_context *ctx, const bn_split *p, const char *name,
-                                     cl_kernel *k)
+                                  cl_kernel *k)
 {
     char defs[64];
     mpcl_strfmt(defs, sizeof defs, "-DNORM_B=%u -DNORM_BC=%u -DNORM_R=%u", (unsigned)p->B,
