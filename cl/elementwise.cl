@@ -2,7 +2,8 @@
  *
  * Dimension letters: N elements (any shape, flattened). One work-item per
  * element; the global size is rounded up, so every kernel checks i < n
- * (except relu_forward and relu_backward, launched over exactly n items).
+ * (except relu_forward, relu_backward and dropout, launched over exactly n
+ * items).
  *
  * Precision: buffers are store_t. Comparisons, selects, add and the
  * backward products of sigmoid / tanh use real_t (half in the MPCL_FP16
@@ -66,13 +67,31 @@ inline float gelu_grad_f(float x)
 /* ReLU alone, forward and backward: the same results as activation_forward
  * and activation_backward with ACT_RELU, but launched over exactly n items
  * (mpcl_launch_exact_1d), so without a bounds check or a branch around a
- * store, which lets a CPU device vectorise them. */
+ * store, which lets a CPU device vectorise them.
+ *
+ * fp16-storage works on the halves' bits, without converting: relu keeps
+ * a value > 0 and makes anything else +0, NaN kept; the float path (convert,
+ * compare, convert back) gives the same bits, a NaN made quiet (| 0x0200)
+ * by the way back. (The conversions cost Intel's CPU runtime 4x the fp32
+ * time in these memory-bound kernels.) */
+#if defined(MPCL_FP16_STORAGE)
+/* h > 0 as a half: sign clear, not zero, not NaN */
+#define RELU_H_POS(h) (((h) & 0x8000u) == 0u && (h) != 0u && (h) <= 0x7c00u)
+#define RELU_H_NAN(h) (((h) & 0x7fffu) > 0x7c00u)
+#define RELU_H_OUT(h) (RELU_H_NAN(h) ? (ushort)((h) | 0x0200u) : (ushort)(h))
+#endif
+
 kernel void relu_forward(global const store_t *x, /* (N) */
                          global store_t *y)       /* (N), may be x */
 {
     const size_t i = get_global_id(0);
+#if defined(MPCL_FP16_STORAGE)
+    const uint h = x[i];
+    y[i] = RELU_H_NAN(h) || RELU_H_POS(h) ? RELU_H_OUT(h) : (ushort)0;
+#else
     const real_t v = LOAD(x, i), zero = (real_t)0;
     STORE(y, i, v <= zero ? zero : v);
+#endif
 }
 
 kernel void relu_backward(global const store_t *dy, /* (N) */
@@ -80,8 +99,13 @@ kernel void relu_backward(global const store_t *dy, /* (N) */
                           global store_t *dx)       /* (N), may be dy */
 {
     const size_t i = get_global_id(0);
+#if defined(MPCL_FP16_STORAGE)
+    const uint g = dy[i], h = x[i];
+    dx[i] = RELU_H_POS(h) ? RELU_H_OUT(g) : (ushort)0;
+#else
     const real_t g = LOAD(dy, i), v = LOAD(x, i), zero = (real_t)0;
     STORE(dx, i, v > zero ? g : zero);
+#endif
 }
 
 /* y (N) = f(x (N)); alpha is the leaky slope. relu(-0) = +0, NaN stays NaN. */
@@ -172,22 +196,20 @@ inline ulong mix64(ulong z)
     return z ^ (z >> 31);
 }
 
-/* y (N) = keep_i ? x * scale : 0, keep_i = u_i >= p. Forward and backward
- * (dx from dy) are the same kernel: the mask is regenerated from the key. */
+/* y (N) = keep_i ? x * scale : +0, keep_i = u_i >= p. Forward and backward
+ * (dx from dy) are the same kernel: the mask is regenerated from the key.
+ * Launched over exactly n items (mpcl_launch_exact_1d), the store
+ * unconditional: a CPU device vectorises it. */
 kernel void dropout(global const store_t *x, /* (N) */
                     global store_t *y,       /* (N), may be x */
-                    uint n, uint key_lo, uint key_hi, float p, float scale)
+                    uint key_lo, uint key_hi, float p, float scale)
 {
-    size_t i = get_global_id(0);
-    if (i >= n)
-        return;
-    ulong key = ((ulong)key_hi << 32) | (ulong)key_lo;
-    ulong h = mix64(key + ((ulong)i + 1UL) * 0x9e3779b97f4a7c15UL);
-    float u = (float)(uint)(h >> 40) * 0x1p-24f;
-    if (u >= p)
-        STOREF(y, i, LOADF(x, i) * scale);
-    else
-        STORE(y, i, (real_t)0);
+    const size_t i = get_global_id(0);
+    const ulong key = ((ulong)key_hi << 32) | (ulong)key_lo;
+    const ulong h = mix64(key + ((ulong)i + 1UL) * 0x9e3779b97f4a7c15UL);
+    const float u = (float)(uint)(h >> 40) * 0x1p-24f;
+    const float v = LOADF(x, i) * scale;
+    STOREF(y, i, u >= p ? v : 0.0f);
 }
 
 /* y (N) = a (N) + b (N); y may be a or b. */

@@ -5,14 +5,20 @@
  * M = B * HW values per channel; N rows, D features per row.
  *
  * Normalisation is float in every variant, the fp16 one included: x is read
- * as float (LOADF), statistics are two-pass (the mean first, then the sum of
- * squared deviations from it, which stays accurate when |mean| >> std) and
- * accumulated in acc_t (float) per work-item, then by a local-memory tree in
- * a fixed order. Statistics are f32; y, dx, gamma, beta, dgamma and dbeta
- * are in the storage dtype (STOREF rounds once).
+ * as float (LOADF) and statistics are accumulated in acc_t (float).
+ * Statistics are f32; y, dx, gamma, beta, dgamma and dbeta are in the
+ * storage dtype (STOREF rounds once).
  *
- * Reductions over a channel (batch norm) or a row (layer norm) run one
- * work-group per channel or row, local size a power of two <= NORM_WG_MAX.
+ * Batch norm: column partials, then one work item per channel combines
+ * them in a fixed order (see the batch-norm section below). The mean and
+ * variance stay accurate when |mean| >> std: every column's sums are of
+ * deviations from one of its own values, and the columns are combined with
+ * Chan's formula (the mean first, then the deviations of the column means
+ * from it).
+ *
+ * Layer norm: one work-group per row, local size a power of two <=
+ * NORM_WG_MAX, two-pass statistics accumulated per work-item, then by a
+ * local-memory tree in a fixed order.
  *
  * Two PoCL 3.1 miscompilations shape this file (both measured; oclgrind
  * runs the plain forms right):
@@ -24,7 +30,8 @@
  *     barriers ran its body on every work-item (dbeta += sum came out 256
  *     times too large): after a work-group reduction, lid 0 only stores;
  *     every read-modify-write (+= into dgamma and dbeta, the running
- *     statistics) is a separate one-work-item-per-channel kernel.
+ *     statistics) is in a kernel of one work item per value with no
+ *     barrier.
  * The tests keep a guard tail after every output and check every +=.
  */
 
@@ -49,148 +56,200 @@ float2 norm_group_sum2(local float2 *red, float2 v)
     return r;
 }
 
-/* Element i of channel c's M values, in x (B, C, HW). */
-uint bn_index(uint i, uint c, uint C, uint HW)
+/* ------------------------------------------------------------ batch norm
+ *
+ * Batch norm runs over 3-D ranges of exactly (HW, C, G) work items
+ * (mpcl_launch_rows): item (hw, c, g) owns column hw of channel c, and
+ * element (b, c, hw) of x lies at (b C + c) HW + hw, so indices are
+ * products, never divisions, neighbouring items touch neighbouring
+ * elements, and no item falls outside the range (no bounds checks: a CPU
+ * device vectorises along dim 0). The per-channel reductions are column
+ * partials in a first kernel (each item sums its column over a block of
+ * NORM_BC rows of the batch, in float, no local memory, no barriers), then
+ * a second kernel of one work item per channel combines that channel's
+ * partials in a fixed order: deterministic, whatever the work-group sizes.
+ *
+ * The partial kernels are built per batch split (src/ops/norm.c passes
+ * -DNORM_B=B -DNORM_BC=bc, with G = ceil(B / bc) blocks, and -DNORM_R for
+ * the elementwise kernels, a divisor of B): the row loop is
+ * unrolled, with no loop left in the kernel, so that the work-item loop a
+ * CPU device wraps around it is the innermost loop and vectorises (PoCL
+ * vectorises only innermost loops: a run-time row loop ran scalar, at a
+ * third of the speed). Rows past B (the last block) read row B - 1 and
+ * weigh 0. Without the defines (offline compiles in the tests) a batch of
+ * 8 in blocks of 4 (and 2 rows an elementwise item) is assumed. */
+#ifndef NORM_BC
+#define NORM_B 8
+#define NORM_BC 4
+#define NORM_R 2
+#endif
+
+/* Statistics partials: item (hw, c, g) over rows b in [g bc, min(B, g bc +
+ * bc)) of column hw of channel c: the column's mean and its sum of squared
+ * deviations from that mean (M2), from sums of (x - k), shifted by the
+ * block's first value k (accurate when |mean| >> std: the rows of one block
+ * are few). part[0, g, c, hw] = mean, part[1, g, c, hw] = M2 (two planes:
+ * an interleaved float2 store kept PoCL from vectorising the kernel). */
+kernel void bn_stats_partial(global const store_t *restrict x, /* (B, C, H, W) */
+                             global float *restrict part)      /* (2, G, C, HW) */
 {
-    uint b = i / HW;
-    return (b * C + c) * HW + (i - b * HW);
+    const uint hw = get_global_id(0), c = get_global_id(1), g = get_global_id(2);
+    const uint C = get_global_size(1), HW = get_global_size(0);
+    const uint b0 = g * NORM_BC;
+    const float k = LOADF(x, (b0 * C + c) * HW + hw);
+    acc_t s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (uint r = 0; r < NORM_BC; r++) {
+        const uint b = min(b0 + r, (uint)NORM_B - 1u);
+        const float w = b0 + r < NORM_B ? 1.0f : 0.0f;
+        const float d = (LOADF(x, (b * C + c) * HW + hw) - k) * w;
+        s1 += d;
+        s2 += d * d;
+    }
+    const float n = (float)min((uint)NORM_BC, (uint)NORM_B - b0);
+    const uint o = (g * C + c) * HW + hw, plane = get_global_size(2) * C * HW;
+    part[o] = k + s1 / n;                          /* the block's mean */
+    part[plane + o] = max(s2 - s1 * s1 / n, 0.0f); /* its M2 */
 }
 
-/* ------------------------------------------------------------ batch norm */
-
-/* Training statistics, one work-group per channel c:
+/* One work item per channel c: combines the G * HW column partials of
+ * bn_stats_partial (Chan et al.: M2 = sum M2_j + sum n_j (mean_j - mean)^2)
+ * in a fixed order into
  *   mean = (1/M) sum x, var = (1/M) sum (x - mean)^2 (biased),
- *   save_mean = mean, save_invstd = 1 / sqrt(var + eps), stats = (mean, var)
- * (stats feeds bn_running). */
-kernel void bn_stats(global const store_t *x,   /* (B, C, H, W) */
-                     global float *save_mean,   /* (C) */
-                     global float *save_invstd, /* (C) */
-                     global float *stats,       /* (C, 2) */
-                     uint C, uint HW, uint M, float eps)
-{
-    local float2 red[NORM_WG_MAX];
-    uint c = get_group_id(0);
-    if (c >= C)
-        return; /* uniform across the work-group */
-    uint lid = get_local_id(0), lsz = get_local_size(0);
-
-    acc_t sum = 0.0f;
-    for (uint i0 = 0; i0 < M; i0 += lsz) {
-        uint i = i0 + lid;
-        if (i < M) {
-            sum += LOADF(x, bn_index(i, c, C, HW));
-        }
-    }
-    float mean = norm_group_sum2(red, (float2)(sum, 0.0f)).x / (float)M;
-
-    acc_t sq = 0.0f;
-    for (uint i0 = 0; i0 < M; i0 += lsz) {
-        uint i = i0 + lid;
-        if (i < M) {
-            float d = LOADF(x, bn_index(i, c, C, HW)) - mean;
-            sq += d * d;
-        }
-    }
-    float var = norm_group_sum2(red, (float2)(sq, 0.0f)).x / (float)M;
-
-    if (lid == 0) {
-        save_mean[c] = mean;
-        save_invstd[c] = 1.0f / sqrt(var + eps);
-        stats[2 * c] = mean;
-        stats[2 * c + 1] = var;
-    }
-}
-
-/* The running statistics, one work-item per channel, from bn_stats' stats:
+ *   save_mean = mean, save_invstd = 1 / sqrt(var + eps),
+ * and the running statistics (M >= 2, the host refuses M = 1 as PyTorch
+ * does):
  *   running_mean = (1 - momentum) running_mean + momentum mean,
- *   running_var  = (1 - momentum) running_var  + momentum var M / (M - 1).
- * M >= 2 (the host refuses M = 1, as PyTorch does). */
-kernel void bn_running(global float *running_mean, /* (C) */
-                       global float *running_var,  /* (C) */
-                       global const float *stats,  /* (C, 2) */
-                       uint C, uint M, float momentum)
+ *   running_var  = (1 - momentum) running_var  + momentum var M / (M - 1). */
+kernel void bn_stats_final(global const float *restrict part, /* (2, G, C, HW) */
+                           global float *restrict save_mean,   /* (C) */
+                           global float *restrict save_invstd, /* (C) */
+                           global float *restrict running_mean, /* (C) */
+                           global float *restrict running_var,  /* (C) */
+                           uint C, uint HW, uint B, uint bc, uint G, float eps, float momentum)
 {
-    uint c = get_global_id(0);
+    const uint c = get_global_id(0);
     if (c >= C)
         return;
-    float mean = stats[2 * c], var = stats[2 * c + 1];
-    float unbiased = var * ((float)M / (float)(M - 1));
+    const float M = (float)B * (float)HW;
+    acc_t sum = 0.0f;
+    for (uint g = 0; g < G; g++) {
+        const float n = (float)(min(B, g * bc + bc) - g * bc);
+        acc_t s = 0.0f;
+        for (uint j = 0; j < HW; j++)
+            s += part[(g * C + c) * HW + j];
+        sum += n * s;
+    }
+    const float mean = sum / M;
+    acc_t m2 = 0.0f;
+    for (uint g = 0; g < G; g++) {
+        const float n = (float)(min(B, g * bc + bc) - g * bc);
+        acc_t s = 0.0f;
+        for (uint j = 0; j < HW; j++) {
+            const uint o = (g * C + c) * HW + j;
+            const float d = part[o] - mean;
+            s += part[G * C * HW + o] + n * d * d;
+        }
+        m2 += s;
+    }
+    const float var = m2 / M;
+    save_mean[c] = mean;
+    save_invstd[c] = 1.0f / sqrt(var + eps);
+    const float unbiased = var * (M / (M - 1.0f));
     running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mean;
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * unbiased;
 }
 
-/* y = (x - mean[c]) * invstd * gamma[c] + beta[c], one work-item per element.
- * stat_is_var = 0: stat holds invstd (training, save_invstd);
- * stat_is_var = 1: stat holds a variance (eval, running_var): invstd =
- * 1 / sqrt(stat + eps). y may be x. */
+/* y = (x - mean[c]) * invstd * gamma[c] + beta[c], item (hw, c, g) of a
+ * (HW, C, B / NORM_R) range for rows g NORM_R ... g NORM_R + NORM_R - 1
+ * (NORM_R divides B: several rows an item make work-groups big enough that
+ * their start-up cost, large on CPU runtimes, does not dominate).
+ * stat_is_var = 0: stat holds invstd (training, save_invstd); stat_is_var =
+ * 1: stat holds a variance (eval, running_var): invstd = 1 / sqrt(stat +
+ * eps). y may be x. */
 kernel void bn_apply(global store_t *y,         /* (B, C, H, W) */
                      global const store_t *x,   /* (B, C, H, W) */
                      global const store_t *gamma, /* (C) */
                      global const store_t *beta,  /* (C) */
                      global const float *mean,  /* (C) */
                      global const float *stat,  /* (C) */
-                     uint C, uint HW, uint n, float eps, int stat_is_var)
+                     float eps, int stat_is_var)
 {
-    uint i = get_global_id(0);
-    if (i >= n)
-        return;
-    uint c = (i / HW) % C;
-    float invstd = stat_is_var ? 1.0f / sqrt(stat[c] + eps) : stat[c];
-    float v = (LOADF(x, i) - mean[c]) * invstd * LOADF(gamma, c) + LOADF(beta, c);
-    STOREF(y, i, v);
+    const uint hw = get_global_id(0), c = get_global_id(1), g = get_global_id(2);
+    const uint C = get_global_size(1), HW = get_global_size(0);
+    const float st = stat[c];
+    const float invstd = stat_is_var ? 1.0f / sqrt(st + eps) : st;
+    const float scale = invstd * LOADF(gamma, c);
+    const float shift = LOADF(beta, c) - mean[c] * scale;
+    const uint i0 = (g * NORM_R * C + c) * HW, step = C * HW;
+    float v[NORM_R]; /* every load before the first store: y may be x */
+#pragma unroll
+    for (uint r = 0; r < NORM_R; r++)
+        v[r] = LOADF(x, i0 + r * step + hw);
+#pragma unroll
+    for (uint r = 0; r < NORM_R; r++)
+        STOREF(y, i0 + r * step + hw, v[r] * scale + shift);
 }
 
-/* Backward sums, one work-group per channel c, with xhat = (x - mean) invstd:
- *   sums[c] = (sum dy, sum dy xhat) */
-kernel void bn_backward_sums(global const store_t *dy, /* (B, C, H, W) */
-                             global const store_t *x,  /* (B, C, H, W) */
-                             global const float *save_mean,   /* (C) */
-                             global const float *save_invstd, /* (C) */
-                             global float *sums,        /* (C, 2) */
-                             uint C, uint HW, uint M)
+/* Backward partials, item (hw, c, g) as in bn_stats_partial, with xhat =
+ * (x - mean) invstd: part[0, g, c, hw] = sum dy, part[1, g, c, hw] = sum dy
+ * xhat over its rows. dy and x are read once for both sums. */
+kernel void bn_backward_partial(global const store_t *restrict dy, /* (B, C, H, W) */
+                                global const store_t *restrict x,  /* (B, C, H, W) */
+                                global const float *restrict save_mean,   /* (C) */
+                                global const float *restrict save_invstd, /* (C) */
+                                global float *restrict part)       /* (2, G, C, HW) */
 {
-    local float2 red[NORM_WG_MAX];
-    uint c = get_group_id(0);
-    if (c >= C)
-        return; /* uniform across the work-group */
-    uint lid = get_local_id(0), lsz = get_local_size(0);
-    float mean = save_mean[c], invstd = save_invstd[c];
+    const uint hw = get_global_id(0), c = get_global_id(1), g = get_global_id(2);
+    const uint C = get_global_size(1), HW = get_global_size(0);
+    const uint b0 = g * NORM_BC;
+    const float mean = save_mean[c], invstd = save_invstd[c];
+    acc_t s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (uint r = 0; r < NORM_BC; r++) {
+        const uint b = min(b0 + r, (uint)NORM_B - 1u);
+        const uint j = (b * C + c) * HW + hw;
+        const float gr = b0 + r < NORM_B ? LOADF(dy, j) : 0.0f;
+        s1 += gr;
+        s2 += gr * ((LOADF(x, j) - mean) * invstd);
+    }
+    const uint o = (g * C + c) * HW + hw, plane = get_global_size(2) * C * HW;
+    part[o] = s1;
+    part[plane + o] = s2;
+}
 
-    float2 part = (float2)(0.0f, 0.0f); /* (sum dy, sum dy xhat) */
-    for (uint i0 = 0; i0 < M; i0 += lsz) {
-        uint i = i0 + lid;
-        if (i < M) {
-            uint j = bn_index(i, c, C, HW);
-            float g = LOADF(dy, j);
-            float xhat = (LOADF(x, j) - mean) * invstd;
-            part += (float2)(g, g * xhat);
+/* One work item per channel c: sums[c] = (sum dy, sum dy xhat) from the
+ * G * HW partials of bn_backward_partial in a fixed order, and
+ * dgamma[c] += sum dy xhat, dbeta[c] += sum dy; a gradient whose flag is 0
+ * is not touched. */
+kernel void bn_backward_final(global const float *restrict part, /* (2, G, C, HW) */
+                              global float *restrict sums,        /* (C, 2) */
+                              global store_t *dgamma,             /* (C); when want_dgamma */
+                              global store_t *dbeta,              /* (C); when want_dbeta */
+                              uint C, uint HW, uint G, int want_dgamma, int want_dbeta)
+{
+    const uint c = get_global_id(0);
+    if (c >= C)
+        return;
+    float2 tot = (float2)(0.0f, 0.0f);
+    for (uint g = 0; g < G; g++) {
+        float2 s = (float2)(0.0f, 0.0f);
+        for (uint j = 0; j < HW; j++) {
+            const uint o = (g * C + c) * HW + j;
+            s += (float2)(part[o], part[G * C * HW + o]);
         }
+        tot += s;
     }
-    float2 tot = norm_group_sum2(red, part);
-    if (lid == 0) {
-        sums[2 * c] = tot.x;
-        sums[2 * c + 1] = tot.y;
-    }
-}
-
-/* dgamma[c] += sum dy xhat, dbeta[c] += sum dy (from bn_backward_sums),
- * one work-item per channel; a gradient whose flag is 0 is not touched. */
-kernel void bn_param_grads(global store_t *dgamma,     /* (C); when want_dgamma */
-                           global store_t *dbeta,      /* (C); when want_dbeta */
-                           global const float *sums,   /* (C, 2) */
-                           uint C, int want_dgamma, int want_dbeta)
-{
-    uint c = get_global_id(0);
-    if (c >= C)
-        return;
+    sums[2 * c] = tot.x;
+    sums[2 * c + 1] = tot.y;
     if (want_dgamma)
-        STOREF(dgamma, c, LOADF(dgamma, c) + sums[2 * c + 1]);
+        STOREF(dgamma, c, LOADF(dgamma, c) + tot.y);
     if (want_dbeta)
-        STOREF(dbeta, c, LOADF(dbeta, c) + sums[2 * c]);
+        STOREF(dbeta, c, LOADF(dbeta, c) + tot.x);
 }
 
-/* dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), which is
- * (gamma invstd / M) (M dy - sum dy - xhat sum dy xhat). dx may be dy. */
+/* dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), item (hw, c, g)
+ * of a (HW, C, B / NORM_R) range as in bn_apply, M = B HW. dx may be dy. */
 kernel void bn_backward_dx(global store_t *dx,         /* (B, C, H, W) */
                            global const store_t *dy,   /* (B, C, H, W) */
                            global const store_t *x,    /* (B, C, H, W) */
@@ -198,17 +257,23 @@ kernel void bn_backward_dx(global store_t *dx,         /* (B, C, H, W) */
                            global const float *save_mean,   /* (C) */
                            global const float *save_invstd, /* (C) */
                            global const float *sums,   /* (C, 2) */
-                           uint C, uint HW, uint M, uint n)
+                           float m)
 {
-    uint i = get_global_id(0);
-    if (i >= n)
-        return;
-    uint c = (i / HW) % C;
-    float invstd = save_invstd[c];
-    float xhat = (LOADF(x, i) - save_mean[c]) * invstd;
-    float mdy = sums[2 * c] / (float)M, mdyx = sums[2 * c + 1] / (float)M;
-    float v = LOADF(gamma, c) * invstd * (LOADF(dy, i) - mdy - xhat * mdyx);
-    STOREF(dx, i, v);
+    const uint hw = get_global_id(0), c = get_global_id(1), g = get_global_id(2);
+    const uint C = get_global_size(1), HW = get_global_size(0);
+    const float invstd = save_invstd[c], mean = save_mean[c];
+    const float mdy = sums[2 * c] / m, mdyx = sums[2 * c + 1] / m;
+    const float k = LOADF(gamma, c) * invstd;
+    const uint i0 = (g * NORM_R * C + c) * HW, step = C * HW;
+    float v[NORM_R]; /* every load before the first store: dx may be dy */
+#pragma unroll
+    for (uint r = 0; r < NORM_R; r++) {
+        const float xhat = (LOADF(x, i0 + r * step + hw) - mean) * invstd;
+        v[r] = k * (LOADF(dy, i0 + r * step + hw) - mdy - xhat * mdyx);
+    }
+#pragma unroll
+    for (uint r = 0; r < NORM_R; r++)
+        STOREF(dx, i0 + r * step + hw, v[r]);
 }
 
 /* ------------------------------------------------------------ layer norm */

@@ -5,10 +5,13 @@
  *
  * Built once per geometry: src/ops/pool.c passes the sizes as -D defines
  * (P_H, P_W, P_OH, P_OW, P_KH, P_KW, P_SH, P_SW stride, P_PH, P_PW
- * padding), so window loops unroll and indices need no division by a
- * run-time value. Work item (w, h, plane) of a 3-D range of exactly the
- * output (forward) or input (backward) columns, rows and B*C planes
- * (mpcl_launch_rows): no bounds checks, no early return and no load or
+ * padding, P_R planes an item), so window loops unroll and indices need
+ * no division by a run-time value. Work item (w, h, p) of a 3-D range of
+ * exactly the output (forward) or input (backward) columns, rows and
+ * B*C / P_R plane groups (mpcl_launch_rows) does column w of row h in
+ * planes p P_R ... p P_R + P_R - 1 (P_R divides B*C; more than one plane an
+ * item makes work-groups big enough that their start-up cost, large on
+ * CPU runtimes, does not dominate): no bounds checks, no early return and no load or
  * store under a condition, so a CPU device vectorises a work-group along
  * its rows; window taps in the padding read a clamped address and are
  * selected away. Without the defines (offline compiles in the tests) the
@@ -34,6 +37,7 @@
 #define P_SW 2
 #define P_PH 0
 #define P_PW 0
+#define P_R 2
 #endif
 
 /* fp16-storage, windows two pixels wide at stride 2 without column padding
@@ -99,61 +103,65 @@ kernel void pool_max_forward(global const store_t *restrict x, /* (B, C, H, W) *
                              global store_t *restrict y,       /* (B, C, OH, OW) */
                              global int *restrict argmax)      /* (B, C, OH, OW) */
 {
-    const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
-    const int id = (plane * P_OH + oh) * P_OW + ow;
-    const int h0 = oh * P_SH - P_PH, w0 = ow * P_SW - P_PW;
-    x += plane * P_H * P_W;
+#pragma unroll
+    for (int pr = 0; pr < P_R; pr++) {
+        const int plane = (int)get_global_id(2) * P_R + pr;
+        global const store_t *restrict xp = x + plane * P_H * P_W;
+        const int ow = (int)get_global_id(0), oh = (int)get_global_id(1);
+        const int id = (plane * P_OH + oh) * P_OW + ow;
+        const int h0 = oh * P_SH - P_PH, w0 = ow * P_SW - P_PW;
 #if P_PAIRS
-    /* compared as halves, without converting: an integer key that orders
-     * halves as their values (-0 = +0, infinities at the ends), NaN tested
-     * apart, the same decisions as the float comparisons below; the
-     * winner's bits are stored, a NaN made quiet: the bits the float path
-     * stores */
-    int kbest = 0, nbest = 0;
-    uint bbest = 0;
+        /* compared as halves, without converting: an integer key that orders
+         * halves as their values (-0 = +0, infinities at the ends), NaN tested
+         * apart, the same decisions as the float comparisons below; the
+         * winner's bits are stored, a NaN made quiet: the bits the float path
+         * stores */
+        int kbest = 0, nbest = 0;
+        uint bbest = 0;
 #else
-    float best = 0.0f;
+        float best = 0.0f;
 #endif
-    int at = -1;
+        int at = -1;
 #pragma unroll
-    for (int r = 0; r < P_KH; r++) {
-        const int ih = h0 + r, ihc = P_CLAMP_H(ih);
+        for (int r = 0; r < P_KH; r++) {
+            const int ih = h0 + r, ihc = P_CLAMP_H(ih);
 #if P_PAIRS
-        const uint pair = ((global const uint *)x)[ihc * (P_W / 2) + ow]; /* w0 = 2 ow */
+            const uint pair = ((global const uint *)xp)[ihc * (P_W / 2) + ow]; /* w0 = 2 ow */
 #elif defined(POOL_LOAD2)
-        /* the window's two columns of this row, as one 2-vector */
-        const float2 v2 = POOL_LOAD2(x, ihc * P_W + w0);
+            /* the window's two columns of this row, as one 2-vector */
+            const float2 v2 = POOL_LOAD2(xp, ihc * P_W + w0);
 #endif
 #pragma unroll
-        for (int s = 0; s < P_KW; s++) {
-            const int iw = w0 + s, iwc = P_CLAMP_W(iw);
+            for (int s = 0; s < P_KW; s++) {
+                const int iw = w0 + s, iwc = P_CLAMP_W(iw);
 #if P_PAIRS
-            const uint b = s == 0 ? P_LO(pair) : P_HI(pair);
-            const int mag = (int)(b & 0x7fffu);
-            const int k = (b & 0x8000u) ? -mag : mag, n = mag > 0x7c00;
-            const int take = ih == ihc && iw == iwc && (at < 0 || (!nbest && (n || k > kbest)));
-            kbest = take ? k : kbest;
-            nbest = take ? n : nbest;
-            bbest = take ? b : bbest;
+                const uint b = s == 0 ? P_LO(pair) : P_HI(pair);
+                const int mag = (int)(b & 0x7fffu);
+                const int k = (b & 0x8000u) ? -mag : mag, n = mag > 0x7c00;
+                const int take = ih == ihc && iw == iwc && (at < 0 || (!nbest && (n || k > kbest)));
+                kbest = take ? k : kbest;
+                nbest = take ? n : nbest;
+                bbest = take ? b : bbest;
 #else
 #ifdef POOL_LOAD2
-            const float v = s == 0 ? v2.s0 : v2.s1;
+                const float v = s == 0 ? v2.s0 : v2.s1;
 #else
-            const float v = LOADF(x, ihc * P_W + iwc);
+                const float v = LOADF(xp, ihc * P_W + iwc);
 #endif
-            const int take = ih == ihc && iw == iwc &&
-                             (at < 0 || v > best || (v != v && best == best));
-            best = take ? v : best;
+                const int take = ih == ihc && iw == iwc &&
+                                 (at < 0 || v > best || (v != v && best == best));
+                best = take ? v : best;
 #endif
-            at = take ? ihc * P_W + iwc : at;
+                at = take ? ihc * P_W + iwc : at;
+            }
         }
-    }
 #if P_PAIRS
-    y[id] = (ushort)(nbest ? bbest | 0x0200u : bbest);
+        y[id] = (ushort)(nbest ? bbest | 0x0200u : bbest);
 #else
-    STOREF(y, id, best);
+        STOREF(y, id, best);
 #endif
-    argmax[id] = at;
+        argmax[id] = at;
+    }
 }
 
 /* dx[b, c, h, w] = sum of dy over the windows whose argmax is (h, w), in
@@ -162,23 +170,27 @@ kernel void pool_max_backward(global const store_t *restrict dy, /* (B, C, OH, O
                               global const int *restrict argmax, /* (B, C, OH, OW) */
                               global store_t *restrict dx)       /* (B, C, H, W) */
 {
-    const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), plane = (int)get_global_id(2);
-    const int id = (plane * P_H + ih) * P_W + iw;
-    const int me = ih * P_W + iw, base = plane * P_OH * P_OW;
-    int oh0, oh1, ow0, ow1;
-    pool_cover(ih, P_KH, P_SH, P_PH, P_OH, &oh0, &oh1);
-    pool_cover(iw, P_KW, P_SW, P_PW, P_OW, &ow0, &ow1);
-    acc_t acc = 0.0f;
 #pragma unroll
-    for (int j = 0; j < P_NH; j++)
+    for (int pr = 0; pr < P_R; pr++) {
+        const int plane = (int)get_global_id(2) * P_R + pr;
+        const int iw = (int)get_global_id(0), ih = (int)get_global_id(1);
+        const int id = (plane * P_H + ih) * P_W + iw;
+        const int me = ih * P_W + iw, base = plane * P_OH * P_OW;
+        int oh0, oh1, ow0, ow1;
+        pool_cover(ih, P_KH, P_SH, P_PH, P_OH, &oh0, &oh1);
+        pool_cover(iw, P_KW, P_SW, P_PW, P_OW, &ow0, &ow1);
+        acc_t acc = 0.0f;
 #pragma unroll
-        for (int i = 0; i < P_NW; i++) {
-            const int oh = oh0 + j, ow = ow0 + i;
-            const int o = base + min(oh, P_OH - 1) * P_OW + min(ow, P_OW - 1);
-            const float g = LOADF(dy, o);
-            acc += oh <= oh1 && ow <= ow1 && argmax[o] == me ? g : 0.0f;
-        }
-    STOREF(dx, id, acc);
+        for (int j = 0; j < P_NH; j++)
+#pragma unroll
+            for (int i = 0; i < P_NW; i++) {
+                const int oh = oh0 + j, ow = ow0 + i;
+                const int o = base + min(oh, P_OH - 1) * P_OW + min(ow, P_OW - 1);
+                const float g = LOADF(dy, o);
+                acc += oh <= oh1 && ow <= ow1 && argmax[o] == me ? g : 0.0f;
+            }
+        STOREF(dx, id, acc);
+    }
 }
 
 /* pool_max_backward when the windows tile the input exactly (window =
@@ -189,28 +201,32 @@ kernel void pool_max_backward_tiled(global const store_t *restrict dy, /* (B, C,
                                     global const int *restrict argmax, /* (B, C, OH, OW) */
                                     global store_t *restrict dx)       /* (B, C, H, W) */
 {
-    const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
-    const int o = (plane * P_OH + oh) * P_OW + ow;
-    const int at = argmax[o];
+#pragma unroll
+    for (int pr = 0; pr < P_R; pr++) {
+        const int plane = (int)get_global_id(2) * P_R + pr;
+        const int ow = (int)get_global_id(0), oh = (int)get_global_id(1);
+        const int o = (plane * P_OH + oh) * P_OW + ow;
+        const int at = argmax[o];
 #if P_PAIRS
-    /* dy's own bits, or +0: the same halves the float path stores */
-    const ushort g = dy[o];
+        /* dy's own bits, or +0: the same halves the float path stores */
+        const ushort g = dy[o];
 #pragma unroll
-    for (int r = 0; r < P_KH; r++) {
-        const int ih = oh * P_SH + r, iw = ow * P_SW;
-        ((global uint *)dx)[(plane * P_H + ih) * (P_W / 2) + ow] =
-            P_PACK(at == ih * P_W + iw ? g : (ushort)0, at == ih * P_W + iw + 1 ? g : (ushort)0);
-    }
-#else
-    const float g = LOADF(dy, o);
-#pragma unroll
-    for (int r = 0; r < P_KH; r++)
-#pragma unroll
-        for (int s = 0; s < P_KW; s++) {
-            const int ih = oh * P_SH + r, iw = ow * P_SW + s;
-            STOREF(dx, (plane * P_H + ih) * P_W + iw, at == ih * P_W + iw ? g : 0.0f);
+        for (int r = 0; r < P_KH; r++) {
+            const int ih = oh * P_SH + r, iw = ow * P_SW;
+            ((global uint *)dx)[(plane * P_H + ih) * (P_W / 2) + ow] =
+                P_PACK(at == ih * P_W + iw ? g : (ushort)0, at == ih * P_W + iw + 1 ? g : (ushort)0);
         }
+#else
+        const float g = LOADF(dy, o);
+#pragma unroll
+        for (int r = 0; r < P_KH; r++)
+#pragma unroll
+            for (int s = 0; s < P_KW; s++) {
+                const int ih = oh * P_SH + r, iw = ow * P_SW + s;
+                STOREF(dx, (plane * P_H + ih) * P_W + iw, at == ih * P_W + iw ? g : 0.0f);
+            }
 #endif
+    }
 }
 
 /* y = (sum over the window) / (KH*KW): padding counts as zeros (PyTorch's
@@ -218,42 +234,50 @@ kernel void pool_max_backward_tiled(global const store_t *restrict dy, /* (B, C,
 kernel void pool_avg_forward(global const store_t *restrict x, /* (B, C, H, W) */
                              global store_t *restrict y)       /* (B, C, OH, OW) */
 {
-    const int ow = (int)get_global_id(0), oh = (int)get_global_id(1), plane = (int)get_global_id(2);
-    const int id = (plane * P_OH + oh) * P_OW + ow;
-    const int h0 = oh * P_SH - P_PH, w0 = ow * P_SW - P_PW;
-    x += plane * P_H * P_W;
-    acc_t acc = 0.0f;
 #pragma unroll
-    for (int r = 0; r < P_KH; r++) {
-        const int ih = h0 + r, ihc = P_CLAMP_H(ih);
+    for (int pr = 0; pr < P_R; pr++) {
+        const int plane = (int)get_global_id(2) * P_R + pr;
+        global const store_t *restrict xp = x + plane * P_H * P_W;
+        const int ow = (int)get_global_id(0), oh = (int)get_global_id(1);
+        const int id = (plane * P_OH + oh) * P_OW + ow;
+        const int h0 = oh * P_SH - P_PH, w0 = ow * P_SW - P_PW;
+        acc_t acc = 0.0f;
 #pragma unroll
-        for (int s = 0; s < P_KW; s++) {
-            const int iw = w0 + s, iwc = P_CLAMP_W(iw);
-            const float v = LOADF(x, ihc * P_W + iwc);
-            acc += ih == ihc && iw == iwc ? v : 0.0f;
+        for (int r = 0; r < P_KH; r++) {
+            const int ih = h0 + r, ihc = P_CLAMP_H(ih);
+#pragma unroll
+            for (int s = 0; s < P_KW; s++) {
+                const int iw = w0 + s, iwc = P_CLAMP_W(iw);
+                const float v = LOADF(xp, ihc * P_W + iwc);
+                acc += ih == ihc && iw == iwc ? v : 0.0f;
+            }
         }
+        STOREF(y, id, acc / (float)(P_KH * P_KW));
     }
-    STOREF(y, id, acc / (float)(P_KH * P_KW));
 }
 
 /* dx[b, c, h, w] = (sum of dy over the windows that cover (h, w)) / (KH*KW). */
 kernel void pool_avg_backward(global const store_t *restrict dy, /* (B, C, OH, OW) */
                               global store_t *restrict dx)       /* (B, C, H, W) */
 {
-    const int iw = (int)get_global_id(0), ih = (int)get_global_id(1), plane = (int)get_global_id(2);
-    const int id = (plane * P_H + ih) * P_W + iw;
-    int oh0, oh1, ow0, ow1;
-    pool_cover(ih, P_KH, P_SH, P_PH, P_OH, &oh0, &oh1);
-    pool_cover(iw, P_KW, P_SW, P_PW, P_OW, &ow0, &ow1);
-    const int base = plane * P_OH * P_OW;
-    acc_t acc = 0.0f;
 #pragma unroll
-    for (int j = 0; j < P_NH; j++)
+    for (int pr = 0; pr < P_R; pr++) {
+        const int plane = (int)get_global_id(2) * P_R + pr;
+        const int iw = (int)get_global_id(0), ih = (int)get_global_id(1);
+        const int id = (plane * P_H + ih) * P_W + iw;
+        int oh0, oh1, ow0, ow1;
+        pool_cover(ih, P_KH, P_SH, P_PH, P_OH, &oh0, &oh1);
+        pool_cover(iw, P_KW, P_SW, P_PW, P_OW, &ow0, &ow1);
+        const int base = plane * P_OH * P_OW;
+        acc_t acc = 0.0f;
 #pragma unroll
-        for (int i = 0; i < P_NW; i++) {
-            const int oh = oh0 + j, ow = ow0 + i;
-            const float g = LOADF(dy, base + min(oh, P_OH - 1) * P_OW + min(ow, P_OW - 1));
-            acc += oh <= oh1 && ow <= ow1 ? g : 0.0f;
-        }
-    STOREF(dx, id, acc / (float)(P_KH * P_KW));
+        for (int j = 0; j < P_NH; j++)
+#pragma unroll
+            for (int i = 0; i < P_NW; i++) {
+                const int oh = oh0 + j, ow = ow0 + i;
+                const float g = LOADF(dy, base + min(oh, P_OH - 1) * P_OW + min(ow, P_OW - 1));
+                acc += oh <= oh1 && ow <= ow1 ? g : 0.0f;
+            }
+        STOREF(dx, id, acc / (float)(P_KH * P_KW));
+    }
 }

@@ -142,16 +142,42 @@ DEFINE_ALL_FINITE(all_finite, store_t, LOADF)
 DEFINE_ALL_FINITE(all_finite_f32, float, LOAD_F32)
 
 /* x (N) *= inv_scale in place (in float), and flag (1) &= "every stored
- * result is finite": one pass. */
-#define DEFINE_UNSCALE(NAME, T, LOADER, STORER, FINITE)                                            \
+ * result is finite": one pass.
+ *
+ * The _main kernels cover the first G * UNSCALE_U elements, G its global size:
+ * work item g does g, g + G, ..., g + (UNSCALE_U - 1) G, unrolled, with no
+ * bounds check and no loop, so a CPU device vectorises the pass across work
+ * items (PoCL vectorises only innermost loops: a grid-stride loop in the
+ * kernel ran scalar); then one tree per group. The others do the rest,
+ * elements base, base + 1, ..., n - 1, in a checked grid-stride loop
+ * (base = 0: all of them). */
+#define UNSCALE_U 8
+#define DEFINE_UNSCALE_MAIN(NAME, T, LOADER, STORER, FINITE)                                       \
     kernel void NAME(global T *x, /* (N) */                                                        \
-                     uint n, float inv_scale,                                                      \
+                     float inv_scale,                                                              \
                      global int *flag, /* (1) */                                                   \
                      local int *tmp)   /* (L) */                                                   \
     {                                                                                              \
         int ok = 1;                                                                                \
+        const size_t g = get_global_id(0), G = get_global_size(0);                                 \
+        _Pragma("unroll") for (int u = 0; u < UNSCALE_U; u++)                                      \
+        {                                                                                          \
+            const float r = LOADER(x, g + u * G) * inv_scale;                                      \
+            STORER(x, g + u * G, r);                                                               \
+            ok &= FINITE(r) ? 1 : 0;                                                               \
+        }                                                                                          \
+        flag_group(tmp, ok, flag);                                                                 \
+    }
+#define DEFINE_UNSCALE(NAME, T, LOADER, STORER, FINITE)                                            \
+    kernel void NAME(global T *x, /* (N) */                                                        \
+                     uint n, float inv_scale,                                                      \
+                     global int *flag, /* (1) */                                                   \
+                     local int *tmp,   /* (L) */                                                   \
+                     uint base)                                                                    \
+    {                                                                                              \
+        int ok = 1;                                                                                \
         size_t stride = get_global_size(0);                                                        \
-        for (size_t i = get_global_id(0); i < n; i += stride) {                                    \
+        for (size_t i = base + get_global_id(0); i < n; i += stride) {                             \
             float r = LOADER(x, i) * inv_scale;                                                    \
             STORER(x, i, r);                                                                       \
             ok &= FINITE(r) ? 1 : 0;                                                               \
@@ -161,5 +187,7 @@ DEFINE_ALL_FINITE(all_finite_f32, float, LOAD_F32)
 
 #define STORE_F32(p, i, v) ((p)[i] = (v))
 
+DEFINE_UNSCALE_MAIN(unscale_main, store_t, LOADF, STOREF, STORED_FINITE)
+DEFINE_UNSCALE_MAIN(unscale_f32_main, float, LOAD_F32, STORE_F32, F32_FINITE)
 DEFINE_UNSCALE(unscale, store_t, LOADF, STOREF, STORED_FINITE)
 DEFINE_UNSCALE(unscale_f32, float, LOAD_F32, STORE_F32, F32_FINITE)

@@ -178,16 +178,15 @@ static mpcl_status dropout_apply(mpcl_context *ctx, const char *op, mpcl_tensor 
     if (s != MPCL_OK)
         return s;
     uint64_t key = dropout_key(seed, step);
-    cl_uint n = (cl_uint)in->numel;
     cl_uint key_lo = (cl_uint)(key & 0xffffffffu), key_hi = (cl_uint)(key >> 32);
     float scale = (float)(1.0 / (1.0 - (double)p));
-    cl_int rc = mpcl_kernel_args(k, 7, sizeof(cl_mem), &in->mem, /* x (N) */
+    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &in->mem, /* x (N) */
                                  sizeof(cl_mem), &out->mem,      /* y (N) */
-                                 sizeof n, &n, sizeof key_lo, &key_lo, sizeof key_hi, &key_hi,
-                                 sizeof p, &p, sizeof scale, &scale);
+                                 sizeof key_lo, &key_lo, sizeof key_hi, &key_hi, sizeof p, &p,
+                                 sizeof scale, &scale);
     if (rc != CL_SUCCESS)
         return enqueue_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, n);
+    return mpcl_launch_exact_1d(ctx, k, op, in->numel);
 }
 
 static mpcl_status check_p(mpcl_context *ctx, const char *op, float p)

@@ -4,26 +4,38 @@
  * Dimension letters: B batch, C channels, H W height and width, HW = H * W,
  * M = B * HW values per channel; N rows, D features per row.
  *
- * Statistics are f32 and computed in float in every mode (two-pass mean and
- * variance, one work-group per channel or row); gamma, beta, y, dx, dgamma
- * and dbeta are in the storage dtype. Parameter gradients accumulate (+=),
- * dx is assigned; NULL dx, dgamma or dbeta skips that output.
+ * Statistics are f32 and computed in float in every mode; gamma, beta, y,
+ * dx, dgamma and dbeta are in the storage dtype. Parameter gradients
+ * accumulate (+=), dx is assigned; NULL dx, dgamma or dbeta skips that
+ * output.
  *
- * Launches: training forward bn_stats (a work-group per channel), bn_running
- * (a work-item per channel), bn_apply (a work-item per element); backward
- * bn_backward_sums, bn_param_grads, bn_backward_dx; layer norm ln_forward,
- * or ln_backward_params then ln_backward_dx. Every += runs in a one-work-item-
- * per-value kernel (see cl/norm.cl for the PoCL miscompilation that rules it
- * out after a work-group reduction). The order makes in-place use safe:
- * every reduction over dy or x is enqueued before the kernel that writes dx
- * or y (one in-order queue). */
+ * Batch-norm launches, all over exact 3-D ranges (HW, C, G or B) with
+ * mpcl_launch_rows (no index division, no bounds checks) except the
+ * per-channel finals: training forward bn_stats_partial (column partials
+ * over chunks of the batch), bn_stats_final (a work item per channel:
+ * statistics and running statistics), bn_apply; backward
+ * bn_backward_partial (sum dy and sum dy xhat in one read of dy and x),
+ * bn_backward_final (sums, dgamma and dbeta +=), bn_backward_dx. Layer norm:
+ * ln_forward (a work-group per row, two-pass), or ln_backward_params then
+ * ln_backward_dx. Every += runs in a one-work-item-per-value kernel without
+ * barriers (see cl/norm.cl for the PoCL miscompilation that rules it out
+ * after a work-group reduction). The order makes in-place use safe: every
+ * reduction over dy or x is enqueued before the kernel that writes dx or y
+ * (one in-order queue). */
 #include <math.h>
 #include <stdint.h>
 
 #include "internal.h"
 
 #define NORM_WG_MAX 256     /* cl/norm.cl's NORM_WG_MAX */
-#define NORM_SCRATCH_SLOT 7 /* batch-norm (C, 2) f32 stats or sums; within one call only */
+#define NORM_SCRATCH_SLOT 7 /* batch-norm (C, 2) f32 sums; within one call only */
+#define NORM_PARTIAL_SLOT 6 /* batch-norm (2, G, C, HW) f32 partials; within one call only */
+/* Batch-norm partial kernels split the batch until this many work items
+ * run (when the batch has rows enough): a few times what a device's
+ * work-groups hold at once, so that small layers still fill it. */
+#define NORM_PARTIAL_ITEMS 16384
+#define NORM_BC_MAX 16 /* rows a block of the partial kernels (unrolled) */
+#define NORM_R_MAX 4   /* rows an item of the elementwise kernels */
 
 static const char *const BN_FWD = "mpcl_batchnorm2d_forward";
 static const char *const BN_BWD = "mpcl_batchnorm2d_backward";
@@ -120,41 +132,79 @@ static mpcl_status bn_forward_check(mpcl_context *ctx, const mpcl_tensor *y, con
     return MPCL_OK;
 }
 
-/* save_mean, save_invstd (C) and stats (C, 2) = (mean, biased var) from x. */
-static mpcl_status bn_launch_stats(mpcl_context *ctx, const mpcl_tensor *x, mpcl_tensor *save_mean,
-                                   mpcl_tensor *save_invstd, cl_mem stats, float eps)
+/* The batch split of the batch-norm partial kernels: G blocks of bc rows
+ * (the last one shorter, none empty), at most NORM_BC_MAX rows a block (the
+ * kernels unroll them), and more blocks when that brings HW * C * G items
+ * up towards NORM_PARTIAL_ITEMS (small layers, or a large batch of few
+ * pixels, still fill the device). */
+typedef struct {
+    cl_uint B, C, HW, bc, G;
+    cl_uint R; /* rows an item of bn_apply and bn_backward_dx: a divisor of B */
+} bn_split;
+
+static bn_split bn_split_of(const mpcl_tensor *x)
 {
-    cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_stats", &k);
-    if (s != MPCL_OK)
-        return s;
-    cl_uint C = (cl_uint)x->shape[1], HW = (cl_uint)(x->shape[2] * x->shape[3]);
-    cl_uint M = (cl_uint)(x->shape[0] * HW);
-    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &save_mean->mem,
-                                 sizeof(cl_mem), &save_invstd->mem, sizeof(cl_mem), &stats, sizeof C,
-                                 &C, sizeof HW, &HW, sizeof M, &M, sizeof(cl_float), &eps);
-    if (rc != CL_SUCCESS)
-        return arg_error(ctx, BN_FWD, "bn_stats", rc);
-    return launch_groups(ctx, k, BN_FWD, C, M);
+    bn_split p;
+    p.B = (cl_uint)x->shape[0];
+    p.C = (cl_uint)x->shape[1];
+    p.HW = (cl_uint)(x->shape[2] * x->shape[3]);
+    size_t cols = (size_t)p.C * p.HW, g = (NORM_PARTIAL_ITEMS + cols - 1) / cols;
+    if (g < (p.B + NORM_BC_MAX - 1) / NORM_BC_MAX)
+        g = (p.B + NORM_BC_MAX - 1) / NORM_BC_MAX;
+    if (g > p.B)
+        g = p.B;
+    if (g < 1)
+        g = 1;
+    p.bc = (cl_uint)((p.B + g - 1) / g);
+    p.G = (p.B + p.bc - 1) / p.bc;
+    p.R = (cl_uint)mpcl_largest_divisor_le(p.B, NORM_R_MAX);
+    return p;
 }
 
-/* running_mean, running_var (C) updated from stats (C, 2). */
-static mpcl_status bn_launch_running(mpcl_context *ctx, const mpcl_tensor *x,
-                                     mpcl_tensor *running_mean, mpcl_tensor *running_var,
-                                     cl_mem stats, float momentum)
+/* The kernel `name` built for this split (-DNORM_B, -DNORM_BC, -DNORM_R). */
+static mpcl_status bn_spec_kernel(mpcl_context *ctx, const bn_split *p, const char *name,
+                                  cl_kernel *k)
 {
+    char defs[64];
+    mpcl_strfmt(defs, sizeof defs, "-DNORM_B=%u -DNORM_BC=%u -DNORM_R=%u", (unsigned)p->B,
+                (unsigned)p->bc, (unsigned)p->R);
+    return mpcl_kernel_get_spec(ctx, "norm", mpcl_ctx_variant(ctx), defs, name, k);
+}
+
+/* The (2, G, C, HW) f32 partials of one call. */
+static mpcl_status bn_partials(mpcl_context *ctx, const bn_split *p, cl_mem *out)
+{
+    return mpcl_scratch(ctx, NORM_PARTIAL_SLOT, (size_t)p->G * p->C * p->HW * 2 * sizeof(float),
+                        out);
+}
+
+/* save_mean, save_invstd (C) from x, and running_mean, running_var (C)
+ * updated. */
+static mpcl_status bn_launch_stats(mpcl_context *ctx, const mpcl_tensor *x, mpcl_tensor *save_mean,
+                                   mpcl_tensor *save_invstd, mpcl_tensor *running_mean,
+                                   mpcl_tensor *running_var, float momentum, float eps)
+{
+    const bn_split p = bn_split_of(x);
+    cl_mem part;
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_running", &k);
-    if (s != MPCL_OK)
+    mpcl_status s = bn_partials(ctx, &p, &part);
+    if (s != MPCL_OK ||
+        (s = bn_spec_kernel(ctx, &p, "bn_stats_partial", &k)) != MPCL_OK)
         return s;
-    cl_uint C = (cl_uint)x->shape[1];
-    cl_uint M = (cl_uint)(x->shape[0] * x->shape[2] * x->shape[3]);
-    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &running_mean->mem, sizeof(cl_mem),
-                                 &running_var->mem, sizeof(cl_mem), &stats, sizeof C, &C, sizeof M,
-                                 &M, sizeof(cl_float), &momentum);
+    cl_int rc = mpcl_kernel_args(k, 2, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &part);
     if (rc != CL_SUCCESS)
-        return arg_error(ctx, BN_FWD, "bn_running", rc);
-    return mpcl_launch_1d(ctx, k, BN_FWD, C);
+        return arg_error(ctx, BN_FWD, "bn_stats_partial", rc);
+    if ((s = mpcl_launch_rows(ctx, k, BN_FWD, p.HW, p.C, p.G)) != MPCL_OK ||
+        (s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_stats_final", &k)) != MPCL_OK)
+        return s;
+    rc = mpcl_kernel_args(k, 12, sizeof(cl_mem), &part, sizeof(cl_mem), &save_mean->mem,
+                          sizeof(cl_mem), &save_invstd->mem, sizeof(cl_mem), &running_mean->mem,
+                          sizeof(cl_mem), &running_var->mem, sizeof p.C, &p.C, sizeof p.HW, &p.HW,
+                          sizeof p.B, &p.B, sizeof p.bc, &p.bc, sizeof p.G, &p.G, sizeof(cl_float),
+                          &eps, sizeof(cl_float), &momentum);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, BN_FWD, "bn_stats_final", rc);
+    return mpcl_launch_1d(ctx, k, BN_FWD, p.C);
 }
 
 /* y = (x - mean) invstd gamma + beta; stat is invstd, or a variance when
@@ -165,20 +215,18 @@ static mpcl_status bn_launch_apply(mpcl_context *ctx, mpcl_tensor *y, const mpcl
                                    int stat_is_var)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_apply", &k);
+    const bn_split p = bn_split_of(x);
+    mpcl_status s = bn_spec_kernel(ctx, &p, "bn_apply", &k);
     if (s != MPCL_OK)
         return s;
-    cl_uint C = (cl_uint)x->shape[1], HW = (cl_uint)(x->shape[2] * x->shape[3]);
-    cl_uint n = (cl_uint)x->numel;
     cl_int is_var = stat_is_var;
-    cl_int rc = mpcl_kernel_args(k, 11, sizeof(cl_mem), &y->mem, sizeof(cl_mem), &x->mem,
+    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &y->mem, sizeof(cl_mem), &x->mem,
                                  sizeof(cl_mem), &gamma->mem, sizeof(cl_mem), &beta->mem,
-                                 sizeof(cl_mem), &mean->mem, sizeof(cl_mem), &stat->mem, sizeof C, &C,
-                                 sizeof HW, &HW, sizeof n, &n, sizeof(cl_float), &eps, sizeof is_var,
-                                 &is_var);
+                                 sizeof(cl_mem), &mean->mem, sizeof(cl_mem), &stat->mem,
+                                 sizeof(cl_float), &eps, sizeof is_var, &is_var);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, BN_FWD, "bn_apply", rc);
-    return mpcl_launch_1d(ctx, k, BN_FWD, n);
+    return mpcl_launch_rows(ctx, k, BN_FWD, p.HW, p.C, p.B / p.R);
 }
 
 mpcl_status mpcl_batchnorm2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
@@ -196,12 +244,8 @@ mpcl_status mpcl_batchnorm2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mp
         return s;
     if (!training)
         return bn_launch_apply(ctx, y, x, gamma, beta, running_mean, running_var, eps, 1);
-    cl_mem stats; /* (C, 2) f32: (mean, biased var) */
-    s = mpcl_scratch(ctx, NORM_SCRATCH_SLOT, x->shape[1] * 2 * sizeof(float), &stats);
-    if (s != MPCL_OK)
-        return s;
-    if ((s = bn_launch_stats(ctx, x, save_mean, save_invstd, stats, eps)) != MPCL_OK ||
-        (s = bn_launch_running(ctx, x, running_mean, running_var, stats, momentum)) != MPCL_OK)
+    if ((s = bn_launch_stats(ctx, x, save_mean, save_invstd, running_mean, running_var, momentum,
+                             eps)) != MPCL_OK)
         return s;
     return bn_launch_apply(ctx, y, x, gamma, beta, save_mean, save_invstd, eps, 0);
 }
@@ -231,42 +275,37 @@ static mpcl_status bn_backward_check(mpcl_context *ctx, const mpcl_tensor *dx,
     return check_small(ctx, BN_BWD, "dy", dy);
 }
 
-/* sums (C, 2) = per-channel (sum dy, sum dy xhat). */
-static mpcl_status bn_launch_sums(mpcl_context *ctx, cl_mem sums, const mpcl_tensor *dy,
-                                  const mpcl_tensor *x, const mpcl_tensor *save_mean,
-                                  const mpcl_tensor *save_invstd)
+/* sums (C, 2) = per-channel (sum dy, sum dy xhat); dgamma, dbeta (C) +=
+ * them (a NULL one is skipped). */
+static mpcl_status bn_launch_sums(mpcl_context *ctx, cl_mem sums, mpcl_tensor *dgamma,
+                                  mpcl_tensor *dbeta, const mpcl_tensor *dy, const mpcl_tensor *x,
+                                  const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd)
 {
+    const bn_split p = bn_split_of(x);
+    cl_mem part;
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_backward_sums", &k);
-    if (s != MPCL_OK)
+    mpcl_status s = bn_partials(ctx, &p, &part);
+    if (s != MPCL_OK ||
+        (s = bn_spec_kernel(ctx, &p, "bn_backward_partial", &k)) != MPCL_OK)
         return s;
-    cl_uint C = (cl_uint)x->shape[1], HW = (cl_uint)(x->shape[2] * x->shape[3]);
-    cl_uint M = (cl_uint)(x->shape[0] * HW);
-    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &dy->mem, sizeof(cl_mem), &x->mem,
+    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &dy->mem, sizeof(cl_mem), &x->mem,
                                  sizeof(cl_mem), &save_mean->mem, sizeof(cl_mem), &save_invstd->mem,
-                                 sizeof(cl_mem), &sums, sizeof C, &C, sizeof HW, &HW, sizeof M, &M);
+                                 sizeof(cl_mem), &part);
     if (rc != CL_SUCCESS)
-        return arg_error(ctx, BN_BWD, "bn_backward_sums", rc);
-    return launch_groups(ctx, k, BN_BWD, C, M);
-}
-
-/* dgamma, dbeta (C) += the sums; a NULL one is skipped. */
-static mpcl_status bn_launch_param_grads(mpcl_context *ctx, mpcl_tensor *dgamma, mpcl_tensor *dbeta,
-                                         cl_mem sums, cl_uint C)
-{
-    cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_param_grads", &k);
-    if (s != MPCL_OK)
+        return arg_error(ctx, BN_BWD, "bn_backward_partial", rc);
+    if ((s = mpcl_launch_rows(ctx, k, BN_BWD, p.HW, p.C, p.G)) != MPCL_OK ||
+        (s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_backward_final", &k)) !=
+            MPCL_OK)
         return s;
     cl_int want_dg = dgamma != NULL, want_db = dbeta != NULL;
     /* a skipped gradient's argument is never touched by the kernel */
-    cl_mem dg = dgamma ? dgamma->mem : dbeta->mem, db = dbeta ? dbeta->mem : dgamma->mem;
-    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &dg, sizeof(cl_mem), &db, sizeof(cl_mem),
-                                 &sums, sizeof C, &C, sizeof want_dg, &want_dg, sizeof want_db,
-                                 &want_db);
+    cl_mem dg = dgamma ? dgamma->mem : sums, db = dbeta ? dbeta->mem : sums;
+    rc = mpcl_kernel_args(k, 9, sizeof(cl_mem), &part, sizeof(cl_mem), &sums, sizeof(cl_mem), &dg,
+                          sizeof(cl_mem), &db, sizeof p.C, &p.C, sizeof p.HW, &p.HW, sizeof p.G,
+                          &p.G, sizeof want_dg, &want_dg, sizeof want_db, &want_db);
     if (rc != CL_SUCCESS)
-        return arg_error(ctx, BN_BWD, "bn_param_grads", rc);
-    return mpcl_launch_1d(ctx, k, BN_BWD, C);
+        return arg_error(ctx, BN_BWD, "bn_backward_final", rc);
+    return mpcl_launch_1d(ctx, k, BN_BWD, p.C);
 }
 
 static mpcl_status bn_launch_dx(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
@@ -275,18 +314,18 @@ static mpcl_status bn_launch_dx(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_t
                                 cl_mem sums)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "norm", mpcl_ctx_variant(ctx), "bn_backward_dx", &k);
+    const bn_split p = bn_split_of(x);
+    mpcl_status s = bn_spec_kernel(ctx, &p, "bn_backward_dx", &k);
     if (s != MPCL_OK)
         return s;
-    cl_uint C = (cl_uint)x->shape[1], HW = (cl_uint)(x->shape[2] * x->shape[3]);
-    cl_uint M = (cl_uint)(x->shape[0] * HW), n = (cl_uint)x->numel;
-    cl_int rc = mpcl_kernel_args(k, 11, sizeof(cl_mem), &dx->mem, sizeof(cl_mem), &dy->mem,
+    cl_float m = (cl_float)((double)p.B * p.HW);
+    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &dx->mem, sizeof(cl_mem), &dy->mem,
                                  sizeof(cl_mem), &x->mem, sizeof(cl_mem), &gamma->mem, sizeof(cl_mem),
                                  &save_mean->mem, sizeof(cl_mem), &save_invstd->mem, sizeof(cl_mem),
-                                 &sums, sizeof C, &C, sizeof HW, &HW, sizeof M, &M, sizeof n, &n);
+                                 &sums, sizeof m, &m);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, BN_BWD, "bn_backward_dx", rc);
-    return mpcl_launch_1d(ctx, k, BN_BWD, n);
+    return mpcl_launch_rows(ctx, k, BN_BWD, p.HW, p.C, p.B / p.R);
 }
 
 mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dgamma,
@@ -306,10 +345,7 @@ mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_t
     s = mpcl_scratch(ctx, NORM_SCRATCH_SLOT, x->shape[1] * 2 * sizeof(float), &sums);
     if (s != MPCL_OK)
         return s;
-    if ((s = bn_launch_sums(ctx, sums, dy, x, save_mean, save_invstd)) != MPCL_OK)
-        return s;
-    if ((dgamma || dbeta) &&
-        (s = bn_launch_param_grads(ctx, dgamma, dbeta, sums, (cl_uint)x->shape[1])) != MPCL_OK)
+    if ((s = bn_launch_sums(ctx, sums, dgamma, dbeta, dy, x, save_mean, save_invstd)) != MPCL_OK)
         return s;
     if (!dx)
         return MPCL_OK;

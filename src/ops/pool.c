@@ -17,7 +17,12 @@
 /* The geometry of one pooling call, as the kernels take it (cl/pool.cl). */
 typedef struct {
     size_t b, c, h, w, oh, ow;
+    size_t r; /* planes a work item (P_R): the largest divisor of B*C up to POOL_R_MAX */
 } pool_dims;
+
+/* At most this many planes a work item: enough that work-groups of small
+ * planes (7x7) are not mostly start-up cost on CPU runtimes. */
+#define POOL_R_MAX 4
 
 static mpcl_status check_params(mpcl_context *ctx, const char *op, const mpcl_pool2d_params *p)
 {
@@ -89,6 +94,7 @@ static mpcl_status check_pool(mpcl_context *ctx, const char *op, const char *img
     g->c = img->shape[1];
     g->h = img->shape[2];
     g->w = img->shape[3];
+    g->r = mpcl_largest_divisor_le(g->b * g->c, POOL_R_MAX);
     const size_t want[4] = {g->b, g->c, g->oh, g->ow};
     for (int i = 0; i < nout && s == MPCL_OK; i++)
         s = check_against(ctx, op, out_names[i], outs[i], out_dtypes[i], want, img_name, img, p);
@@ -100,16 +106,16 @@ static mpcl_status check_pool(mpcl_context *ctx, const char *op, const char *img
 
 /* The kernel `name` of cl/pool.cl built for this geometry: every size is
  * a -D define (P_H ... in cl/pool.cl). The kernels run over exactly
- * (columns, rows, B*C planes) with mpcl_launch_rows. */
+ * (columns, rows, B*C / r plane groups) with mpcl_launch_rows. */
 static mpcl_status pool_kernel(mpcl_context *ctx, const pool_dims *g, const mpcl_pool2d_params *p,
                                const char *name, cl_kernel *k)
 {
     char defs[MPCL_SPEC_DEFINES_LEN];
     mpcl_strfmt(defs, sizeof defs,
                 "-DP_H=%zu -DP_W=%zu -DP_OH=%zu -DP_OW=%zu -DP_KH=%d -DP_KW=%d -DP_SH=%d "
-                "-DP_SW=%d -DP_PH=%d -DP_PW=%d",
+                "-DP_SW=%d -DP_PH=%d -DP_PW=%d -DP_R=%zu",
                 g->h, g->w, g->oh, g->ow, p->kernel_h, p->kernel_w, p->stride_h, p->stride_w,
-                p->pad_h, p->pad_w);
+                p->pad_h, p->pad_w, g->r);
     return mpcl_kernel_get_spec(ctx, "pool", mpcl_ctx_variant(ctx), defs, name, k);
 }
 
@@ -142,7 +148,7 @@ mpcl_status mpcl_maxpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, mpcl_tenso
                                  sizeof(cl_mem), &argmax->mem);  /* (B, C, OH, OW) i32 */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c);
+    return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c / g.r);
 }
 
 mpcl_status mpcl_maxpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
@@ -173,8 +179,8 @@ mpcl_status mpcl_maxpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mp
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
     if (tiled)
-        return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c);
-    return mpcl_launch_rows(ctx, k, op, g.w, g.h, g.b * g.c);
+        return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c / g.r);
+    return mpcl_launch_rows(ctx, k, op, g.w, g.h, g.b * g.c / g.r);
 }
 
 mpcl_status mpcl_avgpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
@@ -199,7 +205,7 @@ mpcl_status mpcl_avgpool2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl
                                  sizeof(cl_mem), &y->mem);       /* (B, C, OH, OW) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c);
+    return mpcl_launch_rows(ctx, k, op, g.ow, g.oh, g.b * g.c / g.r);
 }
 
 mpcl_status mpcl_avgpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
@@ -224,5 +230,5 @@ mpcl_status mpcl_avgpool2d_backward(mpcl_context *ctx, mpcl_tensor *dx, const mp
                                  sizeof(cl_mem), &dx->mem);      /* (B, C, H, W) */
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_rows(ctx, k, op, g.w, g.h, g.b * g.c);
+    return mpcl_launch_rows(ctx, k, op, g.w, g.h, g.b * g.c / g.r);
 }

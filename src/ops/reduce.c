@@ -74,6 +74,8 @@ static mpcl_status group_size(mpcl_context *ctx, cl_kernel k, const char *op, si
     return MPCL_OK;
 }
 
+#define UNSCALE_U 8 /* cl/reduce.cl's UNSCALE_U: elements an item of unscale*_main */
+
 /* G for n elements and groups of l. */
 static size_t group_count(size_t n, size_t l)
 {
@@ -267,17 +269,49 @@ mpcl_status mpcl_unscale(mpcl_context *ctx, mpcl_tensor *x, float inv_scale, mpc
     if (s != MPCL_OK)
         return s;
 
+    const int f32 = use_f32_kernel(ctx, x);
     cl_kernel k;
-    if (use_f32_kernel(ctx, x))
-        s = mpcl_kernel_get(ctx, "reduce", mpcl_ctx_variant(ctx), "unscale_f32", &k);
-    else
-        s = mpcl_kernel_get(ctx, "reduce", mpcl_ctx_variant(ctx), "unscale", &k);
+    size_t l = 0, done = 0;
+    /* the first whole blocks of UNSCALE_U * l elements: unrolled, unchecked */
+    s = mpcl_kernel_get(ctx, "reduce", mpcl_ctx_variant(ctx), f32 ? "unscale_f32_main" : "unscale_main",
+                        &k);
+    if (s == MPCL_OK)
+        s = group_size(ctx, k, op, &l);
     if (s != MPCL_OK)
         return s;
-    cl_uint n = (cl_uint)x->numel;
+    const size_t items = x->numel / (UNSCALE_U * l) * l;
+    if (items) {
+        cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &x->mem, /* x (N) */
+                                     sizeof inv_scale, &inv_scale, sizeof(cl_mem), &flag->mem,
+                                     l * sizeof(cl_int), NULL); /* tmp (L) local */
+        if (rc != CL_SUCCESS)
+            return arg_error(ctx, op, rc);
+        if ((s = mpcl_launch(ctx, k, op, 1, &items, &l)) != MPCL_OK)
+            return s;
+        done = items * UNSCALE_U;
+        if (done == x->numel)
+            return MPCL_OK;
+    }
+    /* the rest, checked */
+    s = mpcl_kernel_get(ctx, "reduce", mpcl_ctx_variant(ctx), f32 ? "unscale_f32" : "unscale", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint n = (cl_uint)x->numel, base = (cl_uint)done;
     cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &x->mem, /* x (N) */
                                  sizeof n, &n, sizeof inv_scale, &inv_scale);
+    if (rc == CL_SUCCESS)
+        rc = clSetKernelArg(k, 5, sizeof base, &base);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return flag_launch(ctx, op, k, 3, x, flag);
+    if (!items) /* all of x: as many groups as a reduction of x uses */
+        return flag_launch(ctx, op, k, 3, x, flag);
+    /* fewer than UNSCALE_U * l elements: one group */
+    if ((s = group_size(ctx, k, op, &l)) != MPCL_OK)
+        return s;
+    rc = clSetKernelArg(k, 3, sizeof(cl_mem), &flag->mem); /* flag (1) */
+    if (rc == CL_SUCCESS)
+        rc = clSetKernelArg(k, 4, l * sizeof(cl_int), NULL); /* tmp (L) local */
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch(ctx, k, op, 1, &l, &l);
 }

@@ -162,23 +162,38 @@ START_TEST(test_relu_groups_and_tail)
     optest_fill_uniform(dy, n, 92, -2.0f, 2.0f);
     x[0] = 0.0f;
     x[n - 1] = -0.0f;
+    /* special values (fp16-storage works on the bits): NaN of either sign,
+     * infinities, half subnormals, the largest half; NaN gradients */
+    const float special[] = {NAN, -NAN, INFINITY, -INFINITY, 1e-7f, -1e-7f, 65504.0f, -65504.0f};
+    for (size_t j = 0; j < sizeof special / sizeof special[0]; j++)
+        x[1 + j] = special[j];
+    dy[3] = NAN;  /* x = inf: the NaN passes */
+    dy[4] = NAN;  /* x = -inf: +0 */
+    dy[7] = -NAN; /* x = 65504: the NaN passes */
     mpcl_tensor *tx = make_1d(ctx, x, n), *tdy = make_1d(ctx, dy, n);
     mpcl_tensor *ty = optest_tensor(ctx, sdt(ctx), MPCL_MEM_ACTIVATIONS, NULL, n, 0, 0, 0);
     float *xs = optest_download(tx), *dys = optest_download(tdy); /* as stored */
     expect_ok(ctx, mpcl_activation_forward(ctx, MPCL_ACT_RELU, 0.0f, ty, tx), "relu forward");
     float *y = optest_download(ty);
     for (size_t i = 0; i < n; i++)
-        ck_assert_msg(y[i] == (xs[i] > 0 ? xs[i] : 0.0f) && !signbit(y[i]),
+        ck_assert_msg(isnan(xs[i]) ? isnan(y[i])
+                                   : y[i] == (xs[i] > 0 ? xs[i] : 0.0f) && !signbit(y[i]),
                       "relu(%g) = %g at %zu of %zu", (double)xs[i], (double)y[i], i, n);
     expect_ok(ctx, mpcl_activation_backward(ctx, MPCL_ACT_RELU, 0.0f, ty, tdy, tx, NULL),
               "relu backward");
     float *dx = optest_download(ty);
     for (size_t i = 0; i < n; i++)
-        ck_assert_msg(dx[i] == (xs[i] > 0 ? dys[i] : 0.0f), "relu'(%g) * %g = %g at %zu of %zu",
-                      (double)xs[i], (double)dys[i], (double)dx[i], i, n);
+        ck_assert_msg(xs[i] > 0 && isnan(dys[i]) ? isnan(dx[i])
+                                                  : dx[i] == (xs[i] > 0 ? dys[i] : 0.0f) &&
+                                                        !(dx[i] == 0 && signbit(dx[i]) && xs[i] <= 0),
+                      "relu'(%g) * %g = %g at %zu of %zu", (double)xs[i], (double)dys[i],
+                      (double)dx[i], i, n);
     expect_ok(ctx, mpcl_activation_forward(ctx, MPCL_ACT_RELU, 0.0f, tx, tx), "relu in place");
     float *yi = optest_download(tx);
     ck_assert_msg(memcmp(yi, y, n * sizeof *y) == 0, "relu in place differs");
+    /* NaNs: as the float path stores them (quiet, sign and payload kept) */
+    ck_assert_msg(isnan(y[1]) && !signbit(y[1]) && isnan(y[2]) && signbit(y[2]),
+                  "relu(NaN) = %g, relu(-NaN) = %g", (double)y[1], (double)y[2]);
     free(yi); free(dx); free(y); free(xs); free(dys); free(x); free(dy);
     mpcl_tensor_destroy(tx);
     mpcl_tensor_destroy(tdy);

@@ -222,19 +222,26 @@ static void assert_all_equal(const char *what, const mpcl_tensor *t, float value
 /* Normal mode: odd image sizes, overlapping windows (k3 s2), padding,
  * batch 1, rectangular windows, windows that tile the image exactly (max
  * pooling's backward pass then scatters per window) and ones that leave
- * a margin (14x14 in k3 s3: a gather). Small mode (oclgrind): tiny
- * versions. */
+ * a margin (14x14 in k3 s3: a gather); B*C with divisors 1 to 4 (the
+ * kernels take up to 4 planes an item), 13x17, 7x7 and 1x1 planes. Small
+ * mode (oclgrind): tiny versions. */
 static const pool_case normal_cases[] = {
     {2, 3, 7, 13, 3, 3, 2, 2, 1, 1},  /* overlapping, padded, odd */
     {4, 6, 28, 28, 2, 2, 2, 2, 0, 0}, /* LeNet's pooling */
     {1, 3, 9, 8, 3, 2, 1, 2, 1, 0},   /* batch 1, stride 1 rows, rectangular */
     {3, 5, 14, 14, 3, 3, 3, 3, 0, 0}, /* stride = window, a margin left */
     {2, 3, 6, 9, 2, 3, 2, 3, 0, 0},   /* rectangular windows tiling the image */
+    {3, 7, 13, 17, 2, 2, 2, 2, 0, 0}, /* 13x17: odd width, a margin; 3 planes an item */
+    {5, 4, 14, 14, 2, 2, 2, 2, 0, 0}, /* 7x7 out, tiling; 4 planes an item */
+    {1, 5, 1, 1, 1, 1, 1, 1, 0, 0},   /* 1x1 planes, batch 1, 5 planes: 1 an item */
+    {2, 3, 7, 7, 7, 7, 7, 7, 0, 0},   /* 7x7 windows to 1x1 (global pooling) */
 };
 static const pool_case small_cases[] = {
     {1, 2, 5, 6, 3, 3, 2, 2, 1, 1},
     {2, 1, 4, 5, 2, 2, 2, 2, 0, 0},
     {1, 2, 4, 6, 2, 2, 2, 2, 0, 0}, /* windows tiling the image */
+    {3, 3, 5, 7, 2, 2, 2, 2, 0, 0}, /* odd width; 3 planes an item */
+    {2, 2, 4, 4, 2, 2, 2, 2, 0, 0}, /* tiling; 4 planes an item */
 };
 
 static const pool_case *cases(size_t *n)

@@ -371,9 +371,11 @@ static void check_unscale(mpcl_context *ctx, mpcl_precision mode, mpcl_dtype dty
     ck_assert_msg(read_scalar(flag) == 0.0f, "%s: unscale set a cleared flag", what);
 
     /* One inf or NaN anywhere clears it. */
-    size_t where[3] = {0, n / 2, n - 1};
-    const float bad[3] = {INFINITY, NAN, -INFINITY};
-    for (int w = 0; w < 3; w++) {
+    /* (unscale runs blocks of 8 * L elements unchecked, then the rest: the
+     * first, middle and last elements, and the last of a 2048 block) */
+    size_t where[4] = {0, n / 2, n - 1, n >= 2048 ? n / 2048 * 2048 - 1 : n / 3};
+    const float bad[4] = {INFINITY, NAN, -INFINITY, NAN};
+    for (int w = 0; w < 4; w++) {
         memcpy(y, x, n * sizeof *x);
         y[where[w]] = bad[w];
         expect_ok(ctx, mpcl_tensor_upload(tx, y, n), "upload");
@@ -392,9 +394,15 @@ static void check_unscale(mpcl_context *ctx, mpcl_precision mode, mpcl_dtype dty
 START_TEST(test_unscale)
 {
     mpcl_context *ctx = mode_ctx(_i);
-    size_t n = optest_small() ? 1031 : 100003;
-    check_unscale(ctx, optest_modes[_i].mode, sdt(ctx), n);
-    check_unscale(ctx, optest_modes[_i].mode, MPCL_F32, n);
+    /* whole blocks of 8 * L (L a power of two <= 256) or not, one element,
+     * fewer than one block */
+    const size_t big[] = {1, 7, 1031, 6144, 100003}, small[] = {1, 7, 1031, 4101};
+    const size_t *ns = optest_small() ? small : big;
+    const size_t count = optest_small() ? sizeof small / sizeof small[0] : sizeof big / sizeof big[0];
+    for (size_t i = 0; i < count; i++) {
+        check_unscale(ctx, optest_modes[_i].mode, sdt(ctx), ns[i]);
+        check_unscale(ctx, optest_modes[_i].mode, MPCL_F32, ns[i]);
+    }
 }
 END_TEST
 
