@@ -606,10 +606,13 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
 /* The first forward or backward call of a layer geometry (sizes, stride,
  * padding, dilation and batch) in a context with a cache directory times
  * both algorithms at the layer's real shape: a forward and a backward pass
- * (dx, dw, db) on x and w and on zeroed temporary buffers, once to warm up
- * (builds), then CHOICE_REPS times, host clock around clFinish; the faster
- * best run wins (a candidate that fails loses; one that takes more than
- * CHOICE_CUTOFF times the other's best stops early). The verdict is kept in
+ * (dx, dw, db) on x and w and on zeroed temporary buffers, once on the
+ * first image to warm up (program builds, scratch), then CHOICE_REPS times
+ * on the whole batch, host clock around clFinish; the faster best run wins
+ * (a candidate that fails loses; one whose run, or whose forward pass
+ * alone, takes more than CHOICE_CUTOFF times the other's best stops
+ * there). im2col runs first: on wide layers, where direct is slow, that
+ * stops direct after one forward pass. The verdict is kept in
  * the context and in <cache dir>/conv-<variant>-<device hash>.txt:
  *   mpcl-conv 1
  *   ALGO B C H W K R S SH SW PH PW DH DW      (one line per layer)
@@ -758,25 +761,32 @@ static cl_int temp_tensor(mpcl_context *ctx, mpcl_tensor *t, mpcl_dtype dt, int 
     return rc;
 }
 
+/* One forward and backward pass (dx, dw, db) of algo on d, waited for;
+ * *t its seconds. With limit > 0 the backward pass is skipped (and *t
+ * set past the limit) when the forward one alone took longer. */
 static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, mpcl_tensor *y,
                             mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db, const mpcl_tensor *x,
-                            const mpcl_tensor *w, const conv_dims *d)
+                            const mpcl_tensor *w, const conv_dims *d, double limit, double *t)
 {
-    mpcl_status s;
+    const double t0 = now_s();
+    const size_t nb = chunk_images(ctx, d, 0);
+    mpcl_status s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
+                                        : im2col_forward(ctx, op, y, x, w, db, d, nb);
+    if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
+        s = MPCL_ERR_OPENCL;
+    *t = now_s() - t0;
+    if (s != MPCL_OK || (limit > 0.0 && *t > limit))
+        return s;
     if (algo == CONV_DIRECT) {
-        s = direct_forward(ctx, op, y, x, w, db, d);
-        if (s == MPCL_OK)
-            s = direct_backward(ctx, op, dx, dw, db, y, x, w, d);
+        s = direct_backward(ctx, op, dx, dw, db, y, x, w, d);
     } else {
-        const size_t nb = chunk_images(ctx, d, 0);
-        s = im2col_forward(ctx, op, y, x, w, db, d, nb);
-        if (s == MPCL_OK)
-            s = bias_grad(ctx, op, db, y, d);
+        s = bias_grad(ctx, op, db, y, d);
         if (s == MPCL_OK)
             s = im2col_backward(ctx, op, dx, dw, y, x, w, d, nb);
     }
     if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
         s = MPCL_ERR_OPENCL;
+    *t = now_s() - t0;
     return s;
 }
 
@@ -800,20 +810,24 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
         rc = temp_tensor(ctx, &db, dt, 1, bdims);
     else
         db.mem = NULL;
+    /* the warm-up (program builds, scratch) runs on the first image only */
+    conv_dims d1 = *d;
+    d1.b = 1;
+    mpcl_tensor x1 = *x;
+    x1.shape[0] = 1;
+    x1.numel = x->numel / d->b;
     conv_algo best = CONV_AUTO;
     double best_t = 0.0;
     const conv_algo order[2] = {CONV_IM2COL, CONV_DIRECT};
     for (int a = 0; a < 2 && rc == CL_SUCCESS; a++) {
-        double t_min = -1.0;
-        /* warm-up (program builds), then timed runs */
-        mpcl_status s = run_algo(ctx, op, order[a], &y, &dx, &dw, &db, x, w, d);
+        double t_min = -1.0, t;
+        const double limit = best == CONV_AUTO ? 0.0 : CHOICE_CUTOFF * best_t;
+        mpcl_status s = run_algo(ctx, op, order[a], &y, &dx, &dw, &db, &x1, w, &d1, 0.0, &t);
         for (int r = 0; r < CHOICE_REPS && s == MPCL_OK; r++) {
-            const double t0 = now_s();
-            s = run_algo(ctx, op, order[a], &y, &dx, &dw, &db, x, w, d);
-            const double t = now_s() - t0;
+            s = run_algo(ctx, op, order[a], &y, &dx, &dw, &db, x, w, d, limit, &t);
             if (s == MPCL_OK && (t_min < 0.0 || t < t_min))
                 t_min = t;
-            if (best != CONV_AUTO && t > CHOICE_CUTOFF * best_t)
+            if (limit > 0.0 && t > limit)
                 break; /* clearly the slower one */
         }
         if (s == MPCL_OK && t_min >= 0.0 && (best == CONV_AUTO || t_min < best_t)) {
