@@ -1,21 +1,29 @@
-/* conv.c — 2-D convolution, forward and backward (kernels in cl/conv.cl).
+/* conv.c — 2-D convolution, forward and backward (kernels in cl/conv.cl
+ * and cl/conv_direct.cl).
  *
  * Letters: B batch, C input channels, K output channels, H W input height
  * and width, OH OW output height and width, R S kernel height and width,
  * P = OH*OW output pixels per image, NB images per chunk, N = NB*P columns.
  *
- * Two algorithms (docs/ops/conv-pool.md has the measurements and the rule):
- *   im2col  per chunk of NB images: col (C*R*S, N) = im2col(x); one GEMM
+ * Two algorithms (docs/ops/conv-pool.md has the measurements):
+ *   im2col  per chunk of NB images (the whole batch when the scratch budget
+ *           allows): col (C*R*S, N) = im2col(x); one GEMM
  *           yt (K, N) = w (K, C*R*S) * col through the GEMM router; yt back
  *           to NCHW with the bias added. Backward: dyt (K, N) = dy in GEMM
  *           layout; dw += dyt * col^T (beta 1); dcol = w^T * dyt, then
- *           col2im (a gather, no atomics) assigns dx.
- *   direct  one work item per output (forward) or input element (dx), one
- *           work-group per weight (dw): no scratch, no GEMM. For skinny
- *           layers, where GEMM's fixed costs dominate.
- * db += sum over B, OH, OW of dy in both (one work-group per channel).
- * MPCL_CONV_ALGO=auto|im2col|direct overrides the choice (tests use it);
- * MPCL_CONV_CHUNK=n caps the images per im2col chunk (1: a GEMM per image).
+ *           col2im (a gather, no atomics) assigns dx. The kernels are built
+ *           per layer geometry (sizes as -D defines) and launched in 3-D
+ *           over exactly their items.
+ *   direct  one work item per output (forward) or input element (dx), two
+ *           passes for dw: no scratch matrix, no GEMM. For skinny layers,
+ *           where GEMM's fixed costs dominate.
+ * db += sum over B, OH, OW of dy in both (one work-group per channel, or
+ * fused into the direct dw passes).
+ * Which one a layer runs is measured on the device at its first call and
+ * kept in the cache directory (pick_algo); without a cache a static rule
+ * (choose) applies. MPCL_CONV_ALGO=auto|im2col|direct overrides the choice
+ * (tests use it); MPCL_CONV_CHUNK=n caps the images per im2col chunk
+ * (1: a GEMM per image).
  * Scratch slots 4 (col), 5 (yt / dyt), 6 (dcol); 0..3 belong to the GEMM
  * router. Every sum accumulates in float. */
 #include <limits.h>
@@ -166,7 +174,8 @@ static mpcl_status algo_from_env(mpcl_context *ctx, const char *op, conv_algo *o
     return MPCL_OK;
 }
 
-/* The rule of docs/ops/conv-pool.md, from measurements on PoCL (CPU): direct
+/* The static rule, used without a cache directory (pick_algo measures
+ * otherwise), from measurements on PoCL (CPU, docs/ops/conv-pool.md): direct
  * when the reduction per output, C*R*S, is short (one-channel first layers
  * up to 5x5: 25 measured faster direct, 27 = 3x3x3 faster with im2col),
  * where GEMM's fixed costs (im2col traffic, layout passes, CLBlast's
@@ -606,13 +615,14 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
 /* The first forward or backward call of a layer geometry (sizes, stride,
  * padding, dilation and batch) in a context with a cache directory times
  * both algorithms at the layer's real shape: a forward and a backward pass
- * (dx, dw, db) on x and w and on zeroed temporary buffers, once on the
- * first image to warm up (program builds, scratch), then CHOICE_REPS times
- * on the whole batch, host clock around clFinish; the faster best run wins
- * (a candidate that fails loses; one whose run, or whose forward pass
- * alone, takes more than CHOICE_CUTOFF times the other's best stops
- * there). im2col runs first: on wide layers, where direct is slow, that
- * stops direct after one forward pass. The verdict is kept in
+ * (dx, dw, db) on x and w and on zeroed temporary buffers. Each warms up
+ * once (program builds, scratch, CLBlast's kernels: im2col on the whole
+ * batch, direct on the first image only), then they run CHOICE_REPS times
+ * each on the whole batch, alternating, host clock around clFinish; the
+ * lower best time wins. A candidate that fails loses; a direct run, or its
+ * forward pass alone, that takes more than CHOICE_CUTOFF times im2col's
+ * best stops direct there (it loses): on wide layers, where direct is
+ * slow, that costs one forward pass of it. The verdict is kept in
  * the context and in <cache dir>/conv-<variant>-<device hash>.txt:
  *   mpcl-conv 1
  *   ALGO B C H W K R S SH SW PH PW DH DW      (one line per layer)
@@ -659,15 +669,16 @@ static const char *algo_name(conv_algo a)
     return a == CONV_DIRECT ? "direct" : "im2col";
 }
 
-/* Reads the cache file into lines[] (each a key and an algorithm); returns
- * the count, 0 when the file is missing or does not parse. */
-#define CHOICE_FILE_MAX 256
+/* One line of the cache file: the layer's fields, their key, the verdict. */
+#define CHOICE_FILE_MAX 256 /* lines read at most */
 typedef struct {
     uint64_t key;
     conv_algo algo;
     unsigned long long v[CHOICE_FIELDS];
 } choice_line;
 
+/* Reads the cache file into lines[]; returns the count, 0 when the file is
+ * missing or does not parse. */
 static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
 {
     char path[MPCL_PATH_LEN + 96], buf[512];
@@ -810,31 +821,40 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
         rc = temp_tensor(ctx, &db, dt, 1, bdims);
     else
         db.mem = NULL;
-    /* the warm-up (program builds, scratch) runs on the first image only */
+    /* warm-up (program builds, scratch, CLBlast's kernels): im2col on the
+     * whole batch, direct (slow on wide layers) on the first image only */
     conv_dims d1 = *d;
     d1.b = 1;
     mpcl_tensor x1 = *x;
     x1.shape[0] = 1;
     x1.numel = x->numel / d->b;
-    conv_algo best = CONV_AUTO;
-    double best_t = 0.0;
-    const conv_algo order[2] = {CONV_IM2COL, CONV_DIRECT};
-    for (int a = 0; a < 2 && rc == CL_SUCCESS; a++) {
-        double t_min = -1.0, t;
-        const double limit = best == CONV_AUTO ? 0.0 : CHOICE_CUTOFF * best_t;
-        mpcl_status s = run_algo(ctx, op, order[a], &y, &dx, &dw, &db, &x1, w, &d1, 0.0, &t);
-        for (int r = 0; r < CHOICE_REPS && s == MPCL_OK; r++) {
-            s = run_algo(ctx, op, order[a], &y, &dx, &dw, &db, x, w, d, limit, &t);
-            if (s == MPCL_OK && (t_min < 0.0 || t < t_min))
-                t_min = t;
-            if (limit > 0.0 && t > limit)
-                break; /* clearly the slower one */
+    double t, best_i = -1.0, best_d = -1.0;
+    mpcl_status si = rc == CL_SUCCESS ? MPCL_OK : MPCL_ERR_OPENCL, sd = si;
+    if (si == MPCL_OK)
+        si = run_algo(ctx, op, CONV_IM2COL, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
+    if (sd == MPCL_OK)
+        sd = run_algo(ctx, op, CONV_DIRECT, &y, &dx, &dw, &db, &x1, w, &d1, 0.0, &t);
+    /* timed runs, alternating, so that load from elsewhere hits both */
+    for (int r = 0; r < CHOICE_REPS && (si == MPCL_OK || sd == MPCL_OK); r++) {
+        if (si == MPCL_OK) {
+            si = run_algo(ctx, op, CONV_IM2COL, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
+            if (si == MPCL_OK && (best_i < 0.0 || t < best_i))
+                best_i = t;
         }
-        if (s == MPCL_OK && t_min >= 0.0 && (best == CONV_AUTO || t_min < best_t)) {
-            best = order[a];
-            best_t = t_min;
+        if (sd == MPCL_OK) {
+            const double limit = best_i > 0.0 ? CHOICE_CUTOFF * best_i : 0.0;
+            sd = run_algo(ctx, op, CONV_DIRECT, &y, &dx, &dw, &db, x, w, d, limit, &t);
+            if (sd == MPCL_OK && limit > 0.0 && t > limit)
+                sd = MPCL_ERR_STATE; /* clearly the slower one: no more runs */
+            else if (sd == MPCL_OK && (best_d < 0.0 || t < best_d))
+                best_d = t;
         }
     }
+    conv_algo best = CONV_AUTO;
+    if (best_i >= 0.0 && (best_d < 0.0 || sd != MPCL_OK || best_i <= best_d))
+        best = CONV_IM2COL;
+    else if (best_d >= 0.0 && sd == MPCL_OK)
+        best = CONV_DIRECT;
     clFinish(ctx->queue);
     const cl_mem mems[4] = {y.mem, dx.mem, dw.mem, db.mem};
     for (int i = 0; i < 4; i++)
@@ -889,8 +909,9 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
             choice_write(ctx, d, algo);
         }
     }
-    ctx->conv_choice[ctx->conv_choice_n++ % MPCL_CONV_CHOICES].key = key;
-    ctx->conv_choice[(ctx->conv_choice_n - 1) % MPCL_CONV_CHOICES].algo = (int)algo;
+    const size_t slot = ctx->conv_choice_n++ % MPCL_CONV_CHOICES; /* the oldest when full */
+    ctx->conv_choice[slot].key = key;
+    ctx->conv_choice[slot].algo = (int)algo;
     *out = algo;
     return MPCL_OK;
 }
