@@ -1,51 +1,61 @@
-/* cl/conv.cl — 2-D convolution: im2col / col2im around the GEMM router, the
- * bias and layout kernels of the im2col path. (The direct convolution for
- * skinny layers, built per geometry, is cl/conv_direct.cl.)
+/* cl/conv.cl — 2-D convolution: im2col / col2im around the GEMM router and
+ * the layout and bias kernels of the im2col path. (The direct convolution
+ * for skinny layers is cl/conv_direct.cl.)
  *
- * Dimension letters: B batch (NB images in one chunk), C input channels,
+ * Dimension letters: B batch (NB images in one launch), C input channels,
  * K output channels, H W input height and width, OH OW output height and
- * width, R S kernel height and width, P = OH * OW output pixels per image,
- * N = NB * P columns of a chunk's column matrix.
+ * width, R S kernel height and width, P = OH * OW output pixels per image.
  *
- * Every kernel ends with the geometry (CONV_GEO_PARAMS, set by
- * src/ops/conv.c): C, H, W, K, R, S, OH, OW, stride_h, stride_w, pad_h,
- * pad_w, dil_h, dil_w, NB (images in this launch).
- * Element offsets (x_off, ...) select the first image of a chunk. Every sum
- * accumulates in float (acc_t); values are read and written in the storage
- * type through LOADF / STOREF.
+ * Built once per layer geometry, like cl/conv_direct.cl: the host
+ * (src/ops/conv.c) passes every size as a -D define (CONV_C, CONV_H,
+ * CONV_W, CONV_K, CONV_R, CONV_S, CONV_OH, CONV_OW, CONV_SH, CONV_SW
+ * (stride), CONV_PH, CONV_PW (padding), CONV_DH, CONV_DW (dilation)), so
+ * every division of an index is by a constant (a multiply on the device)
+ * and the window loops unroll. Only the image count nb is a run-time
+ * argument. Without the defines (offline compiles in the tests) a small
+ * padded, strided geometry is used.
+ *
+ * The column matrix of nb images, col (C*R*S, nb*P): entry (c, r, s) x
+ * (b, oh, ow) at (c*R*S + r*S + s) * nb*P + b*P + oh*OW + ow, one GEMM
+ * operand for the whole chunk.
+ *
+ * The element-wise kernels are launched over exactly their items in 3-D
+ * (mpcl_launch_rows: dim 0 along an image row, so neighbouring items read
+ * and write neighbouring addresses) and have no bounds check, no early
+ * return and no load or store under a condition: a CPU device vectorises
+ * a work-group across dim 0 then. A tap in the padding reads a clamped,
+ * valid address and selects 0. Every sum accumulates in float (acc_t);
+ * values are read and written in the storage type through LOADF / STOREF.
  *
  * Indices are split with one division and a multiply-subtract, never a
  * `/` and `%` of the same operands: LLVM turns such pairs into `freeze`
  * instructions that oclgrind 21.10's uninitialised-value checker rejects. */
 
-/* The geometry parameters every kernel ends with, in this order. (Scalars,
- * not one int16: oclgrind 21.10's uninitialised-value checker crashes on the
- * shufflevector LLVM makes of arithmetic on lanes of a vector argument.) */
-#define CONV_GEO_PARAMS \
-    const int G_C, const int G_H, const int G_W, const int G_K, const int G_R, const int G_S, \
-    const int G_OH, const int G_OW, const int G_SH, const int G_SW, const int G_PH, \
-    const int G_PW, const int G_DH, const int G_DW, const int G_NB
+#ifndef CONV_C
+#define CONV_C 3
+#define CONV_H 7
+#define CONV_W 9
+#define CONV_K 5
+#define CONV_R 3
+#define CONV_S 3
+#define CONV_OH 4
+#define CONV_OW 5
+#define CONV_SH 2
+#define CONV_SW 2
+#define CONV_PH 1
+#define CONV_PW 1
+#define CONV_DH 1
+#define CONV_DW 1
+#endif
+
+#define CONV_RS (CONV_R * CONV_S)
+#define CONV_CRS (CONV_C * CONV_RS)
+#define CONV_P (CONV_OH * CONV_OW)
 
 /* The largest work-group of the reduction kernel conv_bias_grad (one group
- * per output value): the host launches it with a power of two up to this,
- * as large as the kernel and device allow. */
+ * per output channel): the host launches it with a power of two up to
+ * this, as large as the kernel and device allow. */
 #define CONV_WG 64
-
-/* The tap of x that element id of col (C*R*S, N) reads: declares `at`, its
- * index from the chunk's first image, clamped into the image, and
- * `inside`, 0 for a tap in the padding (which reads the clamped address
- * and takes 0). */
-#define IM2COL_TAP(id, at, inside)                                                       \
-    const int P_ = G_OH * G_OW, N_ = G_NB * P_, RS_ = G_R * G_S;                          \
-    const int row_ = (id) / N_, n_ = (id) - row_ * N_;                                    \
-    const int c_ = row_ / RS_, rs_ = row_ - c_ * RS_;                                     \
-    const int r_ = rs_ / G_S, s_ = rs_ - r_ * G_S;                                        \
-    const int b_ = n_ / P_, p_ = n_ - b_ * P_;                                            \
-    const int oh_ = p_ / G_OW, ow_ = p_ - oh_ * G_OW;                                     \
-    const int ih_ = oh_ * G_SH - G_PH + r_ * G_DH, iw_ = ow_ * G_SW - G_PW + s_ * G_DW;  \
-    const int ihc_ = clamp(ih_, 0, G_H - 1), iwc_ = clamp(iw_, 0, G_W - 1);               \
-    const int at = ((b_ * G_C + c_) * G_H + ihc_) * G_W + iwc_;                           \
-    const int inside = ih_ == ihc_ && iw_ == iwc_
 
 #if !defined(MPCL_FP32)
 /* Element i of a buffer of 16-bit values, read through the aligned 32-bit
@@ -58,33 +68,42 @@
 #endif
 #endif
 
-/* col (C*R*S, N): col[(c, r, s), (b, oh, ow)] = x[b, c, oh*sh - ph + r*dh,
- * ow*sw - pw + s*dw], zero outside the image. One work item per entry.
- * Every item loads (a tap outside the image reads a clamped address and
- * selects 0): a CPU device that vectorises across items gathers without a
- * mask, which for half values, gathered element by element, measured 1.3x
- * faster. */
-kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off */
+/* The tap of x that the work item (ow, oh, z = b*CRS + crs) of an im2col
+ * launch reads: declares `at`, its index from the launch's first image,
+ * clamped into the image, `inside`, 0 for a tap in the padding, and
+ * `dst`, the entry of col (C*R*S, nb*P) it goes to. */
+#define IM2COL_TAP(at, inside, dst)                                                       \
+    const int ow_ = (int)get_global_id(0), oh_ = (int)get_global_id(1);                  \
+    const int z_ = (int)get_global_id(2);                                                \
+    const int b_ = z_ / CONV_CRS, crs_ = z_ - b_ * CONV_CRS;                             \
+    const int c_ = crs_ / CONV_RS, rs_ = crs_ - c_ * CONV_RS;                            \
+    const int r_ = rs_ / CONV_S, s_ = rs_ - r_ * CONV_S;                                 \
+    const int ih_ = oh_ * CONV_SH - CONV_PH + r_ * CONV_DH;                              \
+    const int iw_ = ow_ * CONV_SW - CONV_PW + s_ * CONV_DW;                              \
+    const int ihc_ = clamp(ih_, 0, CONV_H - 1), iwc_ = clamp(iw_, 0, CONV_W - 1);        \
+    const int at = ((b_ * CONV_C + c_) * CONV_H + ihc_) * CONV_W + iwc_;                 \
+    const int inside = ih_ == ihc_ && iw_ == iwc_;                                       \
+    const int dst = (crs_ * nb + b_) * CONV_P + oh_ * CONV_OW + ow_
+
+/* col entry (c, r, s) x (b, oh, ow) = x[b, c, oh*sh - ph + r*dh,
+ * ow*sw - pw + s*dw], zero outside the image. Items (OW, OH, nb*C*R*S),
+ * one per entry. */
+kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), first image at x_off */
                         uint x_off,
-                        global store_t *col,     /* (C*R*S, N) */
-                        CONV_GEO_PARAMS)
+                        global store_t *col,     /* (C*R*S, nb*P) */
+                        int nb)
 {
-    const int id = (int)get_global_id(0);
-    if (id >= G_C * G_R * G_S * G_NB * G_OH * G_OW)
-        return;
-    IM2COL_TAP(id, at, inside);
+    IM2COL_TAP(at, inside, dst);
     x += x_off;
 #if !defined(MPCL_FP32)
     /* a copy of the 16-bit value's bits (+0 in the padding, 0x0000 in half
      * and bf16): no conversion, and 16-bit integer moves vectorise where
-     * half gathers may not (Intel's CPU runtime, fp16: 1.6x fp32's time) */
+     * half gathers may not */
     const ushort v = ((global const ushort *)x)[at];
-    ((global ushort *)col)[id] = inside ? v : (ushort)0;
+    ((global ushort *)col)[dst] = inside ? v : (ushort)0;
 #else
-    /* every tap from a clamped address, then a select: no load under a
-     * condition */
     const float v = LOADF(x, at);
-    STOREF(col, id, inside ? v : 0.0f);
+    STOREF(col, dst, inside ? v : 0.0f);
 #endif
 }
 
@@ -92,21 +111,17 @@ kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), chunk at x_off
 /* conv_im2col for 16-bit storage (fp16, fp16-storage, bf16) where x holds
  * an even number of elements: each tap is read as the aligned 32-bit word
  * that holds it, and the half of the word it is taken. A CPU device has
- * 32-bit gathers but no 16-bit ones, so this gathers in hardware where the
- * ushort reads went element by element (Intel's CPU runtime, fp16). x's
- * buffer starts 4-byte aligned and ends on a word, so every word read is
- * inside it. Same arguments as conv_im2col. */
-kernel void conv_im2col_pairs(global const uint *x, /* (B, C, H, W) as words, chunk at x_off */
+ * 32-bit gathers but no 16-bit ones. x's buffer starts 4-byte aligned and
+ * ends on a word, so every word read is inside it. Same arguments as
+ * conv_im2col. */
+kernel void conv_im2col_pairs(global const uint *x, /* (B, C, H, W) as words, first image at x_off */
                               uint x_off,
-                              global ushort *col,   /* (C*R*S, N) */
-                              CONV_GEO_PARAMS)
+                              global ushort *col,   /* (C*R*S, nb*P) */
+                              int nb)
 {
-    const int id = (int)get_global_id(0);
-    if (id >= G_C * G_R * G_S * G_NB * G_OH * G_OW)
-        return;
-    IM2COL_TAP(id, at, inside);
+    IM2COL_TAP(at, inside, dst);
     const ushort v = WORD_HALF(x, x_off + (uint)at);
-    col[id] = inside ? v : (ushort)0;
+    col[dst] = inside ? v : (ushort)0;
 }
 #endif
 
@@ -125,76 +140,65 @@ kernel void conv_im2col_pairs(global const uint *x, /* (B, C, H, W) as words, ch
 #define LOAD_SCRATCH(p, i) LOADF(p, i)
 #endif
 
-/* dx[b, c, h, w] = sum of the dcol entries that im2col read from (b, c, h, w):
- * a gather (no atomics), one work item per input element, float sum. */
-kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, N), a scratch buffer */
-                        global store_t *dx,         /* (B, C, H, W), chunk at dx_off */
-                        uint dx_off,
-                        CONV_GEO_PARAMS)
+/* dx[b, c, h, w] = sum of the dcol entries that im2col read from
+ * (b, c, h, w): a gather (no atomics), float sum. Items (W, H, nb*C), one
+ * per input element. Every tap
+ * (r, s) loads from a valid address (output 0 when no output reads (h, w)
+ * through it) and selects 0. */
+kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, nb*P), a scratch buffer */
+                        int nb,
+                        global store_t *dx,         /* (B, C, H, W), first image at dx_off */
+                        uint dx_off)
 {
-    const int P = G_OH * G_OW, N = G_NB * P, RS = G_R * G_S;
-    const int id = (int)get_global_id(0);
-    if (id >= G_NB * G_C * G_H * G_W)
-        return;
-    int q = id / G_W;
-    const int w = id - q * G_W;
-    int q2 = q / G_H;
-    const int h = q - q2 * G_H;
-    const int b = q2 / G_C, c = q2 - b * G_C;
-    /* every tap (r, s) loads from a valid address (output 0 when no output
-     * reads (h, w) through it) and selects 0: no branch, no load under a
-     * condition, the terms added in the same order as before */
+    const int w = (int)get_global_id(0), h = (int)get_global_id(1), z = (int)get_global_id(2);
+    const int b = z / CONV_C, c = z - b * CONV_C;
+    const int ld = nb * CONV_P, base = c * CONV_RS * ld + b * CONV_P;
     acc_t acc = 0.0f;
-    for (int r = 0; r < G_R; r++) {
-        const int th = h + G_PH - r * G_DH;
-        const int oh = th / G_SH;
-        const int okh = th >= 0 && oh * G_SH == th && oh < G_OH;
+#pragma unroll
+    for (int r = 0; r < CONV_R; r++) {
+        const int th = h + CONV_PH - r * CONV_DH;
+        const int oh = th / CONV_SH;
+        const int okh = th >= 0 && oh * CONV_SH == th && oh < CONV_OH;
         const int ohc = okh ? oh : 0;
-        for (int s = 0; s < G_S; s++) {
-            const int tw = w + G_PW - s * G_DW;
-            const int ow = tw / G_SW;
-            const int ok = okh && tw >= 0 && ow * G_SW == tw && ow < G_OW;
+#pragma unroll
+        for (int s = 0; s < CONV_S; s++) {
+            const int tw = w + CONV_PW - s * CONV_DW;
+            const int ow = tw / CONV_SW;
+            const int ok = okh && tw >= 0 && ow * CONV_SW == tw && ow < CONV_OW;
             const int owc = ok ? ow : 0;
-            const float v = LOAD_SCRATCH(dcol, (c * RS + r * G_S + s) * N + b * P + ohc * G_OW + owc);
+            const float v = LOAD_SCRATCH(dcol, base + (r * CONV_S + s) * ld + ohc * CONV_OW + owc);
             acc += ok ? v : 0.0f;
         }
     }
-    STOREF(dx + dx_off, id, acc);
+    STOREF(dx + dx_off, (z * CONV_H + h) * CONV_W + w, acc);
 }
 
-/* y[b, k, p] = yt[k, b*P + p] + bias[k]: the chunk's GEMM output (K, N) back
- * to NCHW, with the bias added (has_bias 0: bias is not read). */
-kernel void conv_gather_out(global const store_t *yt,   /* (K, N) */
+/* y[b, k, p] = yt[k, b*P + p] + bias[k]: the GEMM's output (K, nb*P)
+ * back to NCHW, with the bias added (has_bias 0: the bias is read at 0 and
+ * not used). Items (P, K, nb). */
+kernel void conv_gather_out(global const store_t *yt,   /* (K, nb*P) */
                             global const store_t *bias, /* (K) */
                             uint has_bias,
-                            global store_t *y,          /* (B, K, OH, OW), chunk at y_off */
+                            global store_t *y,          /* (B, K, OH, OW), first image at y_off */
                             uint y_off,
-                            CONV_GEO_PARAMS)
+                            int nb)
 {
-    const int P = G_OH * G_OW, N = G_NB * P;
-    const int id = (int)get_global_id(0);
-    if (id >= G_NB * G_K * P)
-        return;
-    const int q = id / P, p = id - q * P, b = q / G_K, k = q - b * G_K;
-    float v = LOADF(yt, k * N + b * P + p);
-    if (has_bias)
-        v += LOADF(bias, k);
-    STOREF(y + y_off, id, v);
+    const int p = (int)get_global_id(0), k = (int)get_global_id(1), b = (int)get_global_id(2);
+    const float bv = LOADF(bias, has_bias ? k : 0);
+    const float v = LOADF(yt, k * nb * CONV_P + b * CONV_P + p) + (has_bias ? bv : 0.0f);
+    STOREF(y + y_off, (b * CONV_K + k) * CONV_P + p, v);
 }
 
-/* dyt[k, b*P + p] = dy[b, k, p]: a chunk of dy as the (K, N) GEMM operand. */
-kernel void conv_scatter_dy(global const store_t *dy, /* (B, K, OH, OW), chunk at dy_off */
+/* dyt[k, b*P + p] = dy[b, k, p]: nb images of dy as the (K, nb*P) operand
+ * of the weight gradient's GEMM. Items (P, K, nb). */
+kernel void conv_scatter_dy(global const store_t *dy, /* (B, K, OH, OW), first image at dy_off */
                             uint dy_off,
-                            global store_t *dyt,      /* (K, N) */
-                            CONV_GEO_PARAMS)
+                            global store_t *dyt,      /* (K, nb*P) */
+                            int nb)
 {
-    const int P = G_OH * G_OW, N = G_NB * P;
-    const int id = (int)get_global_id(0);
-    if (id >= G_NB * G_K * P)
-        return;
-    const int q = id / P, p = id - q * P, b = q / G_K, k = q - b * G_K;
+    const int p = (int)get_global_id(0), k = (int)get_global_id(1), b = (int)get_global_id(2);
     dy += dy_off;
-    dyt[k * N + b * P + p] = dy[id]; /* a copy, in every variant */
+    dyt[k * nb * CONV_P + b * CONV_P + p] = dy[(b * CONV_K + k) * CONV_P + p]; /* a copy */
 }
 
 /* Sums part[0..L) of the work-group (L = the local size, a power of two
@@ -213,21 +217,21 @@ static acc_t conv_group_sum(local acc_t *part, acc_t v)
 }
 
 /* db[k] += sum over b, oh, ow of dy[b, k, oh, ow]. One work-group per k
- * (NB = B, the whole batch) of L items, L a power of two <= CONV_WG: the
- * host takes the largest the kernel and device allow (1 works). */
+ * of L items, L a power of two <= CONV_WG: the host takes the largest the
+ * kernel and device allow (1 works). */
 kernel void conv_bias_grad(global const store_t *dy, /* (B, K, OH, OW) */
                            global store_t *db,       /* (K) */
-                           CONV_GEO_PARAMS)
+                           int nb)
 {
     local acc_t part[CONV_WG];
-    const int P = G_OH * G_OW, k = (int)get_group_id(0), lid = (int)get_local_id(0);
+    const int k = (int)get_group_id(0), lid = (int)get_local_id(0);
     acc_t acc = 0.0f;
-    if (k < G_K)
-        for (int j = lid; j < G_NB * P; j += (int)get_local_size(0)) {
-            const int b = j / P, p = j - b * P;
-            acc += LOADF(dy, (b * G_K + k) * P + p);
+    if (k < CONV_K)
+        for (int j = lid; j < nb * CONV_P; j += (int)get_local_size(0)) {
+            const int b = j / CONV_P, p = j - b * CONV_P;
+            acc += LOADF(dy, (b * CONV_K + k) * CONV_P + p);
         }
     acc = conv_group_sum(part, acc);
-    if (lid == 0 && k < G_K)
+    if (lid == 0 && k < CONV_K)
         STOREF(db, k, LOADF(db, k) + acc);
 }

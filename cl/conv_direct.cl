@@ -138,8 +138,9 @@ kernel void conv_direct_forward(global const xin_t *restrict x,      /* (B, C, H
             for (int s = 0; s < CONV_S; s++) {
                 const int iw = w0 + s * CONV_DW, iwc = CONV_CLAMP_W(iw);
                 float v = LOADX(x, row + iwc);
-                if (CONV_PH > 0 || CONV_PW > 0)
-                    v = ih == ihc && iw == iwc ? v : 0.0f;
+#if CONV_PH > 0 || CONV_PW > 0
+                v = ih == ihc && iw == iwc ? v : 0.0f;
+#endif
                 const int wi = c * CONV_RS + r * CONV_S + s;
                 CONV_UNROLL
                 for (int kk = 0; kk < CONV_KB; kk++)

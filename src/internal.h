@@ -70,8 +70,9 @@ typedef struct {
  * created from it. The context keeps MPCL_MAX_SPEC_PROGRAMS of them and
  * releases the least recently used one when it needs a slot. */
 #define MPCL_MAX_SPEC_PROGRAMS 24
-#define MPCL_SPEC_KERNELS 6
+#define MPCL_SPEC_KERNELS 8
 #define MPCL_SPEC_DEFINES_LEN 384
+#define MPCL_CONV_CHOICES 32 /* layers whose conv algorithm a context remembers */
 typedef struct {
     char family[32];
     mpcl_variant variant;
@@ -150,6 +151,15 @@ struct mpcl_context {
     mpcl_gemm_shape *gemm_rec;
     size_t gemm_rec_n, gemm_rec_cap;
     char storage_defines[64]; /* halfconv.c: added to fp16-storage builds ("" or -DMPCL_HALF_...) */
+    /* ops/conv.c: the algorithm chosen per convolution layer (a key of its
+     * geometry and batch, MPCL_CONV_CHOICES kept, the oldest replaced) */
+    struct {
+        uint64_t key;
+        int algo;
+    } conv_choice[MPCL_CONV_CHOICES];
+    size_t conv_choice_n;
+    unsigned conv_measured; /* layers whose algorithm this context measured */
+    unsigned conv_cached;   /* layers whose algorithm it read from the cache directory */
 };
 
 struct mpcl_tensor {

@@ -1,31 +1,43 @@
-/* conv.c — 2-D convolution, forward and backward (kernels in cl/conv.cl).
+/* conv.c — 2-D convolution, forward and backward (kernels in cl/conv.cl
+ * and cl/conv_direct.cl).
  *
  * Letters: B batch, C input channels, K output channels, H W input height
  * and width, OH OW output height and width, R S kernel height and width,
  * P = OH*OW output pixels per image, NB images per chunk, N = NB*P columns.
  *
- * Two algorithms (docs/ops/conv-pool.md has the measurements and the rule):
- *   im2col  per chunk of NB images: col (C*R*S, N) = im2col(x); one GEMM
+ * Two algorithms (docs/ops/conv-pool.md has the measurements):
+ *   im2col  per chunk of NB images (the whole batch when the scratch budget
+ *           allows): col (C*R*S, N) = im2col(x); one GEMM
  *           yt (K, N) = w (K, C*R*S) * col through the GEMM router; yt back
  *           to NCHW with the bias added. Backward: dyt (K, N) = dy in GEMM
  *           layout; dw += dyt * col^T (beta 1); dcol = w^T * dyt, then
- *           col2im (a gather, no atomics) assigns dx.
- *   direct  one work item per output (forward) or input element (dx), one
- *           work-group per weight (dw): no scratch, no GEMM. For skinny
- *           layers, where GEMM's fixed costs dominate.
- * db += sum over B, OH, OW of dy in both (one work-group per channel).
- * MPCL_CONV_ALGO=auto|im2col|direct overrides the choice (tests use it);
- * MPCL_CONV_CHUNK=n caps the images per im2col chunk (1: a GEMM per image).
+ *           col2im (a gather, no atomics) assigns dx. The kernels are built
+ *           per layer geometry (sizes as -D defines) and launched in 3-D
+ *           over exactly their items.
+ *   direct  one work item per output (forward) or input element (dx), two
+ *           passes for dw: no scratch matrix, no GEMM. For skinny layers,
+ *           where GEMM's fixed costs dominate.
+ * db += sum over B, OH, OW of dy in both (one work-group per channel, or
+ * fused into the direct dw passes).
+ * Which one a layer runs is measured on the device at its first call and
+ * kept in the cache directory (pick_algo); without a cache a static rule
+ * (choose) applies. MPCL_CONV_ALGO=auto|im2col|direct overrides the choice
+ * (tests use it); MPCL_CONV_CHUNK=n caps the images per im2col chunk
+ * (1: a GEMM per image).
  * Scratch slots 4 (col), 5 (yt / dyt), 6 (dcol); 0..3 belong to the GEMM
  * router. Every sum accumulates in float. */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
 #define CONV_WG 64                       /* = CONV_WG in cl/conv.cl: the most */
-#define CONV_SCRATCH_BYTES (32u << 20)   /* per scratch buffer: bounds NB */
+#define CONV_SCRATCH_BYTES ((size_t)64 << 20) /* per scratch buffer: bounds NB */
 #define CONV_DIRECT_MAX_CRS 25           /* the rule in choose() */
 #define SLOT_COL 4
 #define SLOT_YT 5
@@ -162,7 +174,8 @@ static mpcl_status algo_from_env(mpcl_context *ctx, const char *op, conv_algo *o
     return MPCL_OK;
 }
 
-/* The rule of docs/ops/conv-pool.md, from measurements on PoCL (CPU): direct
+/* The static rule, used without a cache directory (pick_algo measures
+ * otherwise), from measurements on PoCL (CPU, docs/ops/conv-pool.md): direct
  * when the reduction per output, C*R*S, is short (one-channel first layers
  * up to 5x5: 25 measured faster direct, 27 = 3x3x3 faster with im2col),
  * where GEMM's fixed costs (im2col traffic, layout passes, CLBlast's
@@ -173,39 +186,7 @@ static conv_algo choose(const conv_dims *d)
     return d->c * d->r * d->s <= CONV_DIRECT_MAX_CRS ? CONV_DIRECT : CONV_IM2COL;
 }
 
-static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const conv_dims *d, conv_algo *out)
-{
-    mpcl_status s = algo_from_env(ctx, op, out);
-    if (s == MPCL_OK && *out == CONV_AUTO)
-        *out = choose(d);
-    return s;
-}
-
 /* ----------------------------------------------------------- launching */
-
-/* The geometry as the kernels take it (CONV_GEO_PARAMS in cl/conv.cl):
- * C, H, W, K, R, S, OH, OW, stride, padding, dilation (h, w), NB. */
-#define GEO_N 15
-typedef struct {
-    cl_int v[GEO_N];
-} conv_geo;
-
-/* The GEO_N (size, value) argument pairs of g for mpcl_kernel_args. */
-#define GEO_ARGS(g)                                                                              \
-    sizeof(cl_int), &(g).v[0], sizeof(cl_int), &(g).v[1], sizeof(cl_int), &(g).v[2],            \
-        sizeof(cl_int), &(g).v[3], sizeof(cl_int), &(g).v[4], sizeof(cl_int), &(g).v[5],        \
-        sizeof(cl_int), &(g).v[6], sizeof(cl_int), &(g).v[7], sizeof(cl_int), &(g).v[8],        \
-        sizeof(cl_int), &(g).v[9], sizeof(cl_int), &(g).v[10], sizeof(cl_int), &(g).v[11],      \
-        sizeof(cl_int), &(g).v[12], sizeof(cl_int), &(g).v[13], sizeof(cl_int), &(g).v[14]
-
-/* nb images in this launch. */
-static conv_geo make_geo(const conv_dims *d, size_t nb)
-{
-    conv_geo g = {{(cl_int)d->c, (cl_int)d->h, (cl_int)d->w, (cl_int)d->k, (cl_int)d->r,
-                   (cl_int)d->s, (cl_int)d->oh, (cl_int)d->ow, d->p.stride_h, d->p.stride_w,
-                   d->p.pad_h, d->p.pad_w, d->p.dilation_h, d->p.dilation_w, (cl_int)nb}};
-    return g;
-}
 
 static mpcl_status arg_error(mpcl_context *ctx, const char *what, cl_int rc)
 {
@@ -227,18 +208,38 @@ static mpcl_status launch_groups(mpcl_context *ctx, cl_kernel k, const char *wha
     return mpcl_launch(ctx, k, what, 1, &global, &local);
 }
 
+/* The kernels of cl/conv.cl built for d's geometry (every size a -D
+ * define; the image count stays an argument). */
+static void conv_defines(const conv_dims *d, char *dst, size_t len)
+{
+    mpcl_strfmt(dst, len,
+                "-DCONV_C=%zu -DCONV_H=%zu -DCONV_W=%zu -DCONV_K=%zu -DCONV_R=%zu -DCONV_S=%zu "
+                "-DCONV_OH=%zu -DCONV_OW=%zu -DCONV_SH=%d -DCONV_SW=%d -DCONV_PH=%d -DCONV_PW=%d "
+                "-DCONV_DH=%d -DCONV_DW=%d",
+                d->c, d->h, d->w, d->k, d->r, d->s, d->oh, d->ow, d->p.stride_h, d->p.stride_w,
+                d->p.pad_h, d->p.pad_w, d->p.dilation_h, d->p.dilation_w);
+}
+
+static mpcl_status conv_kernel(mpcl_context *ctx, const conv_dims *d, const char *name,
+                               cl_kernel *k)
+{
+    char defs[MPCL_SPEC_DEFINES_LEN];
+    conv_defines(d, defs, sizeof defs);
+    return mpcl_kernel_get_spec(ctx, "conv", mpcl_ctx_variant(ctx), defs, name, k);
+}
+
 /* db (K) += sum over B, OH, OW of dy (B, K, OH, OW). */
 static mpcl_status bias_grad(mpcl_context *ctx, const char *op, mpcl_tensor *db,
                              const mpcl_tensor *dy, const conv_dims *d)
 {
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_bias_grad", &k);
+    mpcl_status s = conv_kernel(ctx, d, "conv_bias_grad", &k);
     if (s != MPCL_OK)
         return s;
-    conv_geo geo = make_geo(d, d->b);
-    cl_int rc = mpcl_kernel_args(k, 2 + GEO_N, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
+    cl_int nb = (cl_int)d->b;
+    cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
                                  sizeof(cl_mem), &db->mem,       /* (K) */
-                                 GEO_ARGS(geo));
+                                 sizeof nb, &nb);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
     return launch_groups(ctx, k, op, d->k);
@@ -440,6 +441,44 @@ static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tenso
 
 /* ---------------------------------------------------------------- im2col */
 
+/* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x (B, C, H, W). */
+static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const mpcl_tensor *x,
+                          const conv_dims *d, size_t i0, size_t nb)
+{
+    /* 16-bit storage and x ending on a 32-bit word: taps gathered as words */
+    const char *name = mpcl_storage_dtype(ctx) != MPCL_F32 && x->numel % 2 == 0 ? "conv_im2col_pairs"
+                                                                             : "conv_im2col";
+    cl_kernel k;
+    mpcl_status s = conv_kernel(ctx, d, name, &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint off = (cl_uint)(i0 * d->c * d->h * d->w);
+    cl_int nbi = (cl_int)nb;
+    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+                                 sizeof off, &off, sizeof(cl_mem), &col, sizeof nbi, &nbi);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_rows(ctx, k, op, d->ow, d->oh, nb * d->c * d->r * d->s);
+}
+
+/* dx images i0 .. i0+nb-1 = col2im(dcol (C*R*S, NB*P)). */
+static mpcl_status col2im(mpcl_context *ctx, const char *op, mpcl_tensor *dx, cl_mem dcol,
+                          const conv_dims *d, size_t i0, size_t nb)
+{
+    cl_kernel k;
+    mpcl_status s = conv_kernel(ctx, d, "conv_col2im", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint dx_off = (cl_uint)(i0 * d->c * d->h * d->w);
+    cl_int nbi = (cl_int)nb;
+    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &dcol, sizeof nbi, &nbi,
+                                 sizeof(cl_mem), &dx->mem, /* (B, C, H, W) */
+                                 sizeof dx_off, &dx_off);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_rows(ctx, k, op, d->w, d->h, nb * d->c);
+}
+
 /* MPCL_CONV_CHUNK=n caps the images per im2col chunk (n = 1: one GEMM per
  * image); unset or 0: no cap beyond the scratch budget. */
 static mpcl_status chunk_cap_from_env(mpcl_context *ctx, const char *op, size_t *cap)
@@ -464,7 +503,10 @@ static size_t chunk_images(const mpcl_context *ctx, const conv_dims *d, size_t c
 {
     const size_t es = mpcl_dtype_size(mpcl_storage_dtype(ctx));
     const size_t p = d->oh * d->ow, rows = d->c * d->r * d->s > d->k ? d->c * d->r * d->s : d->k;
-    size_t nb = CONV_SCRATCH_BYTES / (rows * p * es);
+    size_t budget = CONV_SCRATCH_BYTES;
+    if (ctx->caps.max_alloc_bytes && budget > ctx->caps.max_alloc_bytes / 2)
+        budget = (size_t)(ctx->caps.max_alloc_bytes / 2); /* scratch rounds up to a power of two */
+    size_t nb = budget / (rows * p * es);
     if (nb > (size_t)INT_MAX / (rows * p))
         nb = (size_t)INT_MAX / (rows * p);
     if (cap && nb > cap)
@@ -474,34 +516,12 @@ static size_t chunk_images(const mpcl_context *ctx, const conv_dims *d, size_t c
     return nb < d->b ? nb : d->b;
 }
 
-/* A re-layout kernel of the im2col path over images i0 .. i0+nb-1: name
- * reads src from element src_off and writes dst, one work item per element
- * of dst (items). */
-static mpcl_status relayout(mpcl_context *ctx, const char *op, const char *name, const mpcl_tensor *src,
-                            size_t src_off, cl_mem dst, const conv_dims *d, size_t nb, size_t items)
+/* A (P, K, nb) launch of a layout kernel of cl/conv.cl (conv_gather_out,
+ * conv_scatter_dy) over nb images, its arguments set. */
+static mpcl_status launch_pkb(mpcl_context *ctx, const char *op, cl_kernel k, const conv_dims *d,
+                              size_t nb)
 {
-    cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), name, &k);
-    if (s != MPCL_OK)
-        return s;
-    conv_geo geo = make_geo(d, nb);
-    cl_uint off = (cl_uint)src_off;
-    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &src->mem, sizeof off, &off,
-                                 sizeof(cl_mem), &dst, GEO_ARGS(geo));
-    if (rc != CL_SUCCESS)
-        return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, items);
-}
-
-/* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x (B, C, H, W). */
-static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const mpcl_tensor *x,
-                          const conv_dims *d, size_t i0, size_t nb)
-{
-    /* 16-bit storage and x ending on a 32-bit word: taps gathered as words */
-    const char *name = mpcl_storage_dtype(ctx) != MPCL_F32 && x->numel % 2 == 0 ? "conv_im2col_pairs"
-                                                                             : "conv_im2col";
-    return relayout(ctx, op, name, x, i0 * d->c * d->h * d->w, col, d, nb,
-                    d->c * d->r * d->s * nb * d->oh * d->ow);
+    return mpcl_launch_rows(ctx, k, op, d->oh * d->ow, d->k, nb);
 }
 
 static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
@@ -514,33 +534,29 @@ static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     mpcl_status s = mpcl_scratch(ctx, SLOT_COL, crs * nb_max * p * es, &col);
     if (s == MPCL_OK)
         s = mpcl_scratch(ctx, SLOT_YT, d->k * nb_max * p * es, &yt);
-    if (s != MPCL_OK)
-        return s;
-    cl_kernel gather;
-    s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_gather_out", &gather);
-    if (s != MPCL_OK)
-        return s;
     cl_uint has_bias = b != NULL;
-    cl_mem bmem = b ? b->mem : w->mem; /* not read without a bias */
+    cl_mem bmem = b ? b->mem : w->mem; /* read at 0 and not used without a bias */
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
         const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p;
+        cl_kernel k;
         s = im2col(ctx, op, col, x, d, i0, nb);
         if (s == MPCL_OK) /* yt (K, N) = w (K, CRS) * col (CRS, N) */
             s = mpcl_gemm_raw(ctx, op, dt, 0, 0, d->k, n, crs, 1.0f, w->mem, 0, crs, col, 0, n,
                               0.0f, yt, 0, n);
+        if (s == MPCL_OK)
+            s = conv_kernel(ctx, d, "conv_gather_out", &k);
         if (s != MPCL_OK)
             break;
-        conv_geo geo = make_geo(d, nb);
         cl_uint y_off = (cl_uint)(i0 * d->k * p);
-        cl_int rc = mpcl_kernel_args(gather, 5 + GEO_N, sizeof(cl_mem), &yt, /* (K, N) */
-                                     sizeof(cl_mem), &bmem,           /* (K) */
+        cl_int nbi = (cl_int)nb;
+        cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &yt, /* (K, N) */
+                                     sizeof(cl_mem), &bmem,      /* (K) */
                                      sizeof has_bias, &has_bias,
-                                     sizeof(cl_mem), &y->mem,         /* (B, K, OH, OW) */
-                                     sizeof y_off, &y_off,
-                                     GEO_ARGS(geo));
+                                     sizeof(cl_mem), &y->mem,    /* (B, K, OH, OW) */
+                                     sizeof y_off, &y_off, sizeof nbi, &nbi);
         if (rc != CL_SUCCESS)
             return arg_error(ctx, op, rc);
-        s = mpcl_launch_1d(ctx, gather, op, nb * d->k * p);
+        s = launch_pkb(ctx, op, k, d, nb);
     }
     return s;
 }
@@ -549,27 +565,17 @@ static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor
 static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, const mpcl_tensor *dy,
                               const conv_dims *d, size_t i0, size_t nb)
 {
-    return relayout(ctx, op, "conv_scatter_dy", dy, i0 * d->k * d->oh * d->ow, dyt, d, nb,
-                    nb * d->k * d->oh * d->ow);
-}
-
-/* dx images i0 .. i0+nb-1 = col2im(dcol (C*R*S, NB*P)). */
-static mpcl_status col2im(mpcl_context *ctx, const char *op, mpcl_tensor *dx, cl_mem dcol,
-                          const conv_dims *d, size_t i0, size_t nb)
-{
     cl_kernel k;
-    mpcl_status s = mpcl_kernel_get(ctx, "conv", mpcl_ctx_variant(ctx), "conv_col2im", &k);
+    mpcl_status s = conv_kernel(ctx, d, "conv_scatter_dy", &k);
     if (s != MPCL_OK)
         return s;
-    conv_geo geo = make_geo(d, nb);
-    cl_uint dx_off = (cl_uint)(i0 * d->c * d->h * d->w);
-    cl_int rc = mpcl_kernel_args(k, 3 + GEO_N, sizeof(cl_mem), &dcol, /* (C*R*S, NB*P) */
-                                 sizeof(cl_mem), &dx->mem,     /* (B, C, H, W) */
-                                 sizeof dx_off, &dx_off,
-                                 GEO_ARGS(geo));
+    cl_uint off = (cl_uint)(i0 * d->k * d->oh * d->ow);
+    cl_int nbi = (cl_int)nb;
+    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &dy->mem, sizeof off, &off,
+                                 sizeof(cl_mem), &dyt, sizeof nbi, &nbi);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
-    return mpcl_launch_1d(ctx, k, op, nb * d->c * d->h * d->w);
+    return launch_pkb(ctx, op, k, d, nb);
 }
 
 static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tensor *dx,
@@ -604,6 +610,312 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
     return s;
 }
 
+/* ------------------------------------------- measured choice per layer */
+
+/* The first forward or backward call of a layer geometry (sizes, stride,
+ * padding, dilation and batch) in a context with a cache directory times
+ * both algorithms at the layer's real shape: a forward and a backward pass
+ * (dx, dw, db) on x and w and on zeroed temporary buffers. Each warms up
+ * once (program builds, scratch, CLBlast's kernels: im2col on the whole
+ * batch, direct on the first image only), then they run CHOICE_REPS times
+ * each on the whole batch, alternating, host clock around clFinish; the
+ * lower best time wins. A candidate that fails loses; a direct run, or its
+ * forward pass alone, that takes more than CHOICE_CUTOFF times im2col's
+ * best stops direct there (it loses): on wide layers, where direct is
+ * slow, that costs one forward pass of it. The verdict is kept in
+ * the context and in <cache dir>/conv-<variant>-<device hash>.txt:
+ *   mpcl-conv 1
+ *   ALGO B C H W K R S SH SW PH PW DH DW      (one line per layer)
+ * written through a temporary file and a rename, read by later contexts on
+ * the same platform, device and driver. A file that does not parse is
+ * ignored (and replaced on the next write), so a corrupt one means a new
+ * measurement. Without a cache (MPCL_NO_CACHE, no_cache: oclgrind runs)
+ * nothing is measured and the static rule choose() applies. */
+#define CHOICE_REPS 3
+#define CHOICE_CUTOFF 3.0
+#define CHOICE_FIELDS 13 /* the sizes after ALGO */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void choice_fields(const conv_dims *d, unsigned long long v[CHOICE_FIELDS])
+{
+    const unsigned long long f[CHOICE_FIELDS] = {
+        d->b, d->c, d->h, d->w, d->k, d->r, d->s, (unsigned)d->p.stride_h,
+        (unsigned)d->p.stride_w, (unsigned)d->p.pad_h, (unsigned)d->p.pad_w,
+        (unsigned)d->p.dilation_h, (unsigned)d->p.dilation_w};
+    memcpy(v, f, sizeof f);
+}
+
+static uint64_t choice_key(const conv_dims *d)
+{
+    unsigned long long v[CHOICE_FIELDS];
+    choice_fields(d, v);
+    return mpcl_hash64(v, sizeof v, MPCL_HASH_SEED);
+}
+
+static void choice_path(const mpcl_context *ctx, char *dst, size_t len)
+{
+    mpcl_strfmt(dst, len, "%s/conv-%s-%016llx.txt", ctx->cache_dir,
+                mpcl_variant_name(mpcl_ctx_variant(ctx)), (unsigned long long)mpcl_device_hash(ctx));
+}
+
+static const char *algo_name(conv_algo a)
+{
+    return a == CONV_DIRECT ? "direct" : "im2col";
+}
+
+/* One line of the cache file: the layer's fields, their key, the verdict. */
+#define CHOICE_FILE_MAX 256 /* lines read at most */
+typedef struct {
+    uint64_t key;
+    conv_algo algo;
+    unsigned long long v[CHOICE_FIELDS];
+} choice_line;
+
+/* Reads the cache file into lines[]; returns the count, 0 when the file is
+ * missing or does not parse. */
+static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
+{
+    char path[MPCL_PATH_LEN + 96], buf[512];
+    choice_path(ctx, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = 0;
+    int ok = fgets(buf, sizeof buf, f) && strcmp(buf, "mpcl-conv 1\n") == 0;
+    while (ok && n < CHOICE_FILE_MAX && fgets(buf, sizeof buf, f)) {
+        choice_line *l = &lines[n];
+        char name[16];
+        unsigned long long *v = l->v;
+        int used = 0;
+        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu%n",
+                         name, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8],
+                         &v[9], &v[10], &v[11], &v[12], &used);
+        ok = got == 1 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 &&
+             (strcmp(name, "direct") == 0 || strcmp(name, "im2col") == 0);
+        if (!ok)
+            break;
+        l->algo = strcmp(name, "direct") == 0 ? CONV_DIRECT : CONV_IM2COL;
+        l->key = mpcl_hash64(v, sizeof l->v, MPCL_HASH_SEED);
+        n++;
+    }
+    ok = ok && !ferror(f);
+    fclose(f);
+    return ok ? n : 0;
+}
+
+/* Adds d's verdict to the cache file (the lines it holds that parse, with
+ * any older verdict for the same layer dropped). Failures are ignored: the
+ * next context measures again. */
+static void choice_write(mpcl_context *ctx, const conv_dims *d, conv_algo algo)
+{
+    choice_line *have = malloc(CHOICE_FILE_MAX * sizeof *have);
+    if (!have)
+        return;
+    size_t n = choice_read(ctx, have);
+    const uint64_t key = choice_key(d);
+    char path[MPCL_PATH_LEN + 96], tmp[MPCL_PATH_LEN + 160];
+    choice_path(ctx, path, sizeof path);
+    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
+    mkdir(ctx->cache_dir, 0700); /* the program cache usually made it already */
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        free(have);
+        return;
+    }
+    int ok = fprintf(f, "mpcl-conv 1\n") > 0;
+    for (size_t i = 0; i < n && ok; i++) {
+        if (have[i].key == key)
+            continue;
+        const unsigned long long *v = have[i].v;
+        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+                     algo_name(have[i].algo), v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+                     v[8], v[9], v[10], v[11], v[12]) > 0;
+    }
+    unsigned long long v[CHOICE_FIELDS];
+    choice_fields(d, v);
+    ok = ok && fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+                       algo_name(algo), v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                       v[10], v[11], v[12]) > 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0)
+        remove(tmp);
+    free(have);
+}
+
+/* A zeroed device buffer of n elements of dt as a tensor of the given
+ * shape (not accounted: it lives for one measurement). */
+static cl_int temp_tensor(mpcl_context *ctx, mpcl_tensor *t, mpcl_dtype dt, int ndim,
+                          const size_t *shape)
+{
+    memset(t, 0, sizeof *t);
+    t->ctx = ctx;
+    t->dtype = dt;
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->numel *= shape[i];
+    }
+    const size_t bytes = t->numel * mpcl_dtype_size(dt);
+    cl_int rc;
+    t->mem = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &rc);
+    if (rc == CL_SUCCESS) {
+        const cl_uchar zero = 0;
+        rc = clEnqueueFillBuffer(ctx->queue, t->mem, &zero, 1, 0, bytes, 0, NULL, NULL);
+    }
+    return rc;
+}
+
+/* One forward and backward pass (dx, dw, db) of algo on d, waited for;
+ * *t its seconds. With limit > 0 the backward pass is skipped (and *t
+ * set past the limit) when the forward one alone took longer. */
+static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, mpcl_tensor *y,
+                            mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db, const mpcl_tensor *x,
+                            const mpcl_tensor *w, const conv_dims *d, double limit, double *t)
+{
+    const double t0 = now_s();
+    const size_t nb = chunk_images(ctx, d, 0);
+    mpcl_status s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
+                                        : im2col_forward(ctx, op, y, x, w, db, d, nb);
+    if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
+        s = MPCL_ERR_OPENCL;
+    *t = now_s() - t0;
+    if (s != MPCL_OK || (limit > 0.0 && *t > limit))
+        return s;
+    if (algo == CONV_DIRECT) {
+        s = direct_backward(ctx, op, dx, dw, db, y, x, w, d);
+    } else {
+        s = bias_grad(ctx, op, db, y, d);
+        if (s == MPCL_OK)
+            s = im2col_backward(ctx, op, dx, dw, y, x, w, d, nb);
+    }
+    if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
+        s = MPCL_ERR_OPENCL;
+    *t = now_s() - t0;
+    return s;
+}
+
+/* The faster algorithm for d on this device (CONV_AUTO when neither ran). */
+static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
+                              const mpcl_tensor *w, const conv_dims *d)
+{
+    const mpcl_dtype dt = mpcl_storage_dtype(ctx);
+    const size_t ydims[4] = {d->b, d->k, d->oh, d->ow}, bdims[1] = {d->k};
+    mpcl_tensor y, dx, dw, db; /* y doubles as dy */
+    cl_int rc = temp_tensor(ctx, &y, dt, 4, ydims);
+    if (rc == CL_SUCCESS)
+        rc = temp_tensor(ctx, &dx, dt, 4, x->shape);
+    else
+        dx.mem = NULL;
+    if (rc == CL_SUCCESS)
+        rc = temp_tensor(ctx, &dw, dt, 4, w->shape);
+    else
+        dw.mem = NULL;
+    if (rc == CL_SUCCESS)
+        rc = temp_tensor(ctx, &db, dt, 1, bdims);
+    else
+        db.mem = NULL;
+    /* warm-up (program builds, scratch, CLBlast's kernels): im2col on the
+     * whole batch, direct (slow on wide layers) on the first image only */
+    conv_dims d1 = *d;
+    d1.b = 1;
+    mpcl_tensor x1 = *x;
+    x1.shape[0] = 1;
+    x1.numel = x->numel / d->b;
+    double t, best_i = -1.0, best_d = -1.0;
+    mpcl_status si = rc == CL_SUCCESS ? MPCL_OK : MPCL_ERR_OPENCL, sd = si;
+    if (si == MPCL_OK)
+        si = run_algo(ctx, op, CONV_IM2COL, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
+    if (sd == MPCL_OK)
+        sd = run_algo(ctx, op, CONV_DIRECT, &y, &dx, &dw, &db, &x1, w, &d1, 0.0, &t);
+    /* timed runs, alternating, so that load from elsewhere hits both */
+    for (int r = 0; r < CHOICE_REPS && (si == MPCL_OK || sd == MPCL_OK); r++) {
+        if (si == MPCL_OK) {
+            si = run_algo(ctx, op, CONV_IM2COL, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
+            if (si == MPCL_OK && (best_i < 0.0 || t < best_i))
+                best_i = t;
+        }
+        if (sd == MPCL_OK) {
+            const double limit = best_i > 0.0 ? CHOICE_CUTOFF * best_i : 0.0;
+            sd = run_algo(ctx, op, CONV_DIRECT, &y, &dx, &dw, &db, x, w, d, limit, &t);
+            if (sd == MPCL_OK && limit > 0.0 && t > limit)
+                sd = MPCL_ERR_STATE; /* clearly the slower one: no more runs */
+            else if (sd == MPCL_OK && (best_d < 0.0 || t < best_d))
+                best_d = t;
+        }
+    }
+    conv_algo best = CONV_AUTO;
+    if (best_i >= 0.0 && (best_d < 0.0 || sd != MPCL_OK || best_i <= best_d))
+        best = CONV_IM2COL;
+    else if (best_d >= 0.0 && sd == MPCL_OK)
+        best = CONV_DIRECT;
+    clFinish(ctx->queue);
+    const cl_mem mems[4] = {y.mem, dx.mem, dw.mem, db.mem};
+    for (int i = 0; i < 4; i++)
+        if (mems[i])
+            clReleaseMemObject(mems[i]);
+    return best;
+}
+
+/* The algorithm for d: MPCL_CONV_ALGO when set; else the context's verdict
+ * for this layer, the cache file's, a new measurement (with a cache), or
+ * the static rule (without one). Measuring never changes the context's
+ * error message, and a failure to measure falls back to the rule. */
+static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
+                             const mpcl_tensor *w, const conv_dims *d, conv_algo *out)
+{
+    mpcl_status s = algo_from_env(ctx, op, out);
+    if (s != MPCL_OK || *out != CONV_AUTO)
+        return s;
+    if (!ctx->cache_enabled) {
+        *out = choose(d);
+        return MPCL_OK;
+    }
+    const uint64_t key = choice_key(d);
+    const size_t kept = ctx->conv_choice_n < MPCL_CONV_CHOICES ? ctx->conv_choice_n
+                                                               : MPCL_CONV_CHOICES;
+    for (size_t i = 0; i < kept; i++)
+        if (ctx->conv_choice[i].key == key) {
+            *out = (conv_algo)ctx->conv_choice[i].algo;
+            return MPCL_OK;
+        }
+    conv_algo algo = CONV_AUTO;
+    choice_line *lines = malloc(CHOICE_FILE_MAX * sizeof *lines);
+    const size_t n = lines ? choice_read(ctx, lines) : 0;
+    for (size_t i = n; i-- > 0 && algo == CONV_AUTO;) /* the last line for a layer counts */
+        if (lines[i].key == key)
+            algo = lines[i].algo;
+    free(lines);
+    if (algo != CONV_AUTO) {
+        ctx->conv_cached++;
+    } else {
+        char saved[MPCL_ERR_LEN];
+        const int prof = ctx->prof_on;
+        mpcl_strfmt(saved, sizeof saved, "%s", ctx->err);
+        ctx->prof_on = 0; /* the measurement is not part of the profiled work */
+        algo = measure_algo(ctx, op, x, w, d);
+        ctx->prof_on = prof;
+        mpcl_strfmt(ctx->err, sizeof ctx->err, "%s", saved);
+        if (algo == CONV_AUTO) {
+            algo = choose(d);
+        } else {
+            ctx->conv_measured++;
+            choice_write(ctx, d, algo);
+        }
+    }
+    const size_t slot = ctx->conv_choice_n++ % MPCL_CONV_CHOICES; /* the oldest when full */
+    ctx->conv_choice[slot].key = key;
+    ctx->conv_choice[slot].algo = (int)algo;
+    *out = algo;
+    return MPCL_OK;
+}
+
 /* ------------------------------------------------------------ public ops */
 
 mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
@@ -627,9 +939,9 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
     if (s == MPCL_OK)
         s = check_int_range(ctx, op, &d);
     if (s == MPCL_OK)
-        s = pick_algo(ctx, op, &d, &algo);
-    if (s == MPCL_OK)
         s = chunk_cap_from_env(ctx, op, &cap);
+    if (s == MPCL_OK)
+        s = pick_algo(ctx, op, x, w, &d, &algo);
     if (s != MPCL_OK)
         return s;
     if (algo == CONV_DIRECT)
@@ -661,9 +973,9 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
     if (s == MPCL_OK)
         s = check_int_range(ctx, op, &d);
     if (s == MPCL_OK)
-        s = pick_algo(ctx, op, &d, &algo);
-    if (s == MPCL_OK)
         s = chunk_cap_from_env(ctx, op, &cap);
+    if (s == MPCL_OK)
+        s = pick_algo(ctx, op, x, w, &d, &algo);
     if (s != MPCL_OK)
         return s;
     if (algo == CONV_DIRECT) /* db is fused into the weight gradient's passes */

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "optest.h"
@@ -337,12 +338,18 @@ static const conv_case normal_cases[] = {
     {2, 6, 14, 14, 16, 5, 5, {1, 1, 0, 0, 1, 1}, 0}, /* LeNet-5 conv2 */
     {2, 32, 14, 14, 64, 3, 3, {1, 1, 1, 1, 1, 1}, 0}, /* CRS 288 */
     {2, 2, 3, 1, 3, 3, 3, {1, 1, 1, 1, 1, 1}, 1},    /* W 1: side taps never land */
+    {3, 5, 6, 7, 4, 1, 1, {1, 1, 0, 0, 1, 1}, 1},    /* 1x1, C 5 */
+    {2, 3, 15, 13, 5, 7, 7, {2, 2, 3, 3, 1, 1}, 0},  /* 7x7, stride 2, pad 3 */
+    {2, 5, 11, 12, 6, 3, 3, {3, 2, 2, 1, 2, 1}, 0},  /* stride 3x2, pad 2x1, dilation 2x1 */
+    {4, 7, 9, 9, 9, 2, 2, {2, 2, 0, 0, 1, 1}, 0},    /* even kernel, stride 2, C 7 */
 };
 /* Small mode (oclgrind): tiny shapes with the same features. */
 static const conv_case small_cases[] = {
     {1, 2, 5, 6, 3, 3, 3, {2, 2, 1, 1, 1, 1}, 1},
     {1, 1, 6, 7, 2, 3, 2, {1, 1, 1, 1, 2, 2}, 1},
     {1, 2, 3, 1, 2, 3, 3, {1, 1, 1, 1, 1, 1}, 1},
+    {2, 3, 4, 3, 2, 1, 1, {1, 1, 0, 0, 1, 1}, 0},   /* 1x1, two images */
+    {2, 1, 7, 6, 2, 7, 7, {2, 3, 3, 3, 1, 1}, 0},   /* 7x7, stride 2x3, pad 3 */
 };
 
 static const conv_case *cases(size_t *n)
@@ -402,6 +409,160 @@ START_TEST(test_auto)
     const conv_case gemm_side = {2, 3, 7, 13, 5, 3, 3, {2, 2, 1, 1, 1, 1}, 0};   /* CRS 27 */
     run_case(&optest_modes[_i], &direct_side, "auto", 0, 1, 1, 5000);
     run_case(&optest_modes[_i], &gemm_side, "auto", 0, 1, 1, 5010);
+}
+END_TEST
+
+/* ------------------------------------------- measured choice and cache */
+
+/* The algorithm a context ran for its only convolution geometry: which of
+ * the families "conv" (im2col) and "conv_direct" it built a specialised
+ * program of (1 im2col, 2 direct, 3 both, 0 none). */
+static int families_built(const mpcl_context *ctx)
+{
+    int got = 0;
+    for (size_t i = 0; i < ctx->spec_count && i < MPCL_MAX_SPEC_PROGRAMS; i++) {
+        if (!ctx->spec[i].program)
+            continue;
+        if (strcmp(ctx->spec[i].family, "conv") == 0)
+            got |= 1;
+        else if (strcmp(ctx->spec[i].family, "conv_direct") == 0)
+            got |= 2;
+    }
+    return got;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    ck_assert_int_ge(fputs(text, f), 0);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Opens a context in mode on cache directory dir (NULL: no cache), runs
+ * one forward and one backward pass of cc with MPCL_CONV_ALGO unset, checks
+ * y against the reference and returns the context (the caller destroys
+ * it). */
+static mpcl_context *choice_run(mpcl_precision mode, const char *dir, const conv_case *cc)
+{
+    mpcl_options o;
+    mpcl_options_init(&o);
+    o.precision = mode;
+    o.cache_dir = dir;
+    o.no_cache = dir == NULL;
+    o.max_work_group_size = optest_cap();
+    mpcl_context *ctx = NULL;
+    mpcl_status s = mpcl_context_create(&o, &ctx);
+    ck_assert_msg(s == MPCL_OK, "context: %s", mpcl_last_error(ctx));
+    reset_env();
+    conv_out o2 = out_of(cc);
+    size_t nx = nx_of(cc), nw = nw_of(cc), ny = ny_of(cc);
+    float *x = random_values(ctx, nx, 77, -1, 1), *w = random_values(ctx, nw, 78, -0.5f, 0.5f);
+    mpcl_tensor *tx = st4(ctx, x, cc->b, cc->c, cc->h, cc->w);
+    mpcl_tensor *tw = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_WEIGHTS, w, cc->k, cc->c, cc->r, cc->s);
+    mpcl_tensor *ty = st4(ctx, NULL, cc->b, cc->k, o2.oh, o2.ow);
+    mpcl_tensor *tdx = st4(ctx, NULL, cc->b, cc->c, cc->h, cc->w);
+    mpcl_tensor *tdw = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_GRADIENTS, NULL, cc->k, cc->c, cc->r, cc->s);
+    ck_assert_int_eq(mpcl_tensor_fill(tdw, 0), MPCL_OK);
+    s = mpcl_conv2d_forward(ctx, ty, tx, tw, NULL, &cc->p);
+    ck_assert_msg(s == MPCL_OK, "forward: %s", mpcl_last_error(ctx));
+    s = mpcl_conv2d_backward(ctx, tdx, tdw, NULL, ty, tx, tw, &cc->p);
+    ck_assert_msg(s == MPCL_OK, "backward: %s", mpcl_last_error(ctx));
+    float *y = optest_download(ty);
+    double *xd = to_double(x, nx), *wd = to_double(w, nw), *yr = alloc_d(ny), *ym = alloc_d(ny);
+    ref_forward(cc, xd, wd, NULL, yr, ym);
+    assert_conv_close("y", "auto", mode, y, yr, ym, ny, cc->c * cc->r * cc->s + 1, 2);
+    free(x); free(w); free(y); free(xd); free(wd); free(yr); free(ym);
+    mpcl_tensor_destroy(tx); mpcl_tensor_destroy(tw); mpcl_tensor_destroy(ty);
+    mpcl_tensor_destroy(tdx); mpcl_tensor_destroy(tdw);
+    return ctx;
+}
+
+/* The first context on a cache directory measures each layer once and
+ * writes the verdict; a second one reads it instead of measuring and runs
+ * what it says (a hand-written verdict, either way); a file that does not
+ * parse is measured again and replaced; without a cache nothing is
+ * measured and the static rule applies. No timing is asserted. */
+START_TEST(test_choice_cache)
+{
+    const mpcl_precision mode = optest_modes[_i].mode;
+    /* CRS 18: the static rule says direct */
+    const conv_case cc = {2, 2, 6, 7, 3, 3, 3, {1, 1, 1, 1, 1, 1}, 0};
+    const char *base = getenv("MPCL_TEST_TMPDIR");
+    char dir[1024], path[1400], line[256];
+    snprintf(dir, sizeof dir, "%s/mpcl-convchoice-XXXXXX", base && *base ? base : "/tmp");
+    if (base && *base)
+        mkdir(base, 0755);
+    ck_assert_msg(mkdtemp(dir) != NULL, "mkdtemp %s", dir);
+
+    mpcl_context *a = choice_run(mode, dir, &cc);
+    if (!a->cache_enabled) { /* MPCL_NO_CACHE in the environment */
+        printf("  choice cache: skipped, the cache is disabled in this environment\n");
+        mpcl_context_destroy(a);
+        return;
+    }
+    ck_assert_uint_eq(a->conv_measured, 1); /* forward measured, backward reused it */
+    ck_assert_uint_eq(a->conv_cached, 0);
+    const int measured = families_built(a);
+    ck_assert_msg(measured == 3, "the measurement ran both algorithms (families %d)", measured);
+    snprintf(path, sizeof path, "%s/conv-%s-%016llx.txt", dir,
+             mpcl_variant_name(mpcl_ctx_variant(a)), (unsigned long long)mpcl_device_hash(a));
+    mpcl_context_destroy(a);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no cache file %s", path);
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "mpcl-conv 1\n");
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_msg(strcmp(line, "direct 2 2 6 7 3 3 3 1 1 1 1 1 1\n") == 0 ||
+                      strcmp(line, "im2col 2 2 6 7 3 3 3 1 1 1 1 1 1\n") == 0,
+                  "cache line: %s", line);
+    ck_assert_ptr_null(fgets(line, sizeof line, f));
+    fclose(f);
+
+    /* a second context reads the verdict: hand-written, each way */
+    static const struct {
+        const char *text;
+        int family;
+    } verdicts[] = {{"mpcl-conv 1\ndirect 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 2},
+                    {"mpcl-conv 1\nim2col 9 9 9 9 9 3 3 1 1 1 1 1 1\n"
+                     "im2col 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1}};
+    for (int v = 0; v < 2; v++) {
+        write_text(path, verdicts[v].text);
+        mpcl_context *b = choice_run(mode, dir, &cc);
+        ck_assert_uint_eq(b->conv_measured, 0);
+        ck_assert_uint_eq(b->conv_cached, 1);
+        ck_assert_int_eq(families_built(b), verdicts[v].family);
+        mpcl_context_destroy(b);
+    }
+
+    /* files that do not parse: measured again, and replaced */
+    static const char *const corrupt[] = {
+        "mpcl-conv 1\nwinograd 2 2 6 7 3 3 3 1 1 1 1 1 1\n",
+        "mpcl-conv 2\ndirect 2 2 6 7 3 3 3 1 1 1 1 1 1\n",
+        "mpcl-conv 1\ndirect 2 2 6 7 3 3 3 1 1 1 1 1\n",
+        "\x01\x02garbage",
+    };
+    for (size_t c = 0; c < sizeof corrupt / sizeof corrupt[0]; c++) {
+        write_text(path, corrupt[c]);
+        mpcl_context *d = choice_run(mode, dir, &cc);
+        ck_assert_msg(d->conv_measured == 1 && d->conv_cached == 0,
+                      "corrupt file %zu: measured %u, cached %u", c, d->conv_measured, d->conv_cached);
+        mpcl_context_destroy(d);
+        f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+        ck_assert_str_eq(line, "mpcl-conv 1\n");
+        ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+        ck_assert_msg(strstr(line, " 2 2 6 7 3 3 3 1 1 1 1 1 1\n") != NULL, "rewritten: %s", line);
+        fclose(f);
+    }
+
+    /* no cache: the static rule (direct for C*R*S 18), nothing measured */
+    mpcl_context *n = choice_run(mode, NULL, &cc);
+    ck_assert_uint_eq(n->conv_measured, 0);
+    ck_assert_uint_eq(n->conv_cached, 0);
+    ck_assert_int_eq(families_built(n), 2);
+    mpcl_context_destroy(n);
 }
 END_TEST
 
@@ -652,6 +813,7 @@ int main(void)
     tcase_add_loop_test(tc, test_im2col_chunks, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_auto, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_bad_arguments, 0, optest_nmodes);
+    tcase_add_loop_test(tc, test_choice_cache, 0, optest_nmodes);
     suite_add_tcase(s, tc);
     int rc = optest_run(s);
     return rc;
