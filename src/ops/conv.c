@@ -892,6 +892,14 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
         if (lines[i].key == key)
             algo = lines[i].algo;
     free(lines);
+    if (algo == CONV_AUTO && ctx->gemm_rec_on) {
+        /* mpcl_tune_model's recording step: the GEMMs the im2col path would
+         * run are what the CLBlast search needs, and a verdict measured
+         * before the search would compare untuned GEMMs: nothing is
+         * measured or kept */
+        *out = CONV_IM2COL;
+        return MPCL_OK;
+    }
     if (algo != CONV_AUTO) {
         ctx->conv_cached++;
     } else {
