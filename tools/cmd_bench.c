@@ -920,15 +920,15 @@ typedef struct {
 } gemm_shape;
 
 /* The default shapes: square sizes, then the GEMMs of training steps at batch
- * 64 (conv as im2col over a chunk of 8 images: M = out channels, N = 8 x the
+ * 64 (conv as im2col over the whole batch: M = out channels, N = 64 x the
  * output pixels, K = in channels x kernel taps; linear as y = x W^T). */
 static const gemm_shape GEMM_DEFAULT_SHAPES[] = {
     {256, 256, 256, 0, 0, "square"},
     {512, 512, 512, 0, 0, "square"},
     {1024, 1024, 1024, 0, 0, "square"},
-    {64, 6272, 288, 0, 0, "wide-cnn conv2 forward (64 out, 32x3x3 in, 8 images of 28x28)"},
-    {64, 288, 6272, 0, 1, "wide-cnn conv2 weight gradient"},
-    {288, 6272, 64, 1, 0, "wide-cnn conv2 input gradient"},
+    {64, 50176, 288, 0, 0, "wide-cnn conv2 forward (64 out, 32x3x3 in, 64 images of 28x28)"},
+    {64, 288, 50176, 0, 1, "wide-cnn conv2 weight gradient"},
+    {288, 50176, 64, 1, 0, "wide-cnn conv2 input gradient"},
     {64, 256, 3136, 0, 1, "wide-cnn linear 3136->256 forward, batch 64"},
     {256, 3136, 64, 1, 0, "wide-cnn linear 3136->256 weight gradient"},
     {64, 256, 784, 0, 1, "mlp linear 784->256 forward, batch 64"},
