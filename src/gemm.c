@@ -101,6 +101,33 @@ static void profile_clblast(mpcl_context *ctx, const char *name, cl_event *evp, 
         mpcl_profile_add(ctx, name, *evp);
 }
 
+static mpcl_status gemm_scratch(mpcl_context *ctx, int slot, size_t elems, cl_mem *out);
+
+/* CLBlast's indirect GEMM copies (pads, transposes) its operands into a
+ * temporary buffer that it allocates and frees at every call unless the
+ * caller lends one: a call on large operands then spends more host time in
+ * the allocation and the first touch of its pages than the device spends
+ * computing. So Sgemm runs with scratch slot MPCL_SCRATCH_GEMM_T, grown to
+ * what CLBlast asks for; where that fails, CLBlast allocates as before. */
+static cl_mem sgemm_temp(mpcl_context *ctx, const gemm_call *g, size_t a_off, size_t b_off,
+                         size_t c_off)
+{
+    cl_command_queue q = ctx->queue;
+    size_t bytes = 0;
+    cl_mem t = NULL;
+    if (CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b),
+                                   g->m, g->n, g->k, a_off, g->a.ld, b_off, g->b.ld, c_off, g->c.ld,
+                                   &q, &bytes) != CLBlastSuccess ||
+        bytes == 0)
+        return NULL;
+    char saved[MPCL_ERR_LEN];
+    mpcl_strfmt(saved, sizeof saved, "%s", ctx->err);
+    if (gemm_scratch(ctx, MPCL_SCRATCH_GEMM_T, (bytes + 3) / 4, &t) != MPCL_OK)
+        t = NULL;
+    mpcl_strfmt(ctx->err, sizeof ctx->err, "%s", saved); /* a failure here is not the GEMM's */
+    return t;
+}
+
 static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, size_t a_off,
                              cl_mem b, size_t b_off, cl_mem c, size_t c_off)
 {
@@ -110,7 +137,13 @@ static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, si
     CLBlastStatusCode st;
     const char *name = g->batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched";
     mpcl_gemm_note_shape(ctx, 0, g->trans_a, g->trans_b, g->m, g->n, g->k, g->batch);
-    if (g->batch == 1)
+    cl_mem tmp = g->batch == 1 ? sgemm_temp(ctx, g, a_off, b_off, c_off) : NULL;
+    if (tmp)
+        st = CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, cl_trans(g->trans_a),
+                                        cl_trans(g->trans_b), g->m, g->n, g->k, g->alpha, a, a_off,
+                                        g->a.ld, b, b_off, g->b.ld, g->beta, c, c_off, g->c.ld, &q,
+                                        evp, tmp);
+    else if (g->batch == 1)
         st = CLBlastSgemm(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b), g->m,
                           g->n, g->k, g->alpha, a, a_off, g->a.ld, b, b_off, g->b.ld, g->beta, c,
                           c_off, g->c.ld, &q, evp);

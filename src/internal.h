@@ -346,10 +346,12 @@ mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtyp
                                   size_t batch);
 
 /* The GEMM router owns scratch slots 0..3 (float copies of half operands on
- * the convert path: 0 A, 1 B, 2 C; 3 reserved); conv uses 4..7. */
+ * the convert path: 0 A, 1 B, 2 C; 3 CLBlast's temporary buffer); conv uses
+ * 4..7. */
 #define MPCL_SCRATCH_GEMM_A 0
 #define MPCL_SCRATCH_GEMM_B 1
 #define MPCL_SCRATCH_GEMM_C 2
+#define MPCL_SCRATCH_GEMM_T 3 /* CLBlast's temporary buffer (padded copies) of Sgemm */
 /* How a float-accumulating GEMM on half operands (fp16-storage, and fp16
  * with MPCL_ACCUM_FLOAT) runs; ctx->gemm_f16_path. AUTO is the measured
  * faster one (docs/gemm.md). */

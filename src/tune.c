@@ -185,6 +185,8 @@ typedef struct {
     double flops; /* of the shapes, weighted */
     int batched;  /* a shape is strided-batched: the check covers that routine too */
     cl_mem a, b, c;
+    cl_mem tmp;       /* CLBlast's temporary buffer, lent as the GEMM router does */
+    size_t tmp_bytes;
     double *t_shape;  /* per shape, the candidate being measured */
     double *t_best;   /* per shape, the best so far */
     tried_set *tried;
@@ -266,9 +268,27 @@ static CLBlastStatusCode call_shape(search *S, const mpcl_gemm_shape *g)
                                           0, lda, sa, S->b, 0, ldb, sb, zero, S->c, 0, ldc, sc,
                                           g->batch, &q, NULL);
     }
-    if (g->batch <= 1)
+    if (g->batch <= 1) {
+        /* with a lent temporary buffer, as the GEMM router calls it */
+        size_t bytes = 0;
+        if (CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, 0, lda, 0, ldb,
+                                       0, ldc, &q, &bytes) == CLBlastSuccess &&
+            bytes > S->tmp_bytes) {
+            if (S->tmp)
+                clReleaseMemObject(S->tmp);
+            cl_int rc;
+            S->tmp = clCreateBuffer(S->ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &rc);
+            S->tmp_bytes = rc == CL_SUCCESS ? bytes : 0;
+            if (rc != CL_SUCCESS)
+                S->tmp = NULL;
+        }
+        if (S->tmp && bytes)
+            return CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, 1.0f,
+                                              S->a, 0, lda, S->b, 0, ldb, 0.0f, S->c, 0, ldc, &q,
+                                              NULL, S->tmp);
         return CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, 1.0f, S->a, 0, lda, S->b,
                             0, ldb, 0.0f, S->c, 0, ldc, &q, NULL);
+    }
     return CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, 1.0f, S->a, 0,
                                       lda, sa, S->b, 0, ldb, sb, 0.0f, S->c, 0, ldc, sc, g->batch,
                                       &q, NULL);
@@ -718,8 +738,9 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
             break;
         const double now = now_s();
         const double mean = S.candidates ? cost_sum / S.candidates : 0.0;
-        /* room for this candidate and the threshold's run after it */
-        if (S.candidates && now + 2.0 * mean > budget_end)
+        /* room for this candidate, the threshold's run and the second
+         * measurements after it */
+        if (S.candidates && now + 3.0 * mean > budget_end)
             break;
         S.mean_cost = mean;
         mpcl_clblast_params c;
@@ -834,6 +855,8 @@ done:
         clReleaseMemObject(S.b);
     if (S.c)
         clReleaseMemObject(S.c);
+    if (S.tmp)
+        clReleaseMemObject(S.tmp);
     free(S.t_shape);
     free(S.t_best);
     free(S.tried);

@@ -616,8 +616,8 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
  * padding, dilation and batch) in a context with a cache directory times
  * both algorithms at the layer's real shape: a forward and a backward pass
  * (dx, dw, db) on x and w and on zeroed temporary buffers. Each warms up
- * once (program builds, scratch, CLBlast's kernels: im2col on the whole
- * batch, direct on the first image only), then they run CHOICE_REPS times
+ * once on the whole batch (program builds, scratch, CLBlast's kernels: a
+ * build left to a timed run would decide the verdict), then they run CHOICE_REPS times
  * each on the whole batch, alternating, host clock around clFinish; the
  * lower best time wins. A candidate that fails loses; a direct run, or its
  * forward pass alone, that takes more than CHOICE_CUTOFF times im2col's
@@ -821,19 +821,17 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
         rc = temp_tensor(ctx, &db, dt, 1, bdims);
     else
         db.mem = NULL;
-    /* warm-up (program builds, scratch, CLBlast's kernels): im2col on the
-     * whole batch, direct (slow on wide layers) on the first image only */
-    conv_dims d1 = *d;
-    d1.b = 1;
-    mpcl_tensor x1 = *x;
-    x1.shape[0] = 1;
-    x1.numel = x->numel / d->b;
+    /* warm-up (program builds, scratch, CLBlast's kernels), both on the
+     * whole batch and whole: a program built for another batch or a kernel
+     * first launched in a timed run (PoCL compiles at the first launch of a
+     * work-group shape) would put a build into the timing and the cutoff
+     * below would drop the algorithm on it */
     double t, best_i = -1.0, best_d = -1.0;
     mpcl_status si = rc == CL_SUCCESS ? MPCL_OK : MPCL_ERR_OPENCL, sd = si;
     if (si == MPCL_OK)
         si = run_algo(ctx, op, CONV_IM2COL, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
     if (sd == MPCL_OK)
-        sd = run_algo(ctx, op, CONV_DIRECT, &y, &dx, &dw, &db, &x1, w, &d1, 0.0, &t);
+        sd = run_algo(ctx, op, CONV_DIRECT, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
     /* timed runs, alternating, so that load from elsewhere hits both */
     for (int r = 0; r < CHOICE_REPS && (si == MPCL_OK || sd == MPCL_OK); r++) {
         if (si == MPCL_OK) {
