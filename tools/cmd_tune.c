@@ -295,7 +295,7 @@ static int tune_one(const tune_args *a, const mpcl_model_spec *spec, int half, c
         }
         jstr(&j, o2, "cache", r.path);
         jstr(&j, o2, "summary", r.summary);
-        jstr(&j, o2, "device", mpcl_tuning_describe(ctx));
+        jstr(&j, o2, "clblast_tuning", mpcl_tuning_describe(ctx));
         if (o2)
             cJSON_AddItemToArray(out_arr, o2);
     }
