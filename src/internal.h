@@ -381,6 +381,12 @@ typedef struct {
  * CLBlast status, *failed naming the kernel that was refused. */
 int mpcl_clblast_override(mpcl_context *ctx, int half, const mpcl_clblast_params *p,
                           const char **failed);
+/* One CLBlast GEMM, C = op(A) op(B), row-major, alpha 1, beta 0, on packed
+ * operands (leading dimensions the rows' lengths, batch > 1: matrices back
+ * to back, strided batched): Hgemm (half) or Sgemm, the latter with tmp
+ * lent as its temporary buffer when non-NULL (batch 1). CLBlast status. */
+int mpcl_clblast_gemm(mpcl_context *ctx, int half, int trans_a, int trans_b, size_t m, size_t n,
+                      size_t k, size_t batch, cl_mem a, cl_mem b, cl_mem c, cl_mem tmp);
 /* Runs small GEMMs of every transposition (and, with batched, a strided
  * batch) on small integers, exact in the precision, and compares them bit
  * for bit with the host. 1 when right; else why says what differed. */

@@ -252,28 +252,22 @@ static int next_neighbour(const search *S, mpcl_clblast_params *out)
 
 /* ----------------------------------------------------------- measuring */
 
+/* One call of shape g as the GEMM router makes it: Sgemm with a lent
+ * temporary buffer (grown here to what CLBlast asks for). */
 static CLBlastStatusCode call_shape(search *S, const mpcl_gemm_shape *g)
 {
-    cl_command_queue q = S->ctx->queue;
-    const CLBlastTranspose ta = g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
-    const CLBlastTranspose tb = g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
-    const size_t lda = g->trans_a ? g->m : g->k, ldb = g->trans_b ? g->k : g->n, ldc = g->n;
-    const size_t sa = g->m * g->k, sb = g->k * g->n, sc = g->m * g->n;
-    if (S->half) {
-        const cl_half one = mpcl_half_from_float(1.0f), zero = mpcl_half_from_float(0.0f);
-        if (g->batch <= 1)
-            return CLBlastHgemm(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, one, S->a, 0, lda,
-                                S->b, 0, ldb, zero, S->c, 0, ldc, &q, NULL);
-        return CLBlastHgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, one, S->a,
-                                          0, lda, sa, S->b, 0, ldb, sb, zero, S->c, 0, ldc, sc,
-                                          g->batch, &q, NULL);
-    }
-    if (g->batch <= 1) {
-        /* with a lent temporary buffer, as the GEMM router calls it */
+    cl_mem tmp = NULL;
+    if (!S->half && g->batch <= 1) {
+        cl_command_queue q = S->ctx->queue;
         size_t bytes = 0;
-        if (CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, 0, lda, 0, ldb,
-                                       0, ldc, &q, &bytes) == CLBlastSuccess &&
-            bytes > S->tmp_bytes) {
+        if (CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor,
+                                       g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+                                       g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, g->m,
+                                       g->n, g->k, 0, g->trans_a ? g->m : g->k, 0,
+                                       g->trans_b ? g->k : g->n, 0, g->n, &q,
+                                       &bytes) != CLBlastSuccess)
+            bytes = 0;
+        if (bytes > S->tmp_bytes) {
             if (S->tmp)
                 clReleaseMemObject(S->tmp);
             cl_int rc;
@@ -282,16 +276,11 @@ static CLBlastStatusCode call_shape(search *S, const mpcl_gemm_shape *g)
             if (rc != CL_SUCCESS)
                 S->tmp = NULL;
         }
-        if (S->tmp && bytes)
-            return CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, 1.0f,
-                                              S->a, 0, lda, S->b, 0, ldb, 0.0f, S->c, 0, ldc, &q,
-                                              NULL, S->tmp);
-        return CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, 1.0f, S->a, 0, lda, S->b,
-                            0, ldb, 0.0f, S->c, 0, ldc, &q, NULL);
+        if (bytes && S->tmp)
+            tmp = S->tmp;
     }
-    return CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, 1.0f, S->a, 0,
-                                      lda, sa, S->b, 0, ldb, sb, 0.0f, S->c, 0, ldc, sc, g->batch,
-                                      &q, NULL);
+    return (CLBlastStatusCode)mpcl_clblast_gemm(S->ctx, S->half, g->trans_a, g->trans_b, g->m, g->n,
+                                                g->k, g->batch, S->a, S->b, S->c, tmp);
 }
 
 /* Seconds per call of shape g, or < 0 with S->last: a warm-up call, then
@@ -828,24 +817,15 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
         size_t dl = strlen(desc);
         mpcl_strfmt(desc + dl, sizeof desc - dl, ", direct kernel below %zu^3", win.min_indirect);
     }
+    char stock[32] = "not measured";
+    if (S.stock_secs > 0)
+        mpcl_strfmt(stock, sizeof stock, "%.1f GFLOP/s", gflops_of(&S, S.stock_secs));
     size_t used = strlen(res->summary);
     mpcl_strfmt(res->summary + used, sizeof res->summary - used,
                 "%sCLBlast %s: %.1f GFLOP/s on %zu shape%s (CLBlast's own: %s), %u candidates (%u "
                 "rejected) in %.0f s; %s",
                 used ? "; " : "", half ? "Hgemm" : "Sgemm", gflops_of(&S, S.best_secs), ns,
-                ns == 1 ? "" : "s", S.stock_secs > 0 ? "" : "not measured", S.candidates,
-                S.rejected, secs, desc);
-    if (S.stock_secs > 0) {
-        /* put the figure into the parenthesis */
-        char tmp[sizeof res->summary];
-        mpcl_strfmt(tmp, sizeof tmp, "%s", res->summary);
-        char *p = strstr(tmp + used, "(CLBlast's own: ");
-        if (p) {
-            p += strlen("(CLBlast's own: ");
-            mpcl_strfmt(res->summary + (p - tmp), sizeof res->summary - (size_t)(p - tmp),
-                        "%.1f GFLOP/s%s", gflops_of(&S, S.stock_secs), p);
-        }
-    }
+                ns == 1 ? "" : "s", stock, S.candidates, S.rejected, secs, desc);
     mpcl_strfmt(ctx->tuning_note, sizeof ctx->tuning_note, "CLBlast %s tuned on this device (%s), verified exact",
                 ctx->tuning_cached[1] ? "Sgemm and Hgemm" : "Sgemm", "searched now");
 done:

@@ -201,29 +201,30 @@ static void host_gemm(int ta, int tb, size_t m, size_t n, size_t k, const float 
         }
 }
 
-/* One product of the check on the device: G = batch matrices. */
-static CLBlastStatusCode run_check(mpcl_context *ctx, int half, int ta, int tb, size_t batch,
-                                   cl_mem a, cl_mem b, cl_mem c)
+int mpcl_clblast_gemm(mpcl_context *ctx, int half, int trans_a, int trans_b, size_t m, size_t n,
+                      size_t k, size_t batch, cl_mem a, cl_mem b, cl_mem c, cl_mem tmp)
 {
     cl_command_queue q = ctx->queue;
-    const CLBlastTranspose cta = ta ? CLBlastTransposeYes : CLBlastTransposeNo;
-    const CLBlastTranspose ctb = tb ? CLBlastTransposeYes : CLBlastTransposeNo;
-    const size_t lda = ta ? VM : VK, ldb = tb ? VK : VN;
+    const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
+    const CLBlastTranspose tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
+    const size_t lda = trans_a ? m : k, ldb = trans_b ? k : n, ldc = n;
+    const size_t sa = m * k, sb = k * n, sc = m * n;
     if (half) {
         const cl_half one = mpcl_half_from_float(1.0f), zero = mpcl_half_from_float(0.0f);
-        if (batch == 1)
-            return CLBlastHgemm(CLBlastLayoutRowMajor, cta, ctb, VM, VN, VK, one, a, 0, lda, b, 0,
-                                ldb, zero, c, 0, VN, &q, NULL);
-        return CLBlastHgemmStridedBatched(CLBlastLayoutRowMajor, cta, ctb, VM, VN, VK, one, a, 0,
-                                          lda, VM * VK, b, 0, ldb, VK * VN, zero, c, 0, VN, VM * VN,
-                                          batch, &q, NULL);
+        if (batch <= 1)
+            return CLBlastHgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, one, a, 0, lda, b, 0, ldb,
+                                zero, c, 0, ldc, &q, NULL);
+        return CLBlastHgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, m, n, k, one, a, 0, lda, sa,
+                                          b, 0, ldb, sb, zero, c, 0, ldc, sc, batch, &q, NULL);
     }
-    if (batch == 1)
-        return CLBlastSgemm(CLBlastLayoutRowMajor, cta, ctb, VM, VN, VK, 1.0f, a, 0, lda, b, 0, ldb,
-                            0.0f, c, 0, VN, &q, NULL);
-    return CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, cta, ctb, VM, VN, VK, 1.0f, a, 0, lda,
-                                      VM * VK, b, 0, ldb, VK * VN, 0.0f, c, 0, VN, VM * VN, batch,
-                                      &q, NULL);
+    if (batch <= 1 && tmp)
+        return CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0f, a, 0, lda, b,
+                                          0, ldb, 0.0f, c, 0, ldc, &q, NULL, tmp);
+    if (batch <= 1)
+        return CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0f, a, 0, lda, b, 0, ldb, 0.0f, c,
+                            0, ldc, &q, NULL);
+    return CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0f, a, 0, lda, sa, b, 0,
+                                      ldb, sb, 0.0f, c, 0, ldc, sc, batch, &q, NULL);
 }
 
 int mpcl_clblast_verify(mpcl_context *ctx, int half, int batched, char *why, size_t why_len)
@@ -266,7 +267,7 @@ int mpcl_clblast_verify(mpcl_context *ctx, int half, int batched, char *why, siz
         const size_t batch = t == 4 ? VG : 1;
         for (size_t g = 0; g < batch; g++)
             host_gemm(ta, tb, VM, VN, VK, ha + g * VM * VK, hb + g * VK * VN, ref + g * VM * VN);
-        CLBlastStatusCode st = run_check(ctx, half, ta, tb, batch, a, b, c);
+        CLBlastStatusCode st = mpcl_clblast_gemm(ctx, half, ta, tb, VM, VN, VK, batch, a, b, c, NULL);
         const size_t n = batch * VM * VN;
         if (st == CLBlastSuccess)
             rc = clEnqueueReadBuffer(ctx->queue, c, CL_TRUE, 0, n * es, half ? (void *)hh : (void *)hc,

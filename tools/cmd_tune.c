@@ -103,46 +103,19 @@ static void progress_end(progress_state *ps)
 
 /* ------------------------------------------------------ first-use tuning */
 
-int cli_autotune(mpcl_context *ctx, const mpcl_model_spec *spec, size_t batch, int no_tune)
+/* 1 when the first-use search is off: --no-tune or MPCL_TUNE=0. */
+static int autotune_off(int no_tune)
 {
     const char *env = getenv("MPCL_TUNE");
-    if (no_tune || (env && strcmp(env, "0") == 0))
-        return 0;
-    if (mpcl_tune_cached(ctx, MPCL_TUNE_SINGLE)) {
-        mpcl_tuning_reload(ctx); /* written after ctx was made (another mode's search) */
-        return 0;
-    }
-    progress_state ps = {"mpcl: first use on this device: tuning", isatty(2), 0};
-    mpcl_tune_options o;
-    mpcl_tune_options_init(&o);
-    const char *b = getenv("MPCL_TUNE_BUDGET");
-    double budget = 0.0;
-    if (b && *b && parse_real(b, 0.0, 1, 86400.0, &budget))
-        o.budget_s = budget;
-    o.progress = on_progress;
-    o.user = &ps;
-    o.quiet_stock = 1;
-    mpcl_tune_result r;
-    mpcl_status s = mpcl_tune_model(ctx, spec, batch, &o, &r);
-    progress_end(&ps);
-    if (s != MPCL_OK) {
-        /* not fatal: the run goes on with the parameters in force */
-        fprintf(stderr, "mpcl: note: tuning CLBlast failed, going on without: %s\n",
-                mpcl_last_error(ctx));
-        return 0;
-    }
-    if (r.searched)
-        fprintf(stderr, "mpcl: %s (saved in %s; --no-tune or MPCL_TUNE=0 skips this)\n", r.summary,
-                r.path[0] ? r.path : "no cache");
-    return 0;
+    return no_tune || (env && strcmp(env, "0") == 0);
 }
 
-int cli_autotune_shapes(mpcl_context *ctx, const mpcl_gemm_shape *shapes, size_t n,
-                        unsigned precisions, int no_tune)
+/* The first-use search of cli_autotune (spec's GEMMs at batch) and
+ * cli_autotune_shapes (spec NULL: the given shapes and precisions), with
+ * the progress line and the summary on stderr. Never fatal. */
+static void first_use_tune(mpcl_context *ctx, const mpcl_model_spec *spec, size_t batch,
+                           const mpcl_gemm_shape *shapes, size_t n, unsigned precisions)
 {
-    const char *env = getenv("MPCL_TUNE");
-    if (no_tune || (env && strcmp(env, "0") == 0) || mpcl_tune_cached(ctx, precisions))
-        return 0;
     progress_state ps = {"mpcl: first use on this device: tuning", isatty(2), 0};
     mpcl_tune_options o;
     mpcl_tune_options_init(&o);
@@ -153,17 +126,36 @@ int cli_autotune_shapes(mpcl_context *ctx, const mpcl_gemm_shape *shapes, size_t
     o.shapes = shapes;
     o.shape_count = n;
     o.precisions = precisions;
-    o.quiet_stock = 1; /* the caller measured them */
+    o.quiet_stock = 1; /* CLBlast's own values are not measured at first use */
     o.progress = on_progress;
     o.user = &ps;
     mpcl_tune_result r;
-    mpcl_status s = mpcl_tune(ctx, &o, &r);
+    mpcl_status s = spec ? mpcl_tune_model(ctx, spec, batch, &o, &r) : mpcl_tune(ctx, &o, &r);
     progress_end(&ps);
-    if (s != MPCL_OK)
-        fprintf(stderr, "mpcl: note: tuning CLBlast failed, going on without: %s\n", mpcl_last_error(ctx));
+    if (s != MPCL_OK) /* the run goes on with the parameters in force */
+        fprintf(stderr, "mpcl: note: tuning CLBlast failed, going on without: %s\n",
+                mpcl_last_error(ctx));
     else if (r.searched)
         fprintf(stderr, "mpcl: %s (saved in %s; --no-tune or MPCL_TUNE=0 skips this)\n", r.summary,
                 r.path[0] ? r.path : "no cache");
+}
+
+int cli_autotune(mpcl_context *ctx, const mpcl_model_spec *spec, size_t batch, int no_tune)
+{
+    if (autotune_off(no_tune))
+        return 0;
+    if (mpcl_tune_cached(ctx, MPCL_TUNE_SINGLE))
+        mpcl_tuning_reload(ctx); /* written after ctx was made (another mode's search) */
+    else
+        first_use_tune(ctx, spec, batch, NULL, 0, 0);
+    return 0;
+}
+
+int cli_autotune_shapes(mpcl_context *ctx, const mpcl_gemm_shape *shapes, size_t n,
+                        unsigned precisions, int no_tune)
+{
+    if (!autotune_off(no_tune) && !mpcl_tune_cached(ctx, precisions))
+        first_use_tune(ctx, NULL, 0, shapes, n, precisions);
     return 0;
 }
 
