@@ -415,12 +415,19 @@ START_TEST(model_loads_for_inference)
     int cls[20];
     ck_assert(mpcl_model_predict(m, images, n, B, 0.5f, 0.25f, want) == MPCL_OK);
     ck_assert_msg(mpcl_model_classify(loaded, images, n, got, cls) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    /* The loaded model runs batches of 7, the original batches of B: each
+     * batch geometry picks its convolution algorithm by measurement, so the
+     * sums may run in another order and, in the 16-bit modes, a stored
+     * activation may round the other way. The weights are identical, so the
+     * outputs agree to the mode's rounding of one stored value. */
+    const double rtol = optest_rtol(optest_modes[_i].mode);
     for (size_t i = 0; i < n; i++) {
         int best = 0;
         for (int c = 0; c < 10; c++) {
-            ck_assert_msg(fabsf(got[i * 10 + c] - want[i * 10 + c]) <= 1e-6f, "sample %zu class %d: %g vs %g",
-                          i, c, got[i * 10 + c], want[i * 10 + c]);
-            if (want[i * 10 + c] > want[i * 10 + best])
+            double w = want[i * 10 + c];
+            ck_assert_msg(fabs(got[i * 10 + c] - w) <= 1e-6 + rtol * fabs(w), "sample %zu class %d: %.9g vs %.9g",
+                          i, c, got[i * 10 + c], w);
+            if (got[i * 10 + c] > got[i * 10 + best])
                 best = c;
         }
         ck_assert_int_eq(cls[i], best);
