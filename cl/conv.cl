@@ -201,6 +201,72 @@ kernel void conv_scatter_dy(global const store_t *dy, /* (B, K, OH, OW), first i
     dyt[k * nb * CONV_P + b * CONV_P + p] = dy[(b * CONV_K + k) * CONV_P + p]; /* a copy */
 }
 
+/* The transposed operands of the weight gradient's GEMM,
+ * dw (K, C*R*S) += dytt (nb*P, K)^T colt (nb*P, C*R*S): both stored with
+ * the summed index (b, p) as rows, which is the layout GEMM kernels of the
+ * outer-product kind (CLBlast's Xgemm) read without a copy; the
+ * untransposed pair (dyt, col) made CLBlast transpose the whole column
+ * matrix at every call. */
+
+/* The tap of x that item (crs, p, b) of a conv_im2col_t launch reads:
+ * declares `at`, `inside` as IM2COL_TAP does and `dst`, the entry of
+ * colt (nb*P, C*R*S) it goes to. */
+#define IM2COLT_TAP(at, inside, dst)                                                      \
+    const int crs_ = (int)get_global_id(0), p_ = (int)get_global_id(1);                  \
+    const int b_ = (int)get_global_id(2);                                                \
+    const int oh_ = p_ / CONV_OW, ow_ = p_ - oh_ * CONV_OW;                              \
+    const int c_ = crs_ / CONV_RS, rs_ = crs_ - c_ * CONV_RS;                            \
+    const int r_ = rs_ / CONV_S, s_ = rs_ - r_ * CONV_S;                                 \
+    const int ih_ = oh_ * CONV_SH - CONV_PH + r_ * CONV_DH;                              \
+    const int iw_ = ow_ * CONV_SW - CONV_PW + s_ * CONV_DW;                              \
+    const int ihc_ = clamp(ih_, 0, CONV_H - 1), iwc_ = clamp(iw_, 0, CONV_W - 1);        \
+    const int at = ((b_ * CONV_C + c_) * CONV_H + ihc_) * CONV_W + iwc_;                 \
+    const int inside = ih_ == ihc_ && iw_ == iwc_;                                       \
+    const int dst = (b_ * CONV_P + p_) * CONV_CRS + crs_
+
+/* colt entry (b, oh, ow) x (c, r, s) = col entry (c, r, s) x (b, oh, ow).
+ * Items (C*R*S, P, nb), one per entry; same arguments as conv_im2col. */
+kernel void conv_im2col_t(global const store_t *x, /* (B, C, H, W), first image at x_off */
+                          uint x_off,
+                          global store_t *colt,     /* (nb*P, C*R*S) */
+                          int nb)
+{
+    IM2COLT_TAP(at, inside, dst);
+    x += x_off;
+#if !defined(MPCL_FP32)
+    const ushort v = ((global const ushort *)x)[at];
+    ((global ushort *)colt)[dst] = inside ? v : (ushort)0;
+#else
+    const float v = LOADF(x, at);
+    STOREF(colt, dst, inside ? v : 0.0f);
+#endif
+}
+
+#if !defined(MPCL_FP32)
+/* conv_im2col_t reading 16-bit x as aligned 32-bit words, as
+ * conv_im2col_pairs does (x holds an even number of elements). */
+kernel void conv_im2col_t_pairs(global const uint *x, /* (B, C, H, W) as words, first image at x_off */
+                                uint x_off,
+                                global ushort *colt,  /* (nb*P, C*R*S) */
+                                int nb)
+{
+    IM2COLT_TAP(at, inside, dst);
+    const ushort v = WORD_HALF(x, x_off + (uint)at);
+    colt[dst] = inside ? v : (ushort)0;
+}
+#endif
+
+/* dytt[b*P + p, k] = dy[b, k, p]. Items (K, P, nb). */
+kernel void conv_scatter_dy_t(global const store_t *dy, /* (B, K, OH, OW), first image at dy_off */
+                              uint dy_off,
+                              global store_t *dytt,     /* (nb*P, K) */
+                              int nb)
+{
+    const int k = (int)get_global_id(0), p = (int)get_global_id(1), b = (int)get_global_id(2);
+    dy += dy_off;
+    dytt[(b * CONV_P + p) * CONV_K + k] = dy[(b * CONV_K + k) * CONV_P + p]; /* a copy */
+}
+
 /* Sums part[0..L) of the work-group (L = the local size, a power of two
  * <= CONV_WG); the result is valid in item 0. */
 static acc_t conv_group_sum(local acc_t *part, acc_t v)

@@ -516,17 +516,9 @@ static cl_int run_gemm(void *p, unsigned reps, double *seconds, const char **op)
     cl_command_queue q = g->ctx->queue;
     double t0 = now_s();
     for (unsigned r = 0; r < reps; r++) {
-        CLBlastStatusCode st;
-        if (g->half) {
-            *op = "CLBlastHgemm";
-            st = CLBlastHgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, n, n, n,
-                              mpcl_half_from_float(1.0f), g->a, 0, n, g->b, 0, n,
-                              mpcl_half_from_float(0.0f), g->c, 0, n, &q, NULL);
-        } else {
-            *op = "CLBlastSgemm";
-            st = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, n, n, n,
-                              1.0f, g->a, 0, n, g->b, 0, n, 0.0f, g->c, 0, n, &q, NULL);
-        }
+        *op = g->half ? "CLBlastHgemm" : "CLBlastSgemm";
+        CLBlastStatusCode st =
+            (CLBlastStatusCode)mpcl_clblast_gemm(g->ctx, g->half, 0, 0, n, n, n, 1, g->a, g->b, g->c, NULL);
         if (st != CLBlastSuccess) {
             clFinish(q);
             return (cl_int)st;
@@ -857,16 +849,8 @@ typedef struct {
 static CLBlastStatusCode gb_call(const gb_run *g)
 {
     const mpcl_gemm_bench_options *o = g->o;
-    const size_t lda = o->trans_a ? o->m : o->k, ldb = o->trans_b ? o->k : o->n;
-    const CLBlastTranspose ta = o->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
-    const CLBlastTranspose tb = o->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
-    cl_command_queue q = g->ctx->queue;
-    if (o->half)
-        return CLBlastHgemm(CLBlastLayoutRowMajor, ta, tb, o->m, o->n, o->k, mpcl_half_from_float(1.0f),
-                            g->a, 0, lda, g->b, 0, ldb, mpcl_half_from_float(0.0f), g->c, 0, o->n, &q,
-                            NULL);
-    return CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, o->m, o->n, o->k, 1.0f, g->a, 0, lda, g->b, 0,
-                        ldb, 0.0f, g->c, 0, o->n, &q, NULL);
+    return (CLBlastStatusCode)mpcl_clblast_gemm(g->ctx, o->half, o->trans_a, o->trans_b, o->m, o->n,
+                                                o->k, 1, g->a, g->b, g->c, NULL);
 }
 
 /* `calls` calls queued back to back, then waited for: seconds per call. */

@@ -62,7 +62,6 @@ typedef struct {
 
 /* -------------------------------------------------------------- helpers */
 
-static CLBlastTranspose cl_trans(int t) { return t ? CLBlastTransposeYes : CLBlastTransposeNo; }
 
 static mpcl_status clblast_fail(mpcl_context *ctx, const gemm_call *g, const char *routine,
                                 CLBlastStatusCode st)
@@ -103,22 +102,99 @@ static void profile_clblast(mpcl_context *ctx, const char *name, cl_event *evp, 
 
 static mpcl_status gemm_scratch(mpcl_context *ctx, int slot, size_t elems, cl_mem *out);
 
+/* Every CLBlast GEMM of mpcl goes through here (the router, the tuner's
+ * exactness check and timing, bench, probe), so what is tuned is what runs.
+ *
+ * mpcl's matrices are row-major. CLBlast's indirect Xgemm kernel (GEMMK 0)
+ * wants C column-major: a row-major call makes it compute into a temporary
+ * and transpose C back at every call, a full pass over the largest matrix
+ * of a conv layer (the transpose kernels took 30 % of a wide-cnn step on
+ * PoCL, more than im2col). The same product is issued instead as the
+ * column-major one C^T = op(B)^T op(A)^T: C^T's column-major layout is C's
+ * row-major one, B and A trade places, M and N too, and the transposition
+ * flags stay. CLBlast then copies or transposes only the operands it must
+ * (the same ones as before) and writes C in place. */
+static void xgemm_swap(const mpcl_xgemm *x, CLBlastTranspose *ta, CLBlastTranspose *tb)
+{
+    *ta = x->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo; /* CLBlast's A: our B */
+    *tb = x->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
+}
+
+int mpcl_clblast_run(mpcl_context *ctx, const mpcl_xgemm *x, cl_event *evp)
+{
+    cl_command_queue q = ctx->queue;
+    CLBlastTranspose ta, tb;
+    xgemm_swap(x, &ta, &tb);
+    const CLBlastLayout cm = CLBlastLayoutColMajor;
+    if (x->half) {
+        const cl_half al = mpcl_half_from_float(x->alpha), be = mpcl_half_from_float(x->beta);
+        if (x->batch <= 1)
+            return CLBlastHgemm(cm, ta, tb, x->n, x->m, x->k, al, x->b, x->b_off, x->ldb, x->a, x->a_off,
+                                x->lda, be, x->c, x->c_off, x->ldc, &q, evp);
+        return CLBlastHgemmStridedBatched(cm, ta, tb, x->n, x->m, x->k, al, x->b, x->b_off, x->ldb,
+                                          x->sb, x->a, x->a_off, x->lda, x->sa, be, x->c, x->c_off,
+                                          x->ldc, x->sc, x->batch, &q, evp);
+    }
+    if (x->batch <= 1 && x->tmp)
+        return CLBlastSgemmWithTempBuffer(cm, ta, tb, x->n, x->m, x->k, x->alpha, x->b, x->b_off, x->ldb,
+                                          x->a, x->a_off, x->lda, x->beta, x->c, x->c_off, x->ldc, &q,
+                                          evp, x->tmp);
+    if (x->batch <= 1)
+        return CLBlastSgemm(cm, ta, tb, x->n, x->m, x->k, x->alpha, x->b, x->b_off, x->ldb, x->a,
+                            x->a_off, x->lda, x->beta, x->c, x->c_off, x->ldc, &q, evp);
+    return CLBlastSgemmStridedBatched(cm, ta, tb, x->n, x->m, x->k, x->alpha, x->b, x->b_off, x->ldb,
+                                      x->sb, x->a, x->a_off, x->lda, x->sa, x->beta, x->c, x->c_off,
+                                      x->ldc, x->sc, x->batch, &q, evp);
+}
+
+size_t mpcl_clblast_temp_bytes(mpcl_context *ctx, const mpcl_xgemm *x)
+{
+    cl_command_queue q = ctx->queue;
+    CLBlastTranspose ta, tb;
+    xgemm_swap(x, &ta, &tb);
+    size_t bytes = 0;
+    if (x->half || x->batch > 1 ||
+        CLBlastSGemmTempBufferSize(CLBlastLayoutColMajor, ta, tb, x->n, x->m, x->k, x->b_off, x->ldb,
+                                   x->a_off, x->lda, x->c_off, x->ldc, &q, &bytes) != CLBlastSuccess)
+        return 0;
+    return bytes;
+}
+
+int mpcl_clblast_gemm(mpcl_context *ctx, int half, int trans_a, int trans_b, size_t m, size_t n,
+                      size_t k, size_t batch, cl_mem a, cl_mem b, cl_mem c, cl_mem tmp)
+{
+    const mpcl_xgemm x = {.half = half, .trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n,
+                          .k = k, .batch = batch, .alpha = 1.0f, .beta = 0.0f, .a = a, .b = b,
+                          .c = c, .lda = trans_a ? m : k, .ldb = trans_b ? k : n, .ldc = n,
+                          .sa = m * k, .sb = k * n, .sc = m * n, .tmp = tmp};
+    return mpcl_clblast_run(ctx, &x, NULL);
+}
+
+/* The router's call as a CLBlast one. */
+static mpcl_xgemm xgemm_of(const gemm_call *g, int half, cl_mem a, size_t a_off, cl_mem b,
+                           size_t b_off, cl_mem c, size_t c_off)
+{
+    const mpcl_xgemm x = {.half = half, .trans_a = g->trans_a, .trans_b = g->trans_b, .m = g->m,
+                          .n = g->n, .k = g->k, .batch = g->batch, .alpha = g->alpha,
+                          .beta = g->beta, .a = a, .a_off = a_off, .lda = g->a.ld,
+                          .sa = g->a.stride, .b = b, .b_off = b_off, .ldb = g->b.ld,
+                          .sb = g->b.stride, .c = c, .c_off = c_off, .ldc = g->c.ld,
+                          .sc = g->c.stride};
+    return x;
+}
+
+
 /* CLBlast's indirect GEMM copies (pads, transposes) its operands into a
  * temporary buffer that it allocates and frees at every call unless the
  * caller lends one: a call on large operands then spends more host time in
  * the allocation and the first touch of its pages than the device spends
  * computing. So Sgemm runs with scratch slot MPCL_SCRATCH_GEMM_T, grown to
  * what CLBlast asks for; where that fails, CLBlast allocates as before. */
-static cl_mem sgemm_temp(mpcl_context *ctx, const gemm_call *g, size_t a_off, size_t b_off,
-                         size_t c_off)
+static cl_mem sgemm_temp(mpcl_context *ctx, const mpcl_xgemm *x)
 {
-    cl_command_queue q = ctx->queue;
-    size_t bytes = 0;
+    const size_t bytes = mpcl_clblast_temp_bytes(ctx, x);
     cl_mem t = NULL;
-    if (CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b),
-                                   g->m, g->n, g->k, a_off, g->a.ld, b_off, g->b.ld, c_off, g->c.ld,
-                                   &q, &bytes) != CLBlastSuccess ||
-        bytes == 0)
+    if (bytes == 0)
         return NULL;
     char saved[MPCL_ERR_LEN];
     mpcl_strfmt(saved, sizeof saved, "%s", ctx->err);
@@ -131,49 +207,24 @@ static cl_mem sgemm_temp(mpcl_context *ctx, const gemm_call *g, size_t a_off, si
 static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, size_t a_off,
                              cl_mem b, size_t b_off, cl_mem c, size_t c_off)
 {
-    cl_command_queue q = ctx->queue;
     cl_event ev;
     cl_event *evp = mpcl_profile_event(ctx, &ev);
-    CLBlastStatusCode st;
     const char *name = g->batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched";
     mpcl_gemm_note_shape(ctx, 0, g->trans_a, g->trans_b, g->m, g->n, g->k, g->batch);
-    cl_mem tmp = g->batch == 1 ? sgemm_temp(ctx, g, a_off, b_off, c_off) : NULL;
-    if (tmp)
-        st = CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, cl_trans(g->trans_a),
-                                        cl_trans(g->trans_b), g->m, g->n, g->k, g->alpha, a, a_off,
-                                        g->a.ld, b, b_off, g->b.ld, g->beta, c, c_off, g->c.ld, &q,
-                                        evp, tmp);
-    else if (g->batch == 1)
-        st = CLBlastSgemm(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b), g->m,
-                          g->n, g->k, g->alpha, a, a_off, g->a.ld, b, b_off, g->b.ld, g->beta, c,
-                          c_off, g->c.ld, &q, evp);
-    else
-        st = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, cl_trans(g->trans_a),
-                                        cl_trans(g->trans_b), g->m, g->n, g->k, g->alpha, a, a_off,
-                                        g->a.ld, g->a.stride, b, b_off, g->b.ld, g->b.stride, g->beta,
-                                        c, c_off, g->c.ld, g->c.stride, g->batch, &q, evp);
+    mpcl_xgemm x = xgemm_of(g, 0, a, a_off, b, b_off, c, c_off);
+    x.tmp = g->batch == 1 ? sgemm_temp(ctx, &x) : NULL;
+    CLBlastStatusCode st = (CLBlastStatusCode)mpcl_clblast_run(ctx, &x, evp);
     profile_clblast(ctx, name, evp, st);
     return st == CLBlastSuccess ? MPCL_OK : clblast_fail(ctx, g, name, st);
 }
 
 static CLBlastStatusCode run_hgemm(mpcl_context *ctx, const gemm_call *g)
 {
-    cl_command_queue q = ctx->queue;
     cl_event ev;
     cl_event *evp = mpcl_profile_event(ctx, &ev);
-    cl_half alpha = mpcl_half_from_float(g->alpha), beta = mpcl_half_from_float(g->beta);
-    CLBlastStatusCode st;
     mpcl_gemm_note_shape(ctx, 1, g->trans_a, g->trans_b, g->m, g->n, g->k, g->batch);
-    if (g->batch == 1)
-        st = CLBlastHgemm(CLBlastLayoutRowMajor, cl_trans(g->trans_a), cl_trans(g->trans_b), g->m,
-                          g->n, g->k, alpha, g->a.mem, g->a.off, g->a.ld, g->b.mem, g->b.off,
-                          g->b.ld, beta, g->c.mem, g->c.off, g->c.ld, &q, evp);
-    else
-        st = CLBlastHgemmStridedBatched(CLBlastLayoutRowMajor, cl_trans(g->trans_a),
-                                        cl_trans(g->trans_b), g->m, g->n, g->k, alpha, g->a.mem,
-                                        g->a.off, g->a.ld, g->a.stride, g->b.mem, g->b.off, g->b.ld,
-                                        g->b.stride, beta, g->c.mem, g->c.off, g->c.ld, g->c.stride,
-                                        g->batch, &q, evp);
+    const mpcl_xgemm x = xgemm_of(g, 1, g->a.mem, g->a.off, g->b.mem, g->b.off, g->c.mem, g->c.off);
+    CLBlastStatusCode st = (CLBlastStatusCode)mpcl_clblast_run(ctx, &x, evp);
     profile_clblast(ctx, g->batch == 1 ? "CLBlastHgemm" : "CLBlastHgemmStridedBatched", evp, st);
     return st;
 }

@@ -70,7 +70,7 @@ typedef struct {
  * created from it. The context keeps MPCL_MAX_SPEC_PROGRAMS of them and
  * releases the least recently used one when it needs a slot. */
 #define MPCL_MAX_SPEC_PROGRAMS 24
-#define MPCL_SPEC_KERNELS 8
+#define MPCL_SPEC_KERNELS 12
 #define MPCL_SPEC_DEFINES_LEN 384
 #define MPCL_CONV_CHOICES 32 /* layers whose conv algorithm a context remembers */
 typedef struct {
@@ -381,6 +381,25 @@ typedef struct {
  * CLBlast status, *failed naming the kernel that was refused. */
 int mpcl_clblast_override(mpcl_context *ctx, int half, const mpcl_clblast_params *p,
                           const char **failed);
+/* Version of the CLBlast tuning cache file ("mpcl-clblast-tuning"). 2: the
+ * sets are measured on the column-major form of mpcl's GEMMs (M and N trade
+ * places in CLBlast's kernel), so version 1's sets are stale. */
+#define MPCL_TUNING_FORMAT_VERSION 2
+/* One row-major CLBlast GEMM, C = alpha op(A) op(B) + beta C (batch > 1:
+ * strided batched; Sgemm with batch 1 lends tmp as CLBlast's temporary
+ * buffer when non-NULL). Offsets, leading dimensions, strides in elements. */
+typedef struct {
+    int half, trans_a, trans_b;
+    size_t m, n, k, batch;
+    float alpha, beta;
+    cl_mem a, b, c, tmp;
+    size_t a_off, b_off, c_off, lda, ldb, ldc, sa, sb, sc;
+} mpcl_xgemm;
+/* Issues x (gemm.c: as the column-major product C^T = op(B)^T op(A)^T, which
+ * spares CLBlast's transpose of C); CLBlast status. */
+int mpcl_clblast_run(mpcl_context *ctx, const mpcl_xgemm *x, cl_event *evp);
+/* Bytes of the temporary buffer CLBlast's Sgemm wants for x; 0 for none. */
+size_t mpcl_clblast_temp_bytes(mpcl_context *ctx, const mpcl_xgemm *x);
 /* One CLBlast GEMM, C = op(A) op(B), row-major, alpha 1, beta 0, on packed
  * operands (leading dimensions the rows' lengths, batch > 1: matrices back
  * to back, strided batched): Hgemm (half) or Sgemm, the latter with tmp

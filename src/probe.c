@@ -672,14 +672,8 @@ static void check_gemm(mpcl_context *ctx, int half, mpcl_check *chk)
         mpcl_strfmt(chk->reason, sizeof chk->reason, "%s failed: %s", b.where, mpcl_cl_error_name(b.rc));
         goto done;
     }
-    CLBlastStatusCode st;
-    if (half)
-        st = CLBlastHgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, GM, GN, GK,
-                          mpcl_half_from_float(1.0f), ma, 0, GK, mb, 0, GN,
-                          mpcl_half_from_float(0.0f), mc, 0, GN, &ctx->queue, NULL);
-    else
-        st = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, GM, GN, GK,
-                          1.0f, ma, 0, GK, mb, 0, GN, 0.0f, mc, 0, GN, &ctx->queue, NULL);
+    CLBlastStatusCode st =
+        (CLBlastStatusCode)mpcl_clblast_gemm(ctx, half, 0, 0, GM, GN, GK, 1, ma, mb, mc, NULL);
     if (st != CLBlastSuccess) {
         mpcl_strfmt(chk->reason, sizeof chk->reason, "CLBlast%s refused a %dx%dx%d problem: %s (%d)",
                     name, GM, GN, GK, mpcl_clblast_status_name(st), (int)st);

@@ -258,15 +258,10 @@ static CLBlastStatusCode call_shape(search *S, const mpcl_gemm_shape *g)
 {
     cl_mem tmp = NULL;
     if (!S->half && g->batch <= 1) {
-        cl_command_queue q = S->ctx->queue;
-        size_t bytes = 0;
-        if (CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor,
-                                       g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
-                                       g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, g->m,
-                                       g->n, g->k, 0, g->trans_a ? g->m : g->k, 0,
-                                       g->trans_b ? g->k : g->n, 0, g->n, &q,
-                                       &bytes) != CLBlastSuccess)
-            bytes = 0;
+        const mpcl_xgemm x = {.trans_a = g->trans_a, .trans_b = g->trans_b, .m = g->m, .n = g->n,
+                              .k = g->k, .batch = 1, .lda = g->trans_a ? g->m : g->k,
+                              .ldb = g->trans_b ? g->k : g->n, .ldc = g->n};
+        const size_t bytes = mpcl_clblast_temp_bytes(S->ctx, &x);
         if (bytes > S->tmp_bytes) {
             if (S->tmp)
                 clReleaseMemObject(S->tmp);
@@ -472,7 +467,7 @@ static mpcl_status store(search *S, cJSON *entry, char *path, size_t path_len)
         char hash[32];
         mpcl_strfmt(hash, sizeof hash, "%016llx", (unsigned long long)mpcl_device_hash(ctx));
         cJSON_AddStringToObject(root, "format", "mpcl-clblast-tuning");
-        cJSON_AddNumberToObject(root, "version", 1);
+        cJSON_AddNumberToObject(root, "version", MPCL_TUNING_FORMAT_VERSION);
         cJSON_AddStringToObject(root, "device_hash", hash);
         cJSON_AddStringToObject(root, "clblast", MPCL_CLBLAST_VERSION);
         cJSON_AddStringToObject(root, "platform", ctx->caps.platform);

@@ -201,32 +201,6 @@ static void host_gemm(int ta, int tb, size_t m, size_t n, size_t k, const float 
         }
 }
 
-int mpcl_clblast_gemm(mpcl_context *ctx, int half, int trans_a, int trans_b, size_t m, size_t n,
-                      size_t k, size_t batch, cl_mem a, cl_mem b, cl_mem c, cl_mem tmp)
-{
-    cl_command_queue q = ctx->queue;
-    const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
-    const CLBlastTranspose tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
-    const size_t lda = trans_a ? m : k, ldb = trans_b ? k : n, ldc = n;
-    const size_t sa = m * k, sb = k * n, sc = m * n;
-    if (half) {
-        const cl_half one = mpcl_half_from_float(1.0f), zero = mpcl_half_from_float(0.0f);
-        if (batch <= 1)
-            return CLBlastHgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, one, a, 0, lda, b, 0, ldb,
-                                zero, c, 0, ldc, &q, NULL);
-        return CLBlastHgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, m, n, k, one, a, 0, lda, sa,
-                                          b, 0, ldb, sb, zero, c, 0, ldc, sc, batch, &q, NULL);
-    }
-    if (batch <= 1 && tmp)
-        return CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0f, a, 0, lda, b,
-                                          0, ldb, 0.0f, c, 0, ldc, &q, NULL, tmp);
-    if (batch <= 1)
-        return CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0f, a, 0, lda, b, 0, ldb, 0.0f, c,
-                            0, ldc, &q, NULL);
-    return CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0f, a, 0, lda, sa, b, 0,
-                                      ldb, sb, 0.0f, c, 0, ldc, sc, batch, &q, NULL);
-}
-
 int mpcl_clblast_verify(mpcl_context *ctx, int half, int batched, char *why, size_t why_len)
 {
     const size_t na = VG * VM * VK, nb = VG * VK * VN, nc = VG * VM * VN;
@@ -386,7 +360,7 @@ cJSON *mpcl_tuning_load(const mpcl_context *ctx, char *why, size_t why_len)
     const char *bad = NULL;
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "mpcl-clblast-tuning") != 0)
         bad = "\"format\" is not \"mpcl-clblast-tuning\"";
-    else if (!cJSON_IsNumber(ver) || ver->valuedouble != 1)
+    else if (!cJSON_IsNumber(ver) || ver->valuedouble != MPCL_TUNING_FORMAT_VERSION)
         bad = "written by another version of the format (stale)";
     else if (!cJSON_IsString(hash) || strcmp(hash->valuestring, want) != 0)
         bad = "written for another platform, device or driver (stale)";

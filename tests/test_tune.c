@@ -156,7 +156,7 @@ static void write_entry(mpcl_context *ctx, const size_t *xgemm, const char *clbl
     char hash[32];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)mpcl_device_hash(ctx));
     cJSON_AddStringToObject(root, "format", "mpcl-clblast-tuning");
-    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddNumberToObject(root, "version", MPCL_TUNING_FORMAT_VERSION);
     cJSON_AddStringToObject(root, "device_hash", hash);
     cJSON_AddStringToObject(root, "clblast", clblast);
     cJSON *e = cJSON_AddObjectToObject(root, "single");
@@ -233,6 +233,15 @@ START_TEST(test_corrupt_and_stale_ignored)
     ck_assert_int_eq(tu_write_file(path, t2, strlen(t2)), 0);
     ctx = open_ctx(dir, 0);
     HAS(mpcl_tuning_describe(ctx), "Xgemm.VWN is missing");
+    mpcl_context_destroy(ctx);
+    /* an entry of format version 1 (sets measured on row-major calls): stale */
+    cJSON_ReplaceItemInObject(root, "version", cJSON_CreateNumber(1));
+    free(t2);
+    t2 = cJSON_Print(root);
+    ck_assert_int_eq(tu_write_file(path, t2, strlen(t2)), 0);
+    ctx = open_ctx(dir, 0);
+    HAS(mpcl_tuning_describe(ctx), "another version of the format (stale)");
+    ck_assert_int_eq(mpcl_tune_cached(ctx, MPCL_TUNE_SINGLE), 0);
     mpcl_context_destroy(ctx);
     cJSON_Delete(root);
     free(t2);

@@ -10,7 +10,9 @@
  *           allows): col (C*R*S, N) = im2col(x); one GEMM
  *           yt (K, N) = w (K, C*R*S) * col through the GEMM router; yt back
  *           to NCHW with the bias added. Backward: dyt (K, N) = dy in GEMM
- *           layout; dw += dyt * col^T (beta 1); dcol = w^T * dyt, then
+ *           layout; dw += dytt^T * colt (beta 1), from the transposed
+ *           layouts dytt (N, K) and colt (N, C*R*S) that GEMM kernels read
+ *           without a copy (cl/conv.cl); dcol = w^T * dyt, then
  *           col2im (a gather, no atomics) assigns dx. The kernels are built
  *           per layer geometry (sizes as -D defines) and launched in 3-D
  *           over exactly their items.
@@ -441,13 +443,15 @@ static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tenso
 
 /* ---------------------------------------------------------------- im2col */
 
-/* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x (B, C, H, W). */
+/* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x (B, C, H, W), or with
+ * transposed its transpose colt (NB*P, C*R*S). */
 static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const mpcl_tensor *x,
-                          const conv_dims *d, size_t i0, size_t nb)
+                          const conv_dims *d, size_t i0, size_t nb, int transposed)
 {
     /* 16-bit storage and x ending on a 32-bit word: taps gathered as words */
-    const char *name = mpcl_storage_dtype(ctx) != MPCL_F32 && x->numel % 2 == 0 ? "conv_im2col_pairs"
-                                                                             : "conv_im2col";
+    const int pairs = mpcl_storage_dtype(ctx) != MPCL_F32 && x->numel % 2 == 0;
+    const char *name = transposed ? (pairs ? "conv_im2col_t_pairs" : "conv_im2col_t")
+                                  : (pairs ? "conv_im2col_pairs" : "conv_im2col");
     cl_kernel k;
     mpcl_status s = conv_kernel(ctx, d, name, &k);
     if (s != MPCL_OK)
@@ -458,6 +462,8 @@ static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const m
                                  sizeof off, &off, sizeof(cl_mem), &col, sizeof nbi, &nbi);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
+    if (transposed)
+        return mpcl_launch_rows(ctx, k, op, d->c * d->r * d->s, d->oh * d->ow, nb);
     return mpcl_launch_rows(ctx, k, op, d->ow, d->oh, nb * d->c * d->r * d->s);
 }
 
@@ -539,7 +545,7 @@ static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
         const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p;
         cl_kernel k;
-        s = im2col(ctx, op, col, x, d, i0, nb);
+        s = im2col(ctx, op, col, x, d, i0, nb, 0);
         if (s == MPCL_OK) /* yt (K, N) = w (K, CRS) * col (CRS, N) */
             s = mpcl_gemm_raw(ctx, op, dt, 0, 0, d->k, n, crs, 1.0f, w->mem, 0, crs, col, 0, n,
                               0.0f, yt, 0, n);
@@ -561,12 +567,13 @@ static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     return s;
 }
 
-/* dyt (K, NB*P) from images i0 .. i0+nb-1 of dy (B, K, OH, OW). */
+/* dyt (K, NB*P) from images i0 .. i0+nb-1 of dy (B, K, OH, OW), or with
+ * transposed its transpose dytt (NB*P, K). */
 static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, const mpcl_tensor *dy,
-                              const conv_dims *d, size_t i0, size_t nb)
+                              const conv_dims *d, size_t i0, size_t nb, int transposed)
 {
     cl_kernel k;
-    mpcl_status s = conv_kernel(ctx, d, "conv_scatter_dy", &k);
+    mpcl_status s = conv_kernel(ctx, d, transposed ? "conv_scatter_dy_t" : "conv_scatter_dy", &k);
     if (s != MPCL_OK)
         return s;
     cl_uint off = (cl_uint)(i0 * d->k * d->oh * d->ow);
@@ -575,6 +582,8 @@ static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, con
                                  sizeof(cl_mem), &dyt, sizeof nbi, &nbi);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
+    if (transposed)
+        return mpcl_launch_rows(ctx, k, op, d->k, d->oh * d->ow, nb);
     return launch_pkb(ctx, op, k, d, nb);
 }
 
@@ -592,19 +601,22 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
         s = mpcl_scratch(ctx, SLOT_COL, crs * nb_max * p * es, &col);
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
         const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p;
-        s = scatter_dy(ctx, op, dyt, dy, d, i0, nb);
+        if (dw) { /* first, while dyt's slot is free for dytt (N, K) */
+            s = scatter_dy(ctx, op, dyt, dy, d, i0, nb, 1);
+            if (s == MPCL_OK)
+                s = im2col(ctx, op, col, x, d, i0, nb, 1);
+            if (s == MPCL_OK) /* dw (K, CRS) += dytt (N, K)^T * colt (N, CRS) */
+                s = mpcl_gemm_raw(ctx, op, dt, 1, 0, d->k, crs, n, 1.0f, dyt, 0, d->k, col, 0, crs,
+                                  1.0f, dw->mem, 0, crs);
+        }
         if (s == MPCL_OK && dx) {
+            s = scatter_dy(ctx, op, dyt, dy, d, i0, nb, 0);
             /* dcol (CRS, N) = w (K, CRS)^T * dyt (K, N) */
-            s = mpcl_gemm_raw(ctx, op, dt, 1, 0, crs, n, d->k, 1.0f, w->mem, 0, crs, dyt, 0, n,
-                              0.0f, dcol, 0, n);
+            if (s == MPCL_OK)
+                s = mpcl_gemm_raw(ctx, op, dt, 1, 0, crs, n, d->k, 1.0f, w->mem, 0, crs, dyt, 0, n,
+                                  0.0f, dcol, 0, n);
             if (s == MPCL_OK)
                 s = col2im(ctx, op, dx, dcol, d, i0, nb);
-        }
-        if (s == MPCL_OK && dw) {
-            s = im2col(ctx, op, col, x, d, i0, nb);
-            if (s == MPCL_OK) /* dw (K, CRS) += dyt (K, N) * col (CRS, N)^T */
-                s = mpcl_gemm_raw(ctx, op, dt, 0, 1, d->k, crs, n, 1.0f, dyt, 0, n, col, 0, n,
-                                  1.0f, dw->mem, 0, crs);
         }
     }
     return s;
