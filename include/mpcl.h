@@ -292,6 +292,10 @@ typedef struct {
     int tuned;            /* 1: mpcl's CLBlast tuning for the device; 0: CLBlast's own parameters */
     unsigned repeats;     /* timed repetitions, the median counts; default 5 */
     double min_repeat_s;  /* calls per repetition raised until one lasts this long; default 0.05 */
+    int routed;           /* 1 (float only): through the GEMM router, as training runs it: mpcl's
+                             own Sgemm kernel where it measured faster on the shape, else CLBlast
+                             with the device's tuning where it has one (docs/gemm.md); tuned
+                             is then ignored */
 } mpcl_gemm_bench_options;
 
 typedef struct {
@@ -303,6 +307,7 @@ typedef struct {
     size_t checked;             /* entries of C compared with the host's product first */
     int exact;                  /* 1: compared for equality (sums of small integers) */
     double max_abs_err;         /* the largest difference seen (0 when exact) */
+    char kernel[64];            /* routed: what ran ("CLBlast" or "own MR 8 VW 16 NV 2 KC 0") */
 } mpcl_gemm_bench_result;
 
 MPCL_API void mpcl_gemm_bench_options_init(mpcl_gemm_bench_options *opt);

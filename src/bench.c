@@ -849,6 +849,12 @@ typedef struct {
 static CLBlastStatusCode gb_call(const gb_run *g)
 {
     const mpcl_gemm_bench_options *o = g->o;
+    if (o->routed) /* a failure is named by mpcl_last_error */
+        return mpcl_gemm_raw(g->ctx, "mpcl_gemm_bench", MPCL_F32, o->trans_a, o->trans_b, o->m, o->n,
+                             o->k, 1.0f, g->a, 0, o->trans_a ? o->m : o->k, g->b, 0,
+                             o->trans_b ? o->k : o->n, 0.0f, g->c, 0, o->n) == MPCL_OK
+                   ? CLBlastSuccess
+                   : CLBlastUnknownError;
     return (CLBlastStatusCode)mpcl_clblast_gemm(g->ctx, o->half, o->trans_a, o->trans_b, o->m, o->n,
                                                 o->k, 1, g->a, g->b, g->c, NULL);
 }
@@ -860,6 +866,10 @@ static mpcl_status gb_time(gb_run *g, unsigned calls, double *per_call, mpcl_gem
     double t0 = now_s();
     for (unsigned i = 0; i < calls; i++) {
         CLBlastStatusCode st = gb_call(g);
+        if (st != CLBlastSuccess && g->o->routed) {
+            mpcl_strfmt(out->reason, sizeof out->reason, "%s", mpcl_last_error(g->ctx));
+            return MPCL_ERR_CLBLAST;
+        }
         if (st != CLBlastSuccess) {
             clFinish(g->ctx->queue);
             mpcl_strfmt(out->reason, sizeof out->reason, "%s %zux%zux%zu failed: %s (%d)", name,
@@ -1097,7 +1107,13 @@ mpcl_status mpcl_gemm_bench(mpcl_context *ctx, const mpcl_gemm_bench_options *op
     /* the tuning for the run: CLBlast's own values (possible until the
      * process first overrides them, or where the table records them), or
      * the device's cached tuning (docs/tune.md) */
-    s = mpcl_tuning_set_precision(ctx, opt->half, opt->tuned ? 1 : 0);
+    if (opt->routed && opt->half) {
+        mpcl_strfmt(out->reason, sizeof out->reason, "routed: float GEMMs only");
+        return gb_fail(ctx, out, MPCL_ERR_ARGUMENT);
+    }
+    s = mpcl_tuning_set_precision(ctx, opt->half, opt->tuned || opt->routed ? 1 : 0);
+    if (s == MPCL_ERR_UNSUPPORTED && opt->routed)
+        s = MPCL_OK; /* no tuning: the router runs CLBlast as the context has it */
     if (s == MPCL_ERR_UNSUPPORTED) {
         mpcl_strfmt(out->reason, sizeof out->reason, "no %s figure: %s",
                     opt->tuned ? "tuned" : "untuned", mpcl_last_error(ctx));
@@ -1110,6 +1126,18 @@ mpcl_status mpcl_gemm_bench(mpcl_context *ctx, const mpcl_gemm_bench_options *op
     s = gb_measure(ctx, opt, out);
     if (s != MPCL_OK)
         return gb_fail(ctx, out, s);
+    if (opt->routed) { /* the verdict the router reached on the shape */
+        const mpcl_xgemm x = {.trans_a = opt->trans_a, .trans_b = opt->trans_b, .m = opt->m,
+                              .n = opt->n, .k = opt->k, .batch = 1, .lda = opt->trans_a ? opt->m : opt->k,
+                              .ldb = opt->trans_b ? opt->k : opt->n, .ldc = opt->n};
+        int own = 0;
+        mpcl_sgemm_cfg cfg;
+        if (mpcl_sgemm_pick(ctx, &x, "mpcl_gemm_bench", &own, &cfg) == MPCL_OK && own)
+            mpcl_strfmt(out->kernel, sizeof out->kernel, "own MR %d VW %d NV %d KC %d", cfg.mr, cfg.vw,
+                        cfg.nv, cfg.kc);
+        else
+            mpcl_strfmt(out->kernel, sizeof out->kernel, "CLBlast");
+    }
     mpcl_clear_error(ctx);
     return MPCL_OK;
 }

@@ -204,18 +204,39 @@ static cl_mem sgemm_temp(mpcl_context *ctx, const mpcl_xgemm *x)
     return t;
 }
 
-static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, size_t a_off,
-                             cl_mem b, size_t b_off, cl_mem c, size_t c_off)
+mpcl_status mpcl_gemm_part_buffer(mpcl_context *ctx, size_t elems, cl_mem *out)
+{
+    return gemm_scratch(ctx, MPCL_SCRATCH_GEMM_T, elems, out);
+}
+
+int mpcl_sgemm_clblast(mpcl_context *ctx, const mpcl_xgemm *x0)
 {
     cl_event ev;
     cl_event *evp = mpcl_profile_event(ctx, &ev);
-    const char *name = g->batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched";
-    mpcl_gemm_note_shape(ctx, 0, g->trans_a, g->trans_b, g->m, g->n, g->k, g->batch);
-    mpcl_xgemm x = xgemm_of(g, 0, a, a_off, b, b_off, c, c_off);
-    x.tmp = g->batch == 1 ? sgemm_temp(ctx, &x) : NULL;
+    mpcl_xgemm x = *x0;
+    x.tmp = x.batch <= 1 ? sgemm_temp(ctx, &x) : NULL;
     CLBlastStatusCode st = (CLBlastStatusCode)mpcl_clblast_run(ctx, &x, evp);
-    profile_clblast(ctx, name, evp, st);
-    return st == CLBlastSuccess ? MPCL_OK : clblast_fail(ctx, g, name, st);
+    profile_clblast(ctx, x.batch <= 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched", evp, st);
+    return (int)st;
+}
+
+/* Sgemm: mpcl's own kernel where it measured faster on this shape
+ * (sgemm.c), else CLBlast. */
+static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, size_t a_off,
+                             cl_mem b, size_t b_off, cl_mem c, size_t c_off)
+{
+    mpcl_gemm_note_shape(ctx, 0, g->trans_a, g->trans_b, g->m, g->n, g->k, g->batch);
+    const mpcl_xgemm x = xgemm_of(g, 0, a, a_off, b, b_off, c, c_off);
+    int own = 0;
+    mpcl_sgemm_cfg cfg;
+    mpcl_status s = mpcl_sgemm_pick(ctx, &x, g->what, &own, &cfg);
+    if (s != MPCL_OK)
+        return s;
+    if (own)
+        return mpcl_sgemm_own(ctx, &x, &cfg, g->what);
+    CLBlastStatusCode st = (CLBlastStatusCode)mpcl_sgemm_clblast(ctx, &x);
+    return st == CLBlastSuccess ? MPCL_OK
+                                : clblast_fail(ctx, g, g->batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched", st);
 }
 
 static CLBlastStatusCode run_hgemm(mpcl_context *ctx, const gemm_call *g)

@@ -73,6 +73,12 @@ typedef struct {
 #define MPCL_SPEC_KERNELS 12
 #define MPCL_SPEC_DEFINES_LEN 384
 #define MPCL_CONV_CHOICES 32 /* layers whose conv algorithm a context remembers */
+#define MPCL_SGEMM_CHOICES 64 /* GEMM shapes whose Sgemm choice a context remembers */
+/* A block shape of mpcl's own Sgemm kernel (cl/sgemm.cl): rows, vector
+ * width, vectors per row, K chunk of a split (0: none). */
+typedef struct {
+    int mr, vw, nv, kc;
+} mpcl_sgemm_cfg;
 typedef struct {
     char family[32];
     mpcl_variant variant;
@@ -158,8 +164,16 @@ struct mpcl_context {
         int algo;
     } conv_choice[MPCL_CONV_CHOICES];
     size_t conv_choice_n;
-    unsigned conv_measured; /* layers whose algorithm this context measured */
-    unsigned conv_cached;   /* layers whose algorithm it read from the cache directory */
+    /* sgemm.c: CLBlast or the own kernel per GEMM shape */
+    struct {
+        uint64_t key;
+        int own;
+        mpcl_sgemm_cfg cfg;
+    } sgemm_choice[MPCL_SGEMM_CHOICES];
+    size_t sgemm_choice_n;
+    uint64_t clblast_sig[2]; /* a hash of the CLBlast parameters applied ([0] single, [1] half; 0: CLBlast's own) */
+    unsigned conv_measured; /* layer passes whose algorithm this context measured */
+    unsigned conv_cached;   /* layer passes whose algorithm it read from the cache directory */
 };
 
 struct mpcl_tensor {
@@ -400,6 +414,23 @@ typedef struct {
 int mpcl_clblast_run(mpcl_context *ctx, const mpcl_xgemm *x, cl_event *evp);
 /* Bytes of the temporary buffer CLBlast's Sgemm wants for x; 0 for none. */
 size_t mpcl_clblast_temp_bytes(mpcl_context *ctx, const mpcl_xgemm *x);
+/* x as the router runs CLBlast's Sgemm (a scratch buffer lent as CLBlast's
+ * temporary one, profiled); CLBlast status. */
+int mpcl_sgemm_clblast(mpcl_context *ctx, const mpcl_xgemm *x);
+/* Scratch for the own Sgemm's split-K partial sums (the slot CLBlast's
+ * temporary buffer uses: the two never run in one call). */
+mpcl_status mpcl_gemm_part_buffer(mpcl_context *ctx, size_t elems, cl_mem *out);
+/* sgemm.c: x is a product the own kernel takes (float, one matrix, B not
+ * transposed, sizes within int). */
+int mpcl_sgemm_takes(const mpcl_xgemm *x);
+/* Runs x with the own kernel in block shape cfg (what names the op). */
+mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sgemm_cfg *cfg,
+                           const char *what);
+/* Whether x's shape runs the own kernel (*own 1, *cfg its block shape) or
+ * CLBlast: MPCL_SGEMM, else the context's or the cache file's verdict, else
+ * measured now (sgemm.c). An error only for a bad MPCL_SGEMM. */
+mpcl_status mpcl_sgemm_pick(mpcl_context *ctx, const mpcl_xgemm *x, const char *what, int *own,
+                            mpcl_sgemm_cfg *cfg);
 /* One CLBlast GEMM, C = op(A) op(B), row-major, alpha 1, beta 0, on packed
  * operands (leading dimensions the rows' lengths, batch > 1: matrices back
  * to back, strided batched): Hgemm (half) or Sgemm, the latter with tmp

@@ -312,7 +312,7 @@ const char *mpcl_profile_family(const char *name)
     for (size_t i = 0; i < mpcl_embedded_source_count; i++) {
         const mpcl_embedded_source *e = &mpcl_embedded_sources[i];
         if (strcmp(e->name, "precision.h") != 0 && defines_kernel(e->text, name))
-            return e->name;
+            return strcmp(e->name, "sgemm") == 0 ? "gemm" : e->name; /* with CLBlast's */
     }
     return "other";
 }

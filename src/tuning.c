@@ -168,6 +168,7 @@ int mpcl_clblast_override(mpcl_context *ctx, int half, const mpcl_clblast_params
         *failed = "Xgemm";
         return (int)st;
     }
+    ctx->clblast_sig[half ? 1 : 0] = mpcl_hash64(p, sizeof *p, MPCL_HASH_SEED);
     if (p->min_indirect) {
         const char *name = "XGEMM_MIN_INDIRECT_SIZE";
         st = CLBlastOverrideParameters(ctx->device, "GemmRoutine", prec, 1, &name, &p->min_indirect);

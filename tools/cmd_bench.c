@@ -1337,6 +1337,29 @@ static int bench_gemm(int argc, char **argv)
                     }
                 }
             }
+            if (e && p == 0 && a.tuning[1]) { /* the router's Sgemm: own kernel or CLBlast */
+                mpcl_gemm_bench_options go;
+                gemm_options(&a, i, p, 1, &go);
+                go.routed = 1;
+                quiet_stderr q;
+                quiet_begin(&q);
+                s = mpcl_gemm_bench(ctx, &go, res);
+                quiet_end(&q);
+                if (s == MPCL_OK) {
+                    json_timing(&j, e, "routed", res);
+                    jstr(&j, e, "routed_kernel", res->kernel);
+                    cJSON *tu = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "tuned"), "gflops");
+                    if (cJSON_IsNumber(tu) && tu->valuedouble > 0)
+                        jnum(&j, e, "routed_over_tuned", res->gflops / tu->valuedouble);
+                    else
+                        jcheck(&j, cJSON_AddNullToObject(e, "routed_over_tuned"));
+                } else {
+                    jcheck(&j, cJSON_AddNullToObject(e, "routed"));
+                    jstr(&j, e, "routed_reason", res->reason);
+                    failures++;
+                    fprintf(stderr, "mpcl: bench gemm: routed: %s\n", res->reason);
+                }
+            }
             if (e && a.tuning[0] && a.tuning[1]) {
                 cJSON *u = cJSON_GetObjectItemCaseSensitive(e, "untuned");
                 cJSON *tu = cJSON_GetObjectItemCaseSensitive(e, "tuned");

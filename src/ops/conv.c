@@ -21,7 +21,8 @@
  *           where GEMM's fixed costs dominate.
  * db += sum over B, OH, OW of dy in both (one work-group per channel, or
  * fused into the direct dw passes).
- * Which one a layer runs is measured on the device at its first call and
+ * Which one each pass of a layer runs (forward; backward with or without
+ * dx) is measured on the device at its first call and
  * kept in the cache directory (pick_algo); without a cache a static rule
  * (choose) applies. MPCL_CONV_ALGO=auto|im2col|direct overrides the choice
  * (tests use it); MPCL_CONV_CHUNK=n caps the images per im2col chunk
@@ -624,10 +625,15 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
 
 /* ------------------------------------------- measured choice per layer */
 
-/* The first forward or backward call of a layer geometry (sizes, stride,
- * padding, dilation and batch) in a context with a cache directory times
- * both algorithms at the layer's real shape: a forward and a backward pass
- * (dx, dw, db) on x and w and on zeroed temporary buffers. Each warms up
+/* The first forward call of a layer geometry (sizes, stride, padding,
+ * dilation and batch) in a context with a cache directory, and its first
+ * backward call with and without an input gradient, each time both
+ * algorithms on that pass at the layer's real shape, on x and w and on
+ * zeroed temporary buffers: forward and backward are separate verdicts,
+ * because a layer's two passes may favour different algorithms and a
+ * first layer needs no dx (direct's dx pass is its slowest: measured as
+ * one forward and backward with dx, a first layer of the seed CNN in
+ * fp16-storage took im2col, at 0.4x of direct's training speed). Each warms up
  * once on the whole batch (program builds, scratch, CLBlast's kernels: a
  * build left to a timed run would decide the verdict), then they run CHOICE_REPS times
  * each on the whole batch, alternating, host clock around clFinish; the
@@ -636,8 +642,9 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
  * best stops direct there (it loses): on wide layers, where direct is
  * slow, that costs one forward pass of it. The verdict is kept in
  * the context and in <cache dir>/conv-<variant>-<device hash>.txt:
- *   mpcl-conv 1
- *   ALGO B C H W K R S SH SW PH PW DH DW      (one line per layer)
+ *   mpcl-conv 2
+ *   ALGO PASS B C H W K R S SH SW PH PW DH DW   (one line per layer and pass)
+ * PASS 0 forward, 1 backward with dx, 2 backward without dx.
  * written through a temporary file and a rename, read by later contexts on
  * the same platform, device and driver. A file that does not parse is
  * ignored (and replaced on the next write), so a corrupt one means a new
@@ -645,7 +652,7 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
  * nothing is measured and the static rule choose() applies. */
 #define CHOICE_REPS 3
 #define CHOICE_CUTOFF 3.0
-#define CHOICE_FIELDS 13 /* the sizes after ALGO */
+#define CHOICE_FIELDS 14 /* the pass and the sizes after ALGO */
 
 static double now_s(void)
 {
@@ -654,19 +661,19 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void choice_fields(const conv_dims *d, unsigned long long v[CHOICE_FIELDS])
+static void choice_fields(const conv_dims *d, int pass, unsigned long long v[CHOICE_FIELDS])
 {
     const unsigned long long f[CHOICE_FIELDS] = {
-        d->b, d->c, d->h, d->w, d->k, d->r, d->s, (unsigned)d->p.stride_h,
+        (unsigned)pass, d->b, d->c, d->h, d->w, d->k, d->r, d->s, (unsigned)d->p.stride_h,
         (unsigned)d->p.stride_w, (unsigned)d->p.pad_h, (unsigned)d->p.pad_w,
         (unsigned)d->p.dilation_h, (unsigned)d->p.dilation_w};
     memcpy(v, f, sizeof f);
 }
 
-static uint64_t choice_key(const conv_dims *d)
+static uint64_t choice_key(const conv_dims *d, int pass)
 {
     unsigned long long v[CHOICE_FIELDS];
-    choice_fields(d, v);
+    choice_fields(d, pass, v);
     return mpcl_hash64(v, sizeof v, MPCL_HASH_SEED);
 }
 
@@ -699,16 +706,16 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
     if (!f)
         return 0;
     size_t n = 0;
-    int ok = fgets(buf, sizeof buf, f) && strcmp(buf, "mpcl-conv 1\n") == 0;
+    int ok = fgets(buf, sizeof buf, f) && strcmp(buf, "mpcl-conv 2\n") == 0;
     while (ok && n < CHOICE_FILE_MAX && fgets(buf, sizeof buf, f)) {
         choice_line *l = &lines[n];
         char name[16];
         unsigned long long *v = l->v;
         int used = 0;
-        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu%n",
+        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu%n",
                          name, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8],
-                         &v[9], &v[10], &v[11], &v[12], &used);
-        ok = got == 1 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 &&
+                         &v[9], &v[10], &v[11], &v[12], &v[13], &used);
+        ok = got == 1 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 && v[0] <= 2 &&
              (strcmp(name, "direct") == 0 || strcmp(name, "im2col") == 0);
         if (!ok)
             break;
@@ -724,13 +731,13 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
 /* Adds d's verdict to the cache file (the lines it holds that parse, with
  * any older verdict for the same layer dropped). Failures are ignored: the
  * next context measures again. */
-static void choice_write(mpcl_context *ctx, const conv_dims *d, conv_algo algo)
+static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_algo algo)
 {
     choice_line *have = malloc(CHOICE_FILE_MAX * sizeof *have);
     if (!have)
         return;
     size_t n = choice_read(ctx, have);
-    const uint64_t key = choice_key(d);
+    const uint64_t key = choice_key(d, pass);
     char path[MPCL_PATH_LEN + 96], tmp[MPCL_PATH_LEN + 160];
     choice_path(ctx, path, sizeof path);
     mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
@@ -740,20 +747,20 @@ static void choice_write(mpcl_context *ctx, const conv_dims *d, conv_algo algo)
         free(have);
         return;
     }
-    int ok = fprintf(f, "mpcl-conv 1\n") > 0;
+    int ok = fprintf(f, "mpcl-conv 2\n") > 0;
     for (size_t i = 0; i < n && ok; i++) {
         if (have[i].key == key)
             continue;
         const unsigned long long *v = have[i].v;
-        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
                      algo_name(have[i].algo), v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
-                     v[8], v[9], v[10], v[11], v[12]) > 0;
+                     v[8], v[9], v[10], v[11], v[12], v[13]) > 0;
     }
     unsigned long long v[CHOICE_FIELDS];
-    choice_fields(d, v);
-    ok = ok && fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+    choice_fields(d, pass, v);
+    ok = ok && fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
                        algo_name(algo), v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                       v[10], v[11], v[12]) > 0;
+                       v[10], v[11], v[12], v[13]) > 0;
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, path) != 0)
         remove(tmp);
@@ -784,38 +791,33 @@ static cl_int temp_tensor(mpcl_context *ctx, mpcl_tensor *t, mpcl_dtype dt, int 
     return rc;
 }
 
-/* One forward and backward pass (dx, dw, db) of algo on d, waited for;
- * *t its seconds. With limit > 0 the backward pass is skipped (and *t
- * set past the limit) when the forward one alone took longer. */
-static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, mpcl_tensor *y,
-                            mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db, const mpcl_tensor *x,
-                            const mpcl_tensor *w, const conv_dims *d, double limit, double *t)
+/* One pass of algo on d, waited for, *t its seconds: pass 0 forward (y,
+ * with db as a zero bias), 1 backward (dx, dw, db from y as dy), 2 backward
+ * without dx. */
+static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, int pass,
+                            mpcl_tensor *y, mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db,
+                            const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d, double *t)
 {
     const double t0 = now_s();
     const size_t nb = chunk_images(ctx, d, 0);
-    mpcl_status s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
-                                        : im2col_forward(ctx, op, y, x, w, db, d, nb);
-    if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
-        s = MPCL_ERR_OPENCL;
-    *t = now_s() - t0;
-    if (s != MPCL_OK || (limit > 0.0 && *t > limit))
-        return s;
-    if (algo == CONV_DIRECT) {
-        s = direct_backward(ctx, op, dx, dw, db, y, x, w, d);
-    } else {
-        s = bias_grad(ctx, op, db, y, d);
-        if (s == MPCL_OK)
-            s = im2col_backward(ctx, op, dx, dw, y, x, w, d, nb);
-    }
+    mpcl_status s;
+    if (pass == 0)
+        s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
+                                : im2col_forward(ctx, op, y, x, w, db, d, nb);
+    else if (algo == CONV_DIRECT)
+        s = direct_backward(ctx, op, pass == 1 ? dx : NULL, dw, db, y, x, w, d);
+    else if ((s = bias_grad(ctx, op, db, y, d)) == MPCL_OK)
+        s = im2col_backward(ctx, op, pass == 1 ? dx : NULL, dw, y, x, w, d, nb);
     if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
         s = MPCL_ERR_OPENCL;
     *t = now_s() - t0;
     return s;
 }
 
-/* The faster algorithm for d on this device (CONV_AUTO when neither ran). */
+/* The faster algorithm for pass of d on this device (CONV_AUTO when neither
+ * ran). */
 static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
-                              const mpcl_tensor *w, const conv_dims *d)
+                              const mpcl_tensor *w, const conv_dims *d, int pass)
 {
     const mpcl_dtype dt = mpcl_storage_dtype(ctx);
     const size_t ydims[4] = {d->b, d->k, d->oh, d->ow}, bdims[1] = {d->k};
@@ -841,19 +843,19 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
     double t, best_i = -1.0, best_d = -1.0;
     mpcl_status si = rc == CL_SUCCESS ? MPCL_OK : MPCL_ERR_OPENCL, sd = si;
     if (si == MPCL_OK)
-        si = run_algo(ctx, op, CONV_IM2COL, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
+        si = run_algo(ctx, op, CONV_IM2COL, pass, &y, &dx, &dw, &db, x, w, d, &t);
     if (sd == MPCL_OK)
-        sd = run_algo(ctx, op, CONV_DIRECT, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
+        sd = run_algo(ctx, op, CONV_DIRECT, pass, &y, &dx, &dw, &db, x, w, d, &t);
     /* timed runs, alternating, so that load from elsewhere hits both */
     for (int r = 0; r < CHOICE_REPS && (si == MPCL_OK || sd == MPCL_OK); r++) {
         if (si == MPCL_OK) {
-            si = run_algo(ctx, op, CONV_IM2COL, &y, &dx, &dw, &db, x, w, d, 0.0, &t);
+            si = run_algo(ctx, op, CONV_IM2COL, pass, &y, &dx, &dw, &db, x, w, d, &t);
             if (si == MPCL_OK && (best_i < 0.0 || t < best_i))
                 best_i = t;
         }
         if (sd == MPCL_OK) {
             const double limit = best_i > 0.0 ? CHOICE_CUTOFF * best_i : 0.0;
-            sd = run_algo(ctx, op, CONV_DIRECT, &y, &dx, &dw, &db, x, w, d, limit, &t);
+            sd = run_algo(ctx, op, CONV_DIRECT, pass, &y, &dx, &dw, &db, x, w, d, &t);
             if (sd == MPCL_OK && limit > 0.0 && t > limit)
                 sd = MPCL_ERR_STATE; /* clearly the slower one: no more runs */
             else if (sd == MPCL_OK && (best_d < 0.0 || t < best_d))
@@ -878,7 +880,7 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
  * the static rule (without one). Measuring never changes the context's
  * error message, and a failure to measure falls back to the rule. */
 static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
-                             const mpcl_tensor *w, const conv_dims *d, conv_algo *out)
+                             const mpcl_tensor *w, const conv_dims *d, int pass, conv_algo *out)
 {
     mpcl_status s = algo_from_env(ctx, op, out);
     if (s != MPCL_OK || *out != CONV_AUTO)
@@ -887,7 +889,7 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
         *out = choose(d);
         return MPCL_OK;
     }
-    const uint64_t key = choice_key(d);
+    const uint64_t key = choice_key(d, pass);
     const size_t kept = ctx->conv_choice_n < MPCL_CONV_CHOICES ? ctx->conv_choice_n
                                                                : MPCL_CONV_CHOICES;
     for (size_t i = 0; i < kept; i++)
@@ -917,14 +919,14 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
         const int prof = ctx->prof_on;
         mpcl_strfmt(saved, sizeof saved, "%s", ctx->err);
         ctx->prof_on = 0; /* the measurement is not part of the profiled work */
-        algo = measure_algo(ctx, op, x, w, d);
+        algo = measure_algo(ctx, op, x, w, d, pass);
         ctx->prof_on = prof;
         mpcl_strfmt(ctx->err, sizeof ctx->err, "%s", saved);
         if (algo == CONV_AUTO) {
             algo = choose(d);
         } else {
             ctx->conv_measured++;
-            choice_write(ctx, d, algo);
+            choice_write(ctx, d, pass, algo);
         }
     }
     const size_t slot = ctx->conv_choice_n++ % MPCL_CONV_CHOICES; /* the oldest when full */
@@ -959,7 +961,7 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
     if (s == MPCL_OK)
         s = chunk_cap_from_env(ctx, op, &cap);
     if (s == MPCL_OK)
-        s = pick_algo(ctx, op, x, w, &d, &algo);
+        s = pick_algo(ctx, op, x, w, &d, 0, &algo);
     if (s != MPCL_OK)
         return s;
     if (algo == CONV_DIRECT)
@@ -993,7 +995,7 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
     if (s == MPCL_OK)
         s = chunk_cap_from_env(ctx, op, &cap);
     if (s == MPCL_OK)
-        s = pick_algo(ctx, op, x, w, &d, &algo);
+        s = pick_algo(ctx, op, x, w, &d, dx ? 1 : 2, &algo);
     if (s != MPCL_OK)
         return s;
     if (algo == CONV_DIRECT) /* db is fused into the weight gradient's passes */

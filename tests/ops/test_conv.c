@@ -501,7 +501,7 @@ START_TEST(test_choice_cache)
         mpcl_context_destroy(a);
         return;
     }
-    ck_assert_uint_eq(a->conv_measured, 1); /* forward measured, backward reused it */
+    ck_assert_uint_eq(a->conv_measured, 2); /* the forward pass and the backward one (with dx) */
     ck_assert_uint_eq(a->conv_cached, 0);
     const int measured = families_built(a);
     ck_assert_msg(measured == 3, "the measurement ran both algorithms (families %d)", measured);
@@ -511,11 +511,14 @@ START_TEST(test_choice_cache)
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "no cache file %s", path);
     ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-    ck_assert_str_eq(line, "mpcl-conv 1\n");
-    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-    ck_assert_msg(strcmp(line, "direct 2 2 6 7 3 3 3 1 1 1 1 1 1\n") == 0 ||
-                      strcmp(line, "im2col 2 2 6 7 3 3 3 1 1 1 1 1 1\n") == 0,
-                  "cache line: %s", line);
+    ck_assert_str_eq(line, "mpcl-conv 2\n");
+    for (int pass = 0; pass < 2; pass++) {
+        char want_d[64], want_i[64];
+        snprintf(want_d, sizeof want_d, "direct %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        snprintf(want_i, sizeof want_i, "im2col %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+        ck_assert_msg(strcmp(line, want_d) == 0 || strcmp(line, want_i) == 0, "cache line: %s", line);
+    }
     ck_assert_ptr_null(fgets(line, sizeof line, f));
     fclose(f);
 
@@ -523,37 +526,39 @@ START_TEST(test_choice_cache)
     static const struct {
         const char *text;
         int family;
-    } verdicts[] = {{"mpcl-conv 1\ndirect 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 2},
-                    {"mpcl-conv 1\nim2col 9 9 9 9 9 3 3 1 1 1 1 1 1\n"
-                     "im2col 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1}};
+    } verdicts[] = {{"mpcl-conv 2\ndirect 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n"
+                     "direct 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 2},
+                    {"mpcl-conv 2\nim2col 0 9 9 9 9 9 3 3 1 1 1 1 1 1\n"
+                     "im2col 0 2 2 6 7 3 3 3 1 1 1 1 1 1\nim2col 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1}};
     for (int v = 0; v < 2; v++) {
         write_text(path, verdicts[v].text);
         mpcl_context *b = choice_run(mode, dir, &cc);
         ck_assert_uint_eq(b->conv_measured, 0);
-        ck_assert_uint_eq(b->conv_cached, 1);
+        ck_assert_uint_eq(b->conv_cached, 2);
         ck_assert_int_eq(families_built(b), verdicts[v].family);
         mpcl_context_destroy(b);
     }
 
     /* files that do not parse: measured again, and replaced */
     static const char *const corrupt[] = {
-        "mpcl-conv 1\nwinograd 2 2 6 7 3 3 3 1 1 1 1 1 1\n",
-        "mpcl-conv 2\ndirect 2 2 6 7 3 3 3 1 1 1 1 1 1\n",
-        "mpcl-conv 1\ndirect 2 2 6 7 3 3 3 1 1 1 1 1\n",
+        "mpcl-conv 2\nwinograd 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n",
+        "mpcl-conv 1\ndirect 2 2 6 7 3 3 3 1 1 1 1 1 1\n", /* format 1: one verdict per layer */
+        "mpcl-conv 2\ndirect 0 2 2 6 7 3 3 3 1 1 1 1 1\n",
+        "mpcl-conv 2\ndirect 3 2 2 6 7 3 3 3 1 1 1 1 1 1\n", /* no pass 3 */
         "\x01\x02garbage",
     };
     for (size_t c = 0; c < sizeof corrupt / sizeof corrupt[0]; c++) {
         write_text(path, corrupt[c]);
         mpcl_context *d = choice_run(mode, dir, &cc);
-        ck_assert_msg(d->conv_measured == 1 && d->conv_cached == 0,
+        ck_assert_msg(d->conv_measured == 2 && d->conv_cached == 0,
                       "corrupt file %zu: measured %u, cached %u", c, d->conv_measured, d->conv_cached);
         mpcl_context_destroy(d);
         f = fopen(path, "r");
         ck_assert_ptr_nonnull(f);
         ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-        ck_assert_str_eq(line, "mpcl-conv 1\n");
+        ck_assert_str_eq(line, "mpcl-conv 2\n");
         ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-        ck_assert_msg(strstr(line, " 2 2 6 7 3 3 3 1 1 1 1 1 1\n") != NULL, "rewritten: %s", line);
+        ck_assert_msg(strstr(line, " 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n") != NULL, "rewritten: %s", line);
         fclose(f);
     }
 

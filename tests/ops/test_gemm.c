@@ -361,6 +361,73 @@ START_TEST(test_gemm_raw_layouts)
 }
 END_TEST
 
+/* mpcl's own Sgemm kernel (cl/sgemm.cl; MPCL_SGEMM forces it, docs/gemm.md)
+ * in block shapes that reach each of its parts on these sizes: register
+ * blocks with edge strips right of and below them, one vector per row, a
+ * split K with its reduction, vectors wider than the device's and only edge
+ * strips (a block wider than C). Every transposition (B transposed runs
+ * CLBlast: the kernel does not take it), beta 0 and not, and single
+ * products with offsets and leading dimensions past the rows, against the
+ * double reference. Then the measured choice: unforced, a shape's first
+ * call writes the verdict to the cache directory and the result is right
+ * either way. */
+START_TEST(test_gemm_own_kernel)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    static const char *const cfgs[] = {"own:3:4:1:0", "own:5:4:2:16", "own:6:8:2:7", "own:2:4:1:4",
+                                       "own:8:16:2:0"};
+    const int small = optest_small();
+    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+        ck_assert_int_eq(setenv("MPCL_SGEMM", cfgs[ci], 1), 0);
+        test_gemm_transposes_fn(_i);
+        for (int variant = 0; variant < 4; variant++) {
+            gemm_case c;
+            c.ta = variant & 1;
+            c.tb = 0;
+            c.m = small ? 7 : 23, c.n = small ? 9 : 37, c.k = small ? 10 : 41, c.g = 1;
+            const size_t ac = c.ta ? c.m : c.k, bc = c.n;
+            c.a_off = 3, c.lda = ac + 2, c.a_st = 0;
+            c.b_off = 1, c.ldb = bc + 1, c.b_st = 0;
+            c.c_off = 2, c.ldc = c.n + 3, c.c_st = 0;
+            c.alpha = variant >= 2 ? -1.5f : 1.0f;
+            c.beta = variant >= 2 ? 1.0f : 0.0f;
+            run_raw_case(ctx, &c, 300 + ci * 4 + (uint64_t)variant);
+        }
+    }
+    if (optest_modes[_i].mode != MPCL_PRECISION_FP32) { /* fp16's GEMMs need no Sgemm */
+        ck_assert_int_eq(unsetenv("MPCL_SGEMM"), 0);
+        return;
+    }
+    ck_assert_int_eq(setenv("MPCL_SGEMM", "own:0:4:1:0", 1), 0); /* MR 0 */
+    mpcl_tensor *a = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, NULL, 4, 4, 0, 0);
+    ck_assert_int_eq(mpcl_gemm(ctx, 0, 0, 1.0f, a, a, 0.0f, a), MPCL_ERR_ARGUMENT);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "MPCL_SGEMM is \"own:0:4:1:0\""), "%s", mpcl_last_error(ctx));
+    mpcl_tensor_destroy(a);
+    ck_assert_int_eq(unsetenv("MPCL_SGEMM"), 0);
+
+    /* the measured choice, kept in the cache directory */
+    if (!ctx->cache_enabled)
+        return;
+    char path[MPCL_PATH_LEN + 96];
+    snprintf(path, sizeof path, "%s/sgemm-%s-%016llx.txt", ctx->cache_dir,
+             mpcl_variant_name(mpcl_ctx_variant(ctx)), (unsigned long long)mpcl_device_hash(ctx));
+    const size_t m = 48 + (size_t)_i, n = 40, k = 36; /* a shape no other test runs */
+    gemm_case c = dense_case(0, 0, m, n, k, 1, 1.0f, 0.0f);
+    run_raw_case(ctx, &c, 400 + (uint64_t)_i);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no Sgemm choice file %s", path);
+    char line[256], want[64];
+    snprintf(want, sizeof want, " %zu %zu %zu 0 ", m, n, k);
+    int seen = 0;
+    ck_assert(fgets(line, sizeof line, f) && strcmp(line, "mpcl-sgemm 1\n") == 0);
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, want) && (strncmp(line, "own ", 4) == 0 || strncmp(line, "clblast ", 8) == 0))
+            seen = 1;
+    fclose(f);
+    ck_assert_msg(seen, "%s has no verdict for %zux%zux%zu", path, m, n, k);
+}
+END_TEST
+
 /* Shape and dtype errors: the right status, every shape in the message,
  * and C untouched. */
 START_TEST(test_gemm_bad_args)
@@ -864,6 +931,7 @@ int main(void)
         {"accuracy", test_gemm_accuracy},
         {"hgemm_fallback", test_gemm_hgemm_fallback},
         {"tuning", test_gemm_tuning},
+        {"own_kernel", test_gemm_own_kernel},
         {"cast_f16_f32", test_cast_f16_to_f32},
         {"cast_f32_f16", test_cast_f32_to_f16},
         {"cast_copy_bad", test_cast_copy_and_bad_args},

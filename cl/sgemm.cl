@@ -1,0 +1,159 @@
+/* cl/sgemm.cl — mpcl's register-tiled Sgemm, C = alpha op(A) B + beta C,
+ * row-major, float. The GEMM router (src/gemm.c, docs/gemm.md) runs it in
+ * place of CLBlast's Sgemm for a shape only where it measured faster on the
+ * device at the shape's first call (CLBlast stays the default and the
+ * reference of the choice).
+ *
+ * One work item computes an SG_MR x SG_NR block of C (SG_NR = SG_NV
+ * vectors of SG_VW floats) in registers: per k it loads SG_NV vectors of a
+ * row of B, broadcasts SG_MR values of a column of op(A) and does
+ * SG_MR * SG_NV vector FMAs. No local memory and no barrier: the kernel
+ * suits devices whose compiler maps one work item to a core's vector unit
+ * (CPU devices: PoCL, Intel's runtime), where CLBlast's Xgemm reached a
+ * quarter of the cores' speed. The block sizes are -D defines chosen by
+ * measurement on the device (src/sgemm.c), never assumed: SG_VW is the
+ * vector width, SG_MR the rows, SG_NV the vectors per row, SG_TA 1 when A
+ * is stored transposed (K, M).
+ *
+ * The launch covers the block-aligned part of C, M0 = M - M % SG_MR rows
+ * and N0 = N - N % SG_NR columns; sgemm_edge computes the rest. With a
+ * split K (Z > 1 chunks of kc, dim 2), each chunk's raw sums go to
+ * part (Z, M0, N0) and sgemm_reduce adds them up: for products with few
+ * blocks and a long K (the weight gradients of convolutions, K = B*OH*OW),
+ * whose operands would otherwise stream from memory once per block.
+ * Work items read and write only inside the operands (no bounds checks
+ * needed: the grid is exact). */
+
+#ifndef SG_MR
+#define SG_MR 8
+#endif
+#ifndef SG_VW
+#define SG_VW 16
+#endif
+#ifndef SG_NV
+#define SG_NV 2
+#endif
+#ifndef SG_TA
+#define SG_TA 0
+#endif
+
+#define SG_CAT_(a, b) a##b
+#define SG_CAT(a, b) SG_CAT_(a, b)
+#define sg_vec SG_CAT(float, SG_VW)
+#define SG_VLOAD SG_CAT(vload, SG_VW)
+#define SG_VSTORE SG_CAT(vstore, SG_VW)
+#define SG_NR (SG_VW * SG_NV)
+
+#if SG_TA
+#define SG_A(a, lda, i, k) ((a)[(size_t)(k) * (lda) + (i)])
+#else
+#define SG_A(a, lda, i, k) ((a)[(size_t)(i) * (lda) + (k)])
+#endif
+
+/* Items (M0 / SG_MR, N0 / SG_NR, Z). Chunk z sums k in [z*kc, min(K,
+ * (z+1)*kc)). to_part 0 (Z = 1): C block = alpha * sum + beta * C (C not
+ * read when beta is 0); to_part 1: the raw sums to part + z*M0*N0, row
+ * length N0 (c, c_off, ldc, alpha and beta unused). */
+kernel void sgemm_tile(int k_total, int kc,
+                       global const float *a, uint a_off, int lda,
+                       global const float *b, uint b_off, int ldb,
+                       global float *c, uint c_off, int ldc,
+                       float alpha, float beta,
+                       int to_part, global float *part)
+{
+    const int i0 = (int)get_global_id(0) * SG_MR, j0 = (int)get_global_id(1) * SG_NR;
+    const int z = (int)get_global_id(2);
+    const int k0 = z * kc, k1 = min(k_total, k0 + kc);
+    a += a_off;
+    b += b_off + j0;
+    sg_vec acc0[SG_MR];
+#if SG_NV == 2
+    sg_vec acc1[SG_MR];
+#endif
+#pragma unroll
+    for (int i = 0; i < SG_MR; i++) {
+        acc0[i] = (sg_vec)0.0f;
+#if SG_NV == 2
+        acc1[i] = (sg_vec)0.0f;
+#endif
+    }
+    for (int k = k0; k < k1; k++) {
+        global const float *brow = b + (size_t)k * ldb;
+        const sg_vec b0 = SG_VLOAD(0, brow);
+#if SG_NV == 2
+        const sg_vec b1 = SG_VLOAD(0, brow + SG_VW);
+#endif
+#pragma unroll
+        for (int i = 0; i < SG_MR; i++) {
+            const float as = SG_A(a, lda, i0 + i, k); /* a vector literal of (a) would be a cast of a */
+            const sg_vec av = (sg_vec)(as);
+            acc0[i] = fma(av, b0, acc0[i]);
+#if SG_NV == 2
+            acc1[i] = fma(av, b1, acc1[i]);
+#endif
+        }
+    }
+    if (to_part) {
+        const int m0 = (int)get_global_size(0) * SG_MR, n0 = (int)get_global_size(1) * SG_NR;
+        global float *p = part + (size_t)z * m0 * n0 + j0;
+#pragma unroll
+        for (int i = 0; i < SG_MR; i++) {
+            SG_VSTORE(acc0[i], 0, p + (size_t)(i0 + i) * n0);
+#if SG_NV == 2
+            SG_VSTORE(acc1[i], 0, p + (size_t)(i0 + i) * n0 + SG_VW);
+#endif
+        }
+        return;
+    }
+    c += c_off + j0;
+#pragma unroll
+    for (int i = 0; i < SG_MR; i++) {
+        global float *crow = c + (size_t)(i0 + i) * ldc;
+        sg_vec r0 = alpha * acc0[i];
+#if SG_NV == 2
+        sg_vec r1 = alpha * acc1[i];
+#endif
+        if (beta != 0.0f) {
+            r0 += beta * SG_VLOAD(0, crow);
+#if SG_NV == 2
+            r1 += beta * SG_VLOAD(0, crow + SG_VW);
+#endif
+        }
+        SG_VSTORE(r0, 0, crow);
+#if SG_NV == 2
+        SG_VSTORE(r1, 0, crow + SG_VW);
+#endif
+    }
+}
+
+/* C[i, j] = alpha * sum over z of part[z, i, j] + beta * C[i, j] over the
+ * block-aligned part (M0, N0) of C. Items (N0, M0). */
+kernel void sgemm_reduce(int z_count, global const float *part,
+                         global float *c, uint c_off, int ldc, float alpha, float beta)
+{
+    const int j = (int)get_global_id(0), i = (int)get_global_id(1);
+    const int n0 = (int)get_global_size(0), m0 = (int)get_global_size(1);
+    float s = 0.0f;
+    for (int z = 0; z < z_count; z++)
+        s += part[((size_t)z * m0 + i) * n0 + j];
+    global float *cp = c + c_off + (size_t)i * ldc + j;
+    *cp = beta != 0.0f ? alpha * s + beta * *cp : alpha * s;
+}
+
+/* The rest of C outside the blocks: items (cols, rows) of the region whose
+ * first element is (row0, col0); each sums its whole K. */
+kernel void sgemm_edge(int k_total, int row0, int col0,
+                       global const float *a, uint a_off, int lda,
+                       global const float *b, uint b_off, int ldb,
+                       global float *c, uint c_off, int ldc,
+                       float alpha, float beta)
+{
+    const int j = col0 + (int)get_global_id(0), i = row0 + (int)get_global_id(1);
+    a += a_off;
+    b += b_off;
+    float s = 0.0f;
+    for (int k = 0; k < k_total; k++)
+        s = fma(SG_A(a, lda, i, k), b[(size_t)k * ldb + j], s);
+    global float *cp = c + c_off + (size_t)i * ldc + j;
+    *cp = beta != 0.0f ? alpha * s + beta * *cp : alpha * s;
+}

@@ -1,0 +1,380 @@
+/* sgemm.c — mpcl's own Sgemm kernel (cl/sgemm.cl) and the choice, per GEMM
+ * shape, between it and CLBlast's Sgemm (docs/gemm.md).
+ *
+ * CLBlast is the BLAS: every shape starts there. The router (gemm.c) asks
+ * mpcl_sgemm_pick at a shape's first call; with a cache directory the
+ * shape is timed there, on the device, once: CLBlast's Sgemm as the router
+ * runs it (with the context's tuning and a lent temporary buffer) against
+ * the own kernel in a few block shapes (rows 6, 8 and 14, two vectors of
+ * the device's native float width per row; then, for a long K, the best of
+ * them with K split into chunks of 512). Each candidate runs once to warm
+ * up (program build), then three times; the fastest run counts. The own
+ * kernel wins only when its best is below CLBlast's. The verdict stays in
+ * the context and in <cache dir>/sgemm-<variant>-<device hash>.txt:
+ *   mpcl-sgemm 1
+ *   own|clblast M N K TRANS_A SIG MR VW NV KC      (one line per shape)
+ * SIG is a hash of the CLBlast parameters the context applied (mpcl tune
+ * changes them, and the verdict with them). Without a cache directory
+ * (oclgrind runs, MPCL_NO_CACHE), while the tuner records shapes, or for
+ * shapes the kernel does not take (a transposed B, a batch, sizes past
+ * int), CLBlast runs. MPCL_SGEMM=clblast|auto|own[:MR:VW:NV:KC] overrides
+ * the choice (tests force each block shape and a split K with it). */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define SG_REPS 3
+#define SG_SPLIT_KC 512        /* K chunk of the split candidates */
+#define SG_SPLIT_MIN_K 4096    /* a K from which a split is tried */
+#define SG_FILE_MAX 512        /* lines of the cache file read at most */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int mpcl_sgemm_takes(const mpcl_xgemm *x)
+{
+    return !x->half && x->batch <= 1 && !x->trans_b && x->m <= INT_MAX && x->n <= INT_MAX &&
+           x->k <= INT_MAX && x->lda <= INT_MAX && x->ldb <= INT_MAX && x->ldc <= INT_MAX &&
+           x->a_off <= UINT_MAX && x->b_off <= UINT_MAX && x->c_off <= UINT_MAX;
+}
+
+/* The device's native float vector width, as a block width of 4, 8 or 16. */
+static int native_vw(const mpcl_context *ctx)
+{
+    cl_uint w = 0;
+    clGetDeviceInfo(ctx->device, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT, sizeof w, &w, NULL);
+    return w >= 16 ? 16 : w >= 8 ? 8 : 4;
+}
+
+static mpcl_status sg_kernel(mpcl_context *ctx, const mpcl_sgemm_cfg *cfg, int trans_a,
+                             const char *name, cl_kernel *k)
+{
+    char defs[MPCL_SPEC_DEFINES_LEN];
+    mpcl_strfmt(defs, sizeof defs, "-DSG_MR=%d -DSG_VW=%d -DSG_NV=%d -DSG_TA=%d", cfg->mr, cfg->vw,
+                cfg->nv, trans_a ? 1 : 0);
+    return mpcl_kernel_get_spec(ctx, "sgemm", mpcl_ctx_variant(ctx), defs, name, k);
+}
+
+static mpcl_status sg_arg_error(mpcl_context *ctx, const char *what, cl_int rc)
+{
+    return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clSetKernelArg for the Sgemm kernel failed: %s",
+                          what, mpcl_cl_error_name(rc));
+}
+
+/* sgemm_edge over rows [r0, r0 + rows) x columns [c0, c0 + cols). */
+static mpcl_status sg_edge(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sgemm_cfg *cfg,
+                           const char *what, size_t r0, size_t c0, size_t rows, size_t cols)
+{
+    if (!rows || !cols)
+        return MPCL_OK;
+    cl_kernel k;
+    mpcl_status s = sg_kernel(ctx, cfg, x->trans_a, "sgemm_edge", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_int kt = (cl_int)x->k, r = (cl_int)r0, c = (cl_int)c0;
+    cl_int lda = (cl_int)x->lda, ldb = (cl_int)x->ldb, ldc = (cl_int)x->ldc;
+    cl_uint ao = (cl_uint)x->a_off, bo = (cl_uint)x->b_off, co = (cl_uint)x->c_off;
+    cl_int rc = mpcl_kernel_args(k, 14, sizeof kt, &kt, sizeof r, &r, sizeof c, &c, sizeof(cl_mem),
+                                 &x->a, sizeof ao, &ao, sizeof lda, &lda, sizeof(cl_mem), &x->b,
+                                 sizeof bo, &bo, sizeof ldb, &ldb, sizeof(cl_mem), &x->c, sizeof co,
+                                 &co, sizeof ldc, &ldc, sizeof x->alpha, &x->alpha, sizeof x->beta,
+                                 &x->beta);
+    if (rc != CL_SUCCESS)
+        return sg_arg_error(ctx, what, rc);
+    const size_t global[2] = {cols, rows};
+    return mpcl_launch(ctx, k, what, 2, global, NULL);
+}
+
+mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sgemm_cfg *cfg,
+                           const char *what)
+{
+    const size_t nr = (size_t)cfg->vw * (size_t)cfg->nv;
+    const size_t m0 = x->m - x->m % (size_t)cfg->mr, n0 = x->n - x->n % nr;
+    size_t z = cfg->kc > 0 ? (x->k + (size_t)cfg->kc - 1) / (size_t)cfg->kc : 1;
+    mpcl_status s = MPCL_OK;
+    if (m0 && n0) {
+        cl_mem part = x->c; /* not read without a split */
+        if (z > 1)
+            s = mpcl_gemm_part_buffer(ctx, z * m0 * n0, &part);
+        cl_kernel k;
+        if (s == MPCL_OK)
+            s = sg_kernel(ctx, cfg, x->trans_a, "sgemm_tile", &k);
+        if (s != MPCL_OK)
+            return s;
+        cl_int kt = (cl_int)x->k, kc = z > 1 ? cfg->kc : (cl_int)x->k, to_part = z > 1;
+        cl_int lda = (cl_int)x->lda, ldb = (cl_int)x->ldb, ldc = (cl_int)x->ldc;
+        cl_uint ao = (cl_uint)x->a_off, bo = (cl_uint)x->b_off, co = (cl_uint)x->c_off;
+        cl_int rc = mpcl_kernel_args(
+            k, 15, sizeof kt, &kt, sizeof kc, &kc, sizeof(cl_mem), &x->a, sizeof ao, &ao, sizeof lda,
+            &lda, sizeof(cl_mem), &x->b, sizeof bo, &bo, sizeof ldb, &ldb, sizeof(cl_mem), &x->c,
+            sizeof co, &co, sizeof ldc, &ldc, sizeof x->alpha, &x->alpha, sizeof x->beta, &x->beta,
+            sizeof to_part, &to_part, sizeof(cl_mem), &part);
+        if (rc != CL_SUCCESS)
+            return sg_arg_error(ctx, what, rc);
+        const size_t global[3] = {m0 / (size_t)cfg->mr, n0 / nr, z}, local[3] = {1, 1, 1};
+        s = mpcl_launch(ctx, k, what, 3, global, local);
+        if (s == MPCL_OK && z > 1) {
+            s = sg_kernel(ctx, cfg, x->trans_a, "sgemm_reduce", &k);
+            if (s != MPCL_OK)
+                return s;
+            cl_int zc = (cl_int)z;
+            rc = mpcl_kernel_args(k, 7, sizeof zc, &zc, sizeof(cl_mem), &part, sizeof(cl_mem), &x->c,
+                                  sizeof co, &co, sizeof ldc, &ldc, sizeof x->alpha, &x->alpha,
+                                  sizeof x->beta, &x->beta);
+            if (rc != CL_SUCCESS)
+                return sg_arg_error(ctx, what, rc);
+            const size_t g2[2] = {n0, m0};
+            s = mpcl_launch(ctx, k, what, 2, g2, NULL);
+        }
+    }
+    if (s == MPCL_OK) /* the columns right of the blocks, beside them */
+        s = sg_edge(ctx, x, cfg, what, 0, n0, m0, x->n - n0);
+    if (s == MPCL_OK) /* the rows below the blocks, all columns */
+        s = sg_edge(ctx, x, cfg, what, m0, 0, x->m - m0, x->n);
+    return s;
+}
+
+/* ------------------------------------------------------------ the choice */
+
+static uint64_t shape_key(const mpcl_context *ctx, const mpcl_xgemm *x)
+{
+    const unsigned long long v[5] = {x->m, x->n, x->k, (unsigned long long)x->trans_a,
+                                     (unsigned long long)ctx->clblast_sig[0]};
+    return mpcl_hash64(v, sizeof v, MPCL_HASH_SEED);
+}
+
+static void choice_path(const mpcl_context *ctx, char *dst, size_t len)
+{
+    mpcl_strfmt(dst, len, "%s/sgemm-%s-%016llx.txt", ctx->cache_dir,
+                mpcl_variant_name(mpcl_ctx_variant(ctx)), (unsigned long long)mpcl_device_hash(ctx));
+}
+
+typedef struct {
+    unsigned long long v[5]; /* M N K TRANS_A SIG */
+    int own;
+    mpcl_sgemm_cfg cfg;
+} sg_line;
+
+/* The cache file's lines (0 when it is missing or does not parse). */
+static size_t choice_read(const mpcl_context *ctx, sg_line *lines)
+{
+    char path[MPCL_PATH_LEN + 96], buf[256];
+    choice_path(ctx, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = 0;
+    int ok = fgets(buf, sizeof buf, f) && strcmp(buf, "mpcl-sgemm 1\n") == 0;
+    while (ok && n < SG_FILE_MAX && fgets(buf, sizeof buf, f)) {
+        sg_line *l = &lines[n];
+        char name[16];
+        int used = 0;
+        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %d %d %d %d%n", name, &l->v[0], &l->v[1],
+                         &l->v[2], &l->v[3], &l->v[4], &l->cfg.mr, &l->cfg.vw, &l->cfg.nv, &l->cfg.kc,
+                         &used);
+        ok = got == 10 && strcmp(buf + used, "\n") == 0 &&
+             (strcmp(name, "own") == 0 || strcmp(name, "clblast") == 0) && l->cfg.mr >= 1 &&
+             l->cfg.mr <= 16 && (l->cfg.vw == 4 || l->cfg.vw == 8 || l->cfg.vw == 16) &&
+             (l->cfg.nv == 1 || l->cfg.nv == 2) && l->cfg.kc >= 0;
+        if (!ok)
+            break;
+        l->own = strcmp(name, "own") == 0;
+        n++;
+    }
+    ok = ok && !ferror(f);
+    fclose(f);
+    return ok ? n : 0;
+}
+
+/* Adds a verdict to the cache file through a temporary file and a rename
+ * (an older verdict for the same shape dropped); failures are ignored. */
+static void choice_write(mpcl_context *ctx, const sg_line *add)
+{
+    sg_line *have = malloc(SG_FILE_MAX * sizeof *have);
+    if (!have)
+        return;
+    size_t n = choice_read(ctx, have);
+    char path[MPCL_PATH_LEN + 96], tmp[MPCL_PATH_LEN + 160];
+    choice_path(ctx, path, sizeof path);
+    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
+    mkdir(ctx->cache_dir, 0700);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        free(have);
+        return;
+    }
+    int ok = fprintf(f, "mpcl-sgemm 1\n") > 0;
+    for (size_t i = 0; i <= n && ok; i++) {
+        const sg_line *l = i < n ? &have[i] : add;
+        if (i < n && memcmp(l->v, add->v, sizeof l->v) == 0)
+            continue;
+        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %d %d %d %d\n", l->own ? "own" : "clblast",
+                     l->v[0], l->v[1], l->v[2], l->v[3], l->v[4], l->cfg.mr, l->cfg.vw, l->cfg.nv,
+                     l->cfg.kc) > 0;
+    }
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0)
+        remove(tmp);
+    free(have);
+}
+
+/* MPCL_SGEMM: -1 unset or auto, 0 clblast, 1 own (cfg filled; defaults for
+ * the fields not given); -2 not understood (error set). */
+static int env_choice(mpcl_context *ctx, const char *what, mpcl_sgemm_cfg *cfg)
+{
+    const char *e = getenv("MPCL_SGEMM");
+    if (!e || !*e || strcmp(e, "auto") == 0)
+        return -1;
+    if (strcmp(e, "clblast") == 0)
+        return 0;
+    *cfg = (mpcl_sgemm_cfg){8, native_vw(ctx), 2, 0};
+    if (strncmp(e, "own", 3) == 0) {
+        int mr = cfg->mr, vw = cfg->vw, nv = cfg->nv, kc = cfg->kc, used = 0;
+        const char *p = e + 3;
+        if (!*p || (sscanf(p, ":%d:%d:%d:%d%n", &mr, &vw, &nv, &kc, &used) == 4 && !p[used] &&
+                    mr >= 1 && mr <= 16 && (vw == 4 || vw == 8 || vw == 16) && (nv == 1 || nv == 2) &&
+                    kc >= 0)) {
+            *cfg = (mpcl_sgemm_cfg){mr, vw, nv, kc};
+            return 1;
+        }
+    }
+    mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                   "%s: MPCL_SGEMM is \"%s\"; expected clblast, auto, own or own:MR:VW:NV:KC "
+                   "(MR 1..16, VW 4, 8 or 16, NV 1 or 2, KC >= 0)",
+                   what, e);
+    return -2;
+}
+
+/* Seconds of the fastest of SG_REPS runs after a warm-up, or -1 when a run
+ * fails. own 0: CLBlast as the router runs it. */
+static double time_one(mpcl_context *ctx, const mpcl_xgemm *x, int own, const mpcl_sgemm_cfg *cfg)
+{
+    double best = -1.0;
+    for (int r = 0; r <= SG_REPS; r++) {
+        const double t0 = now_s();
+        int ok = own ? mpcl_sgemm_own(ctx, x, cfg, "Sgemm choice") == MPCL_OK
+                     : mpcl_sgemm_clblast(ctx, x) == 0;
+        ok = ok && clFinish(ctx->queue) == CL_SUCCESS;
+        const double t = now_s() - t0;
+        if (!ok)
+            return -1.0;
+        if (r > 0 && (best < 0 || t < best))
+            best = t;
+    }
+    return best;
+}
+
+static void remember(mpcl_context *ctx, uint64_t key, int own, const mpcl_sgemm_cfg *cfg)
+{
+    const size_t slot = ctx->sgemm_choice_n++ % MPCL_SGEMM_CHOICES;
+    ctx->sgemm_choice[slot].key = key;
+    ctx->sgemm_choice[slot].own = own;
+    ctx->sgemm_choice[slot].cfg = *cfg;
+}
+
+/* Times CLBlast and the own kernel's candidates on x's shape, with C in a
+ * temporary buffer (C = alpha AB + beta C must not run twice on the real
+ * one). 1 when the own kernel won (cfg set), 0 when CLBlast did. */
+static int measure(mpcl_context *ctx, const mpcl_xgemm *x, mpcl_sgemm_cfg *cfg)
+{
+    char saved[MPCL_ERR_LEN];
+    mpcl_strfmt(saved, sizeof saved, "%s", ctx->err);
+    cl_int rc;
+    cl_mem c = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, x->m * x->n * sizeof(cl_float), NULL, &rc);
+    if (rc != CL_SUCCESS)
+        return 0;
+    const cl_float zero = 0.0f;
+    int own = 0;
+    if (clEnqueueFillBuffer(ctx->queue, c, &zero, sizeof zero, 0, x->m * x->n * sizeof(cl_float), 0,
+                            NULL, NULL) == CL_SUCCESS) {
+        mpcl_xgemm t = *x;
+        t.c = c;
+        t.c_off = 0;
+        t.ldc = x->n;
+        double best = time_one(ctx, &t, 0, NULL);
+        const int vw = native_vw(ctx);
+        static const int mrs[] = {6, 8, 14};
+        mpcl_sgemm_cfg top = {0, 0, 0, 0};
+        double top_t = -1.0;
+        for (size_t i = 0; i < sizeof mrs / sizeof mrs[0]; i++) {
+            const mpcl_sgemm_cfg cand = {mrs[i], vw, 2, 0};
+            const double tc = time_one(ctx, &t, 1, &cand);
+            if (tc > 0 && (top_t < 0 || tc < top_t)) {
+                top = cand;
+                top_t = tc;
+            }
+        }
+        if (top_t > 0 && x->k >= SG_SPLIT_MIN_K) {
+            const mpcl_sgemm_cfg cand = {top.mr, top.vw, top.nv, SG_SPLIT_KC};
+            const double tc = time_one(ctx, &t, 1, &cand);
+            if (tc > 0 && tc < top_t) {
+                top = cand;
+                top_t = tc;
+            }
+        }
+        if (top_t > 0 && (best < 0 || top_t < best)) {
+            own = 1;
+            *cfg = top;
+        }
+    }
+    clReleaseMemObject(c);
+    mpcl_strfmt(ctx->err, sizeof ctx->err, "%s", saved); /* a failed candidate is not an error */
+    return own;
+}
+
+mpcl_status mpcl_sgemm_pick(mpcl_context *ctx, const mpcl_xgemm *x, const char *what, int *own,
+                            mpcl_sgemm_cfg *cfg)
+{
+    *own = 0;
+    if (!mpcl_sgemm_takes(x))
+        return MPCL_OK;
+    const int env = env_choice(ctx, what, cfg);
+    if (env == -2)
+        return MPCL_ERR_ARGUMENT;
+    if (env >= 0) {
+        *own = env;
+        return MPCL_OK;
+    }
+    if (!ctx->cache_enabled || ctx->gemm_rec_on)
+        return MPCL_OK;
+    const uint64_t key = shape_key(ctx, x);
+    const size_t kept = ctx->sgemm_choice_n < MPCL_SGEMM_CHOICES ? ctx->sgemm_choice_n
+                                                                 : MPCL_SGEMM_CHOICES;
+    for (size_t i = 0; i < kept; i++)
+        if (ctx->sgemm_choice[i].key == key) {
+            *own = ctx->sgemm_choice[i].own;
+            *cfg = ctx->sgemm_choice[i].cfg;
+            return MPCL_OK;
+        }
+    sg_line add = {{x->m, x->n, x->k, (unsigned long long)x->trans_a,
+                    (unsigned long long)ctx->clblast_sig[0]},
+                   0,
+                   {0, 0, 0, 0}};
+    sg_line *have = malloc(SG_FILE_MAX * sizeof *have);
+    size_t n = have ? choice_read(ctx, have) : 0;
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++)
+        if (memcmp(have[i].v, add.v, sizeof add.v) == 0) {
+            add = have[i];
+            found = 1;
+        }
+    free(have);
+    if (!found) {
+        add.own = measure(ctx, x, &add.cfg);
+        choice_write(ctx, &add);
+    }
+    remember(ctx, key, add.own, &add.cfg);
+    *own = add.own;
+    *cfg = add.cfg;
+    return MPCL_OK;
+}
