@@ -7,7 +7,7 @@
  * One work item computes an SG_MR x SG_NR block of C (SG_NR = SG_NV
  * vectors of SG_VW floats) in registers: per k it loads SG_NV vectors of a
  * row of B, broadcasts SG_MR values of a column of op(A) and does
- * SG_MR * SG_NV vector FMAs. No local memory and no barrier: the kernel
+ * SG_MR * SG_NV vector FMAs (SG_NV 1, 2 or 3). No local memory and no barrier: the kernel
  * suits devices whose compiler maps one work item to a core's vector unit
  * (CPU devices: PoCL, Intel's runtime), where CLBlast's Xgemm reached a
  * quarter of the cores' speed. The block sizes are -D defines chosen by
@@ -67,29 +67,41 @@ kernel void sgemm_tile(int k_total, int kc,
     a += a_off;
     b += b_off + j0;
     sg_vec acc0[SG_MR];
-#if SG_NV == 2
+#if SG_NV >= 2
     sg_vec acc1[SG_MR];
+#endif
+#if SG_NV >= 3
+    sg_vec acc2[SG_MR];
 #endif
 #pragma unroll
     for (int i = 0; i < SG_MR; i++) {
         acc0[i] = (sg_vec)0.0f;
-#if SG_NV == 2
+#if SG_NV >= 2
         acc1[i] = (sg_vec)0.0f;
+#endif
+#if SG_NV >= 3
+        acc2[i] = (sg_vec)0.0f;
 #endif
     }
     for (int k = k0; k < k1; k++) {
         global const float *brow = b + (size_t)k * ldb;
         const sg_vec b0 = SG_VLOAD(0, brow);
-#if SG_NV == 2
+#if SG_NV >= 2
         const sg_vec b1 = SG_VLOAD(0, brow + SG_VW);
+#endif
+#if SG_NV >= 3
+        const sg_vec b2 = SG_VLOAD(0, brow + 2 * SG_VW);
 #endif
 #pragma unroll
         for (int i = 0; i < SG_MR; i++) {
             const float as = SG_A(a, lda, i0 + i, k); /* a vector literal of (a) would be a cast of a */
             const sg_vec av = (sg_vec)(as);
             acc0[i] = fma(av, b0, acc0[i]);
-#if SG_NV == 2
+#if SG_NV >= 2
             acc1[i] = fma(av, b1, acc1[i]);
+#endif
+#if SG_NV >= 3
+            acc2[i] = fma(av, b2, acc2[i]);
 #endif
         }
     }
@@ -99,8 +111,11 @@ kernel void sgemm_tile(int k_total, int kc,
 #pragma unroll
         for (int i = 0; i < SG_MR; i++) {
             SG_VSTORE(acc0[i], 0, p + (size_t)(i0 + i) * n0);
-#if SG_NV == 2
+#if SG_NV >= 2
             SG_VSTORE(acc1[i], 0, p + (size_t)(i0 + i) * n0 + SG_VW);
+#endif
+#if SG_NV >= 3
+            SG_VSTORE(acc2[i], 0, p + (size_t)(i0 + i) * n0 + 2 * SG_VW);
 #endif
         }
         return;
@@ -110,18 +125,27 @@ kernel void sgemm_tile(int k_total, int kc,
     for (int i = 0; i < SG_MR; i++) {
         global float *crow = c + (size_t)(i0 + i) * ldc;
         sg_vec r0 = alpha * acc0[i];
-#if SG_NV == 2
+#if SG_NV >= 2
         sg_vec r1 = alpha * acc1[i];
+#endif
+#if SG_NV >= 3
+        sg_vec r2 = alpha * acc2[i];
 #endif
         if (beta != 0.0f) {
             r0 += beta * SG_VLOAD(0, crow);
-#if SG_NV == 2
+#if SG_NV >= 2
             r1 += beta * SG_VLOAD(0, crow + SG_VW);
+#endif
+#if SG_NV >= 3
+            r2 += beta * SG_VLOAD(0, crow + 2 * SG_VW);
 #endif
         }
         SG_VSTORE(r0, 0, crow);
-#if SG_NV == 2
+#if SG_NV >= 2
         SG_VSTORE(r1, 0, crow + SG_VW);
+#endif
+#if SG_NV >= 3
+        SG_VSTORE(r2, 0, crow + 2 * SG_VW);
 #endif
     }
 }

@@ -50,7 +50,7 @@ struct mpcl_prof_rec {
 
 #define MPCL_MAX_PROGRAMS 32
 #define MPCL_MAX_KERNELS 160
-#define MPCL_SCRATCH_SLOTS 8
+#define MPCL_SCRATCH_SLOTS 9
 
 typedef struct {
     const char *family; /* string literals only */
@@ -75,7 +75,7 @@ typedef struct {
 #define MPCL_CONV_CHOICES 32 /* layers whose conv algorithm a context remembers */
 #define MPCL_SGEMM_CHOICES 64 /* GEMM shapes whose Sgemm choice a context remembers */
 /* A block shape of mpcl's own Sgemm kernel (cl/sgemm.cl): rows, vector
- * width, vectors per row, K chunk of a split (0: none). */
+ * width, vectors per row (1..3), K chunk of a split (0: none). */
 typedef struct {
     int mr, vw, nv, kc;
 } mpcl_sgemm_cfg;
@@ -366,6 +366,7 @@ mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtyp
 #define MPCL_SCRATCH_GEMM_B 1
 #define MPCL_SCRATCH_GEMM_C 2
 #define MPCL_SCRATCH_GEMM_T 3 /* CLBlast's temporary buffer (padded copies) of Sgemm */
+#define MPCL_SCRATCH_GEMM_P 8 /* the own Sgemm's copy of B with rows off the 4 KiB stride */
 /* How a float-accumulating GEMM on half operands (fp16-storage, and fp16
  * with MPCL_ACCUM_FLOAT) runs; ctx->gemm_f16_path. AUTO is the measured
  * faster one (docs/gemm.md). */

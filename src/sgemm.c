@@ -5,9 +5,9 @@
  * mpcl_sgemm_pick at a shape's first call; with a cache directory the
  * shape is timed there, on the device, once: CLBlast's Sgemm as the router
  * runs it (with the context's tuning and a lent temporary buffer) against
- * the own kernel in a few block shapes (rows 6, 8 and 14, two vectors of
- * the device's native float width per row; then, for a long K, the best of
- * them with K split into chunks of 512). Each candidate runs once to warm
+ * the own kernel in a few block shapes (6 or 8 rows of two or three
+ * vectors of the device's native float width, 14 rows of two; then, for a
+ * long K, the best of them with K split into chunks of 512). Each candidate runs once to warm
  * up (program build), then three times; the fastest run counts. The own
  * kernel wins only when its best is below CLBlast's. The verdict stays in
  * the context and in <cache dir>/sgemm-<variant>-<device hash>.txt:
@@ -95,9 +95,46 @@ static mpcl_status sg_edge(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sg
     return mpcl_launch(ctx, k, what, 2, global, NULL);
 }
 
-mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sgemm_cfg *cfg,
+/* B's rows SG_ALIAS_BYTES apart (or a multiple) fall in one set of a CPU's
+ * L1 cache: a work item streaming down such rows misses at every row
+ * (1024^3: 115 GFLOP/s; with rows 4224 bytes apart, 194). Such a B is
+ * copied first with rows SG_PAD floats longer. */
+#define SG_ALIAS_BYTES 4096
+#define SG_PAD 16
+
+/* x with B in a copy whose rows are SG_PAD floats longer, where B's rows
+ * are a multiple of SG_ALIAS_BYTES apart and the product is long enough
+ * to pay for the copy; else x unchanged. */
+static mpcl_status unalias_b(mpcl_context *ctx, const char *what, mpcl_xgemm *x)
+{
+    if ((x->ldb * sizeof(cl_float)) % SG_ALIAS_BYTES != 0 || x->k < 64 || x->m < 16)
+        return MPCL_OK;
+    const size_t ld = x->ldb + SG_PAD;
+    cl_mem p;
+    mpcl_status s = mpcl_scratch(ctx, MPCL_SCRATCH_GEMM_P, x->k * ld * sizeof(cl_float), &p);
+    if (s != MPCL_OK)
+        return s;
+    const size_t src[3] = {x->b_off * sizeof(cl_float), 0, 0}, dst[3] = {0, 0, 0};
+    const size_t region[3] = {x->n * sizeof(cl_float), x->k, 1};
+    cl_int rc = clEnqueueCopyBufferRect(ctx->queue, x->b, p, src, dst, region, x->ldb * sizeof(cl_float),
+                                        0, ld * sizeof(cl_float), 0, 0, NULL, NULL);
+    if (rc != CL_SUCCESS)
+        return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueCopyBufferRect of B for the Sgemm "
+                              "kernel failed: %s", what, mpcl_cl_error_name(rc));
+    x->b = p;
+    x->b_off = 0;
+    x->ldb = ld;
+    return MPCL_OK;
+}
+
+mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x0, const mpcl_sgemm_cfg *cfg,
                            const char *what)
 {
+    mpcl_xgemm xb = *x0;
+    const mpcl_xgemm *x = &xb;
+    mpcl_status s0 = unalias_b(ctx, what, &xb);
+    if (s0 != MPCL_OK)
+        return s0;
     const size_t nr = (size_t)cfg->vw * (size_t)cfg->nv;
     const size_t m0 = x->m - x->m % (size_t)cfg->mr, n0 = x->n - x->n % nr;
     size_t z = cfg->kc > 0 ? (x->k + (size_t)cfg->kc - 1) / (size_t)cfg->kc : 1;
@@ -185,7 +222,7 @@ static size_t choice_read(const mpcl_context *ctx, sg_line *lines)
         ok = got == 10 && strcmp(buf + used, "\n") == 0 &&
              (strcmp(name, "own") == 0 || strcmp(name, "clblast") == 0) && l->cfg.mr >= 1 &&
              l->cfg.mr <= 16 && (l->cfg.vw == 4 || l->cfg.vw == 8 || l->cfg.vw == 16) &&
-             (l->cfg.nv == 1 || l->cfg.nv == 2) && l->cfg.kc >= 0;
+             l->cfg.nv >= 1 && l->cfg.nv <= 3 && l->cfg.kc >= 0;
         if (!ok)
             break;
         l->own = strcmp(name, "own") == 0;
@@ -242,7 +279,7 @@ static int env_choice(mpcl_context *ctx, const char *what, mpcl_sgemm_cfg *cfg)
         int mr = cfg->mr, vw = cfg->vw, nv = cfg->nv, kc = cfg->kc, used = 0;
         const char *p = e + 3;
         if (!*p || (sscanf(p, ":%d:%d:%d:%d%n", &mr, &vw, &nv, &kc, &used) == 4 && !p[used] &&
-                    mr >= 1 && mr <= 16 && (vw == 4 || vw == 8 || vw == 16) && (nv == 1 || nv == 2) &&
+                    mr >= 1 && mr <= 16 && (vw == 4 || vw == 8 || vw == 16) && nv >= 1 && nv <= 3 &&
                     kc >= 0)) {
             *cfg = (mpcl_sgemm_cfg){mr, vw, nv, kc};
             return 1;
@@ -250,7 +287,7 @@ static int env_choice(mpcl_context *ctx, const char *what, mpcl_sgemm_cfg *cfg)
     }
     mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
                    "%s: MPCL_SGEMM is \"%s\"; expected clblast, auto, own or own:MR:VW:NV:KC "
-                   "(MR 1..16, VW 4, 8 or 16, NV 1 or 2, KC >= 0)",
+                   "(MR 1..16, VW 4, 8 or 16, NV 1..3, KC >= 0)",
                    what, e);
     return -2;
 }
@@ -303,11 +340,11 @@ static int measure(mpcl_context *ctx, const mpcl_xgemm *x, mpcl_sgemm_cfg *cfg)
         t.ldc = x->n;
         double best = time_one(ctx, &t, 0, NULL);
         const int vw = native_vw(ctx);
-        static const int mrs[] = {6, 8, 14};
+        static const int mrs[][2] = {{6, 2}, {8, 2}, {14, 2}, {6, 3}, {8, 3}}; /* MR, NV */
         mpcl_sgemm_cfg top = {0, 0, 0, 0};
         double top_t = -1.0;
         for (size_t i = 0; i < sizeof mrs / sizeof mrs[0]; i++) {
-            const mpcl_sgemm_cfg cand = {mrs[i], vw, 2, 0};
+            const mpcl_sgemm_cfg cand = {mrs[i][0], vw, mrs[i][1], 0};
             const double tc = time_one(ctx, &t, 1, &cand);
             if (tc > 0 && (top_t < 0 || tc < top_t)) {
                 top = cand;

@@ -363,9 +363,10 @@ END_TEST
 
 /* mpcl's own Sgemm kernel (cl/sgemm.cl; MPCL_SGEMM forces it, docs/gemm.md)
  * in block shapes that reach each of its parts on these sizes: register
- * blocks with edge strips right of and below them, one vector per row, a
- * split K with its reduction, vectors wider than the device's and only edge
- * strips (a block wider than C). Every transposition (B transposed runs
+ * blocks with edge strips right of and below them, one to three vectors
+ * per row, a split K with its reduction, vectors wider than the device's,
+ * only edge strips (a block wider than C), and a B whose rows lie 4 KiB
+ * apart (copied to longer rows first). Every transposition (B transposed runs
  * CLBlast: the kernel does not take it), beta 0 and not, and single
  * products with offsets and leading dimensions past the rows, against the
  * double reference. Then the measured choice: unforced, a shape's first
@@ -375,7 +376,7 @@ START_TEST(test_gemm_own_kernel)
 {
     mpcl_context *ctx = optest_modes[_i].ctx;
     static const char *const cfgs[] = {"own:3:4:1:0", "own:5:4:2:16", "own:6:8:2:7", "own:2:4:1:4",
-                                       "own:8:16:2:0"};
+                                       "own:8:16:2:0", "own:4:4:3:0"};
     const int small = optest_small();
     for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
         ck_assert_int_eq(setenv("MPCL_SGEMM", cfgs[ci], 1), 0);
@@ -393,6 +394,10 @@ START_TEST(test_gemm_own_kernel)
             c.beta = variant >= 2 ? 1.0f : 0.0f;
             run_raw_case(ctx, &c, 300 + ci * 4 + (uint64_t)variant);
         }
+        /* B's rows 4 KiB apart: the kernel reads a copy with longer rows */
+        gemm_case c = dense_case(ci & 1, 0, 20, 37, 70, 1, 1.0f, 0.5f);
+        c.b_off = 5, c.ldb = 1024;
+        run_raw_case(ctx, &c, 350 + ci);
     }
     if (optest_modes[_i].mode != MPCL_PRECISION_FP32) { /* fp16's GEMMs need no Sgemm */
         ck_assert_int_eq(unsetenv("MPCL_SGEMM"), 0);
