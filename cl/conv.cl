@@ -16,8 +16,13 @@
  * padded, strided geometry is used.
  *
  * The column matrix of nb images, col (C*R*S, nb*P): entry (c, r, s) x
- * (b, oh, ow) at (c*R*S + r*S + s) * nb*P + b*P + oh*OW + ow, one GEMM
- * operand for the whole chunk.
+ * (b, oh, ow) at (c*R*S + r*S + s) * LD + b*P + oh*OW + ow, one GEMM
+ * operand for the whole chunk. Its rows, and those of yt, dyt and dcol,
+ * are LD = CONV_LD(nb) elements apart: nb*P, or CONV_LD_PAD more where
+ * nb*P is a multiple of 1024 (4 KiB of floats, as the GEMM reads them):
+ * rows a multiple of 4 KiB apart fall in one set of a CPU's L1 cache, and
+ * a GEMM kernel streaming down them misses at every row (src/sgemm.c).
+ * src/ops/conv.c computes the same LD.
  *
  * The element-wise kernels are launched over exactly their items in 3-D
  * (mpcl_launch_rows: dim 0 along an image row, so neighbouring items read
@@ -47,6 +52,9 @@
 #define CONV_DH 1
 #define CONV_DW 1
 #endif
+
+#define CONV_LD_PAD 16
+#define CONV_LD(nb) ((nb) * CONV_P + (((nb) * CONV_P) % 1024 == 0 ? CONV_LD_PAD : 0))
 
 #define CONV_RS (CONV_R * CONV_S)
 #define CONV_CRS (CONV_C * CONV_RS)
@@ -83,7 +91,7 @@
     const int ihc_ = clamp(ih_, 0, CONV_H - 1), iwc_ = clamp(iw_, 0, CONV_W - 1);        \
     const int at = ((b_ * CONV_C + c_) * CONV_H + ihc_) * CONV_W + iwc_;                 \
     const int inside = ih_ == ihc_ && iw_ == iwc_;                                       \
-    const int dst = (crs_ * nb + b_) * CONV_P + oh_ * CONV_OW + ow_
+    const int dst = crs_ * CONV_LD(nb) + b_ * CONV_P + oh_ * CONV_OW + ow_
 
 /* col entry (c, r, s) x (b, oh, ow) = x[b, c, oh*sh - ph + r*dh,
  * ow*sw - pw + s*dw], zero outside the image. Items (OW, OH, nb*C*R*S),
@@ -152,7 +160,7 @@ kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, nb*P), a scratch 
 {
     const int w = (int)get_global_id(0), h = (int)get_global_id(1), z = (int)get_global_id(2);
     const int b = z / CONV_C, c = z - b * CONV_C;
-    const int ld = nb * CONV_P, base = c * CONV_RS * ld + b * CONV_P;
+    const int ld = CONV_LD(nb), base = c * CONV_RS * ld + b * CONV_P;
     acc_t acc = 0.0f;
 #pragma unroll
     for (int r = 0; r < CONV_R; r++) {
@@ -185,7 +193,7 @@ kernel void conv_gather_out(global const store_t *yt,   /* (K, nb*P) */
 {
     const int p = (int)get_global_id(0), k = (int)get_global_id(1), b = (int)get_global_id(2);
     const float bv = LOADF(bias, has_bias ? k : 0);
-    const float v = LOADF(yt, k * nb * CONV_P + b * CONV_P + p) + (has_bias ? bv : 0.0f);
+    const float v = LOADF(yt, k * CONV_LD(nb) + b * CONV_P + p) + (has_bias ? bv : 0.0f);
     STOREF(y + y_off, (b * CONV_K + k) * CONV_P + p, v);
 }
 
@@ -198,7 +206,7 @@ kernel void conv_scatter_dy(global const store_t *dy, /* (B, K, OH, OW), first i
 {
     const int p = (int)get_global_id(0), k = (int)get_global_id(1), b = (int)get_global_id(2);
     dy += dy_off;
-    dyt[k * nb * CONV_P + b * CONV_P + p] = dy[(b * CONV_K + k) * CONV_P + p]; /* a copy */
+    dyt[k * CONV_LD(nb) + b * CONV_P + p] = dy[(b * CONV_K + k) * CONV_P + p]; /* a copy */
 }
 
 /* The transposed operands of the weight gradient's GEMM,

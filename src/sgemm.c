@@ -103,11 +103,18 @@ static mpcl_status sg_edge(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sg
 #define SG_PAD 16
 
 /* x with B in a copy whose rows are SG_PAD floats longer, where B's rows
- * are a multiple of SG_ALIAS_BYTES apart and the product is long enough
- * to pay for the copy; else x unchanged. */
-static mpcl_status unalias_b(mpcl_context *ctx, const char *what, mpcl_xgemm *x)
+ * are a multiple of SG_ALIAS_BYTES apart and B is read often enough to pay
+ * for the copy (at least SG_ALIAS_READS row blocks of C: 1024^3 with
+ * blocks of 8 rows reads it 128 times and gains 1.9x; wide-cnn's
+ * 64x50176x288 reads its 58 MB B 8 times and lost 1.4x to the copy);
+ * else x unchanged. Callers that make B (conv.c's column matrices) choose
+ * rows off the stride instead. */
+#define SG_ALIAS_READS 64
+static mpcl_status unalias_b(mpcl_context *ctx, const char *what, const mpcl_sgemm_cfg *cfg,
+                             mpcl_xgemm *x)
 {
-    if ((x->ldb * sizeof(cl_float)) % SG_ALIAS_BYTES != 0 || x->k < 64 || x->m < 16)
+    if ((x->ldb * sizeof(cl_float)) % SG_ALIAS_BYTES != 0 || x->k < 64 ||
+        x->m / (size_t)cfg->mr < SG_ALIAS_READS)
         return MPCL_OK;
     const size_t ld = x->ldb + SG_PAD;
     cl_mem p;
@@ -132,7 +139,7 @@ mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x0, const mpcl_s
 {
     mpcl_xgemm xb = *x0;
     const mpcl_xgemm *x = &xb;
-    mpcl_status s0 = unalias_b(ctx, what, &xb);
+    mpcl_status s0 = unalias_b(ctx, what, cfg, &xb);
     if (s0 != MPCL_OK)
         return s0;
     const size_t nr = (size_t)cfg->vw * (size_t)cfg->nv;

@@ -514,8 +514,8 @@ static size_t chunk_images(const mpcl_context *ctx, const conv_dims *d, size_t c
     if (ctx->caps.max_alloc_bytes && budget > ctx->caps.max_alloc_bytes / 2)
         budget = (size_t)(ctx->caps.max_alloc_bytes / 2); /* scratch rounds up to a power of two */
     size_t nb = budget / (rows * p * es);
-    if (nb > (size_t)INT_MAX / (rows * p))
-        nb = (size_t)INT_MAX / (rows * p);
+    if (nb > ((size_t)INT_MAX - 16 * rows) / (rows * p)) /* conv_ld may add 16 per row */
+        nb = ((size_t)INT_MAX - 16 * rows) / (rows * p);
     if (cap && nb > cap)
         nb = cap;
     if (nb < 1)
@@ -531,6 +531,13 @@ static mpcl_status launch_pkb(mpcl_context *ctx, const char *op, cl_kernel k, co
     return mpcl_launch_rows(ctx, k, op, d->oh * d->ow, d->k, nb);
 }
 
+/* The row length of the (rows, nb*P) scratch matrices (col, yt, dyt, dcol):
+ * CONV_LD in cl/conv.cl, rows off a multiple of 4 KiB of floats. */
+static size_t conv_ld(size_t n)
+{
+    return n % 1024 == 0 ? n + 16 : n;
+}
+
 static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
                                   const mpcl_tensor *x, const mpcl_tensor *w, const mpcl_tensor *b,
                                   const conv_dims *d, size_t nb_max)
@@ -538,18 +545,19 @@ static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     const mpcl_dtype dt = mpcl_storage_dtype(ctx);
     const size_t es = mpcl_dtype_size(dt), crs = d->c * d->r * d->s, p = d->oh * d->ow;
     cl_mem col, yt; /* (C*R*S, N), (K, N) */
-    mpcl_status s = mpcl_scratch(ctx, SLOT_COL, crs * nb_max * p * es, &col);
+    const size_t ldm = conv_ld(nb_max * p);
+    mpcl_status s = mpcl_scratch(ctx, SLOT_COL, crs * ldm * es, &col);
     if (s == MPCL_OK)
-        s = mpcl_scratch(ctx, SLOT_YT, d->k * nb_max * p * es, &yt);
+        s = mpcl_scratch(ctx, SLOT_YT, d->k * ldm * es, &yt);
     cl_uint has_bias = b != NULL;
     cl_mem bmem = b ? b->mem : w->mem; /* read at 0 and not used without a bias */
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
-        const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p;
+        const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p, ld = conv_ld(n);
         cl_kernel k;
         s = im2col(ctx, op, col, x, d, i0, nb, 0);
         if (s == MPCL_OK) /* yt (K, N) = w (K, CRS) * col (CRS, N) */
-            s = mpcl_gemm_raw(ctx, op, dt, 0, 0, d->k, n, crs, 1.0f, w->mem, 0, crs, col, 0, n,
-                              0.0f, yt, 0, n);
+            s = mpcl_gemm_raw(ctx, op, dt, 0, 0, d->k, n, crs, 1.0f, w->mem, 0, crs, col, 0, ld,
+                              0.0f, yt, 0, ld);
         if (s == MPCL_OK)
             s = conv_kernel(ctx, d, "conv_gather_out", &k);
         if (s != MPCL_OK)
@@ -595,13 +603,14 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
     const mpcl_dtype dt = mpcl_storage_dtype(ctx);
     const size_t es = mpcl_dtype_size(dt), crs = d->c * d->r * d->s, p = d->oh * d->ow;
     cl_mem col = NULL, dyt = NULL, dcol = NULL; /* (C*R*S, N), (K, N), (C*R*S, N) */
-    mpcl_status s = mpcl_scratch(ctx, SLOT_YT, d->k * nb_max * p * es, &dyt);
+    const size_t ldm = conv_ld(nb_max * p);
+    mpcl_status s = mpcl_scratch(ctx, SLOT_YT, d->k * ldm * es, &dyt);
     if (s == MPCL_OK && dx)
-        s = mpcl_scratch(ctx, SLOT_DCOL, crs * nb_max * p * es, &dcol);
+        s = mpcl_scratch(ctx, SLOT_DCOL, crs * ldm * es, &dcol);
     if (s == MPCL_OK && dw)
-        s = mpcl_scratch(ctx, SLOT_COL, crs * nb_max * p * es, &col);
+        s = mpcl_scratch(ctx, SLOT_COL, crs * ldm * es, &col);
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
-        const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p;
+        const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p, ld = conv_ld(n);
         if (dw) { /* first, while dyt's slot is free for dytt (N, K) */
             s = scatter_dy(ctx, op, dyt, dy, d, i0, nb, 1);
             if (s == MPCL_OK)
@@ -614,8 +623,8 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
             s = scatter_dy(ctx, op, dyt, dy, d, i0, nb, 0);
             /* dcol (CRS, N) = w (K, CRS)^T * dyt (K, N) */
             if (s == MPCL_OK)
-                s = mpcl_gemm_raw(ctx, op, dt, 1, 0, crs, n, d->k, 1.0f, w->mem, 0, crs, dyt, 0, n,
-                                  0.0f, dcol, 0, n);
+                s = mpcl_gemm_raw(ctx, op, dt, 1, 0, crs, n, d->k, 1.0f, w->mem, 0, crs, dyt, 0, ld,
+                                  0.0f, dcol, 0, ld);
             if (s == MPCL_OK)
                 s = col2im(ctx, op, dx, dcol, d, i0, nb);
         }

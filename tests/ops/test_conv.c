@@ -342,6 +342,7 @@ static const conv_case normal_cases[] = {
     {2, 3, 15, 13, 5, 7, 7, {2, 2, 3, 3, 1, 1}, 0},  /* 7x7, stride 2, pad 3 */
     {2, 5, 11, 12, 6, 3, 3, {3, 2, 2, 1, 2, 1}, 0},  /* stride 3x2, pad 2x1, dilation 2x1 */
     {4, 7, 9, 9, 9, 2, 2, {2, 2, 0, 0, 1, 1}, 0},    /* even kernel, stride 2, C 7 */
+    {4, 2, 16, 16, 3, 3, 3, {1, 1, 1, 1, 1, 1}, 0},  /* N = 4*16*16 = 1024: rows padded off 4 KiB */
 };
 /* Small mode (oclgrind): tiny shapes with the same features. */
 static const conv_case small_cases[] = {
@@ -350,6 +351,7 @@ static const conv_case small_cases[] = {
     {1, 2, 3, 1, 2, 3, 3, {1, 1, 1, 1, 1, 1}, 1},
     {2, 3, 4, 3, 2, 1, 1, {1, 1, 0, 0, 1, 1}, 0},   /* 1x1, two images */
     {2, 1, 7, 6, 2, 7, 7, {2, 3, 3, 3, 1, 1}, 0},   /* 7x7, stride 2x3, pad 3 */
+    {1, 1, 32, 32, 2, 1, 1, {1, 1, 0, 0, 1, 1}, 0}, /* N = 1024: rows padded off 4 KiB */
 };
 
 static const conv_case *cases(size_t *n)

@@ -395,7 +395,7 @@ START_TEST(test_gemm_own_kernel)
             run_raw_case(ctx, &c, 300 + ci * 4 + (uint64_t)variant);
         }
         /* B's rows 4 KiB apart: the kernel reads a copy with longer rows */
-        gemm_case c = dense_case(ci & 1, 0, 20, 37, 70, 1, 1.0f, 0.5f);
+        gemm_case c = dense_case(ci & 1, 0, 130, 37, 70, 1, 1.0f, 0.5f); /* 64 blocks of 2 rows */
         c.b_off = 5, c.ldb = 1024;
         run_raw_case(ctx, &c, 350 + ci);
     }
