@@ -10,7 +10,8 @@
  * long K, the best of them with K split into chunks of 512). Each candidate runs once to warm
  * up (program build), then three times; the fastest run counts. The own
  * kernel wins only when its best is below CLBlast's. The verdict stays in
- * the context and in <cache dir>/sgemm-<variant>-<device hash>.txt:
+ * the context and in <cache dir>/sgemm-<device hash>.txt (float GEMMs: one
+ * file and one build of the kernels for every precision mode):
  *   mpcl-sgemm 1
  *   own|clblast M N K TRANS_A SIG MR VW NV KC      (one line per shape)
  * SIG is a hash of the CLBlast parameters the context applied (mpcl tune
@@ -62,7 +63,8 @@ static mpcl_status sg_kernel(mpcl_context *ctx, const mpcl_sgemm_cfg *cfg, int t
     char defs[MPCL_SPEC_DEFINES_LEN];
     mpcl_strfmt(defs, sizeof defs, "-DSG_MR=%d -DSG_VW=%d -DSG_NV=%d -DSG_TA=%d", cfg->mr, cfg->vw,
                 cfg->nv, trans_a ? 1 : 0);
-    return mpcl_kernel_get_spec(ctx, "sgemm", mpcl_ctx_variant(ctx), defs, name, k);
+    /* float only: one build serves every precision mode's contexts */
+    return mpcl_kernel_get_spec(ctx, "sgemm", MPCL_VARIANT_FP32, defs, name, k);
 }
 
 static mpcl_status sg_arg_error(mpcl_context *ctx, const char *what, cl_int rc)
@@ -199,8 +201,8 @@ static uint64_t shape_key(const mpcl_context *ctx, const mpcl_xgemm *x)
 
 static void choice_path(const mpcl_context *ctx, char *dst, size_t len)
 {
-    mpcl_strfmt(dst, len, "%s/sgemm-%s-%016llx.txt", ctx->cache_dir,
-                mpcl_variant_name(mpcl_ctx_variant(ctx)), (unsigned long long)mpcl_device_hash(ctx));
+    mpcl_strfmt(dst, len, "%s/sgemm-%016llx.txt", ctx->cache_dir,
+                (unsigned long long)mpcl_device_hash(ctx));
 }
 
 typedef struct {

@@ -414,8 +414,8 @@ START_TEST(test_gemm_own_kernel)
     if (!ctx->cache_enabled)
         return;
     char path[MPCL_PATH_LEN + 96];
-    snprintf(path, sizeof path, "%s/sgemm-%s-%016llx.txt", ctx->cache_dir,
-             mpcl_variant_name(mpcl_ctx_variant(ctx)), (unsigned long long)mpcl_device_hash(ctx));
+    snprintf(path, sizeof path, "%s/sgemm-%016llx.txt", ctx->cache_dir,
+             (unsigned long long)mpcl_device_hash(ctx));
     const size_t m = 48 + (size_t)_i, n = 40, k = 36; /* a shape no other test runs */
     gemm_case c = dense_case(0, 0, m, n, k, 1, 1.0f, 0.0f);
     run_raw_case(ctx, &c, 400 + (uint64_t)_i);
