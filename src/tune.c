@@ -29,7 +29,7 @@
  * it (calls), measured on the wall clock around clFinish.
  *
  * The search stops when the budget would be exceeded by one more candidate
- * (at the mean cost so far), when max_candidates is reached, or when no
+ * (at the largest cost so far), when max_candidates is reached, or when no
  * untried neighbour of the best set is left. The winner is stored in the
  * cache file (tuning.c reads it) with every candidate tried, so that a
  * later `mpcl tune` goes on where this one stopped. */
@@ -196,7 +196,7 @@ typedef struct {
     unsigned candidates, rejected;
     double best_secs, stock_secs;
     size_t best;
-    double mean_cost; /* seconds per candidate so far */
+    double mean_cost; /* seconds a candidate costs: the largest so far */
     char last[256];
 } search;
 
@@ -715,18 +715,22 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
     size_t li = 0;
 
     const unsigned max_c = opt->max_candidates;
-    double cost_sum = 0.0;
+    /* a candidate's cost: the largest so far, not the mean. A set whose
+     * program PoCL has cached costs well under a second, a new one 10 s and
+     * more; with the mean of a run that began on cached sets the search
+     * started candidates it had no room for and passed a 60 s budget by
+     * 16 s */
+    double cost_max = 0.0;
     size_t qi = 0;
     for (;;) {
         if (max_c && S.candidates >= max_c)
             break;
         const double now = now_s();
-        const double mean = S.candidates ? cost_sum / S.candidates : 0.0;
         /* room for this candidate, the threshold's run and the second
          * measurements after it */
-        if (S.candidates && now + 3.0 * mean > budget_end)
+        if (S.candidates && now + 3.0 * cost_max > budget_end)
             break;
-        S.mean_cost = mean;
+        S.mean_cost = cost_max;
         mpcl_clblast_params c;
         int have = 0;
         while (qi < nq && !have) {
@@ -747,7 +751,8 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
             break;
         const double c0 = now_s();
         try_candidate(&S, &c);
-        cost_sum += now_s() - c0;
+        if (now_s() - c0 > cost_max)
+            cost_max = now_s() - c0;
     }
     if (S.best_secs <= 0) {
         s = mpcl_set_error(ctx, MPCL_ERR_CLBLAST,
@@ -756,12 +761,12 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
                            half ? "Hgemm" : "Sgemm", ctx->desc.name, S.candidates, S.last);
         goto done;
     }
-    S.mean_cost = S.candidates ? cost_sum / S.candidates : 0.0;
+    S.mean_cost = cost_max;
     confirm(&S, budget_end);
     mpcl_clblast_params win = S.tried[S.best].p;
     /* the threshold's run costs about one candidate: within the budget only
      * (else every shape stays on Xgemm, as measured) */
-    S.mean_cost = S.candidates ? cost_sum / S.candidates : 0.0;
+    S.mean_cost = cost_max;
     win.min_indirect = now_s() + S.mean_cost <= budget_end ? choose_threshold(&S) : 1;
     const char *failed = "";
     char why[200];
