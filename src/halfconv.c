@@ -145,17 +145,12 @@ mpcl_status mpcl_halfconv_choose(mpcl_context *ctx)
             return s;
         builtin = t_builtin < HALFCONV_MARGIN * t_soft;
         if (ctx->cache_enabled) {
-            char tmp[sizeof path + 16];
-            mpcl_strfmt(tmp, sizeof tmp, "%s.tmp", path);
-            FILE *f = fopen(tmp, "w");
-            if (f) {
-                int ok = fprintf(f, "%s %.6f %.6f\n", builtin ? "builtin" : "integer", t_soft,
-                                 t_builtin) > 0;
-                if (fclose(f) == 0 && ok)
-                    rename(tmp, path);
-                else
-                    remove(tmp);
-            }
+            char tmp[MPCL_CACHE_TMP_LEN];
+            FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
+            if (f)
+                mpcl_cache_tmp_commit(f, fprintf(f, "%s %.6f %.6f\n", builtin ? "builtin" : "integer",
+                                                 t_soft, t_builtin) > 0,
+                                      tmp, path);
         }
     }
     if (builtin)

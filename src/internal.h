@@ -10,6 +10,7 @@
 #endif
 #include <CL/cl.h>
 #include <stdarg.h>
+#include <stdio.h>
 
 #include "mpcl.h"
 
@@ -246,6 +247,16 @@ mpcl_status mpcl_kernel_get_spec(mpcl_context *ctx, const char *family, mpcl_var
 void mpcl_spec_release(mpcl_context *ctx);
 /* The 64-byte header of a program cache entry for key, device hash dev and
  * the len bytes of bin (program.c describes the format; for tests). */
+/* Cache files (program binaries, tunings, measured choices) are written to
+ * a temporary file beside path and renamed over it, so a reader sees the old
+ * file or the new one, never half of one. mpcl_cache_tmp_open creates the
+ * cache directory and opens the temporary file (its name in tmp, at least
+ * MPCL_PATH_LEN + 64 bytes) in mode; NULL on failure. mpcl_cache_tmp_commit
+ * closes it and renames it over path when ok and the close succeeded, else
+ * removes it; 1 when path now holds the new file. */
+#define MPCL_CACHE_TMP_LEN (MPCL_PATH_LEN + 64)
+FILE *mpcl_cache_tmp_open(mpcl_context *ctx, const char *path, char *tmp, const char *mode);
+int mpcl_cache_tmp_commit(FILE *f, int ok, const char *tmp, const char *path);
 void mpcl_cache_header(unsigned char hdr[64], uint64_t key, uint64_t dev, const void *bin,
                        size_t len);
 /* A hash of the platform, device and driver (names and versions): what

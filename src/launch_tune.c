@@ -63,17 +63,11 @@ static size_t read_tuned(const mpcl_context *ctx, size_t limit)
 
 static void write_tuned(mpcl_context *ctx, size_t wg)
 {
-    char path[MPCL_PATH_LEN + 64], tmp[MPCL_PATH_LEN + 96];
+    char path[MPCL_PATH_LEN + 64], tmp[MPCL_CACHE_TMP_LEN];
     tune_path(ctx, path, sizeof path);
-    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
-    mkdir(ctx->cache_dir, 0700); /* the program cache usually made it already */
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return;
-    int ok = fprintf(f, "mpcl-launch 1 wg_1d %zu\n", wg) > 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0)
-        remove(tmp);
+    FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
+    if (f)
+        mpcl_cache_tmp_commit(f, fprintf(f, "mpcl-launch 1 wg_1d %zu\n", wg) > 0, tmp, path);
 }
 
 static int by_double(const void *a, const void *b)

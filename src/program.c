@@ -399,6 +399,21 @@ static int mkdir_p(const char *dir)
     return (mkdir(tmp, 0700) != 0 && errno != EEXIST) ? -1 : 0;
 }
 
+FILE *mpcl_cache_tmp_open(mpcl_context *ctx, const char *path, char *tmp, const char *mode)
+{
+    mpcl_strfmt(tmp, MPCL_CACHE_TMP_LEN, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
+    return mkdir_p(ctx->cache_dir) == 0 ? fopen(tmp, mode) : NULL;
+}
+
+int mpcl_cache_tmp_commit(FILE *f, int ok, const char *tmp, const char *path)
+{
+    ok = fclose(f) == 0 && ok;
+    if (ok && rename(tmp, path) == 0)
+        return 1;
+    remove(tmp);
+    return 0;
+}
+
 /* Best effort: a cache that cannot be written only makes later starts
  * slower. Written to a temporary file in the same directory, then renamed
  * over path (atomic on POSIX file systems). */
@@ -417,19 +432,11 @@ static void store_cached(mpcl_context *ctx, const char *path, uint64_t key, cl_p
         return;
     }
     mpcl_cache_header(buf, key, mpcl_device_hash(ctx), buf + CACHE_HEADER, size);
-    char tmp[MPCL_PATH_LEN + 64];
-    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
-    if (mkdir_p(ctx->cache_dir) == 0) {
-        FILE *f = fopen(tmp, "wb");
-        if (f) {
-            int ok = fwrite(buf, 1, size + CACHE_HEADER, f) == size + CACHE_HEADER;
-            ok = (fclose(f) == 0) && ok;
-            if (ok && rename(tmp, path) == 0)
-                ctx->cache.written++;
-            else
-                remove(tmp);
-        }
-    }
+    char tmp[MPCL_CACHE_TMP_LEN];
+    FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "wb");
+    if (f && mpcl_cache_tmp_commit(f, fwrite(buf, 1, size + CACHE_HEADER, f) == size + CACHE_HEADER,
+                                   tmp, path))
+        ctx->cache.written++;
     free(buf);
 }
 

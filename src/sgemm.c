@@ -24,9 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -250,11 +248,9 @@ static void choice_write(mpcl_context *ctx, const sg_line *add)
     if (!have)
         return;
     size_t n = choice_read(ctx, have);
-    char path[MPCL_PATH_LEN + 96], tmp[MPCL_PATH_LEN + 160];
+    char path[MPCL_PATH_LEN + 96], tmp[MPCL_CACHE_TMP_LEN];
     choice_path(ctx, path, sizeof path);
-    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
-    mkdir(ctx->cache_dir, 0700);
-    FILE *f = fopen(tmp, "w");
+    FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
     if (!f) {
         free(have);
         return;
@@ -268,9 +264,7 @@ static void choice_write(mpcl_context *ctx, const sg_line *add)
                      l->v[0], l->v[1], l->v[2], l->v[3], l->v[4], l->cfg.mr, l->cfg.vw, l->cfg.nv,
                      l->cfg.kc) > 0;
     }
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0)
-        remove(tmp);
+    mpcl_cache_tmp_commit(f, ok, tmp, path);
     free(have);
 }
 

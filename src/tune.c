@@ -481,16 +481,11 @@ static mpcl_status store(search *S, cJSON *entry, char *path, size_t path_len)
     cJSON_Delete(root);
     if (!text)
         return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "mpcl_tune: out of host memory for %s", path);
-    char tmp[MPCL_PATH_LEN + 128];
-    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
-    mkdir(ctx->cache_dir, 0700);
-    FILE *f = fopen(tmp, "w");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f)
-        ok = fclose(f) == 0 && ok;
+    char tmp[MPCL_CACHE_TMP_LEN];
+    FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
+    const int ok = f && mpcl_cache_tmp_commit(f, fputs(text, f) >= 0 && fputc('\n', f) != EOF, tmp, path);
     free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
+    if (!ok) {
         return mpcl_set_error(ctx, MPCL_ERR_IO, "mpcl_tune: cannot write the tuning cache %s", path);
     }
     return MPCL_OK;

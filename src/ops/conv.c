@@ -747,11 +747,9 @@ static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_a
         return;
     size_t n = choice_read(ctx, have);
     const uint64_t key = choice_key(d, pass);
-    char path[MPCL_PATH_LEN + 96], tmp[MPCL_PATH_LEN + 160];
+    char path[MPCL_PATH_LEN + 96], tmp[MPCL_CACHE_TMP_LEN];
     choice_path(ctx, path, sizeof path);
-    mpcl_strfmt(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
-    mkdir(ctx->cache_dir, 0700); /* the program cache usually made it already */
-    FILE *f = fopen(tmp, "w");
+    FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
     if (!f) {
         free(have);
         return;
@@ -770,9 +768,7 @@ static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_a
     ok = ok && fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
                        algo_name(algo), v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
                        v[10], v[11], v[12], v[13]) > 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0)
-        remove(tmp);
+    mpcl_cache_tmp_commit(f, ok, tmp, path);
     free(have);
 }
 
