@@ -76,22 +76,54 @@
 #endif
 #endif
 
-/* The tap of x that the work item (ow, oh, z = b*CRS + crs) of an im2col
- * launch reads: declares `at`, its index from the launch's first image,
- * clamped into the image, `inside`, 0 for a tap in the padding, and
- * `dst`, the entry of col (C*R*S, nb*P) it goes to. */
-#define IM2COL_TAP(at, inside, dst)                                                       \
-    const int ow_ = (int)get_global_id(0), oh_ = (int)get_global_id(1);                  \
-    const int z_ = (int)get_global_id(2);                                                \
-    const int b_ = z_ / CONV_CRS, crs_ = z_ - b_ * CONV_CRS;                             \
+/* The tap of x at image b_, column-matrix row crs_ and output pixel
+ * (oh_, ow_), all declared before: declares `at`, its index from the
+ * launch's first image, clamped into the image, and `inside`, 0 for a tap
+ * in the padding. */
+#define CONV_TAP(at, inside)                                                              \
     const int c_ = crs_ / CONV_RS, rs_ = crs_ - c_ * CONV_RS;                            \
     const int r_ = rs_ / CONV_S, s_ = rs_ - r_ * CONV_S;                                 \
     const int ih_ = oh_ * CONV_SH - CONV_PH + r_ * CONV_DH;                              \
     const int iw_ = ow_ * CONV_SW - CONV_PW + s_ * CONV_DW;                              \
     const int ihc_ = clamp(ih_, 0, CONV_H - 1), iwc_ = clamp(iw_, 0, CONV_W - 1);        \
     const int at = ((b_ * CONV_C + c_) * CONV_H + ihc_) * CONV_W + iwc_;                 \
-    const int inside = ih_ == ihc_ && iw_ == iwc_;                                       \
+    const int inside = ih_ == ihc_ && iw_ == iwc_
+
+/* The tap the work item (ow, oh, z = b*CRS + crs) of an im2col launch
+ * reads (`at`, `inside`: CONV_TAP) and `dst`, the entry of col
+ * (C*R*S, nb*P) it goes to. */
+#define IM2COL_TAP(at, inside, dst)                                                       \
+    const int ow_ = (int)get_global_id(0), oh_ = (int)get_global_id(1);                  \
+    const int z_ = (int)get_global_id(2);                                                \
+    const int b_ = z_ / CONV_CRS, crs_ = z_ - b_ * CONV_CRS;                             \
+    CONV_TAP(at, inside);                                                                \
     const int dst = crs_ * CONV_LD(nb) + b_ * CONV_P + oh_ * CONV_OW + ow_
+
+/* out[dst] = tap `at` of xs (store_t, from the launch's first image), 0 in
+ * the padding; the load is unconditional (its address is clamped into the
+ * image), so a CPU device vectorises it. 16-bit storage copies the value's
+ * bits (+0 in the padding, 0x0000 in half and bf16): no conversion, and
+ * 16-bit integer moves vectorise where half gathers may not. */
+#if !defined(MPCL_FP32)
+#define IM2COL_COPY(xs, out, at, inside, dst)                                             \
+    do {                                                                                 \
+        const ushort v_ = ((global const ushort *)(xs))[at];                             \
+        ((global ushort *)(out))[dst] = (inside) ? v_ : (ushort)0;                       \
+    } while (0)
+#else
+#define IM2COL_COPY(xs, out, at, inside, dst)                                             \
+    do {                                                                                 \
+        const float v_ = LOADF(xs, at);                                                  \
+        STOREF(out, dst, (inside) ? v_ : 0.0f);                                          \
+    } while (0)
+#endif
+/* The same for the _pairs kernels: x as uint words, the tap read through
+ * the aligned 32-bit word that holds it. */
+#define IM2COL_COPY_PAIRS(xw, x_off, out, at, inside, dst)                                \
+    do {                                                                                 \
+        const ushort v_ = WORD_HALF(xw, (x_off) + (uint)(at));                           \
+        (out)[dst] = (inside) ? v_ : (ushort)0;                                          \
+    } while (0)
 
 /* col entry (c, r, s) x (b, oh, ow) = x[b, c, oh*sh - ph + r*dh,
  * ow*sw - pw + s*dw], zero outside the image. Items (OW, OH, nb*C*R*S),
@@ -102,17 +134,7 @@ kernel void conv_im2col(global const store_t *x, /* (B, C, H, W), first image at
                         int nb)
 {
     IM2COL_TAP(at, inside, dst);
-    x += x_off;
-#if !defined(MPCL_FP32)
-    /* a copy of the 16-bit value's bits (+0 in the padding, 0x0000 in half
-     * and bf16): no conversion, and 16-bit integer moves vectorise where
-     * half gathers may not */
-    const ushort v = ((global const ushort *)x)[at];
-    ((global ushort *)col)[dst] = inside ? v : (ushort)0;
-#else
-    const float v = LOADF(x, at);
-    STOREF(col, dst, inside ? v : 0.0f);
-#endif
+    IM2COL_COPY(x + x_off, col, at, inside, dst);
 }
 
 #if !defined(MPCL_FP32)
@@ -128,8 +150,7 @@ kernel void conv_im2col_pairs(global const uint *x, /* (B, C, H, W) as words, fi
                               int nb)
 {
     IM2COL_TAP(at, inside, dst);
-    const ushort v = WORD_HALF(x, x_off + (uint)at);
-    col[dst] = inside ? v : (ushort)0;
+    IM2COL_COPY_PAIRS(x, x_off, col, at, inside, dst);
 }
 #endif
 
@@ -216,20 +237,14 @@ kernel void conv_scatter_dy(global const store_t *dy, /* (B, K, OH, OW), first i
  * untransposed pair (dyt, col) made CLBlast transpose the whole column
  * matrix at every call. */
 
-/* The tap of x that item (crs, p, b) of a conv_im2col_t launch reads:
- * declares `at`, `inside` as IM2COL_TAP does and `dst`, the entry of
- * colt (nb*P, C*R*S) it goes to. */
+/* The tap item (crs, p, b) of a conv_im2col_t launch reads (`at`,
+ * `inside`: CONV_TAP) and `dst`, the entry of colt (nb*P, C*R*S) it goes
+ * to. */
 #define IM2COLT_TAP(at, inside, dst)                                                      \
     const int crs_ = (int)get_global_id(0), p_ = (int)get_global_id(1);                  \
     const int b_ = (int)get_global_id(2);                                                \
     const int oh_ = p_ / CONV_OW, ow_ = p_ - oh_ * CONV_OW;                              \
-    const int c_ = crs_ / CONV_RS, rs_ = crs_ - c_ * CONV_RS;                            \
-    const int r_ = rs_ / CONV_S, s_ = rs_ - r_ * CONV_S;                                 \
-    const int ih_ = oh_ * CONV_SH - CONV_PH + r_ * CONV_DH;                              \
-    const int iw_ = ow_ * CONV_SW - CONV_PW + s_ * CONV_DW;                              \
-    const int ihc_ = clamp(ih_, 0, CONV_H - 1), iwc_ = clamp(iw_, 0, CONV_W - 1);        \
-    const int at = ((b_ * CONV_C + c_) * CONV_H + ihc_) * CONV_W + iwc_;                 \
-    const int inside = ih_ == ihc_ && iw_ == iwc_;                                       \
+    CONV_TAP(at, inside);                                                                \
     const int dst = (b_ * CONV_P + p_) * CONV_CRS + crs_
 
 /* colt entry (b, oh, ow) x (c, r, s) = col entry (c, r, s) x (b, oh, ow).
@@ -240,14 +255,7 @@ kernel void conv_im2col_t(global const store_t *x, /* (B, C, H, W), first image 
                           int nb)
 {
     IM2COLT_TAP(at, inside, dst);
-    x += x_off;
-#if !defined(MPCL_FP32)
-    const ushort v = ((global const ushort *)x)[at];
-    ((global ushort *)colt)[dst] = inside ? v : (ushort)0;
-#else
-    const float v = LOADF(x, at);
-    STOREF(colt, dst, inside ? v : 0.0f);
-#endif
+    IM2COL_COPY(x + x_off, colt, at, inside, dst);
 }
 
 #if !defined(MPCL_FP32)
@@ -259,8 +267,7 @@ kernel void conv_im2col_t_pairs(global const uint *x, /* (B, C, H, W) as words, 
                                 int nb)
 {
     IM2COLT_TAP(at, inside, dst);
-    const ushort v = WORD_HALF(x, x_off + (uint)at);
-    colt[dst] = inside ? v : (ushort)0;
+    IM2COL_COPY_PAIRS(x, x_off, colt, at, inside, dst);
 }
 #endif
 
