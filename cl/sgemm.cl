@@ -21,8 +21,8 @@
  * part (Z, M0, N0) and sgemm_reduce adds them up: for products with few
  * blocks and a long K (the weight gradients of convolutions, K = B*OH*OW),
  * whose operands would otherwise stream from memory once per block.
- * Work items read and write only inside the operands (no bounds checks
- * needed: the grid is exact). */
+ * The block kernels' work items read and write only inside the operands
+ * (no bounds checks needed: the grid is exact). */
 
 #ifndef SG_MR
 #define SG_MR 8
@@ -164,15 +164,21 @@ kernel void sgemm_reduce(int z_count, global const float *part,
     *cp = beta != 0.0f ? alpha * s + beta * *cp : alpha * s;
 }
 
-/* The rest of C outside the blocks: items (cols, rows) of the region whose
- * first element is (row0, col0); each sums its whole K. */
-kernel void sgemm_edge(int k_total, int row0, int col0,
+/* The rest of C outside the blocks: the region of rows x cols elements
+ * whose first element is (row0, col0), one item per element in 1-D (item t
+ * at row t / cols, column t % cols), each summing its whole K. A 1-D launch
+ * of items = rows * cols items, rounded up to the device's group size (one
+ * build serves every shape; the items past the region return). */
+kernel void sgemm_edge(int k_total, int row0, int col0, int cols, int items,
                        global const float *a, uint a_off, int lda,
                        global const float *b, uint b_off, int ldb,
                        global float *c, uint c_off, int ldc,
                        float alpha, float beta)
 {
-    const int j = col0 + (int)get_global_id(0), i = row0 + (int)get_global_id(1);
+    const int t = (int)get_global_id(0);
+    if (t >= items)
+        return;
+    const int i = row0 + t / cols, j = col0 + t % cols;
     a += a_off;
     b += b_off;
     float s = 0.0f;

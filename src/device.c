@@ -296,6 +296,23 @@ static mpcl_status gemm_f16_env(mpcl_context *ctx)
     return MPCL_OK;
 }
 
+/* ctx->store_binaries from $MPCL_STORE_BINARIES: 1 always, 0 never, auto or
+ * unset measured on the device (program.c). */
+static mpcl_status store_binaries_env(mpcl_context *ctx)
+{
+    const char *e = getenv("MPCL_STORE_BINARIES");
+    ctx->store_binaries = -1;
+    if (e && strcmp(e, "1") == 0)
+        ctx->store_binaries = 1;
+    else if (e && strcmp(e, "0") == 0)
+        ctx->store_binaries = 0;
+    else if (e && *e && strcmp(e, "auto") != 0)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "mpcl_context_create: MPCL_STORE_BINARIES is \"%s\"; expected auto, "
+                              "1 or 0", e);
+    return MPCL_OK;
+}
+
 static mpcl_status open_device(mpcl_context *ctx, const char *sel)
 {
     found_device *all = NULL;
@@ -360,6 +377,8 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
     mpcl_status s = work_group_cap(ctx, opt);
     if (s == MPCL_OK)
         s = gemm_f16_env(ctx);
+    if (s == MPCL_OK)
+        s = store_binaries_env(ctx);
     if (s != MPCL_OK)
         return s;
 

@@ -22,13 +22,6 @@
 #define HALFCONV_ROUNDS 5
 #define HALFCONV_MARGIN 0.8
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void cache_path(mpcl_context *ctx, char *dst, size_t len)
 {
     char cl_path[MPCL_PATH_LEN + 128];
@@ -59,11 +52,11 @@ static mpcl_status bench_kernel(mpcl_context *ctx, const char *defines, cl_kerne
 static cl_int time_once(mpcl_context *ctx, cl_kernel k, double *best)
 {
     size_t global = HALFCONV_N; /* the work-group size is the driver's choice */
-    double t0 = now_s();
+    double t0 = mpcl_now_s();
     cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &global, NULL, 0, NULL, NULL);
     if (rc == CL_SUCCESS)
         rc = clFinish(ctx->queue);
-    double t = now_s() - t0;
+    double t = mpcl_now_s() - t0;
     if (t < *best)
         *best = t;
     return rc;

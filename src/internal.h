@@ -98,7 +98,16 @@ typedef struct {
     unsigned written;   /* cache entries written */
     unsigned binaries;  /* binaries handed to clCreateProgramWithBinary (each verified first) */
     unsigned rejected;  /* entries refused before the driver saw them (header, key, length, checksum) */
+    unsigned declined;  /* programs built from source whose binary was not stored (store_binaries 0) */
 } mpcl_cache_stats;
+
+/* One kernel family's verdict on storing binaries (program.c). */
+#define MPCL_MAX_STORE_VERDICTS 32
+typedef struct {
+    char family[32];
+    int store;
+    double build_ms, fetch_ms;
+} mpcl_store_verdict;
 
 struct mpcl_context {
     char err[MPCL_ERR_LEN];
@@ -119,6 +128,13 @@ struct mpcl_context {
     mpcl_cache_stats cache;
     unsigned cache_tmp_seq; /* names the temporary files of cache writes */
     char cache_rejected_why[MPCL_PATH_LEN + 128]; /* "PATH: REASON" of the last rejected entry */
+    /* Whether programs built from source have their binary stored
+     * (program.c): MPCL_STORE_BINARIES (1, 0; -1 auto), else per family as
+     * measured on the device. */
+    int store_binaries;
+    int store_loaded; /* the verdict file was read */
+    mpcl_store_verdict store[MPCL_MAX_STORE_VERDICTS];
+    size_t store_count;
 
     int clblast_checked; /* caps.sgemm / caps.hgemm are filled */
     mpcl_program_slot programs[MPCL_MAX_PROGRAMS];
@@ -195,6 +211,8 @@ const char *mpcl_cl_error_name(cl_int err);         /* "CL_OUT_OF_RESOURCES" */
 const char *mpcl_clblast_status_name(int status);   /* "CLBlastNoHalfPrecision" */
 /* snprintf that never overflows and always terminates; returns dst. */
 char *mpcl_strfmt(char *dst, size_t len, const char *fmt, ...) MPCL_PRINTF(3, 4);
+/* Seconds on the monotonic clock (for timing builds, launches, searches). */
+double mpcl_now_s(void);
 
 /* device.c */
 /* Reads a device info string into dst (always terminated). */
@@ -225,6 +243,12 @@ mpcl_status mpcl_program_build(mpcl_context *ctx, const char *family, mpcl_varia
 mpcl_status mpcl_program_build_defines(mpcl_context *ctx, const char *family, mpcl_variant variant,
                                        const char *defines, int use_cache, cl_program *out);
 /* Path of the cache entry the given build would use (for tests and tools). */
+/* Whether programs of family built from source get their binary stored on
+ * this device: 1 yes, 0 no, -1 not decided yet (the next build measures
+ * it); *build_ms, *fetch_ms (may be NULL) the source build and binary fetch
+ * behind the verdict (0 when it came from MPCL_STORE_BINARIES or is not
+ * decided). */
+int mpcl_store_binaries(mpcl_context *ctx, const char *family, double *build_ms, double *fetch_ms);
 mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_variant variant,
                                     char *path, size_t len);
 /* Creates a kernel, with the error message naming family and kernel. */

@@ -414,23 +414,132 @@ int mpcl_cache_tmp_commit(FILE *f, int ok, const char *tmp, const char *path)
     return 0;
 }
 
+/* Whether storing a program's binary pays. Handing a binary back is free
+ * for a driver that compiles everything at clBuildProgram (Intel's runtime,
+ * GPU drivers), but PoCL compiles every kernel of the program for it, at a
+ * work-group size it may never launch: for a program of per-geometry conv
+ * kernels that is seconds, several times the source build, while PoCL's own
+ * kernel cache already makes the next source build fast. So the first
+ * program of each family built on a device times its source build and the
+ * binary fetch: a fetch over STORE_FETCH_FACTOR builds means no binaries of
+ * that family on that device from then on. The verdicts are kept in
+ * <cache>/binaries-<device hash>.txt, a line "mpcl-binaries 2" then one line
+ * per family "FAMILY store S build_ms B fetch_ms F" (lines that do not read
+ * back are measured again). MPCL_STORE_BINARIES=1/0 overrides them all.
+ * Entries already stored are loaded either way. */
+#define STORE_FETCH_FACTOR 1.0
+#define STORE_MAGIC "mpcl-binaries 2"
+#define STORE_LINE "%31s store %d build_ms %lf fetch_ms %lf"
+
+static void store_verdict_path(const mpcl_context *ctx, char *dst, size_t len)
+{
+    mpcl_strfmt(dst, len, "%s/binaries-%016llx.txt", ctx->cache_dir,
+                (unsigned long long)mpcl_device_hash(ctx));
+}
+
+static mpcl_store_verdict *store_find(mpcl_context *ctx, const char *family)
+{
+    for (size_t i = 0; i < ctx->store_count; i++)
+        if (strcmp(ctx->store[i].family, family) == 0)
+            return &ctx->store[i];
+    return NULL;
+}
+
+/* Adds or replaces family's verdict in ctx; NULL when the table is full. */
+static mpcl_store_verdict *store_put(mpcl_context *ctx, const char *family, int store,
+                                     double build_ms, double fetch_ms)
+{
+    mpcl_store_verdict *v = store_find(ctx, family);
+    if (!v && ctx->store_count < MPCL_MAX_STORE_VERDICTS)
+        v = &ctx->store[ctx->store_count++];
+    if (v) {
+        mpcl_strfmt(v->family, sizeof v->family, "%s", family);
+        v->store = store;
+        v->build_ms = build_ms;
+        v->fetch_ms = fetch_ms;
+    }
+    return v;
+}
+
+/* Reads the device's verdicts into ctx, once per context. */
+static void store_load(mpcl_context *ctx)
+{
+    if (ctx->store_loaded)
+        return;
+    ctx->store_loaded = 1;
+    char path[MPCL_PATH_LEN + 64], line[160], fam[32];
+    store_verdict_path(ctx, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (fgets(line, sizeof line, f) && strncmp(line, STORE_MAGIC "\n", sizeof STORE_MAGIC) == 0)
+        while (fgets(line, sizeof line, f)) {
+            int store = -1, used = 0;
+            double b = -1, fe = -1;
+            if (sscanf(line, STORE_LINE "%n", fam, &store, &b, &fe, &used) == 4 &&
+                (line[used] == '\n' || line[used] == '\0') && (store == 0 || store == 1) &&
+                b >= 0 && fe >= 0)
+                store_put(ctx, fam, store, b, fe);
+        }
+    fclose(f);
+}
+
+static void store_write(mpcl_context *ctx)
+{
+    char path[MPCL_PATH_LEN + 64], tmp[MPCL_CACHE_TMP_LEN];
+    store_verdict_path(ctx, path, sizeof path);
+    FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
+    if (!f)
+        return;
+    int ok = fprintf(f, STORE_MAGIC "\n") > 0;
+    for (size_t i = 0; i < ctx->store_count; i++) {
+        const mpcl_store_verdict *v = &ctx->store[i];
+        ok = ok && fprintf(f, "%s store %d build_ms %.3f fetch_ms %.3f\n", v->family, v->store,
+                           v->build_ms, v->fetch_ms) > 0;
+    }
+    mpcl_cache_tmp_commit(f, ok, tmp, path);
+}
+
+int mpcl_store_binaries(mpcl_context *ctx, const char *family, double *build_ms,
+                        double *fetch_ms)
+{
+    if (build_ms)
+        *build_ms = 0;
+    if (fetch_ms)
+        *fetch_ms = 0;
+    if (ctx->store_binaries >= 0)
+        return ctx->store_binaries;
+    store_load(ctx);
+    const mpcl_store_verdict *v = store_find(ctx, family);
+    if (!v)
+        return -1;
+    if (build_ms)
+        *build_ms = v->build_ms;
+    if (fetch_ms)
+        *fetch_ms = v->fetch_ms;
+    return v->store;
+}
+
 /* Best effort: a cache that cannot be written only makes later starts
  * slower. Written to a temporary file in the same directory, then renamed
- * over path (atomic on POSIX file systems). */
-static void store_cached(mpcl_context *ctx, const char *path, uint64_t key, cl_program prog)
+ * over path (atomic on POSIX file systems). Returns the seconds the driver
+ * took to hand the binary back, or -1 when it did not. */
+static double store_cached(mpcl_context *ctx, const char *path, uint64_t key, cl_program prog)
 {
+    double t0 = mpcl_now_s();
     size_t size = 0;
     if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS ||
         size == 0 || size > CACHE_MAX_BINARY)
-        return;
+        return -1;
     unsigned char *buf = malloc(size + CACHE_HEADER);
     if (!buf)
-        return;
+        return -1;
     unsigned char *bin = buf + CACHE_HEADER;
     if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) != CL_SUCCESS) {
         free(buf);
-        return;
+        return -1;
     }
+    double fetch_s = mpcl_now_s() - t0;
     mpcl_cache_header(buf, key, mpcl_device_hash(ctx), buf + CACHE_HEADER, size);
     char tmp[MPCL_CACHE_TMP_LEN];
     FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "wb");
@@ -438,6 +547,29 @@ static void store_cached(mpcl_context *ctx, const char *path, uint64_t key, cl_p
                                    tmp, path))
         ctx->cache.written++;
     free(buf);
+    return fetch_s;
+}
+
+/* After a source build of family that took build_s: stores the binary
+ * where that pays (above), measuring the family's verdict when there is
+ * none yet. */
+static void store_after_build(mpcl_context *ctx, const char *family, const char *path,
+                              uint64_t key, cl_program prog, double build_s)
+{
+    int verdict = mpcl_store_binaries(ctx, family, NULL, NULL);
+    if (verdict == 0) {
+        ctx->cache.declined++;
+        return;
+    }
+    double fetch_s = store_cached(ctx, path, key, prog);
+    if (verdict < 0 && fetch_s >= 0) {
+        /* what other processes decided meanwhile, then this family's verdict */
+        ctx->store_loaded = 0;
+        store_load(ctx);
+        if (store_put(ctx, family, fetch_s <= STORE_FETCH_FACTOR * build_s, build_s * 1e3,
+                      fetch_s * 1e3))
+            store_write(ctx);
+    }
 }
 
 mpcl_status mpcl_program_cache_path(mpcl_context *ctx, const char *family, mpcl_variant variant,
@@ -481,14 +613,17 @@ mpcl_status mpcl_program_build_defines(mpcl_context *ctx, const char *family, mp
             return MPCL_OK;
         }
     }
+    double t0 = mpcl_now_s();
     s = build_from_source(ctx, family, variant, header, body, opts, out);
     free(header);
     free(body);
+    if (s == MPCL_OK) {
+        ctx->cache.misses++;
+        if (cached)
+            store_after_build(ctx, family, path, key, *out, mpcl_now_s() - t0);
+    }
     if (s != MPCL_OK)
         return s;
-    ctx->cache.misses++;
-    if (cached)
-        store_cached(ctx, path, key, *out);
     return MPCL_OK;
 }
 

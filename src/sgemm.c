@@ -33,17 +33,11 @@
 #define SG_SPLIT_MIN_K 4096    /* a K from which a split is tried */
 #define SG_FILE_MAX 512        /* lines of the cache file read at most */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int mpcl_sgemm_takes(const mpcl_xgemm *x)
 {
+    /* int indices in the kernels: C's element count too (sgemm_edge's items) */
     return !x->half && x->batch <= 1 && !x->trans_b && x->m <= INT_MAX && x->n <= INT_MAX &&
-           x->k <= INT_MAX && x->lda <= INT_MAX && x->ldb <= INT_MAX && x->ldc <= INT_MAX &&
+           x->m * x->n <= INT_MAX && x->k <= INT_MAX && x->lda <= INT_MAX && x->ldb <= INT_MAX && x->ldc <= INT_MAX &&
            x->a_off <= UINT_MAX && x->b_off <= UINT_MAX && x->c_off <= UINT_MAX;
 }
 
@@ -81,18 +75,19 @@ static mpcl_status sg_edge(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sg
     mpcl_status s = sg_kernel(ctx, cfg, x->trans_a, "sgemm_edge", &k);
     if (s != MPCL_OK)
         return s;
-    cl_int kt = (cl_int)x->k, r = (cl_int)r0, c = (cl_int)c0;
+    cl_int kt = (cl_int)x->k, r = (cl_int)r0, c = (cl_int)c0, nc = (cl_int)cols;
+    cl_int items = (cl_int)(rows * cols);
     cl_int lda = (cl_int)x->lda, ldb = (cl_int)x->ldb, ldc = (cl_int)x->ldc;
     cl_uint ao = (cl_uint)x->a_off, bo = (cl_uint)x->b_off, co = (cl_uint)x->c_off;
-    cl_int rc = mpcl_kernel_args(k, 14, sizeof kt, &kt, sizeof r, &r, sizeof c, &c, sizeof(cl_mem),
-                                 &x->a, sizeof ao, &ao, sizeof lda, &lda, sizeof(cl_mem), &x->b,
-                                 sizeof bo, &bo, sizeof ldb, &ldb, sizeof(cl_mem), &x->c, sizeof co,
-                                 &co, sizeof ldc, &ldc, sizeof x->alpha, &x->alpha, sizeof x->beta,
+    cl_int rc = mpcl_kernel_args(k, 16, sizeof kt, &kt, sizeof r, &r, sizeof c, &c, sizeof nc, &nc,
+                                 sizeof items, &items, sizeof(cl_mem), &x->a, sizeof ao, &ao,
+                                 sizeof lda, &lda, sizeof(cl_mem), &x->b, sizeof bo, &bo,
+                                 sizeof ldb, &ldb, sizeof(cl_mem), &x->c, sizeof co, &co,
+                                 sizeof ldc, &ldc, sizeof x->alpha, &x->alpha, sizeof x->beta,
                                  &x->beta);
     if (rc != CL_SUCCESS)
         return sg_arg_error(ctx, what, rc);
-    const size_t global[2] = {cols, rows};
-    return mpcl_launch(ctx, k, what, 2, global, NULL);
+    return mpcl_launch_1d(ctx, k, what, rows * cols);
 }
 
 /* B's rows SG_ALIAS_BYTES apart (or a multiple) fall in one set of a CPU's
@@ -301,11 +296,11 @@ static double time_one(mpcl_context *ctx, const mpcl_xgemm *x, int own, const mp
 {
     double best = -1.0;
     for (int r = 0; r <= SG_REPS; r++) {
-        const double t0 = now_s();
+        const double t0 = mpcl_now_s();
         int ok = own ? mpcl_sgemm_own(ctx, x, cfg, "Sgemm choice") == MPCL_OK
                      : mpcl_sgemm_clblast(ctx, x) == 0;
         ok = ok && clFinish(ctx->queue) == CL_SUCCESS;
-        const double t = now_s() - t0;
+        const double t = mpcl_now_s() - t0;
         if (!ok)
             return -1.0;
         if (r > 0 && (best < 0 || t < best))

@@ -1,6 +1,7 @@
 /* status.c — status names, error messages, OpenCL and CLBlast code names. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -28,6 +29,13 @@ const char *mpcl_status_string(mpcl_status s)
 #undef MPCL_STATUS_TEXT_
     }
     return "unknown status";
+}
+
+double mpcl_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 char *mpcl_strfmt(char *dst, size_t len, const char *fmt, ...)

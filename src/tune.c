@@ -63,13 +63,6 @@
 enum { P_GEMMK, P_KREG, P_KWG, P_KWI, P_MDIMA, P_MDIMC, P_MWG, P_NDIMB, P_NDIMC, P_NWG, P_SA, P_SB,
        P_STRM, P_STRN, P_VWM, P_VWN };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* ------------------------------------------------------- shape recording */
 
 mpcl_status mpcl_gemm_record(mpcl_context *ctx, int on)
@@ -286,17 +279,17 @@ static double time_shape(search *S, const mpcl_gemm_shape *g)
 {
     CLBlastStatusCode st = call_shape(S, g);
     cl_int rc = st == CLBlastSuccess ? clFinish(S->ctx->queue) : CL_SUCCESS;
-    const double start = now_s();
+    const double start = mpcl_now_s();
     double best = -1.0;
     for (int reps = 0; st == CLBlastSuccess && rc == CL_SUCCESS && reps < TUNE_MAX_REPS; reps++) {
-        const double t = now_s();
+        const double t = mpcl_now_s();
         st = call_shape(S, g);
         if (st == CLBlastSuccess)
             rc = clFinish(S->ctx->queue);
-        const double dt = now_s() - t;
+        const double dt = mpcl_now_s() - t;
         if (best < 0 || dt < best)
             best = dt;
-        if (reps + 1 >= TUNE_MIN_REPS && now_s() - start >= TUNE_MIN_REP_S)
+        if (reps + 1 >= TUNE_MIN_REPS && mpcl_now_s() - start >= TUNE_MIN_REP_S)
             break;
     }
     if (st != CLBlastSuccess || rc != CL_SUCCESS) {
@@ -328,7 +321,7 @@ static void report(search *S)
     if (!S->opt->progress)
         return;
     mpcl_tune_progress p = {
-        S->half ? "half" : "single", S->candidates, S->rejected, now_s() - S->t0,
+        S->half ? "half" : "single", S->candidates, S->rejected, mpcl_now_s() - S->t0,
         S->opt->budget_s > 0 ? S->opt->budget_s : TUNE_DEFAULT_BUDGET,
         S->best_secs > 0 ? gflops_of(S, S->best_secs) : 0.0,
         S->stock_secs > 0 ? gflops_of(S, S->stock_secs) : 0.0, S->last,
@@ -598,7 +591,7 @@ static void confirm(search *S, double budget_end)
     if (nt < 2)
         return;
     for (size_t r = 0; r < nt; r++) {
-        if (now_s() + S->mean_cost > budget_end)
+        if (mpcl_now_s() + S->mean_cost > budget_end)
             return;
         tried_set *t = &S->tried[top[r]];
         const char *failed = "";
@@ -679,7 +672,7 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
     S.t_shape = calloc(ns, sizeof *S.t_shape);
     S.t_best = calloc(ns, sizeof *S.t_best);
     S.tried = calloc(TUNE_MAX_TRIED, sizeof *S.tried);
-    const double start = now_s();
+    const double start = mpcl_now_s();
     mpcl_status s = MPCL_OK;
     if (!S.t_shape || !S.t_best || !S.tried) {
         s = mpcl_set_error(ctx, MPCL_ERR_NOMEM, "mpcl_tune: out of host memory");
@@ -720,7 +713,7 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
     for (;;) {
         if (max_c && S.candidates >= max_c)
             break;
-        const double now = now_s();
+        const double now = mpcl_now_s();
         /* room for this candidate, the threshold's run and the second
          * measurements after it */
         if (S.candidates && now + 3.0 * cost_max > budget_end)
@@ -744,10 +737,10 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
         }
         if (!have)
             break;
-        const double c0 = now_s();
+        const double c0 = mpcl_now_s();
         try_candidate(&S, &c);
-        if (now_s() - c0 > cost_max)
-            cost_max = now_s() - c0;
+        if (mpcl_now_s() - c0 > cost_max)
+            cost_max = mpcl_now_s() - c0;
     }
     if (S.best_secs <= 0) {
         s = mpcl_set_error(ctx, MPCL_ERR_CLBLAST,
@@ -762,7 +755,7 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
     /* the threshold's run costs about one candidate: within the budget only
      * (else every shape stays on Xgemm, as measured) */
     S.mean_cost = cost_max;
-    win.min_indirect = now_s() + S.mean_cost <= budget_end ? choose_threshold(&S) : 1;
+    win.min_indirect = mpcl_now_s() + S.mean_cost <= budget_end ? choose_threshold(&S) : 1;
     const char *failed = "";
     char why[200];
     if (mpcl_clblast_override(ctx, half, &win, &failed) != CLBlastSuccess ||
@@ -775,7 +768,7 @@ static mpcl_status search_precision(mpcl_context *ctx, int half, const mpcl_tune
             goto done;
         }
     }
-    const double secs = now_s() - start;
+    const double secs = mpcl_now_s() - start;
     /* CLBlast's own values, where measured and not slower, win: the entry
      * then says so and later contexts override nothing (this one keeps the
      * verified winner: CLBlast cannot put its own values back) */
@@ -903,7 +896,7 @@ mpcl_status mpcl_tune(mpcl_context *ctx, const mpcl_tune_options *opt_in, mpcl_t
         want &= ~(unsigned)MPCL_TUNE_HALF;
     }
     mpcl_tuning_path(ctx, res->path, sizeof res->path);
-    const double t0 = now_s(), end = t0 + opt.budget_s;
+    const double t0 = mpcl_now_s(), end = t0 + opt.budget_s;
     for (int half = 0; half < 2; half++) {
         const unsigned bit = half ? MPCL_TUNE_HALF : MPCL_TUNE_SINGLE;
         if (!(want & bit))
@@ -936,14 +929,14 @@ mpcl_status mpcl_tune(mpcl_context *ctx, const mpcl_tune_options *opt_in, mpcl_t
         /* single gets two thirds of what is left when half follows */
         const int half_next = !half && (want & MPCL_TUNE_HALF) &&
                               (opt.force || !mpcl_tune_cached(ctx, MPCL_TUNE_HALF));
-        const double now = now_s();
+        const double now = mpcl_now_s();
         const double my_end = half_next ? now + (end - now) * 2.0 / 3.0 : end;
         s = search_precision(ctx, half, &opt, shapes, ns, my_end, t0, res);
         free(mine);
         if (s != MPCL_OK)
             return s;
     }
-    res->seconds = now_s() - t0;
+    res->seconds = mpcl_now_s() - t0;
     if (!res->searched)
         mpcl_strfmt(res->summary, sizeof res->summary, "%s",
                     want ? "CLBlast tuning for this device is cached: nothing searched"

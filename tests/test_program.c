@@ -1,7 +1,8 @@
 /* test_program.c — kernel sources (embedded and from a directory), runtime
  * builds of every family in every variant the device can run, build logs,
  * and the program binary cache: misses, hits, corrupt entries rebuilt (never
- * trusted), and the switches that turn it off.
+ * trusted), the switches that turn it off, and the measured choice of
+ * storing binaries at all (per family, per device).
  *
  * Every test uses its own cache directory. Usage: test_program CL_FILE...
  * (the cl_sources list of src/meson.build). */
@@ -895,6 +896,164 @@ START_TEST(test_wg_1d_measured_and_cached)
 }
 END_TEST
 
+/* ------------------------------------------ storing binaries: the verdicts */
+
+static void verdict_path(mpcl_context *ctx, const char *dir, char *dst, size_t len)
+{
+    snprintf(dst, len, "%s/binaries-%016llx.txt", dir, (unsigned long long)mpcl_device_hash(ctx));
+}
+
+/* Measured: the verdict file holds one line per family built, each store
+ * flag following its own figures (store when the fetch took at most one
+ * source build), and the context reports the same. */
+START_TEST(test_store_verdict_measured)
+{
+    unsetenv("MPCL_STORE_BINARIES");
+    char *dir = tu_mkdtemp("store-measured");
+    mpcl_context *ctx = open_ctx(dir);
+    ck_assert_int_eq(mpcl_store_binaries(ctx, "bench", NULL, NULL), -1); /* not built yet */
+    cl_program prog = NULL;
+    mpcl_cache_stats before = ctx->cache;
+    ck_assert_int_eq(mpcl_program_build(ctx, "bench", MPCL_VARIANT_FP32, 1, &prog), MPCL_OK);
+    clReleaseProgram(prog);
+    ck_assert_uint_eq(ctx->cache.written, before.written + 1); /* measuring stores the binary */
+    double b = -1, f = -1;
+    int v = mpcl_store_binaries(ctx, "bench", &b, &f);
+    ck_assert_msg(v == (f <= b), "bench: store %d with build %.3f ms, fetch %.3f ms", v, b, f);
+    ck_assert(b > 0);
+
+    char path[MPCL_PATH_LEN + 64], fam[32], line[200];
+    verdict_path(ctx, dir, path, sizeof path);
+    FILE *fp = fopen(path, "r");
+    ck_assert_msg(fp != NULL, "no verdict file at %s", path);
+    ck_assert(fgets(line, sizeof line, fp) != NULL);
+    ck_assert_str_eq(line, "mpcl-binaries 2\n");
+    int lines = 0, saw_bench = 0;
+    while (fgets(line, sizeof line, fp)) {
+        int store;
+        double lb, lf;
+        ck_assert_msg(sscanf(line, "%31s store %d build_ms %lf fetch_ms %lf", fam, &store, &lb, &lf) == 4,
+                      "bad verdict line '%s'", line);
+        ck_assert_msg(store == (lf <= lb), "%s: store %d with build %.3f ms, fetch %.3f ms", fam, store, lb, lf);
+        ck_assert_int_eq(mpcl_store_binaries(ctx, fam, NULL, NULL), store);
+        saw_bench += strcmp(fam, "bench") == 0;
+        lines++;
+    }
+    fclose(fp);
+    ck_assert_int_ge(lines, 2); /* the context's probe programs, then bench */
+    ck_assert_int_eq(saw_bench, 1);
+    printf("binaries on '%s': bench build %.1f ms, fetch %.1f ms: %s\n", ctx->desc.name, b, f,
+           v ? "stored" : "not stored");
+    mpcl_context_destroy(ctx);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* A verdict on file is followed: store 0 declines (no entry, counted), store
+ * 1 stores; a line that does not read back is measured again. */
+START_TEST(test_store_verdict_followed)
+{
+    unsetenv("MPCL_STORE_BINARIES");
+    char *dir = tu_mkdtemp("store-followed");
+    mpcl_context *ctx = open_ctx(dir);
+    char path[MPCL_PATH_LEN + 64], entry[MPCL_PATH_LEN + 128];
+    verdict_path(ctx, dir, path, sizeof path);
+    ck_assert_int_eq(mpcl_program_cache_path(ctx, "bench", MPCL_VARIANT_FP32, entry, sizeof entry), MPCL_OK);
+    mpcl_context_destroy(ctx);
+
+    static const char no[] = "mpcl-binaries 2\nbench store 0 build_ms 1.0 fetch_ms 5.0\n";
+    ck_assert_int_eq(tu_write_file(path, no, strlen(no)), 0);
+    ctx = open_ctx(dir);
+    ck_assert_int_eq(mpcl_store_binaries(ctx, "bench", NULL, NULL), 0);
+    mpcl_cache_stats before = ctx->cache;
+    cl_program prog = NULL;
+    ck_assert_int_eq(mpcl_program_build(ctx, "bench", MPCL_VARIANT_FP32, 1, &prog), MPCL_OK);
+    clReleaseProgram(prog);
+    ck_assert_uint_eq(ctx->cache.declined, before.declined + 1);
+    ck_assert_uint_eq(ctx->cache.written, before.written);
+    ck_assert_msg(!tu_exists(entry), "%s written although bench's verdict is store 0", entry);
+    mpcl_context_destroy(ctx);
+
+    static const char yes[] = "mpcl-binaries 2\nbench store 1 build_ms 5.0 fetch_ms 1.0\n";
+    ck_assert_int_eq(tu_write_file(path, yes, strlen(yes)), 0);
+    ctx = open_ctx(dir);
+    before = ctx->cache;
+    ck_assert_int_eq(mpcl_program_build(ctx, "bench", MPCL_VARIANT_FP32, 1, &prog), MPCL_OK);
+    clReleaseProgram(prog);
+    ck_assert_uint_eq(ctx->cache.written, before.written + 1);
+    ck_assert_uint_eq(ctx->cache.declined, before.declined);
+    ck_assert_msg(has_magic(entry), "no valid entry at %s", entry);
+    mpcl_context_destroy(ctx);
+    ck_assert_int_eq(remove(entry), 0);
+
+    /* a damaged line (store 7), a foreign first line: measured again */
+    static const char *bad[] = {"mpcl-binaries 2\nbench store 7 build_ms 5.0 fetch_ms 1.0\n",
+                                "mpcl-binaries 1 store 0\nbench store 0 build_ms 1.0 fetch_ms 5.0\n"};
+    for (size_t i = 0; i < 2; i++) {
+        ck_assert_int_eq(tu_write_file(path, bad[i], strlen(bad[i])), 0);
+        ctx = open_ctx(dir);
+        ck_assert_int_eq(mpcl_store_binaries(ctx, "bench", NULL, NULL), -1);
+        before = ctx->cache;
+        ck_assert_int_eq(mpcl_program_build(ctx, "bench", MPCL_VARIANT_FP32, 1, &prog), MPCL_OK);
+        clReleaseProgram(prog);
+        ck_assert_uint_eq(ctx->cache.written, before.written + 1);
+        ck_assert_int_ge(mpcl_store_binaries(ctx, "bench", NULL, NULL), 0);
+        mpcl_context_destroy(ctx);
+        size_t len = 0;
+        char *text = tu_read_file(path, &len);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_msg(strncmp(text, "mpcl-binaries 2\n", 16) == 0 && strstr(text, "\nbench store ") &&
+                          !strstr(text, "store 7"),
+                      "verdict file not rewritten: '%s'", text);
+        free(text);
+        ck_assert_int_eq(remove(entry), 0);
+    }
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* MPCL_STORE_BINARIES=0 stores nothing and measures nothing, =1 stores
+ * whatever the file says, anything else is refused at context creation. */
+START_TEST(test_store_env)
+{
+    char *dir = tu_mkdtemp("store-env");
+    setenv("MPCL_STORE_BINARIES", "0", 1);
+    mpcl_context *ctx = open_ctx(dir);
+    ck_assert_uint_eq(ctx->cache.written, 0);
+    ck_assert_uint_ge(ctx->cache.declined, 1);
+    ck_assert_int_le(tu_dir_entries(dir), 0);
+    char path[MPCL_PATH_LEN + 64], entry[MPCL_PATH_LEN + 128];
+    verdict_path(ctx, dir, path, sizeof path);
+    ck_assert_int_eq(mpcl_program_cache_path(ctx, "bench", MPCL_VARIANT_FP32, entry, sizeof entry), MPCL_OK);
+    mpcl_context_destroy(ctx);
+
+    static const char no[] = "mpcl-binaries 2\nbench store 0 build_ms 1.0 fetch_ms 5.0\n";
+    ck_assert_int_eq(tu_write_file(path, no, strlen(no)), 0);
+    setenv("MPCL_STORE_BINARIES", "1", 1);
+    ctx = open_ctx(dir);
+    ck_assert_int_eq(mpcl_store_binaries(ctx, "bench", NULL, NULL), 1);
+    cl_program prog = NULL;
+    ck_assert_int_eq(mpcl_program_build(ctx, "bench", MPCL_VARIANT_FP32, 1, &prog), MPCL_OK);
+    clReleaseProgram(prog);
+    ck_assert_msg(has_magic(entry), "no valid entry at %s", entry);
+    mpcl_context_destroy(ctx);
+
+    setenv("MPCL_STORE_BINARIES", "yes", 1);
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.cache_dir = dir;
+    ctx = NULL;
+    ck_assert_int_eq(mpcl_context_create(&opt, &ctx), MPCL_ERR_ARGUMENT);
+    HAS(mpcl_last_error(ctx), "MPCL_STORE_BINARIES is \"yes\"");
+    mpcl_context_destroy(ctx);
+    unsetenv("MPCL_STORE_BINARIES");
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     g_argc = argc;
@@ -911,6 +1070,9 @@ int main(int argc, char **argv)
                 mpcl_status_name((mpcl_status)dev.status), dev.message);
         return TU_EXIT_SKIP;
     }
+    /* The cache tests below check stored entries: binaries stored on every
+     * device, whatever its measured verdict (tested in "store"). */
+    setenv("MPCL_STORE_BINARIES", "1", 1);
     TCase *tc = tcase_create("build");
     tcase_add_test(tc, test_every_family_builds);
     tcase_add_test(tc, test_program_table_and_kernels);
@@ -939,5 +1101,10 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_work_group_cap_sources);
     tcase_add_test(tc, test_wg_1d_measured_and_cached);
     suite_add_tcase(s, tc);
+    TCase *st = tcase_create("store");
+    tcase_add_test(st, test_store_verdict_measured);
+    tcase_add_test(st, test_store_verdict_followed);
+    tcase_add_test(st, test_store_env);
+    suite_add_tcase(s, st);
     return tu_run_suite(s);
 }

@@ -95,6 +95,7 @@ void tu_clean_env(void)
     unsetenv("MPCL_KERNEL_DIR");
     unsetenv("MPCL_NO_CACHE");
     unsetenv("MPCL_MAX_WORK_GROUP");
+    unsetenv("MPCL_STORE_BINARIES");
 }
 
 int tu_cli_init(const char *suite)
