@@ -1,5 +1,5 @@
 /* cl/sgemm.cl — mpcl's register-tiled Sgemm, C = alpha op(A) B + beta C,
- * row-major, float. The GEMM router (src/gemm.c, docs/gemm.md) runs it in
+ * row-major, float sums on float or 16-bit operands (below). The GEMM router (src/gemm.c, docs/gemm.md) runs it in
  * place of CLBlast's Sgemm for a shape only where it measured faster on the
  * device at the shape's first call (CLBlast stays the default and the
  * reference of the choice).
@@ -44,10 +44,44 @@
 #define SG_VSTORE SG_CAT(vstore, SG_VW)
 #define SG_NR (SG_VW * SG_NV)
 
+/* The operands and C are the variant's store_t (cl/precision.h): float in
+ * the fp32 variant; half, or bf16's bits, in the 16-bit ones, converted to
+ * float on load (a row of B SG_VW elements at once) and rounded once on
+ * the store of C; the sums are float in every variant. SG_LD1 loads one
+ * element as float, SG_LDV SG_VW of them, SG_STV stores SG_VW floats. */
+#if defined(MPCL_FP32)
+#define SG_LD1(p, i) ((p)[i])
+#define SG_LDV(p) SG_VLOAD(0, p)
+#define SG_STV(v, p) SG_VSTORE(v, 0, p)
+#elif defined(MPCL_FP16)
+#define SG_LD1(p, i) vload_half(i, p)
+#define SG_LDV(p) SG_CAT(vload_half, SG_VW)(0, p)
+#define SG_STV(v, p) SG_CAT(SG_CAT(vstore_half, SG_VW), _rte)(v, 0, p)
+#elif defined(MPCL_FP16_STORAGE)
+#define SG_LD1(p, i) mpcl_h2f((p)[i])
+#define SG_LDV(p) SG_CAT(mpcl_h2f, SG_VW)(SG_VLOAD(0, p))
+#define SG_STV(v, p) SG_VSTORE(SG_CAT(mpcl_f2h, SG_VW)(v), 0, p)
+#elif defined(MPCL_BF16)
+#define SG_LD1(p, i) mpcl_bf16_load((p)[i])
+#define SG_LDV(p) SG_CAT(as_float, SG_VW)(SG_CAT(convert_uint, SG_VW)(SG_VLOAD(0, p)) << 16)
+#define SG_STV(v, p) SG_VSTORE(sg_bf16v(v), 0, p)
+#define sg_ushortv SG_CAT(ushort, SG_VW)
+#define sg_uintv SG_CAT(uint, SG_VW)
+/* floats to bf16 bits, SG_VW at once: round to nearest even, NaN kept
+ * quiet (the scalar mpcl_bf16_store's rule, cl/precision.h) */
+static inline sg_ushortv sg_bf16v(sg_vec v)
+{
+    const sg_uintv u = SG_CAT(as_uint, SG_VW)(v);
+    const sg_uintv r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const sg_uintv q = (u >> 16) | 0x40u;
+    return SG_CAT(convert_ushort, SG_VW)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
+#endif
+
 #if SG_TA
-#define SG_A(a, lda, i, k) ((a)[(size_t)(k) * (lda) + (i)])
+#define SG_A(a, lda, i, k) SG_LD1(a, (size_t)(k) * (lda) + (i))
 #else
-#define SG_A(a, lda, i, k) ((a)[(size_t)(i) * (lda) + (k)])
+#define SG_A(a, lda, i, k) SG_LD1(a, (size_t)(i) * (lda) + (k))
 #endif
 
 /* Items (M0 / SG_MR, N0 / SG_NR, Z). Chunk z sums k in [z*kc, min(K,
@@ -55,9 +89,9 @@
  * read when beta is 0); to_part 1: the raw sums to part + z*M0*N0, row
  * length N0 (c, c_off, ldc, alpha and beta unused). */
 kernel void sgemm_tile(int k_total, int kc,
-                       global const float *a, uint a_off, int lda,
-                       global const float *b, uint b_off, int ldb,
-                       global float *c, uint c_off, int ldc,
+                       global const store_t *a, uint a_off, int lda,
+                       global const store_t *b, uint b_off, int ldb,
+                       global store_t *c, uint c_off, int ldc,
                        float alpha, float beta,
                        int to_part, global float *part)
 {
@@ -84,13 +118,13 @@ kernel void sgemm_tile(int k_total, int kc,
 #endif
     }
     for (int k = k0; k < k1; k++) {
-        global const float *brow = b + (size_t)k * ldb;
-        const sg_vec b0 = SG_VLOAD(0, brow);
+        global const store_t *brow = b + (size_t)k * ldb;
+        const sg_vec b0 = SG_LDV(brow);
 #if SG_NV >= 2
-        const sg_vec b1 = SG_VLOAD(0, brow + SG_VW);
+        const sg_vec b1 = SG_LDV(brow + SG_VW);
 #endif
 #if SG_NV >= 3
-        const sg_vec b2 = SG_VLOAD(0, brow + 2 * SG_VW);
+        const sg_vec b2 = SG_LDV(brow + 2 * SG_VW);
 #endif
 #pragma unroll
         for (int i = 0; i < SG_MR; i++) {
@@ -123,7 +157,7 @@ kernel void sgemm_tile(int k_total, int kc,
     c += c_off + j0;
 #pragma unroll
     for (int i = 0; i < SG_MR; i++) {
-        global float *crow = c + (size_t)(i0 + i) * ldc;
+        global store_t *crow = c + (size_t)(i0 + i) * ldc;
         sg_vec r0 = alpha * acc0[i];
 #if SG_NV >= 2
         sg_vec r1 = alpha * acc1[i];
@@ -132,20 +166,20 @@ kernel void sgemm_tile(int k_total, int kc,
         sg_vec r2 = alpha * acc2[i];
 #endif
         if (beta != 0.0f) {
-            r0 += beta * SG_VLOAD(0, crow);
+            r0 += beta * SG_LDV(crow);
 #if SG_NV >= 2
-            r1 += beta * SG_VLOAD(0, crow + SG_VW);
+            r1 += beta * SG_LDV(crow + SG_VW);
 #endif
 #if SG_NV >= 3
-            r2 += beta * SG_VLOAD(0, crow + 2 * SG_VW);
+            r2 += beta * SG_LDV(crow + 2 * SG_VW);
 #endif
         }
-        SG_VSTORE(r0, 0, crow);
+        SG_STV(r0, crow);
 #if SG_NV >= 2
-        SG_VSTORE(r1, 0, crow + SG_VW);
+        SG_STV(r1, crow + SG_VW);
 #endif
 #if SG_NV >= 3
-        SG_VSTORE(r2, 0, crow + 2 * SG_VW);
+        SG_STV(r2, crow + 2 * SG_VW);
 #endif
     }
 }
@@ -153,15 +187,15 @@ kernel void sgemm_tile(int k_total, int kc,
 /* C[i, j] = alpha * sum over z of part[z, i, j] + beta * C[i, j] over the
  * block-aligned part (M0, N0) of C. Items (N0, M0). */
 kernel void sgemm_reduce(int z_count, global const float *part,
-                         global float *c, uint c_off, int ldc, float alpha, float beta)
+                         global store_t *c, uint c_off, int ldc, float alpha, float beta)
 {
     const int j = (int)get_global_id(0), i = (int)get_global_id(1);
     const int n0 = (int)get_global_size(0), m0 = (int)get_global_size(1);
     float s = 0.0f;
     for (int z = 0; z < z_count; z++)
         s += part[((size_t)z * m0 + i) * n0 + j];
-    global float *cp = c + c_off + (size_t)i * ldc + j;
-    *cp = beta != 0.0f ? alpha * s + beta * *cp : alpha * s;
+    const size_t at = c_off + (size_t)i * ldc + j;
+    STOREF(c, at, beta != 0.0f ? alpha * s + beta * LOADF(c, at) : alpha * s);
 }
 
 /* The rest of C outside the blocks: the region of rows x cols elements
@@ -170,9 +204,9 @@ kernel void sgemm_reduce(int z_count, global const float *part,
  * of items = rows * cols items, rounded up to the device's group size (one
  * build serves every shape; the items past the region return). */
 kernel void sgemm_edge(int k_total, int row0, int col0, int cols, int items,
-                       global const float *a, uint a_off, int lda,
-                       global const float *b, uint b_off, int ldb,
-                       global float *c, uint c_off, int ldc,
+                       global const store_t *a, uint a_off, int lda,
+                       global const store_t *b, uint b_off, int ldb,
+                       global store_t *c, uint c_off, int ldc,
                        float alpha, float beta)
 {
     const int t = (int)get_global_id(0);
@@ -183,7 +217,21 @@ kernel void sgemm_edge(int k_total, int row0, int col0, int cols, int items,
     b += b_off;
     float s = 0.0f;
     for (int k = 0; k < k_total; k++)
-        s = fma(SG_A(a, lda, i, k), b[(size_t)k * ldb + j], s);
-    global float *cp = c + c_off + (size_t)i * ldc + j;
-    *cp = beta != 0.0f ? alpha * s + beta * *cp : alpha * s;
+        s = fma(SG_A(a, lda, i, k), SG_LD1(b, (size_t)k * ldb + j), s);
+    const size_t at = c_off + (size_t)i * ldc + j;
+    STOREF(c, at, beta != 0.0f ? alpha * s + beta * LOADF(c, at) : alpha * s);
+}
+
+/* B given transposed (stored N x K, leading dimension ld, from off) copied
+ * to dst as K x N with leading dimension ldd, for sgemm_tile, which reads
+ * rows of B. One item per element in 1-D (item t: stored row t / k, column
+ * t % k), items rounded up to the device's group size. */
+kernel void sgemm_transpose(int n, int k, global const store_t *src, uint off, int ld,
+                            global store_t *dst, int ldd)
+{
+    const int t = (int)get_global_id(0);
+    if (t >= n * k)
+        return;
+    const int r = t / k, c = t % k;
+    dst[(size_t)c * ldd + r] = src[off + (size_t)r * ld + c];
 }

@@ -419,7 +419,8 @@ static int direct_possible(const mpcl_context *ctx, const gemm_call *g)
            (ctx->precision == MPCL_PRECISION_BF16) == (g->bf16 != 0);
 }
 
-static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
+/* The conversion or the direct path, as chosen above. */
+static mpcl_status f32acc_path(mpcl_context *ctx, const gemm_call *g)
 {
     int path = ctx->gemm_f16_path;
     if (path == MPCL_GEMM_F16_AUTO)
@@ -429,6 +430,44 @@ static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
     if (path == MPCL_GEMM_F16_DIRECT && direct_possible(ctx, g))
         return f32acc_direct(ctx, g);
     return f32acc_convert(ctx, g);
+}
+
+/* x (16-bit operands, one product) on f32acc_path: the reference the own
+ * kernel's 16-bit build is measured against. */
+static mpcl_status f32acc_baseline(mpcl_context *ctx, const mpcl_xgemm *x)
+{
+    const gemm_call g = {.what = "GEMM choice", .trans_a = x->trans_a, .trans_b = x->trans_b,
+                         .m = x->m, .n = x->n, .k = x->k, .batch = 1, .alpha = x->alpha,
+                         .beta = x->beta,
+                         .a = {x->a, x->a_off, x->lda, 0, x->trans_a ? x->k : x->m,
+                               x->trans_a ? x->m : x->k},
+                         .b = {x->b, x->b_off, x->ldb, 0, x->trans_b ? x->n : x->k,
+                               x->trans_b ? x->k : x->n},
+                         .c = {x->c, x->c_off, x->ldc, 0, x->m, x->n},
+                         .bf16 = ctx->precision == MPCL_PRECISION_BF16};
+    return f32acc_path(ctx, &g);
+}
+
+/* Float sums on 16-bit operands: the own kernel built for the context's
+ * 16-bit type, which reads them (a transposed B copied to rows first) and
+ * rounds C once, where it measured faster
+ * on the shape than the conversion or direct path (sgemm.c; its operands
+ * must be the context's storage type, as for the direct path). */
+static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
+{
+    if (direct_possible(ctx, g)) {
+        mpcl_xgemm x = xgemm_of(g, 0, g->a.mem, g->a.off, g->b.mem, g->b.off, g->c.mem, g->c.off);
+        x.store16 = 1;
+        x.baseline = f32acc_baseline;
+        int own = 0;
+        mpcl_sgemm_cfg cfg;
+        mpcl_status s = mpcl_sgemm_pick(ctx, &x, g->what, &own, &cfg);
+        if (s != MPCL_OK)
+            return s;
+        if (own)
+            return mpcl_sgemm_own(ctx, &x, &cfg, g->what);
+    }
+    return f32acc_path(ctx, g);
 }
 
 /* ---------------------------------------------------------- the router */

@@ -438,13 +438,20 @@ int mpcl_clblast_override(mpcl_context *ctx, int half, const mpcl_clblast_params
 /* One row-major CLBlast GEMM, C = alpha op(A) op(B) + beta C (batch > 1:
  * strided batched; Sgemm with batch 1 lends tmp as CLBlast's temporary
  * buffer when non-NULL). Offsets, leading dimensions, strides in elements. */
-typedef struct {
+typedef struct mpcl_xgemm mpcl_xgemm;
+struct mpcl_xgemm {
     int half, trans_a, trans_b;
     size_t m, n, k, batch;
     float alpha, beta;
     cl_mem a, b, c, tmp;
     size_t a_off, b_off, c_off, lda, ldb, ldc, sa, sb, sc;
-} mpcl_xgemm;
+    /* For the own kernel only: 1 when A, B and C hold the context's 16-bit
+     * storage type (half or bf16; sums in float), and the path it is
+     * measured against (gemm.c's conversion or direct path) in place of
+     * CLBlast's Sgemm. */
+    int store16;
+    mpcl_status (*baseline)(mpcl_context *ctx, const mpcl_xgemm *x);
+};
 /* Issues x (gemm.c: as the column-major product C^T = op(B)^T op(A)^T, which
  * spares CLBlast's transpose of C); CLBlast status. */
 int mpcl_clblast_run(mpcl_context *ctx, const mpcl_xgemm *x, cl_event *evp);
@@ -456,8 +463,8 @@ int mpcl_sgemm_clblast(mpcl_context *ctx, const mpcl_xgemm *x);
 /* Scratch for the own Sgemm's split-K partial sums (the slot CLBlast's
  * temporary buffer uses: the two never run in one call). */
 mpcl_status mpcl_gemm_part_buffer(mpcl_context *ctx, size_t elems, cl_mem *out);
-/* sgemm.c: x is a product the own kernel takes (float, one matrix, B not
- * transposed, sizes within int). */
+/* sgemm.c: x is a product the own kernel takes (float, or store16 in a
+ * 16-bit mode; one matrix, B not transposed, sizes within int). */
 int mpcl_sgemm_takes(const mpcl_xgemm *x);
 /* Runs x with the own kernel in block shape cfg (what names the op). */
 mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sgemm_cfg *cfg,

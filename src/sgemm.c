@@ -35,9 +35,10 @@
 
 int mpcl_sgemm_takes(const mpcl_xgemm *x)
 {
-    /* int indices in the kernels: C's element count too (sgemm_edge's items) */
-    return !x->half && x->batch <= 1 && !x->trans_b && x->m <= INT_MAX && x->n <= INT_MAX &&
-           x->m * x->n <= INT_MAX && x->k <= INT_MAX && x->lda <= INT_MAX && x->ldb <= INT_MAX && x->ldc <= INT_MAX &&
+    /* int indices in the kernels: C's and B's element counts too
+     * (sgemm_edge's and sgemm_transpose's items) */
+    return !x->half && (!x->store16 || x->baseline) && x->batch <= 1 && x->m <= INT_MAX &&
+           x->n <= INT_MAX && x->m * x->n <= INT_MAX && x->n * x->k <= INT_MAX && x->k <= INT_MAX && x->lda <= INT_MAX && x->ldb <= INT_MAX && x->ldc <= INT_MAX &&
            x->a_off <= UINT_MAX && x->b_off <= UINT_MAX && x->c_off <= UINT_MAX;
 }
 
@@ -49,14 +50,16 @@ static int native_vw(const mpcl_context *ctx)
     return w >= 16 ? 16 : w >= 8 ? 8 : 4;
 }
 
-static mpcl_status sg_kernel(mpcl_context *ctx, const mpcl_sgemm_cfg *cfg, int trans_a,
+static mpcl_status sg_kernel(mpcl_context *ctx, const mpcl_sgemm_cfg *cfg, const mpcl_xgemm *x,
                              const char *name, cl_kernel *k)
 {
     char defs[MPCL_SPEC_DEFINES_LEN];
     mpcl_strfmt(defs, sizeof defs, "-DSG_MR=%d -DSG_VW=%d -DSG_NV=%d -DSG_TA=%d", cfg->mr, cfg->vw,
-                cfg->nv, trans_a ? 1 : 0);
-    /* float only: one build serves every precision mode's contexts */
-    return mpcl_kernel_get_spec(ctx, "sgemm", MPCL_VARIANT_FP32, defs, name, k);
+                cfg->nv, x->trans_a ? 1 : 0);
+    /* float operands: the fp32 build serves every mode's contexts; 16-bit
+     * ones: the context's variant (its store_t) */
+    return mpcl_kernel_get_spec(ctx, "sgemm", x->store16 ? mpcl_ctx_variant(ctx) : MPCL_VARIANT_FP32,
+                                defs, name, k);
 }
 
 static mpcl_status sg_arg_error(mpcl_context *ctx, const char *what, cl_int rc)
@@ -72,7 +75,7 @@ static mpcl_status sg_edge(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sg
     if (!rows || !cols)
         return MPCL_OK;
     cl_kernel k;
-    mpcl_status s = sg_kernel(ctx, cfg, x->trans_a, "sgemm_edge", &k);
+    mpcl_status s = sg_kernel(ctx, cfg, x, "sgemm_edge", &k);
     if (s != MPCL_OK)
         return s;
     cl_int kt = (cl_int)x->k, r = (cl_int)r0, c = (cl_int)c0, nc = (cl_int)cols;
@@ -108,18 +111,18 @@ static mpcl_status sg_edge(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sg
 static mpcl_status unalias_b(mpcl_context *ctx, const char *what, const mpcl_sgemm_cfg *cfg,
                              mpcl_xgemm *x)
 {
-    if ((x->ldb * sizeof(cl_float)) % SG_ALIAS_BYTES != 0 || x->k < 64 ||
+    if ((x->ldb * (x->store16 ? 2 : sizeof(cl_float))) % SG_ALIAS_BYTES != 0 || x->k < 64 ||
         x->m / (size_t)cfg->mr < SG_ALIAS_READS)
         return MPCL_OK;
-    const size_t ld = x->ldb + SG_PAD;
+    const size_t ld = x->ldb + SG_PAD, es = x->store16 ? 2 : sizeof(cl_float);
     cl_mem p;
-    mpcl_status s = mpcl_scratch(ctx, MPCL_SCRATCH_GEMM_P, x->k * ld * sizeof(cl_float), &p);
+    mpcl_status s = mpcl_scratch(ctx, MPCL_SCRATCH_GEMM_P, x->k * ld * es, &p);
     if (s != MPCL_OK)
         return s;
-    const size_t src[3] = {x->b_off * sizeof(cl_float), 0, 0}, dst[3] = {0, 0, 0};
-    const size_t region[3] = {x->n * sizeof(cl_float), x->k, 1};
-    cl_int rc = clEnqueueCopyBufferRect(ctx->queue, x->b, p, src, dst, region, x->ldb * sizeof(cl_float),
-                                        0, ld * sizeof(cl_float), 0, 0, NULL, NULL);
+    const size_t src[3] = {x->b_off * es, 0, 0}, dst[3] = {0, 0, 0};
+    const size_t region[3] = {x->n * es, x->k, 1};
+    cl_int rc = clEnqueueCopyBufferRect(ctx->queue, x->b, p, src, dst, region, x->ldb * es,
+                                        0, ld * es, 0, 0, NULL, NULL);
     if (rc != CL_SUCCESS)
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueCopyBufferRect of B for the Sgemm "
                               "kernel failed: %s", what, mpcl_cl_error_name(rc));
@@ -129,12 +132,45 @@ static mpcl_status unalias_b(mpcl_context *ctx, const char *what, const mpcl_sge
     return MPCL_OK;
 }
 
+/* x with B given transposed (N x K) copied to K x N (scratch slot
+ * MPCL_SCRATCH_GEMM_P, rows SG_PAD longer where N's rows would lie a
+ * multiple of SG_ALIAS_BYTES apart), trans_b cleared: the kernel reads rows
+ * of B. (Weights of linear layers are stored (out, in): their forward
+ * product is y = x W^T.) */
+static mpcl_status untranspose_b(mpcl_context *ctx, const char *what, const mpcl_sgemm_cfg *cfg,
+                                 mpcl_xgemm *x)
+{
+    const size_t es = x->store16 ? 2 : sizeof(cl_float);
+    const size_t ld = (x->n * es) % SG_ALIAS_BYTES == 0 ? x->n + SG_PAD : x->n;
+    cl_mem p;
+    cl_kernel k;
+    mpcl_status s = mpcl_scratch(ctx, MPCL_SCRATCH_GEMM_P, x->k * ld * es, &p);
+    if (s == MPCL_OK)
+        s = sg_kernel(ctx, cfg, x, "sgemm_transpose", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_int n = (cl_int)x->n, kk = (cl_int)x->k, ldb = (cl_int)x->ldb, ldd = (cl_int)ld;
+    cl_uint bo = (cl_uint)x->b_off;
+    cl_int rc = mpcl_kernel_args(k, 7, sizeof n, &n, sizeof kk, &kk, sizeof(cl_mem), &x->b,
+                                 sizeof bo, &bo, sizeof ldb, &ldb, sizeof(cl_mem), &p, sizeof ldd, &ldd);
+    if (rc != CL_SUCCESS)
+        return sg_arg_error(ctx, what, rc);
+    s = mpcl_launch_1d(ctx, k, what, x->n * x->k);
+    if (s != MPCL_OK)
+        return s;
+    x->b = p;
+    x->b_off = 0;
+    x->ldb = ld;
+    x->trans_b = 0;
+    return MPCL_OK;
+}
+
 mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x0, const mpcl_sgemm_cfg *cfg,
                            const char *what)
 {
     mpcl_xgemm xb = *x0;
     const mpcl_xgemm *x = &xb;
-    mpcl_status s0 = unalias_b(ctx, what, cfg, &xb);
+    mpcl_status s0 = xb.trans_b ? untranspose_b(ctx, what, cfg, &xb) : unalias_b(ctx, what, cfg, &xb);
     if (s0 != MPCL_OK)
         return s0;
     const size_t nr = (size_t)cfg->vw * (size_t)cfg->nv;
@@ -147,7 +183,7 @@ mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x0, const mpcl_s
             s = mpcl_gemm_part_buffer(ctx, z * m0 * n0, &part);
         cl_kernel k;
         if (s == MPCL_OK)
-            s = sg_kernel(ctx, cfg, x->trans_a, "sgemm_tile", &k);
+            s = sg_kernel(ctx, cfg, x, "sgemm_tile", &k);
         if (s != MPCL_OK)
             return s;
         cl_int kt = (cl_int)x->k, kc = z > 1 ? cfg->kc : (cl_int)x->k, to_part = z > 1;
@@ -163,7 +199,7 @@ mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x0, const mpcl_s
         const size_t global[3] = {m0 / (size_t)cfg->mr, n0 / nr, z}, local[3] = {1, 1, 1};
         s = mpcl_launch(ctx, k, what, 3, global, local);
         if (s == MPCL_OK && z > 1) {
-            s = sg_kernel(ctx, cfg, x->trans_a, "sgemm_reduce", &k);
+            s = sg_kernel(ctx, cfg, x, "sgemm_reduce", &k);
             if (s != MPCL_OK)
                 return s;
             cl_int zc = (cl_int)z;
@@ -185,10 +221,29 @@ mpcl_status mpcl_sgemm_own(mpcl_context *ctx, const mpcl_xgemm *x0, const mpcl_s
 
 /* ------------------------------------------------------------ the choice */
 
+/* The verdict's fourth field: A transposed (1), B transposed (2). */
+static unsigned long long trans_code(const mpcl_xgemm *x)
+{
+    return (unsigned long long)(x->trans_a ? 1 : 0) | (x->trans_b ? 2u : 0u);
+}
+
+/* The verdict's fifth field: a hash of CLBlast's parameters (the
+ * reference of float products), or for 16-bit operands that hash with the
+ * variant's name (their reference is another path, and the kernel another
+ * build). */
+static unsigned long long shape_sig(const mpcl_context *ctx, const mpcl_xgemm *x)
+{
+    const uint64_t sig = ctx->clblast_sig[0];
+    if (!x->store16)
+        return (unsigned long long)sig;
+    const char *v = mpcl_variant_name(mpcl_ctx_variant(ctx));
+    return (unsigned long long)mpcl_hash64(v, strlen(v), mpcl_hash64(&sig, sizeof sig, MPCL_HASH_SEED));
+}
+
 static uint64_t shape_key(const mpcl_context *ctx, const mpcl_xgemm *x)
 {
-    const unsigned long long v[5] = {x->m, x->n, x->k, (unsigned long long)x->trans_a,
-                                     (unsigned long long)ctx->clblast_sig[0]};
+    const unsigned long long v[5] = {x->m, x->n, x->k, trans_code(x),
+                                     shape_sig(ctx, x)};
     return mpcl_hash64(v, sizeof v, MPCL_HASH_SEED);
 }
 
@@ -221,13 +276,15 @@ static size_t choice_read(const mpcl_context *ctx, sg_line *lines)
         int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %d %d %d %d%n", name, &l->v[0], &l->v[1],
                          &l->v[2], &l->v[3], &l->v[4], &l->cfg.mr, &l->cfg.vw, &l->cfg.nv, &l->cfg.kc,
                          &used);
-        ok = got == 10 && strcmp(buf + used, "\n") == 0 &&
-             (strcmp(name, "own") == 0 || strcmp(name, "clblast") == 0) && l->cfg.mr >= 1 &&
-             l->cfg.mr <= 16 && (l->cfg.vw == 4 || l->cfg.vw == 8 || l->cfg.vw == 16) &&
-             l->cfg.nv >= 1 && l->cfg.nv <= 3 && l->cfg.kc >= 0;
+        l->own = strcmp(name, "own") == 0;
+        /* an own verdict names a block shape; a clblast one carries zeros */
+        ok = got == 10 && strcmp(buf + used, "\n") == 0 && (l->own || strcmp(name, "clblast") == 0) &&
+             (!l->own || (l->cfg.mr >= 1 && l->cfg.mr <= 16 &&
+                          (l->cfg.vw == 4 || l->cfg.vw == 8 || l->cfg.vw == 16) && l->cfg.nv >= 1 &&
+                          l->cfg.nv <= 3 && l->cfg.kc >= 0)) &&
+             l->v[3] <= 3;
         if (!ok)
             break;
-        l->own = strcmp(name, "own") == 0;
         n++;
     }
     ok = ok && !ferror(f);
@@ -291,14 +348,16 @@ static int env_choice(mpcl_context *ctx, const char *what, mpcl_sgemm_cfg *cfg)
 }
 
 /* Seconds of the fastest of SG_REPS runs after a warm-up, or -1 when a run
- * fails. own 0: CLBlast as the router runs it. */
+ * fails. own 0: the reference, CLBlast as the router runs it (16-bit
+ * operands: x->baseline). */
 static double time_one(mpcl_context *ctx, const mpcl_xgemm *x, int own, const mpcl_sgemm_cfg *cfg)
 {
     double best = -1.0;
     for (int r = 0; r <= SG_REPS; r++) {
         const double t0 = mpcl_now_s();
-        int ok = own ? mpcl_sgemm_own(ctx, x, cfg, "Sgemm choice") == MPCL_OK
-                     : mpcl_sgemm_clblast(ctx, x) == 0;
+        int ok = own         ? mpcl_sgemm_own(ctx, x, cfg, "Sgemm choice") == MPCL_OK
+                 : x->store16 ? x->baseline(ctx, x) == MPCL_OK
+                              : mpcl_sgemm_clblast(ctx, x) == 0;
         ok = ok && clFinish(ctx->queue) == CL_SUCCESS;
         const double t = mpcl_now_s() - t0;
         if (!ok)
@@ -391,8 +450,7 @@ mpcl_status mpcl_sgemm_pick(mpcl_context *ctx, const mpcl_xgemm *x, const char *
             *cfg = ctx->sgemm_choice[i].cfg;
             return MPCL_OK;
         }
-    sg_line add = {{x->m, x->n, x->k, (unsigned long long)x->trans_a,
-                    (unsigned long long)ctx->clblast_sig[0]},
+    sg_line add = {{x->m, x->n, x->k, trans_code(x), shape_sig(ctx, x)},
                    0,
                    {0, 0, 0, 0}};
     sg_line *have = malloc(SG_FILE_MAX * sizeof *have);

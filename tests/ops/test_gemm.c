@@ -361,17 +361,46 @@ START_TEST(test_gemm_raw_layouts)
 }
 END_TEST
 
-/* mpcl's own Sgemm kernel (cl/sgemm.cl; MPCL_SGEMM forces it, docs/gemm.md)
- * in block shapes that reach each of its parts on these sizes: register
+/* mpcl's own Sgemm kernel (cl/sgemm.cl; MPCL_SGEMM forces it, docs/gemm.md),
+ * in the 16-bit modes its build that reads half or bf16 operands, in block
+ * shapes that reach each of its parts on these sizes: register
  * blocks with edge strips right of and below them, one to three vectors
  * per row, a split K with its reduction, vectors wider than the device's,
  * only edge strips (a block wider than C), and a B whose rows lie 4 KiB
- * apart (copied to longer rows first). Every transposition (B transposed runs
- * CLBlast: the kernel does not take it), beta 0 and not, and single
+ * apart (copied to longer rows first). Every transposition (a transposed B
+ * copied to rows first), beta 0 and not, and single
  * products with offsets and leading dimensions past the rows, against the
  * double reference. Then the measured choice: unforced, a shape's first
  * call writes the verdict to the cache directory and the result is right
  * either way. */
+/* The whole file at path, terminated (NULL when it cannot be read). */
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0, n = 0, got;
+    do {
+        if (n + 4096 + 1 > cap) {
+            cap = 2 * cap + 4096 + 1;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        got = fread(buf + n, 1, 4096, f);
+        n += got;
+    } while (got > 0);
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
 START_TEST(test_gemm_own_kernel)
 {
     mpcl_context *ctx = optest_modes[_i].ctx;
@@ -381,28 +410,31 @@ START_TEST(test_gemm_own_kernel)
     for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
         ck_assert_int_eq(setenv("MPCL_SGEMM", cfgs[ci], 1), 0);
         test_gemm_transposes_fn(_i);
-        for (int variant = 0; variant < 4; variant++) {
+        for (int variant = 0; variant < 8; variant++) {
             gemm_case c;
             c.ta = variant & 1;
-            c.tb = 0;
+            c.tb = (variant >> 1) & 1; /* B transposed: copied to rows first */
             c.m = small ? 7 : 23, c.n = small ? 9 : 37, c.k = small ? 10 : 41, c.g = 1;
-            const size_t ac = c.ta ? c.m : c.k, bc = c.n;
+            const size_t ac = c.ta ? c.m : c.k, bc = c.tb ? c.k : c.n;
             c.a_off = 3, c.lda = ac + 2, c.a_st = 0;
             c.b_off = 1, c.ldb = bc + 1, c.b_st = 0;
             c.c_off = 2, c.ldc = c.n + 3, c.c_st = 0;
-            c.alpha = variant >= 2 ? -1.5f : 1.0f;
-            c.beta = variant >= 2 ? 1.0f : 0.0f;
-            run_raw_case(ctx, &c, 300 + ci * 4 + (uint64_t)variant);
+            c.alpha = variant >= 4 ? -1.5f : 1.0f;
+            c.beta = variant >= 4 ? 1.0f : 0.0f;
+            run_raw_case(ctx, &c, 300 + ci * 8 + (uint64_t)variant);
         }
         /* B's rows 4 KiB apart: the kernel reads a copy with longer rows */
         gemm_case c = dense_case(ci & 1, 0, 130, 37, 70, 1, 1.0f, 0.5f); /* 64 blocks of 2 rows */
         c.b_off = 5, c.ldb = 1024;
         run_raw_case(ctx, &c, 350 + ci);
+        /* B transposed with N = 1024 (4 KiB rows in float): copied to longer rows */
+        if (!small) {
+            gemm_case t = dense_case(0, 1, 9, 1024, 20, 1, 1.0f, 0.0f);
+            run_raw_case(ctx, &t, 360 + ci);
+        }
     }
-    if (optest_modes[_i].mode != MPCL_PRECISION_FP32) { /* fp16's GEMMs need no Sgemm */
-        ck_assert_int_eq(unsetenv("MPCL_SGEMM"), 0);
-        return;
-    }
+    /* (in the 16-bit modes the forced kernel above is its 16-bit build,
+     * which reads the operands as stored and rounds C once) */
     ck_assert_int_eq(setenv("MPCL_SGEMM", "own:0:4:1:0", 1), 0); /* MR 0 */
     mpcl_tensor *a = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, NULL, 4, 4, 0, 0);
     ck_assert_int_eq(mpcl_gemm(ctx, 0, 0, 1.0f, a, a, 0.0f, a), MPCL_ERR_ARGUMENT);
@@ -430,6 +462,30 @@ START_TEST(test_gemm_own_kernel)
             seen = 1;
     fclose(f);
     ck_assert_msg(seen, "%s has no verdict for %zux%zux%zu", path, m, n, k);
+
+    /* verdicts for the reference path (zeros for the block shape) read back:
+     * one on file survives the next shape's verdict */
+    size_t len = 0;
+    char *text = read_all(path, &len);
+    ck_assert_ptr_nonnull(text);
+    static const char keep[] = "clblast 3 3 3 2 42 0 0 0 0\n";
+    char *more = malloc(len + sizeof keep);
+    ck_assert_ptr_nonnull(more);
+    memcpy(more, text, len);
+    memcpy(more + len, keep, sizeof keep);
+    FILE *w = fopen(path, "wb");
+    ck_assert_ptr_nonnull(w);
+    ck_assert_uint_eq(fwrite(more, 1, len + sizeof keep - 1, w), len + sizeof keep - 1);
+    ck_assert_int_eq(fclose(w), 0);
+    gemm_case c2 = dense_case(1, 1, m, n + 1, k, 1, 1.0f, 0.0f); /* both transposed, a new shape */
+    run_raw_case(ctx, &c2, 500 + (uint64_t)_i);
+    free(text);
+    text = read_all(path, &len);
+    ck_assert_ptr_nonnull(text);
+    snprintf(want, sizeof want, " %zu %zu %zu 3 ", m, n + 1, k);
+    ck_assert_msg(strstr(text, keep) && strstr(text, want), "%s lost a verdict:\n%s", path, text);
+    free(text);
+    free(more);
 }
 END_TEST
 
