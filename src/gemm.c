@@ -220,6 +220,21 @@ int mpcl_sgemm_clblast(mpcl_context *ctx, const mpcl_xgemm *x0)
     return (int)st;
 }
 
+/* Runs x with mpcl's own kernel when the choice for its shape (sgemm.c:
+ * MPCL_SGEMM, the cached verdict, or measured now) says so; *ran 1 then.
+ * *ran 0 and MPCL_OK: the caller runs its reference path. */
+static mpcl_status own_if_chosen(mpcl_context *ctx, const mpcl_xgemm *x, const char *what, int *ran)
+{
+    int own = 0;
+    mpcl_sgemm_cfg cfg;
+    *ran = 0;
+    mpcl_status s = mpcl_sgemm_pick(ctx, x, what, &own, &cfg);
+    if (s != MPCL_OK || !own)
+        return s;
+    *ran = 1;
+    return mpcl_sgemm_own(ctx, x, &cfg, what);
+}
+
 /* Sgemm: mpcl's own kernel where it measured faster on this shape
  * (sgemm.c), else CLBlast. */
 static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, size_t a_off,
@@ -227,13 +242,10 @@ static mpcl_status run_sgemm(mpcl_context *ctx, const gemm_call *g, cl_mem a, si
 {
     mpcl_gemm_note_shape(ctx, 0, g->trans_a, g->trans_b, g->m, g->n, g->k, g->batch);
     const mpcl_xgemm x = xgemm_of(g, 0, a, a_off, b, b_off, c, c_off);
-    int own = 0;
-    mpcl_sgemm_cfg cfg;
-    mpcl_status s = mpcl_sgemm_pick(ctx, &x, g->what, &own, &cfg);
-    if (s != MPCL_OK)
+    int ran = 0;
+    mpcl_status s = own_if_chosen(ctx, &x, g->what, &ran);
+    if (s != MPCL_OK || ran)
         return s;
-    if (own)
-        return mpcl_sgemm_own(ctx, &x, &cfg, g->what);
     CLBlastStatusCode st = (CLBlastStatusCode)mpcl_sgemm_clblast(ctx, &x);
     return st == CLBlastSuccess ? MPCL_OK
                                 : clblast_fail(ctx, g, g->batch == 1 ? "CLBlastSgemm" : "CLBlastSgemmStridedBatched", st);
@@ -459,13 +471,10 @@ static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
         mpcl_xgemm x = xgemm_of(g, 0, g->a.mem, g->a.off, g->b.mem, g->b.off, g->c.mem, g->c.off);
         x.store16 = 1;
         x.baseline = f32acc_baseline;
-        int own = 0;
-        mpcl_sgemm_cfg cfg;
-        mpcl_status s = mpcl_sgemm_pick(ctx, &x, g->what, &own, &cfg);
-        if (s != MPCL_OK)
+        int ran = 0;
+        mpcl_status s = own_if_chosen(ctx, &x, g->what, &ran);
+        if (s != MPCL_OK || ran)
             return s;
-        if (own)
-            return mpcl_sgemm_own(ctx, &x, &cfg, g->what);
     }
     return f32acc_path(ctx, g);
 }

@@ -622,9 +622,7 @@ mpcl_status mpcl_program_build_defines(mpcl_context *ctx, const char *family, mp
         if (cached)
             store_after_build(ctx, family, path, key, *out, mpcl_now_s() - t0);
     }
-    if (s != MPCL_OK)
-        return s;
-    return MPCL_OK;
+    return s;
 }
 
 mpcl_status mpcl_program_get(mpcl_context *ctx, const char *family, mpcl_variant variant,

@@ -13,7 +13,8 @@
  * the context and in <cache dir>/sgemm-<device hash>.txt (float GEMMs: one
  * file and one build of the kernels for every precision mode):
  *   mpcl-sgemm 1
- *   own|clblast M N K TRANS_A SIG MR VW NV KC      (one line per shape)
+ *   own|clblast M N K TRANS SIG MR VW NV KC        (one line per shape;
+ *                                                   TRANS: A transposed 1, B 2)
  * SIG is a hash of the CLBlast parameters the context applied (mpcl tune
  * changes them, and the verdict with them). Without a cache directory
  * (oclgrind runs, MPCL_NO_CACHE), while the tuner records shapes, or for
@@ -38,8 +39,16 @@ int mpcl_sgemm_takes(const mpcl_xgemm *x)
     /* int indices in the kernels: C's and B's element counts too
      * (sgemm_edge's and sgemm_transpose's items) */
     return !x->half && (!x->store16 || x->baseline) && x->batch <= 1 && x->m <= INT_MAX &&
-           x->n <= INT_MAX && x->m * x->n <= INT_MAX && x->n * x->k <= INT_MAX && x->k <= INT_MAX && x->lda <= INT_MAX && x->ldb <= INT_MAX && x->ldc <= INT_MAX &&
-           x->a_off <= UINT_MAX && x->b_off <= UINT_MAX && x->c_off <= UINT_MAX;
+           x->n <= INT_MAX && x->k <= INT_MAX && x->m * x->n <= INT_MAX &&
+           x->n * x->k <= INT_MAX && x->lda <= INT_MAX && x->ldb <= INT_MAX &&
+           x->ldc <= INT_MAX && x->a_off <= UINT_MAX && x->b_off <= UINT_MAX &&
+           x->c_off <= UINT_MAX;
+}
+
+/* Bytes of one element of x's operands. */
+static size_t sg_elem_size(const mpcl_xgemm *x)
+{
+    return x->store16 ? 2 : sizeof(cl_float);
 }
 
 /* The device's native float vector width, as a block width of 4, 8 or 16. */
@@ -111,10 +120,10 @@ static mpcl_status sg_edge(mpcl_context *ctx, const mpcl_xgemm *x, const mpcl_sg
 static mpcl_status unalias_b(mpcl_context *ctx, const char *what, const mpcl_sgemm_cfg *cfg,
                              mpcl_xgemm *x)
 {
-    if ((x->ldb * (x->store16 ? 2 : sizeof(cl_float))) % SG_ALIAS_BYTES != 0 || x->k < 64 ||
-        x->m / (size_t)cfg->mr < SG_ALIAS_READS)
+    const size_t es = sg_elem_size(x);
+    if ((x->ldb * es) % SG_ALIAS_BYTES != 0 || x->k < 64 || x->m / (size_t)cfg->mr < SG_ALIAS_READS)
         return MPCL_OK;
-    const size_t ld = x->ldb + SG_PAD, es = x->store16 ? 2 : sizeof(cl_float);
+    const size_t ld = x->ldb + SG_PAD;
     cl_mem p;
     mpcl_status s = mpcl_scratch(ctx, MPCL_SCRATCH_GEMM_P, x->k * ld * es, &p);
     if (s != MPCL_OK)
@@ -140,7 +149,7 @@ static mpcl_status unalias_b(mpcl_context *ctx, const char *what, const mpcl_sge
 static mpcl_status untranspose_b(mpcl_context *ctx, const char *what, const mpcl_sgemm_cfg *cfg,
                                  mpcl_xgemm *x)
 {
-    const size_t es = x->store16 ? 2 : sizeof(cl_float);
+    const size_t es = sg_elem_size(x);
     const size_t ld = (x->n * es) % SG_ALIAS_BYTES == 0 ? x->n + SG_PAD : x->n;
     cl_mem p;
     cl_kernel k;
@@ -254,7 +263,7 @@ static void choice_path(const mpcl_context *ctx, char *dst, size_t len)
 }
 
 typedef struct {
-    unsigned long long v[5]; /* M N K TRANS_A SIG */
+    unsigned long long v[5]; /* M N K TRANS SIG */
     int own;
     mpcl_sgemm_cfg cfg;
 } sg_line;

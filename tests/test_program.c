@@ -903,6 +903,15 @@ static void verdict_path(mpcl_context *ctx, const char *dir, char *dst, size_t l
     snprintf(dst, len, "%s/binaries-%016llx.txt", dir, (unsigned long long)mpcl_device_hash(ctx));
 }
 
+/* The verdict file of ctx's device in dir, and the cache entry of the fp32
+ * "bench" program (buffers of MPCL_PATH_LEN + 64 and + 128). */
+static void store_paths(mpcl_context *ctx, const char *dir, char *path, char *entry)
+{
+    verdict_path(ctx, dir, path, MPCL_PATH_LEN + 64);
+    ck_assert_int_eq(mpcl_program_cache_path(ctx, "bench", MPCL_VARIANT_FP32, entry, MPCL_PATH_LEN + 128),
+                     MPCL_OK);
+}
+
 /* Measured: the verdict file holds one line per family built, each store
  * flag following its own figures (store when the fetch took at most one
  * source build), and the context reports the same. */
@@ -958,8 +967,7 @@ START_TEST(test_store_verdict_followed)
     char *dir = tu_mkdtemp("store-followed");
     mpcl_context *ctx = open_ctx(dir);
     char path[MPCL_PATH_LEN + 64], entry[MPCL_PATH_LEN + 128];
-    verdict_path(ctx, dir, path, sizeof path);
-    ck_assert_int_eq(mpcl_program_cache_path(ctx, "bench", MPCL_VARIANT_FP32, entry, sizeof entry), MPCL_OK);
+    store_paths(ctx, dir, path, entry);
     mpcl_context_destroy(ctx);
 
     static const char no[] = "mpcl-binaries 2\nbench store 0 build_ms 1.0 fetch_ms 5.0\n";
@@ -1025,8 +1033,7 @@ START_TEST(test_store_env)
     ck_assert_uint_ge(ctx->cache.declined, 1);
     ck_assert_int_le(tu_dir_entries(dir), 0);
     char path[MPCL_PATH_LEN + 64], entry[MPCL_PATH_LEN + 128];
-    verdict_path(ctx, dir, path, sizeof path);
-    ck_assert_int_eq(mpcl_program_cache_path(ctx, "bench", MPCL_VARIANT_FP32, entry, sizeof entry), MPCL_OK);
+    store_paths(ctx, dir, path, entry);
     mpcl_context_destroy(ctx);
 
     static const char no[] = "mpcl-binaries 2\nbench store 0 build_ms 1.0 fetch_ms 5.0\n";
