@@ -93,7 +93,7 @@
  * reads (`at`, `inside`: CONV_TAP) and `dst`, the entry of col
  * (C*R*S, nb*P) it goes to. */
 #define IM2COL_TAP(at, inside, dst)                                                       \
-    const int ow_ = (int)get_global_id(0), oh_ = (int)get_global_id(1);                  \
+    const int p_ = (int)get_global_id(0), oh_ = p_ / CONV_OW, ow_ = p_ - oh_ * CONV_OW;  \
     const int z_ = (int)get_global_id(2);                                                \
     const int b_ = z_ / CONV_CRS, crs_ = z_ - b_ * CONV_CRS;                             \
     CONV_TAP(at, inside);                                                                \

@@ -465,7 +465,7 @@ static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const m
         return arg_error(ctx, op, rc);
     if (transposed)
         return mpcl_launch_rows(ctx, k, op, d->c * d->r * d->s, d->oh * d->ow, nb);
-    return mpcl_launch_rows(ctx, k, op, d->ow, d->oh, nb * d->c * d->r * d->s);
+    return mpcl_launch_rows(ctx, k, op, d->oh * d->ow, 1, nb * d->c * d->r * d->s);
 }
 
 /* dx images i0 .. i0+nb-1 = col2im(dcol (C*R*S, NB*P)). */
