@@ -154,27 +154,15 @@ kernel void conv_im2col_pairs(global const uint *x, /* (B, C, H, W) as words, fi
 }
 #endif
 
-/* A 16-bit value of a scratch buffer (dcol: its size is a power of two of
- * at least 1 MiB, its start aligned) read as float through the aligned
- * 32-bit word that holds it (WORD_HALF). */
-#if !defined(MPCL_FP32)
-#if defined(MPCL_FP16)
-#define LOAD_SCRATCH(p, i) ((float)as_half(WORD_HALF(p, i)))
-#elif defined(MPCL_FP16_STORAGE)
-#define LOAD_SCRATCH(p, i) mpcl_h2f(WORD_HALF(p, i))
-#else
-#define LOAD_SCRATCH(p, i) mpcl_bf16_load(WORD_HALF(p, i))
-#endif
-#else
-#define LOAD_SCRATCH(p, i) LOADF(p, i)
-#endif
-
 /* dx[b, c, h, w] = sum of the dcol entries that im2col read from
- * (b, c, h, w): a gather (no atomics), float sum. Items (W, H, nb*C), one
- * per input element. Every tap
+ * (b, c, h, w): a gather (no atomics), float sum. dcol is float in every
+ * variant: the GEMM that makes it sums in float and writes float
+ * (mpcl_gemm_raw_c32), so the R*S loads per element convert nothing (with
+ * half dcol, PoCL's software conversions made this kernel 4x slower than
+ * in fp32). Items (W, H, nb*C), one per input element. Every tap
  * (r, s) loads from a valid address (output 0 when no output reads (h, w)
  * through it) and selects 0. */
-kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, nb*P), a scratch buffer */
+kernel void conv_col2im(global const float *dcol, /* (C*R*S, nb*P), a scratch buffer */
                         int nb,
                         global store_t *dx,         /* (B, C, H, W), first image at dx_off */
                         uint dx_off)
@@ -195,7 +183,7 @@ kernel void conv_col2im(global const store_t *dcol, /* (C*R*S, nb*P), a scratch 
             const int ow = tw / CONV_SW;
             const int ok = okh && tw >= 0 && ow * CONV_SW == tw && ow < CONV_OW;
             const int owc = ok ? ow : 0;
-            const float v = LOAD_SCRATCH(dcol, base + (r * CONV_S + s) * ld + ohc * CONV_OW + owc);
+            const float v = dcol[base + (r * CONV_S + s) * ld + ohc * CONV_OW + owc];
             acc += ok ? v : 0.0f;
         }
     }

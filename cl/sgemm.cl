@@ -78,6 +78,27 @@ static inline sg_ushortv sg_bf16v(sg_vec v)
 }
 #endif
 
+/* C's type: store_t, or float with SG_CF 1 (16-bit operands whose
+ * product feeds a float consumer, as the column gradient of a
+ * convolution: no rounding to 16 bits and back). SG_LDVC / SG_STVC load
+ * and store SG_VW elements of C, SG_LDC / SG_STC one. */
+#ifndef SG_CF
+#define SG_CF 0
+#endif
+#if SG_CF
+typedef float sg_c_t;
+#define SG_LDVC(p) SG_VLOAD(0, p)
+#define SG_STVC(v, p) SG_VSTORE(v, 0, p)
+#define SG_LDC(p, i) ((p)[i])
+#define SG_STC(p, i, v) ((p)[i] = (v))
+#else
+typedef store_t sg_c_t;
+#define SG_LDVC(p) SG_LDV(p)
+#define SG_STVC(v, p) SG_STV(v, p)
+#define SG_LDC(p, i) LOADF(p, i)
+#define SG_STC(p, i, v) STOREF(p, i, v)
+#endif
+
 #if SG_TA
 #define SG_A(a, lda, i, k) SG_LD1(a, (size_t)(k) * (lda) + (i))
 #else
@@ -91,7 +112,7 @@ static inline sg_ushortv sg_bf16v(sg_vec v)
 kernel void sgemm_tile(int k_total, int kc,
                        global const store_t *a, uint a_off, int lda,
                        global const store_t *b, uint b_off, int ldb,
-                       global store_t *c, uint c_off, int ldc,
+                       global sg_c_t *c, uint c_off, int ldc,
                        float alpha, float beta,
                        int to_part, global float *part)
 {
@@ -157,7 +178,7 @@ kernel void sgemm_tile(int k_total, int kc,
     c += c_off + j0;
 #pragma unroll
     for (int i = 0; i < SG_MR; i++) {
-        global store_t *crow = c + (size_t)(i0 + i) * ldc;
+        global sg_c_t *crow = c + (size_t)(i0 + i) * ldc;
         sg_vec r0 = alpha * acc0[i];
 #if SG_NV >= 2
         sg_vec r1 = alpha * acc1[i];
@@ -166,20 +187,20 @@ kernel void sgemm_tile(int k_total, int kc,
         sg_vec r2 = alpha * acc2[i];
 #endif
         if (beta != 0.0f) {
-            r0 += beta * SG_LDV(crow);
+            r0 += beta * SG_LDVC(crow);
 #if SG_NV >= 2
-            r1 += beta * SG_LDV(crow + SG_VW);
+            r1 += beta * SG_LDVC(crow + SG_VW);
 #endif
 #if SG_NV >= 3
-            r2 += beta * SG_LDV(crow + 2 * SG_VW);
+            r2 += beta * SG_LDVC(crow + 2 * SG_VW);
 #endif
         }
-        SG_STV(r0, crow);
+        SG_STVC(r0, crow);
 #if SG_NV >= 2
-        SG_STV(r1, crow + SG_VW);
+        SG_STVC(r1, crow + SG_VW);
 #endif
 #if SG_NV >= 3
-        SG_STV(r2, crow + 2 * SG_VW);
+        SG_STVC(r2, crow + 2 * SG_VW);
 #endif
     }
 }
@@ -187,7 +208,7 @@ kernel void sgemm_tile(int k_total, int kc,
 /* C[i, j] = alpha * sum over z of part[z, i, j] + beta * C[i, j] over the
  * block-aligned part (M0, N0) of C. Items (N0, M0). */
 kernel void sgemm_reduce(int z_count, global const float *part,
-                         global store_t *c, uint c_off, int ldc, float alpha, float beta)
+                         global sg_c_t *c, uint c_off, int ldc, float alpha, float beta)
 {
     const int j = (int)get_global_id(0), i = (int)get_global_id(1);
     const int n0 = (int)get_global_size(0), m0 = (int)get_global_size(1);
@@ -195,7 +216,7 @@ kernel void sgemm_reduce(int z_count, global const float *part,
     for (int z = 0; z < z_count; z++)
         s += part[((size_t)z * m0 + i) * n0 + j];
     const size_t at = c_off + (size_t)i * ldc + j;
-    STOREF(c, at, beta != 0.0f ? alpha * s + beta * LOADF(c, at) : alpha * s);
+    SG_STC(c, at, beta != 0.0f ? alpha * s + beta * SG_LDC(c, at) : alpha * s);
 }
 
 /* The rest of C outside the blocks: the region of rows x cols elements
@@ -206,7 +227,7 @@ kernel void sgemm_reduce(int z_count, global const float *part,
 kernel void sgemm_edge(int k_total, int row0, int col0, int cols, int items,
                        global const store_t *a, uint a_off, int lda,
                        global const store_t *b, uint b_off, int ldb,
-                       global store_t *c, uint c_off, int ldc,
+                       global sg_c_t *c, uint c_off, int ldc,
                        float alpha, float beta)
 {
     const int t = (int)get_global_id(0);
@@ -219,7 +240,7 @@ kernel void sgemm_edge(int k_total, int row0, int col0, int cols, int items,
     for (int k = 0; k < k_total; k++)
         s = fma(SG_A(a, lda, i, k), SG_LD1(b, (size_t)k * ldb + j), s);
     const size_t at = c_off + (size_t)i * ldc + j;
-    STOREF(c, at, beta != 0.0f ? alpha * s + beta * LOADF(c, at) : alpha * s);
+    SG_STC(c, at, beta != 0.0f ? alpha * s + beta * SG_LDC(c, at) : alpha * s);
 }
 
 /* B given transposed (stored N x K, leading dimension ld, from off) copied

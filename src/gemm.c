@@ -11,6 +11,10 @@
  *   bf16 (bf16 mode)             the same FP32 accumulation, with bf16.cl's
  *                                bf16 <-> float copies on the convert path
  *                                and gemm_f32acc built in the bf16 variant
+ *   f16 or bf16 A, B, f32 C      (mpcl_gemm_raw_c32) FP32 accumulation, C
+ *                                written as float: the own kernel built
+ *                                with SG_CF, or the convert path without
+ *                                C's conversions
  *
  * Letters: G batch of products, M N K the sizes of C (M, N) = op(A) (M, K)
  * op(B) (K, N). Offsets, leading dimensions and strides in elements. */
@@ -37,6 +41,7 @@ typedef struct {
     float alpha, beta;
     gemm_mat a, b, c;
     int bf16; /* operands are bf16 (else half) on the float-accumulating paths */
+    int c_f32; /* 16-bit A and B, float C (mpcl_gemm_raw_c32) */
 } gemm_call;
 
 /* fp16 mode's default accumulation (docs/gemm.md: Hgemm rounds every partial
@@ -338,13 +343,20 @@ static mpcl_status gemm_scratch(mpcl_context *ctx, int slot, size_t elems, cl_me
     return mpcl_scratch(ctx, slot, bytes, out);
 }
 
-/* Half operands as float copies in scratch slots 0..2, Sgemm, C back to half. */
+/* Half operands as float copies in scratch slots 0..2, Sgemm, C back to
+ * half (a float C: the Sgemm writes it). */
 static mpcl_status f32acc_convert(mpcl_context *ctx, const gemm_call *g)
 {
     cl_mem sa, sb, sc;
     mpcl_status s = gemm_scratch(ctx, MPCL_SCRATCH_GEMM_A, mat_span(&g->a, g->batch), &sa);
     if (s == MPCL_OK)
         s = gemm_scratch(ctx, MPCL_SCRATCH_GEMM_B, mat_span(&g->b, g->batch), &sb);
+    if (s == MPCL_OK && g->c_f32) {
+        s = convert_mat(ctx, g, &g->a, 1, sa);
+        if (s == MPCL_OK)
+            s = convert_mat(ctx, g, &g->b, 1, sb);
+        return s == MPCL_OK ? run_sgemm(ctx, g, sa, 0, sb, 0, g->c.mem, g->c.off) : s;
+    }
     if (s == MPCL_OK)
         s = gemm_scratch(ctx, MPCL_SCRATCH_GEMM_C, mat_span(&g->c, g->batch), &sc);
     if (s == MPCL_OK)
@@ -439,7 +451,7 @@ static mpcl_status f32acc_path(mpcl_context *ctx, const gemm_call *g)
         path = ctx->gemm_f16_env; /* $MPCL_GEMM_F16_PATH */
     if (path == MPCL_GEMM_F16_AUTO)
         path = ctx->precision == MPCL_PRECISION_FP16 ? GEMM_FP16_DEFAULT_PATH : GEMM_F16_DEFAULT_PATH;
-    if (path == MPCL_GEMM_F16_DIRECT && direct_possible(ctx, g))
+    if (path == MPCL_GEMM_F16_DIRECT && direct_possible(ctx, g) && !g->c_f32)
         return f32acc_direct(ctx, g);
     return f32acc_convert(ctx, g);
 }
@@ -456,7 +468,7 @@ static mpcl_status f32acc_baseline(mpcl_context *ctx, const mpcl_xgemm *x)
                          .b = {x->b, x->b_off, x->ldb, 0, x->trans_b ? x->n : x->k,
                                x->trans_b ? x->k : x->n},
                          .c = {x->c, x->c_off, x->ldc, 0, x->m, x->n},
-                         .bf16 = ctx->precision == MPCL_PRECISION_BF16};
+                         .bf16 = ctx->precision == MPCL_PRECISION_BF16, .c_f32 = x->c_f32};
     return f32acc_path(ctx, &g);
 }
 
@@ -470,6 +482,7 @@ static mpcl_status f32acc(mpcl_context *ctx, const gemm_call *g)
     if (direct_possible(ctx, g)) {
         mpcl_xgemm x = xgemm_of(g, 0, g->a.mem, g->a.off, g->b.mem, g->b.off, g->c.mem, g->c.off);
         x.store16 = 1;
+        x.c_f32 = g->c_f32;
         x.baseline = f32acc_baseline;
         int ran = 0;
         mpcl_status s = own_if_chosen(ctx, &x, g->what, &ran);
@@ -498,7 +511,7 @@ static mpcl_status route(mpcl_context *ctx, const gemm_call *g, mpcl_dtype dtype
     if (dtype == MPCL_F32)
         return run_sgemm(ctx, g, g->a.mem, g->a.off, g->b.mem, g->b.off, g->c.mem, g->c.off);
     if (dtype == MPCL_F16 && ctx->precision == MPCL_PRECISION_FP16 && !ctx->hgemm_refused &&
-        fp16_accum(ctx) == MPCL_ACCUM_HALF) {
+        fp16_accum(ctx) == MPCL_ACCUM_HALF && !g->c_f32) {
         CLBlastStatusCode st = run_hgemm(ctx, g);
         if (st == CLBlastSuccess)
             return MPCL_OK;
@@ -523,12 +536,11 @@ static mpcl_status check_mat(mpcl_context *ctx, const gemm_call *g, const char *
     return MPCL_OK;
 }
 
-mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype,
-                                  int trans_a, int trans_b, size_t m, size_t n, size_t k,
-                                  float alpha, cl_mem a, size_t a_off, size_t lda, size_t a_stride,
-                                  cl_mem b, size_t b_off, size_t ldb, size_t b_stride, float beta,
-                                  cl_mem c, size_t c_off, size_t ldc, size_t c_stride,
-                                  size_t batch)
+static mpcl_status gemm_batched(mpcl_context *ctx, const char *what, mpcl_dtype dtype, int c_f32,
+                                int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                                float alpha, cl_mem a, size_t a_off, size_t lda, size_t a_stride,
+                                cl_mem b, size_t b_off, size_t ldb, size_t b_stride, float beta,
+                                cl_mem c, size_t c_off, size_t ldc, size_t c_stride, size_t batch)
 {
     mpcl_status s = mpcl_check_ctx(ctx, what);
     if (s != MPCL_OK)
@@ -549,6 +561,7 @@ mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtyp
                               "%s: GEMM operands must be f16, bf16 or f32, not %s", what,
                               mpcl_dtype_name(dtype));
     g.bf16 = dtype == MPCL_BF16;
+    g.c_f32 = c_f32 && dtype != MPCL_F32;
     if (k == 0 || m > UINT32_MAX || n > UINT32_MAX || k > UINT32_MAX)
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: GEMM sizes M=%zu, N=%zu, K=%zu out of range",
                               what, m, n, k);
@@ -563,13 +576,33 @@ mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtyp
     return route(ctx, &g, dtype);
 }
 
+mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype,
+                                  int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                                  float alpha, cl_mem a, size_t a_off, size_t lda, size_t a_stride,
+                                  cl_mem b, size_t b_off, size_t ldb, size_t b_stride, float beta,
+                                  cl_mem c, size_t c_off, size_t ldc, size_t c_stride,
+                                  size_t batch)
+{
+    return gemm_batched(ctx, what, dtype, 0, trans_a, trans_b, m, n, k, alpha, a, a_off, lda,
+                        a_stride, b, b_off, ldb, b_stride, beta, c, c_off, ldc, c_stride, batch);
+}
+
 mpcl_status mpcl_gemm_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype, int trans_a,
                           int trans_b, size_t m, size_t n, size_t k, float alpha, cl_mem a,
                           size_t a_off, size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
                           cl_mem c, size_t c_off, size_t ldc)
 {
-    return mpcl_gemm_batched_raw(ctx, what, dtype, trans_a, trans_b, m, n, k, alpha, a, a_off, lda,
-                                 0, b, b_off, ldb, 0, beta, c, c_off, ldc, 0, 1);
+    return gemm_batched(ctx, what, dtype, 0, trans_a, trans_b, m, n, k, alpha, a, a_off, lda, 0, b,
+                        b_off, ldb, 0, beta, c, c_off, ldc, 0, 1);
+}
+
+mpcl_status mpcl_gemm_raw_c32(mpcl_context *ctx, const char *what, mpcl_dtype dtype, int trans_a,
+                              int trans_b, size_t m, size_t n, size_t k, float alpha, cl_mem a,
+                              size_t a_off, size_t lda, cl_mem b, size_t b_off, size_t ldb,
+                              float beta, cl_mem c, size_t c_off, size_t ldc)
+{
+    return gemm_batched(ctx, what, dtype, 1, trans_a, trans_b, m, n, k, alpha, a, a_off, lda, 0, b,
+                        b_off, ldb, 0, beta, c, c_off, ldc, 0, 1);
 }
 
 /* ------------------------------------------------------------ public */

@@ -386,6 +386,13 @@ mpcl_status mpcl_gemm_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype,
                           int trans_b, size_t m, size_t n, size_t k, float alpha, cl_mem a,
                           size_t a_off, size_t lda, cl_mem b, size_t b_off, size_t ldb, float beta,
                           cl_mem c, size_t c_off, size_t ldc);
+/* mpcl_gemm_raw with C in float whatever dtype (that of A and B) is: float
+ * sums on 16-bit operands written without rounding to 16 bits (for a
+ * consumer that reads float, as conv.c's col2im). */
+mpcl_status mpcl_gemm_raw_c32(mpcl_context *ctx, const char *what, mpcl_dtype dtype, int trans_a,
+                              int trans_b, size_t m, size_t n, size_t k, float alpha, cl_mem a,
+                              size_t a_off, size_t lda, cl_mem b, size_t b_off, size_t ldb,
+                              float beta, cl_mem c, size_t c_off, size_t ldc);
 /* batch independent products, the i-th at offsets + i * stride. */
 mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtype dtype,
                                   int trans_a, int trans_b, size_t m, size_t n, size_t k,
@@ -450,6 +457,7 @@ struct mpcl_xgemm {
      * measured against (gemm.c's conversion or direct path) in place of
      * CLBlast's Sgemm. */
     int store16;
+    int c_f32; /* store16 only: C holds float (mpcl_gemm_raw_c32) */
     mpcl_status (*baseline)(mpcl_context *ctx, const mpcl_xgemm *x);
 };
 /* Issues x (gemm.c: as the column-major product C^T = op(B)^T op(A)^T, which

@@ -63,8 +63,8 @@ static mpcl_status sg_kernel(mpcl_context *ctx, const mpcl_sgemm_cfg *cfg, const
                              const char *name, cl_kernel *k)
 {
     char defs[MPCL_SPEC_DEFINES_LEN];
-    mpcl_strfmt(defs, sizeof defs, "-DSG_MR=%d -DSG_VW=%d -DSG_NV=%d -DSG_TA=%d", cfg->mr, cfg->vw,
-                cfg->nv, x->trans_a ? 1 : 0);
+    mpcl_strfmt(defs, sizeof defs, "-DSG_MR=%d -DSG_VW=%d -DSG_NV=%d -DSG_TA=%d -DSG_CF=%d",
+                cfg->mr, cfg->vw, cfg->nv, x->trans_a ? 1 : 0, x->store16 && x->c_f32 ? 1 : 0);
     /* float operands: the fp32 build serves every mode's contexts; 16-bit
      * ones: the context's variant (its store_t) */
     return mpcl_kernel_get_spec(ctx, "sgemm", x->store16 ? mpcl_ctx_variant(ctx) : MPCL_VARIANT_FP32,
@@ -261,14 +261,16 @@ static unsigned long long trans_code(const mpcl_xgemm *x)
 
 /* The verdict's fifth field: a hash of CLBlast's parameters (the
  * reference of float products), or for 16-bit operands that hash with the
- * variant's name (their reference is another path, and the kernel another
- * build). */
+ * variant's name and whether C is float (their reference is another path,
+ * and the kernel another build). */
 static unsigned long long shape_sig(const mpcl_context *ctx, const mpcl_xgemm *x)
 {
     const uint64_t sig = ctx->clblast_sig[0];
     if (!x->store16)
         return (unsigned long long)sig;
-    const char *v = mpcl_variant_name(mpcl_ctx_variant(ctx));
+    char v[48];
+    mpcl_strfmt(v, sizeof v, "%s%s", mpcl_variant_name(mpcl_ctx_variant(ctx)),
+                x->c_f32 ? " c-f32" : "");
     return (unsigned long long)mpcl_hash64(v, strlen(v), mpcl_hash64(&sig, sizeof sig, MPCL_HASH_SEED));
 }
 

@@ -505,10 +505,10 @@ static mpcl_status chunk_cap_from_env(mpcl_context *ctx, const char *op, size_t 
 
 /* Images per chunk: as many as keep each scratch matrix within
  * CONV_SCRATCH_BYTES and its element count within int, at least 1, at most
- * cap (0: no cap). */
-static size_t chunk_images(const mpcl_context *ctx, const conv_dims *d, size_t cap)
+ * cap (0: no cap). The backward pass's dcol is float in every mode. */
+static size_t chunk_images(const mpcl_context *ctx, const conv_dims *d, int backward, size_t cap)
 {
-    const size_t es = mpcl_dtype_size(mpcl_storage_dtype(ctx));
+    const size_t es = backward ? sizeof(cl_float) : mpcl_dtype_size(mpcl_storage_dtype(ctx));
     const size_t p = d->oh * d->ow, rows = d->c * d->r * d->s > d->k ? d->c * d->r * d->s : d->k;
     size_t budget = CONV_SCRATCH_BYTES;
     if (ctx->caps.max_alloc_bytes && budget > ctx->caps.max_alloc_bytes / 2)
@@ -605,8 +605,8 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
     cl_mem col = NULL, dyt = NULL, dcol = NULL; /* (C*R*S, N), (K, N), (C*R*S, N) */
     const size_t ldm = conv_ld(nb_max * p);
     mpcl_status s = mpcl_scratch(ctx, SLOT_YT, d->k * ldm * es, &dyt);
-    if (s == MPCL_OK && dx)
-        s = mpcl_scratch(ctx, SLOT_DCOL, crs * ldm * es, &dcol);
+    if (s == MPCL_OK && dx) /* float in every mode (conv_col2im) */
+        s = mpcl_scratch(ctx, SLOT_DCOL, crs * ldm * sizeof(cl_float), &dcol);
     if (s == MPCL_OK && dw)
         s = mpcl_scratch(ctx, SLOT_COL, crs * ldm * es, &col);
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
@@ -621,10 +621,10 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
         }
         if (s == MPCL_OK && dx) {
             s = scatter_dy(ctx, op, dyt, dy, d, i0, nb, 0);
-            /* dcol (CRS, N) = w (K, CRS)^T * dyt (K, N) */
+            /* dcol (CRS, N) = w (K, CRS)^T * dyt (K, N), float */
             if (s == MPCL_OK)
-                s = mpcl_gemm_raw(ctx, op, dt, 1, 0, crs, n, d->k, 1.0f, w->mem, 0, crs, dyt, 0, ld,
-                                  0.0f, dcol, 0, ld);
+                s = mpcl_gemm_raw_c32(ctx, op, dt, 1, 0, crs, n, d->k, 1.0f, w->mem, 0, crs, dyt, 0,
+                                      ld, 0.0f, dcol, 0, ld);
             if (s == MPCL_OK)
                 s = col2im(ctx, op, dx, dcol, d, i0, nb);
         }
@@ -804,7 +804,7 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, i
                             const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d, double *t)
 {
     const double t0 = now_s();
-    const size_t nb = chunk_images(ctx, d, 0);
+    const size_t nb = chunk_images(ctx, d, pass != 0, 0);
     mpcl_status s;
     if (pass == 0)
         s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
@@ -971,7 +971,7 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
         return s;
     if (algo == CONV_DIRECT)
         return direct_forward(ctx, op, y, x, w, b, &d);
-    return im2col_forward(ctx, op, y, x, w, b, &d, chunk_images(ctx, &d, cap));
+    return im2col_forward(ctx, op, y, x, w, b, &d, chunk_images(ctx, &d, 0, cap));
 }
 
 mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dw,
@@ -1009,5 +1009,5 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
         return s;
     if (!dx && !dw)
         return MPCL_OK;
-    return im2col_backward(ctx, op, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, cap));
+    return im2col_backward(ctx, op, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, 1, cap));
 }

@@ -90,7 +90,7 @@ static size_t span(size_t off, size_t g, size_t st, size_t rows, size_t ld)
 
 /* Reference and per-element tolerance of case c from host copies of what
  * the device holds. ref, tol (G, M, N) dense. */
-static void reference(const mpcl_context *ctx, const gemm_case *c, const float *a, const float *b,
+static void reference(double ua, double uo, const gemm_case *c, const float *a, const float *b,
                       const float *c0, double *ref, double *tol)
 {
     for (size_t g = 0; g < c->g; g++)
@@ -108,14 +108,17 @@ static void reference(const mpcl_context *ctx, const gemm_case *c, const float *
                 mag = fabs(c->alpha) * mag + fabs(c->beta * cv);
                 size_t o = (g * c->m + i) * c->n + j;
                 ref[o] = r;
-                tol[o] = (double)(c->k + 2) * u_acc(ctx) * mag + u_out(ctx) * fabs(r) + 1e-30;
+                tol[o] = (double)(c->k + 2) * ua * mag + uo * fabs(r) + 1e-30;
             }
 }
 
 /* Runs case c through mpcl_gemm_batched_raw on buffers filled with random
  * values (C's gaps with a sentinel), checks every element of C against the
- * reference and every gap against the sentinel. Returns the worst err/tol. */
-static double run_raw_case(mpcl_context *ctx, const gemm_case *c, uint64_t seed)
+ * reference and every gap against the sentinel. Returns the worst err/tol.
+ * c32: C in float through mpcl_gemm_raw_c32 (one product), whose float sums
+ * must reach C unrounded: the bound is float's, tighter than one rounding
+ * to 16 bits. */
+static double run_raw(mpcl_context *ctx, const gemm_case *c, uint64_t seed, int c32)
 {
     mpcl_dtype dt = mpcl_storage_dtype(ctx);
     size_t na = span(c->a_off, c->g, c->a_st, c->ta ? c->k : c->m, c->lda);
@@ -140,7 +143,7 @@ static double run_raw_case(mpcl_context *ctx, const gemm_case *c, uint64_t seed)
 
     mpcl_tensor *ta = optest_tensor(ctx, dt, MPCL_MEM_ACTIVATIONS, ha, na, 0, 0, 0);
     mpcl_tensor *tb = optest_tensor(ctx, dt, MPCL_MEM_ACTIVATIONS, hb, nb, 0, 0, 0);
-    mpcl_tensor *tc = optest_tensor(ctx, dt, MPCL_MEM_ACTIVATIONS, hc, nc, 0, 0, 0);
+    mpcl_tensor *tc = optest_tensor(ctx, c32 ? MPCL_F32 : dt, MPCL_MEM_ACTIVATIONS, hc, nc, 0, 0, 0);
     free(ha);
     free(hb);
     free(hc);
@@ -148,17 +151,24 @@ static double run_raw_case(mpcl_context *ctx, const gemm_case *c, uint64_t seed)
     hb = optest_download(tb);
     hc = optest_download(tc);
 
-    mpcl_status s = mpcl_gemm_batched_raw(ctx, "test_gemm", dt, c->ta, c->tb, c->m, c->n, c->k,
-                                          c->alpha, ta->mem, c->a_off, c->lda, c->a_st, tb->mem,
-                                          c->b_off, c->ldb, c->b_st, c->beta, tc->mem, c->c_off,
-                                          c->ldc, c->c_st, c->g);
+    mpcl_status s;
+    if (c32) {
+        ck_assert_uint_eq(c->g, 1);
+        s = mpcl_gemm_raw_c32(ctx, "test_gemm", dt, c->ta, c->tb, c->m, c->n, c->k, c->alpha,
+                              ta->mem, c->a_off, c->lda, tb->mem, c->b_off, c->ldb, c->beta,
+                              tc->mem, c->c_off, c->ldc);
+    } else {
+        s = mpcl_gemm_batched_raw(ctx, "test_gemm", dt, c->ta, c->tb, c->m, c->n, c->k, c->alpha,
+                                  ta->mem, c->a_off, c->lda, c->a_st, tb->mem, c->b_off, c->ldb,
+                                  c->b_st, c->beta, tc->mem, c->c_off, c->ldc, c->c_st, c->g);
+    }
     ck_assert_msg(s == MPCL_OK, "mpcl_gemm_batched_raw: %s", mpcl_last_error(ctx));
     float *got = optest_download(tc);
 
     size_t nout = c->g * c->m * c->n;
     double *ref = malloc(nout * sizeof *ref), *tol = malloc(nout * sizeof *tol);
     ck_assert(ref && tol);
-    reference(ctx, c, ha, hb, hc, ref, tol);
+    reference(c32 ? U_F32 : u_acc(ctx), c32 ? 0.0 : u_out(ctx), c, ha, hb, hc, ref, tol);
     double worst = 0;
     for (size_t g = 0; g < c->g; g++)
         for (size_t i = 0; i < c->m; i++)
@@ -189,6 +199,11 @@ static double run_raw_case(mpcl_context *ctx, const gemm_case *c, uint64_t seed)
     mpcl_tensor_destroy(tb);
     mpcl_tensor_destroy(tc);
     return worst;
+}
+
+static double run_raw_case(mpcl_context *ctx, const gemm_case *c, uint64_t seed)
+{
+    return run_raw(ctx, c, seed, 0);
 }
 
 /* The float-accumulating implementations to try in ctx's mode. */
@@ -256,7 +271,7 @@ START_TEST(test_gemm_transposes)
                     float *got = optest_download(c);
                     gemm_case gc = dense_case(ta, tb, M, N, K, 1, alpha, beta);
                     double ref[37 * 29], tol[37 * 29];
-                    reference(ctx, &gc, ha, hb, hc, ref, tol);
+                    reference(u_acc(ctx), u_out(ctx), &gc, ha, hb, hc, ref, tol);
                     for (size_t i = 0; i < M * N; i++)
                         ck_assert_msg(fabs(got[i] - ref[i]) <= tol[i],
                                       "%s trans %d%d accum %d path %d beta %g: C[%zu] = %.9g, "
@@ -306,7 +321,7 @@ START_TEST(test_gemm_batched_tensors)
             float *got = optest_download(c);
             gemm_case gc = dense_case(ta, tb, M, N, K, G, 1.0f, 1.0f);
             double ref[3 * 19 * 23], tol[3 * 19 * 23];
-            reference(ctx, &gc, ha, hb, hc, ref, tol);
+            reference(u_acc(ctx), u_out(ctx), &gc, ha, hb, hc, ref, tol);
             for (size_t i = 0; i < G * M * N; i++)
                 ck_assert_msg(fabs(got[i] - ref[i]) <= tol[i],
                               "%s batched trans %d%d path %d: C[%zu] = %.9g, reference %.9g, bound %.3g",
@@ -358,6 +373,49 @@ START_TEST(test_gemm_raw_layouts)
     ck_assert_int_eq(s, MPCL_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(mpcl_last_error(ctx), "overlap"));
     mpcl_tensor_destroy(t);
+}
+END_TEST
+
+/* mpcl_gemm_raw_c32: the storage mode's operands, C in float (a
+ * convolution's column gradient), on every path and accumulation the mode
+ * has, through CLBlast's reference path and the own kernel forced (its
+ * SG_CF build: tiles, split K, edges) and chosen by measurement: every
+ * transposition, beta 0 and not, offsets and leading dimensions past the
+ * rows, within float's bound (a C rounded to 16 bits fails it). */
+START_TEST(test_gemm_raw_c32)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    const int small = optest_small();
+    static const char *const sgemm[] = {"clblast", "own:3:4:2:8", "auto"};
+    int paths[3];
+    const int np = paths_for(ctx, paths);
+    mpcl_accumulation acc[3];
+    const int na = accums_for(ctx, acc);
+    for (size_t si = 0; si < sizeof sgemm / sizeof sgemm[0]; si++) {
+        ck_assert_int_eq(setenv("MPCL_SGEMM", sgemm[si], 1), 0);
+        for (int pi = 0; pi < np; pi++)
+            for (int ai = 0; ai < na; ai++)
+                for (int variant = 0; variant < 8; variant++) {
+                    if (small && variant % 3 != 0)
+                        continue;
+                    ctx->gemm_f16_path = paths[pi];
+                    ctx->gemm_accum = acc[ai];
+                    gemm_case c;
+                    c.ta = variant & 1;
+                    c.tb = (variant >> 1) & 1;
+                    c.m = small ? 7 : 19, c.n = small ? 9 : 45, c.k = small ? 20 : 33, c.g = 1;
+                    const size_t ac = c.ta ? c.m : c.k, bc = c.tb ? c.k : c.n;
+                    c.a_off = 3, c.lda = ac + 2, c.a_st = 0;
+                    c.b_off = 1, c.ldb = bc + 1, c.b_st = 0;
+                    c.c_off = 2, c.ldc = c.n + 3, c.c_st = 0;
+                    c.alpha = variant >= 4 ? -1.5f : 1.0f;
+                    c.beta = variant >= 4 ? 1.0f : 0.0f;
+                    run_raw(ctx, &c, 700 + si * 64 + (uint64_t)(pi * 8 + variant), 1);
+                }
+    }
+    ctx->gemm_f16_path = MPCL_GEMM_F16_AUTO;
+    ctx->gemm_accum = MPCL_ACCUM_DEFAULT;
+    ck_assert_int_eq(unsetenv("MPCL_SGEMM"), 0);
 }
 END_TEST
 
@@ -992,6 +1050,7 @@ int main(void)
         {"transposes", test_gemm_transposes},
         {"batched", test_gemm_batched_tensors},
         {"raw_layouts", test_gemm_raw_layouts},
+        {"raw_c32", test_gemm_raw_c32},
         {"bad_args", test_gemm_bad_args},
         {"accuracy", test_gemm_accuracy},
         {"hgemm_fallback", test_gemm_hgemm_fallback},
