@@ -193,6 +193,13 @@ kernel void conv_col2im(global const float *dcol, /* (C*R*S, nb*P), a scratch bu
 /* y[b, k, p] = yt[k, b*P + p] + bias[k]: the GEMM's output (K, nb*P)
  * back to NCHW, with the bias added (has_bias 0: the bias is read at 0 and
  * not used). Items (P, K, nb). */
+#define CONV_GATHER_OUT(LD_YT, LD_BIAS)                                                    \
+    const int p = (int)get_global_id(0), k = (int)get_global_id(1), b = (int)get_global_id(2); \
+    const float bv = LD_BIAS(bias, has_bias ? k : 0);                                     \
+    const float v = LD_YT(yt, k * CONV_LD(nb) + b * CONV_P + p) + (has_bias ? bv : 0.0f); \
+    STOREF(y + y_off, (b * CONV_K + k) * CONV_P + p, v)
+#define CONV_LD_F32(p, i) ((p)[i])
+
 kernel void conv_gather_out(global const store_t *yt,   /* (K, nb*P) */
                             global const store_t *bias, /* (K) */
                             uint has_bias,
@@ -200,10 +207,19 @@ kernel void conv_gather_out(global const store_t *yt,   /* (K, nb*P) */
                             uint y_off,
                             int nb)
 {
-    const int p = (int)get_global_id(0), k = (int)get_global_id(1), b = (int)get_global_id(2);
-    const float bv = LOADF(bias, has_bias ? k : 0);
-    const float v = LOADF(yt, k * CONV_LD(nb) + b * CONV_P + p) + (has_bias ? bv : 0.0f);
-    STOREF(y + y_off, (b * CONV_K + k) * CONV_P + p, v);
+    CONV_GATHER_OUT(LOADF, LOADF);
+}
+
+/* conv_gather_out from a float yt and bias (the 16-bit modes' float
+ * pipeline, src/ops/conv.c): y rounded to the storage type once. */
+kernel void conv_gather_out_f32(global const float *yt,   /* (K, nb*P) */
+                                global const float *bias, /* (K) */
+                                uint has_bias,
+                                global store_t *y,        /* (B, K, OH, OW), first image at y_off */
+                                uint y_off,
+                                int nb)
+{
+    CONV_GATHER_OUT(CONV_LD_F32, CONV_LD_F32);
 }
 
 /* dyt[k, b*P + p] = dy[b, k, p]: nb images of dy as the (K, nb*P) operand

@@ -27,7 +27,8 @@
  * (choose) applies. MPCL_CONV_ALGO=auto|im2col|direct overrides the choice
  * (tests use it); MPCL_CONV_CHUNK=n caps the images per im2col chunk
  * (1: a GEMM per image).
- * Scratch slots 4 (col), 5 (yt / dyt), 6 (dcol); 0..3 belong to the GEMM
+ * Scratch slots 4 (col), 5 (yt / dyt), 6 (dcol), 7 (float weights), 9
+ * (float x), 10 (float dy), 11 (float dw); 0..3 and 8 belong to the GEMM
  * router. Every sum accumulates in float. */
 #include <limits.h>
 #include <stdio.h>
@@ -46,6 +47,9 @@
 #define SLOT_YT 5
 #define SLOT_DCOL 6
 #define SLOT_PARAMS 7 /* the direct kernels' float copy of half weights and bias */
+#define SLOT_XF 9     /* the im2col path's float copy of 16-bit x */
+#define SLOT_DYF 10   /* ... of 16-bit dy */
+#define SLOT_DWF 11   /* ... its float weight gradient, added to 16-bit dw */
 
 typedef enum { CONV_AUTO = 0, CONV_IM2COL, CONV_DIRECT } conv_algo;
 
@@ -223,12 +227,21 @@ static void conv_defines(const conv_dims *d, char *dst, size_t len)
                 d->p.pad_h, d->p.pad_w, d->p.dilation_h, d->p.dilation_w);
 }
 
-static mpcl_status conv_kernel(mpcl_context *ctx, const conv_dims *d, const char *name,
-                               cl_kernel *k)
+/* name of cl/conv.cl for d, built in the context's variant, or with f32 in
+ * the fp32 one (the 16-bit modes' float pipeline). */
+static mpcl_status conv_kernel_v(mpcl_context *ctx, const conv_dims *d, int f32, const char *name,
+                                 cl_kernel *k)
 {
     char defs[MPCL_SPEC_DEFINES_LEN];
     conv_defines(d, defs, sizeof defs);
-    return mpcl_kernel_get_spec(ctx, "conv", mpcl_ctx_variant(ctx), defs, name, k);
+    return mpcl_kernel_get_spec(ctx, "conv", f32 ? MPCL_VARIANT_FP32 : mpcl_ctx_variant(ctx), defs,
+                                name, k);
+}
+
+static mpcl_status conv_kernel(mpcl_context *ctx, const conv_dims *d, const char *name,
+                               cl_kernel *k)
+{
+    return conv_kernel_v(ctx, d, 0, name, k);
 }
 
 /* db (K) += sum over B, OH, OW of dy (B, K, OH, OW). */
@@ -444,22 +457,23 @@ static mpcl_status direct_backward(mpcl_context *ctx, const char *op, mpcl_tenso
 
 /* ---------------------------------------------------------------- im2col */
 
-/* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x (B, C, H, W), or with
- * transposed its transpose colt (NB*P, C*R*S). */
-static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, const mpcl_tensor *x,
-                          const conv_dims *d, size_t i0, size_t nb, int transposed)
+/* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x (B, C, H, W) of numel
+ * elements, or with transposed its transpose colt (NB*P, C*R*S); with f32
+ * x and col are float (the float pipeline), else the storage type. */
+static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, cl_mem x, size_t numel,
+                          int f32, const conv_dims *d, size_t i0, size_t nb, int transposed)
 {
     /* 16-bit storage and x ending on a 32-bit word: taps gathered as words */
-    const int pairs = mpcl_storage_dtype(ctx) != MPCL_F32 && x->numel % 2 == 0;
+    const int pairs = !f32 && mpcl_storage_dtype(ctx) != MPCL_F32 && numel % 2 == 0;
     const char *name = transposed ? (pairs ? "conv_im2col_t_pairs" : "conv_im2col_t")
                                   : (pairs ? "conv_im2col_pairs" : "conv_im2col");
     cl_kernel k;
-    mpcl_status s = conv_kernel(ctx, d, name, &k);
+    mpcl_status s = conv_kernel_v(ctx, d, f32, name, &k);
     if (s != MPCL_OK)
         return s;
     cl_uint off = (cl_uint)(i0 * d->c * d->h * d->w);
     cl_int nbi = (cl_int)nb;
-    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &x->mem, /* (B, C, H, W) */
+    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &x, /* (B, C, H, W) */
                                  sizeof off, &off, sizeof(cl_mem), &col, sizeof nbi, &nbi);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
@@ -505,10 +519,11 @@ static mpcl_status chunk_cap_from_env(mpcl_context *ctx, const char *op, size_t 
 
 /* Images per chunk: as many as keep each scratch matrix within
  * CONV_SCRATCH_BYTES and its element count within int, at least 1, at most
- * cap (0: no cap). The backward pass's dcol is float in every mode. */
-static size_t chunk_images(const mpcl_context *ctx, const conv_dims *d, int backward, size_t cap)
+ * cap (0: no cap). The scratch matrices are float in every mode (the
+ * 16-bit modes' float pipeline, dcol). */
+static size_t chunk_images(const mpcl_context *ctx, const conv_dims *d, size_t cap)
 {
-    const size_t es = backward ? sizeof(cl_float) : mpcl_dtype_size(mpcl_storage_dtype(ctx));
+    const size_t es = sizeof(cl_float);
     const size_t p = d->oh * d->ow, rows = d->c * d->r * d->s > d->k ? d->c * d->r * d->s : d->k;
     size_t budget = CONV_SCRATCH_BYTES;
     if (ctx->caps.max_alloc_bytes && budget > ctx->caps.max_alloc_bytes / 2)
@@ -538,36 +553,74 @@ static size_t conv_ld(size_t n)
     return n % 1024 == 0 ? n + 16 : n;
 }
 
+/* The 16-bit modes run the im2col path in float: x, dy and the weights
+ * are cast to float scratch copies once per call (a few hundred thousand
+ * elements), im2col, the layout kernels and the GEMMs are the fp32 builds
+ * on them, and only the results (y, dx, dw) are rounded to the storage
+ * type, once. The column matrix is read by its GEMM once per block of
+ * rows and has R*S entries per input element: converting it there cost
+ * more than the cast (LeNet-5's 16 x 6400 x 150 forward GEMM: 0.63 ms in
+ * 16-bit against 0.30 in float on PoCL), and a 16-bit col saved only
+ * memory traffic these CPU devices barely feel. Activations and
+ * gradients between layers stay 16-bit. */
+static int float_pipeline(const mpcl_context *ctx)
+{
+    return mpcl_storage_dtype(ctx) != MPCL_F32;
+}
+
+/* t as float: t's own buffer in fp32, else a float copy in `slot`. */
+static mpcl_status as_float(mpcl_context *ctx, const char *op, const mpcl_tensor *t, int slot,
+                            cl_mem *out)
+{
+    if (t->dtype == MPCL_F32) {
+        *out = t->mem;
+        return MPCL_OK;
+    }
+    mpcl_status s = mpcl_scratch(ctx, slot, t->numel * sizeof(cl_float), out);
+    return s == MPCL_OK ? mpcl_cast_raw(ctx, op, 1, t->mem, *out, t->numel) : s;
+}
+
 static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
                                   const mpcl_tensor *x, const mpcl_tensor *w, const mpcl_tensor *b,
                                   const conv_dims *d, size_t nb_max)
 {
-    const mpcl_dtype dt = mpcl_storage_dtype(ctx);
+    const int f32 = float_pipeline(ctx);
+    const mpcl_dtype dt = f32 ? MPCL_F32 : mpcl_storage_dtype(ctx);
     const size_t es = mpcl_dtype_size(dt), crs = d->c * d->r * d->s, p = d->oh * d->ow;
     cl_mem col, yt; /* (C*R*S, N), (K, N) */
     const size_t ldm = conv_ld(nb_max * p);
-    mpcl_status s = mpcl_scratch(ctx, SLOT_COL, crs * ldm * es, &col);
+    cl_mem xm = x->mem, wm = w->mem, bmem = b ? b->mem : w->mem; /* read at 0 and not used
+                                                                  * without a bias */
+    mpcl_status s = MPCL_OK;
+    if (f32) { /* float x, weights and bias (the bias in the dw slot, free here) */
+        s = as_float(ctx, op, x, SLOT_XF, &xm);
+        if (s == MPCL_OK)
+            s = as_float(ctx, op, w, SLOT_PARAMS, &wm);
+        if (s == MPCL_OK)
+            s = b ? as_float(ctx, op, b, SLOT_DWF, &bmem) : (bmem = wm, MPCL_OK);
+    }
+    if (s == MPCL_OK)
+        s = mpcl_scratch(ctx, SLOT_COL, crs * ldm * es, &col);
     if (s == MPCL_OK)
         s = mpcl_scratch(ctx, SLOT_YT, d->k * ldm * es, &yt);
     cl_uint has_bias = b != NULL;
-    cl_mem bmem = b ? b->mem : w->mem; /* read at 0 and not used without a bias */
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
         const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p, ld = conv_ld(n);
         cl_kernel k;
-        s = im2col(ctx, op, col, x, d, i0, nb, 0);
+        s = im2col(ctx, op, col, xm, x->numel, f32, d, i0, nb, 0);
         if (s == MPCL_OK) /* yt (K, N) = w (K, CRS) * col (CRS, N) */
-            s = mpcl_gemm_raw(ctx, op, dt, 0, 0, d->k, n, crs, 1.0f, w->mem, 0, crs, col, 0, ld,
+            s = mpcl_gemm_raw(ctx, op, dt, 0, 0, d->k, n, crs, 1.0f, wm, 0, crs, col, 0, ld,
                               0.0f, yt, 0, ld);
         if (s == MPCL_OK)
-            s = conv_kernel(ctx, d, "conv_gather_out", &k);
+            s = conv_kernel(ctx, d, f32 ? "conv_gather_out_f32" : "conv_gather_out", &k);
         if (s != MPCL_OK)
             break;
         cl_uint y_off = (cl_uint)(i0 * d->k * p);
         cl_int nbi = (cl_int)nb;
         cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &yt, /* (K, N) */
-                                     sizeof(cl_mem), &bmem,      /* (K) */
+                                     sizeof(cl_mem), &bmem,     /* (K) */
                                      sizeof has_bias, &has_bias,
-                                     sizeof(cl_mem), &y->mem,    /* (B, K, OH, OW) */
+                                     sizeof(cl_mem), &y->mem,   /* (B, K, OH, OW) */
                                      sizeof y_off, &y_off, sizeof nbi, &nbi);
         if (rc != CL_SUCCESS)
             return arg_error(ctx, op, rc);
@@ -577,17 +630,18 @@ static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor
 }
 
 /* dyt (K, NB*P) from images i0 .. i0+nb-1 of dy (B, K, OH, OW), or with
- * transposed its transpose dytt (NB*P, K). */
-static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, const mpcl_tensor *dy,
+ * transposed its transpose dytt (NB*P, K); f32 as for im2col. */
+static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, cl_mem dy, int f32,
                               const conv_dims *d, size_t i0, size_t nb, int transposed)
 {
     cl_kernel k;
-    mpcl_status s = conv_kernel(ctx, d, transposed ? "conv_scatter_dy_t" : "conv_scatter_dy", &k);
+    mpcl_status s =
+        conv_kernel_v(ctx, d, f32, transposed ? "conv_scatter_dy_t" : "conv_scatter_dy", &k);
     if (s != MPCL_OK)
         return s;
     cl_uint off = (cl_uint)(i0 * d->k * d->oh * d->ow);
     cl_int nbi = (cl_int)nb;
-    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &dy->mem, sizeof off, &off,
+    cl_int rc = mpcl_kernel_args(k, 4, sizeof(cl_mem), &dy, sizeof off, &off,
                                  sizeof(cl_mem), &dyt, sizeof nbi, &nbi);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
@@ -600,11 +654,24 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
                                    mpcl_tensor *dw, const mpcl_tensor *dy, const mpcl_tensor *x,
                                    const mpcl_tensor *w, const conv_dims *d, size_t nb_max)
 {
-    const mpcl_dtype dt = mpcl_storage_dtype(ctx);
+    const int f32 = float_pipeline(ctx);
+    const mpcl_dtype dt = f32 ? MPCL_F32 : mpcl_storage_dtype(ctx);
     const size_t es = mpcl_dtype_size(dt), crs = d->c * d->r * d->s, p = d->oh * d->ow;
     cl_mem col = NULL, dyt = NULL, dcol = NULL; /* (C*R*S, N), (K, N), (C*R*S, N) */
+    cl_mem xm = x->mem, dym = dy->mem, wm = w->mem, dwm = dw ? dw->mem : NULL;
     const size_t ldm = conv_ld(nb_max * p);
-    mpcl_status s = mpcl_scratch(ctx, SLOT_YT, d->k * ldm * es, &dyt);
+    mpcl_status s = MPCL_OK;
+    if (f32) { /* float dy, x and dw (for dw), weights (for dx) */
+        s = as_float(ctx, op, dy, SLOT_DYF, &dym);
+        if (s == MPCL_OK && dw)
+            s = as_float(ctx, op, x, SLOT_XF, &xm);
+        if (s == MPCL_OK && dw)
+            s = as_float(ctx, op, dw, SLOT_DWF, &dwm);
+        if (s == MPCL_OK && dx)
+            s = as_float(ctx, op, w, SLOT_PARAMS, &wm);
+    }
+    if (s == MPCL_OK)
+        s = mpcl_scratch(ctx, SLOT_YT, d->k * ldm * es, &dyt);
     if (s == MPCL_OK && dx) /* float in every mode (conv_col2im) */
         s = mpcl_scratch(ctx, SLOT_DCOL, crs * ldm * sizeof(cl_float), &dcol);
     if (s == MPCL_OK && dw)
@@ -612,23 +679,26 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
         const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p, ld = conv_ld(n);
         if (dw) { /* first, while dyt's slot is free for dytt (N, K) */
-            s = scatter_dy(ctx, op, dyt, dy, d, i0, nb, 1);
+            s = scatter_dy(ctx, op, dyt, dym, f32, d, i0, nb, 1);
             if (s == MPCL_OK)
-                s = im2col(ctx, op, col, x, d, i0, nb, 1);
-            if (s == MPCL_OK) /* dw (K, CRS) += dytt (N, K)^T * colt (N, CRS) */
+                s = im2col(ctx, op, col, xm, x->numel, f32, d, i0, nb, 1);
+            /* dw (K, CRS) += dytt (N, K)^T * colt (N, CRS) */
+            if (s == MPCL_OK)
                 s = mpcl_gemm_raw(ctx, op, dt, 1, 0, d->k, crs, n, 1.0f, dyt, 0, d->k, col, 0, crs,
-                                  1.0f, dw->mem, 0, crs);
+                                  1.0f, dwm, 0, crs);
         }
         if (s == MPCL_OK && dx) {
-            s = scatter_dy(ctx, op, dyt, dy, d, i0, nb, 0);
+            s = scatter_dy(ctx, op, dyt, dym, f32, d, i0, nb, 0);
             /* dcol (CRS, N) = w (K, CRS)^T * dyt (K, N), float */
             if (s == MPCL_OK)
-                s = mpcl_gemm_raw_c32(ctx, op, dt, 1, 0, crs, n, d->k, 1.0f, w->mem, 0, crs, dyt, 0,
+                s = mpcl_gemm_raw_c32(ctx, op, dt, 1, 0, crs, n, d->k, 1.0f, wm, 0, crs, dyt, 0,
                                       ld, 0.0f, dcol, 0, ld);
             if (s == MPCL_OK)
                 s = col2im(ctx, op, dx, dcol, d, i0, nb);
         }
     }
+    if (s == MPCL_OK && dwm != (dw ? dw->mem : NULL)) /* the float sum, rounded once */
+        s = mpcl_cast_raw(ctx, op, 0, dwm, dw->mem, dw->numel);
     return s;
 }
 
@@ -804,7 +874,7 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, i
                             const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d, double *t)
 {
     const double t0 = now_s();
-    const size_t nb = chunk_images(ctx, d, pass != 0, 0);
+    const size_t nb = chunk_images(ctx, d, 0);
     mpcl_status s;
     if (pass == 0)
         s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
@@ -971,7 +1041,7 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
         return s;
     if (algo == CONV_DIRECT)
         return direct_forward(ctx, op, y, x, w, b, &d);
-    return im2col_forward(ctx, op, y, x, w, b, &d, chunk_images(ctx, &d, 0, cap));
+    return im2col_forward(ctx, op, y, x, w, b, &d, chunk_images(ctx, &d, cap));
 }
 
 mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dw,
@@ -1009,5 +1079,5 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
         return s;
     if (!dx && !dw)
         return MPCL_OK;
-    return im2col_backward(ctx, op, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, 1, cap));
+    return im2col_backward(ctx, op, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, cap));
 }
