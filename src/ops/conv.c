@@ -24,7 +24,9 @@
  * Which one each pass of a layer runs (forward; backward with or without
  * dx) is measured on the device at its first call and
  * kept in the cache directory (pick_algo); without a cache a static rule
- * (choose) applies. MPCL_CONV_ALGO=auto|im2col|direct overrides the choice
+ * (choose) applies. In the 16-bit modes im2col runs in float on cast copies
+ * (float_pipeline) and im2col16 on the storage type, a third candidate.
+ * MPCL_CONV_ALGO=auto|im2col|im2col16|direct overrides the choice
  * (tests use it); MPCL_CONV_CHUNK=n caps the images per im2col chunk
  * (1: a GEMM per image).
  * Scratch slots 4 (col), 5 (yt / dyt), 6 (dcol), 7 (float weights), 9
@@ -51,7 +53,9 @@
 #define SLOT_DYF 10   /* ... of 16-bit dy */
 #define SLOT_DWF 11   /* ... its float weight gradient, added to 16-bit dw */
 
-typedef enum { CONV_AUTO = 0, CONV_IM2COL, CONV_DIRECT } conv_algo;
+/* CONV_IM2COL16: the im2col path on the storage type in the 16-bit modes
+ * (CONV_IM2COL runs it in float there: float_pipeline()). */
+typedef enum { CONV_AUTO = 0, CONV_IM2COL, CONV_DIRECT, CONV_IM2COL16 } conv_algo;
 
 /* One convolution's sizes. */
 typedef struct {
@@ -173,11 +177,14 @@ static mpcl_status algo_from_env(mpcl_context *ctx, const char *op, conv_algo *o
         return MPCL_OK;
     if (strcmp(e, "im2col") == 0)
         *out = CONV_IM2COL;
+    else if (strcmp(e, "im2col16") == 0) /* the same as im2col in fp32 */
+        *out = mpcl_storage_dtype(ctx) == MPCL_F32 ? CONV_IM2COL : CONV_IM2COL16;
     else if (strcmp(e, "direct") == 0)
         *out = CONV_DIRECT;
     else
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                              "%s: MPCL_CONV_ALGO is \"%s\"; expected auto, im2col or direct", op, e);
+                              "%s: MPCL_CONV_ALGO is \"%s\"; expected auto, im2col, im2col16 or "
+                              "direct", op, e);
     return MPCL_OK;
 }
 
@@ -563,9 +570,9 @@ static size_t conv_ld(size_t n)
  * 16-bit against 0.30 in float on PoCL), and a 16-bit col saved only
  * memory traffic these CPU devices barely feel. Activations and
  * gradients between layers stay 16-bit. */
-static int float_pipeline(const mpcl_context *ctx)
+static int float_pipeline(const mpcl_context *ctx, conv_algo algo)
 {
-    return mpcl_storage_dtype(ctx) != MPCL_F32;
+    return algo == CONV_IM2COL && mpcl_storage_dtype(ctx) != MPCL_F32;
 }
 
 /* t as float: t's own buffer in fp32, else a float copy in `slot`. */
@@ -580,11 +587,11 @@ static mpcl_status as_float(mpcl_context *ctx, const char *op, const mpcl_tensor
     return s == MPCL_OK ? mpcl_cast_raw(ctx, op, 1, t->mem, *out, t->numel) : s;
 }
 
-static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
-                                  const mpcl_tensor *x, const mpcl_tensor *w, const mpcl_tensor *b,
-                                  const conv_dims *d, size_t nb_max)
+static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, conv_algo algo,
+                                  mpcl_tensor *y, const mpcl_tensor *x, const mpcl_tensor *w,
+                                  const mpcl_tensor *b, const conv_dims *d, size_t nb_max)
 {
-    const int f32 = float_pipeline(ctx);
+    const int f32 = float_pipeline(ctx, algo);
     const mpcl_dtype dt = f32 ? MPCL_F32 : mpcl_storage_dtype(ctx);
     const size_t es = mpcl_dtype_size(dt), crs = d->c * d->r * d->s, p = d->oh * d->ow;
     cl_mem col, yt; /* (C*R*S, N), (K, N) */
@@ -650,11 +657,12 @@ static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, cl_
     return launch_pkb(ctx, op, k, d, nb);
 }
 
-static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tensor *dx,
-                                   mpcl_tensor *dw, const mpcl_tensor *dy, const mpcl_tensor *x,
-                                   const mpcl_tensor *w, const conv_dims *d, size_t nb_max)
+static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo algo,
+                                   mpcl_tensor *dx, mpcl_tensor *dw, const mpcl_tensor *dy,
+                                   const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d,
+                                   size_t nb_max)
 {
-    const int f32 = float_pipeline(ctx);
+    const int f32 = float_pipeline(ctx, algo);
     const mpcl_dtype dt = f32 ? MPCL_F32 : mpcl_storage_dtype(ctx);
     const size_t es = mpcl_dtype_size(dt), crs = d->c * d->r * d->s, p = d->oh * d->ow;
     cl_mem col = NULL, dyt = NULL, dcol = NULL; /* (C*R*S, N), (K, N), (C*R*S, N) */
@@ -706,8 +714,8 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, mpcl_tenso
 
 /* The first forward call of a layer geometry (sizes, stride, padding,
  * dilation and batch) in a context with a cache directory, and its first
- * backward call with and without an input gradient, each time both
- * algorithms on that pass at the layer's real shape, on x and w and on
+ * backward call with and without an input gradient, each time every
+ * algorithm on that pass at the layer's real shape, on x and w and on
  * zeroed temporary buffers: forward and backward are separate verdicts,
  * because a layer's two passes may favour different algorithms and a
  * first layer needs no dx (direct's dx pass is its slowest: measured as
@@ -764,7 +772,7 @@ static void choice_path(const mpcl_context *ctx, char *dst, size_t len)
 
 static const char *algo_name(conv_algo a)
 {
-    return a == CONV_DIRECT ? "direct" : "im2col";
+    return a == CONV_DIRECT ? "direct" : a == CONV_IM2COL16 ? "im2col16" : "im2col";
 }
 
 /* One line of the cache file: the layer's fields, their key, the verdict. */
@@ -795,10 +803,13 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
                          name, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8],
                          &v[9], &v[10], &v[11], &v[12], &v[13], &used);
         ok = got == 1 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 && v[0] <= 2 &&
-             (strcmp(name, "direct") == 0 || strcmp(name, "im2col") == 0);
+             (strcmp(name, "direct") == 0 || strcmp(name, "im2col") == 0 ||
+              strcmp(name, "im2col16") == 0);
         if (!ok)
             break;
-        l->algo = strcmp(name, "direct") == 0 ? CONV_DIRECT : CONV_IM2COL;
+        l->algo = strcmp(name, "direct") == 0     ? CONV_DIRECT
+                  : strcmp(name, "im2col16") == 0 ? CONV_IM2COL16
+                                                  : CONV_IM2COL;
         l->key = mpcl_hash64(v, sizeof l->v, MPCL_HASH_SEED);
         n++;
     }
@@ -878,11 +889,11 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, i
     mpcl_status s;
     if (pass == 0)
         s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
-                                : im2col_forward(ctx, op, y, x, w, db, d, nb);
+                                : im2col_forward(ctx, op, algo, y, x, w, db, d, nb);
     else if (algo == CONV_DIRECT)
         s = direct_backward(ctx, op, pass == 1 ? dx : NULL, dw, db, y, x, w, d);
     else if ((s = bias_grad(ctx, op, db, y, d)) == MPCL_OK)
-        s = im2col_backward(ctx, op, pass == 1 ? dx : NULL, dw, y, x, w, d, nb);
+        s = im2col_backward(ctx, op, algo, pass == 1 ? dx : NULL, dw, y, x, w, d, nb);
     if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
         s = MPCL_ERR_OPENCL;
     *t = now_s() - t0;
@@ -915,33 +926,42 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
      * first launched in a timed run (PoCL compiles at the first launch of a
      * work-group shape) would put a build into the timing and the cutoff
      * below would drop the algorithm on it */
-    double t, best_i = -1.0, best_d = -1.0;
-    mpcl_status si = rc == CL_SUCCESS ? MPCL_OK : MPCL_ERR_OPENCL, sd = si;
-    if (si == MPCL_OK)
-        si = run_algo(ctx, op, CONV_IM2COL, pass, &y, &dx, &dw, &db, x, w, d, &t);
-    if (sd == MPCL_OK)
-        sd = run_algo(ctx, op, CONV_DIRECT, pass, &y, &dx, &dw, &db, x, w, d, &t);
-    /* timed runs, alternating, so that load from elsewhere hits both */
-    for (int r = 0; r < CHOICE_REPS && (si == MPCL_OK || sd == MPCL_OK); r++) {
-        if (si == MPCL_OK) {
-            si = run_algo(ctx, op, CONV_IM2COL, pass, &y, &dx, &dw, &db, x, w, d, &t);
-            if (si == MPCL_OK && (best_i < 0.0 || t < best_i))
-                best_i = t;
-        }
-        if (sd == MPCL_OK) {
-            const double limit = best_i > 0.0 ? CHOICE_CUTOFF * best_i : 0.0;
-            sd = run_algo(ctx, op, CONV_DIRECT, pass, &y, &dx, &dw, &db, x, w, d, &t);
-            if (sd == MPCL_OK && limit > 0.0 && t > limit)
-                sd = MPCL_ERR_STATE; /* clearly the slower one: no more runs */
-            else if (sd == MPCL_OK && (best_d < 0.0 || t < best_d))
-                best_d = t;
-        }
+    /* the candidates: im2col first (the reference of the cutoff), then in
+     * the 16-bit modes im2col on the storage type, then direct */
+    conv_algo cand[3] = {CONV_IM2COL, CONV_IM2COL16, CONV_DIRECT};
+    size_t nc = 3;
+    if (dt == MPCL_F32)
+        cand[1] = CONV_DIRECT, nc = 2;
+    double t, best_t[3] = {-1.0, -1.0, -1.0};
+    mpcl_status st[3];
+    int live = 0;
+    for (size_t c = 0; c < nc; c++) {
+        st[c] = rc == CL_SUCCESS ? run_algo(ctx, op, cand[c], pass, &y, &dx, &dw, &db, x, w, d, &t)
+                                 : MPCL_ERR_OPENCL;
+        live += st[c] == MPCL_OK;
     }
+    /* timed runs, alternating, so that load from elsewhere hits all */
+    for (int r = 0; r < CHOICE_REPS && live; r++)
+        for (size_t c = 0; c < nc; c++) {
+            if (st[c] != MPCL_OK)
+                continue;
+            const double limit = c > 0 && best_t[0] > 0.0 ? CHOICE_CUTOFF * best_t[0] : 0.0;
+            st[c] = run_algo(ctx, op, cand[c], pass, &y, &dx, &dw, &db, x, w, d, &t);
+            if (st[c] == MPCL_OK && limit > 0.0 && t > limit)
+                st[c] = MPCL_ERR_STATE; /* clearly slower than im2col: no more runs */
+            else if (st[c] == MPCL_OK && (best_t[c] < 0.0 || t < best_t[c]))
+                best_t[c] = t;
+            if (st[c] != MPCL_OK)
+                live--;
+        }
     conv_algo best = CONV_AUTO;
-    if (best_i >= 0.0 && (best_d < 0.0 || sd != MPCL_OK || best_i <= best_d))
-        best = CONV_IM2COL;
-    else if (best_d >= 0.0 && sd == MPCL_OK)
-        best = CONV_DIRECT;
+    double best_time = -1.0;
+    for (size_t c = 0; c < nc; c++) /* ties go to the earlier candidate */
+        if (best_t[c] >= 0.0 && (c == 0 || st[c] == MPCL_OK) &&
+            (best_time < 0.0 || best_t[c] < best_time)) {
+            best = cand[c];
+            best_time = best_t[c];
+        }
     clFinish(ctx->queue);
     const cl_mem mems[4] = {y.mem, dx.mem, dw.mem, db.mem};
     for (int i = 0; i < 4; i++)
@@ -1041,7 +1061,7 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
         return s;
     if (algo == CONV_DIRECT)
         return direct_forward(ctx, op, y, x, w, b, &d);
-    return im2col_forward(ctx, op, y, x, w, b, &d, chunk_images(ctx, &d, cap));
+    return im2col_forward(ctx, op, algo, y, x, w, b, &d, chunk_images(ctx, &d, cap));
 }
 
 mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dw,
@@ -1079,5 +1099,5 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
         return s;
     if (!dx && !dw)
         return MPCL_OK;
-    return im2col_backward(ctx, op, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, cap));
+    return im2col_backward(ctx, op, algo, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, cap));
 }

@@ -264,9 +264,10 @@ static void run_case(const optest_mode *md, const conv_case *cc, const char *alg
     ref_forward(cc, xd, wd, with_bias ? bd : NULL, yr, ym);
     ref_backward(cc, dyd, xd, wd, dw0d, db0d, dxr, dxm, dwr, dwm, dbr, dbm);
 
-    /* chunks of the im2col path each round dw to storage once */
+    /* chunks of the im2col path each round dw to storage once (in the
+     * 16-bit modes only im2col16: im2col sums dw in float there) */
     size_t nchunks = 1;
-    if (strcmp(algo, "im2col") == 0 && chunk)
+    if (strncmp(algo, "im2col", 6) == 0 && chunk)
         nchunks = (cc->b + chunk - 1) / chunk;
     assert_conv_close("y", algo, md->mode, y, yr, ym, ny, crs + 1, 2);
     if (with_dx)
@@ -373,6 +374,21 @@ START_TEST(test_im2col)
 }
 END_TEST
 
+/* The 16-bit modes' im2col path on the storage type (im2col runs it in
+ * float there; fp32 has one im2col path): the cases with odd sizes,
+ * strides, dilation and a LeNet-5 layer, which reach the 16-bit column
+ * matrix, the pair gathers and the 16-bit GEMMs. */
+START_TEST(test_im2col16)
+{
+    if (mpcl_storage_dtype(optest_modes[_i].ctx) == MPCL_F32)
+        return;
+    size_t n;
+    const conv_case *cs = cases(&n);
+    for (size_t i = 0; i < n && i < 5; i++)
+        run_case(&optest_modes[_i], &cs[i], "im2col16", 0, 1, 1, 1500 + 10 * i);
+}
+END_TEST
+
 START_TEST(test_direct)
 {
     size_t n;
@@ -400,6 +416,8 @@ START_TEST(test_im2col_chunks)
         cc.b = 3, cc.h = 5, cc.w = 6, cc.c = 2;
     run_case(&optest_modes[_i], &cc, "im2col", 1, 1, 1, 4000);
     run_case(&optest_modes[_i], &cc, "im2col", 2, 1, 1, 4010);
+    if (mpcl_storage_dtype(optest_modes[_i].ctx) != MPCL_F32)
+        run_case(&optest_modes[_i], &cc, "im2col16", 2, 1, 1, 4020);
 }
 END_TEST
 
@@ -519,11 +537,15 @@ START_TEST(test_choice_cache)
     ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
     ck_assert_str_eq(line, "mpcl-conv 2\n");
     for (int pass = 0; pass < 2; pass++) {
-        char want_d[64], want_i[64];
+        char want_d[64], want_i[64], want_16[64];
         snprintf(want_d, sizeof want_d, "direct %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
         snprintf(want_i, sizeof want_i, "im2col %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        snprintf(want_16, sizeof want_16, "im2col16 %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
         ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-        ck_assert_msg(strcmp(line, want_d) == 0 || strcmp(line, want_i) == 0, "cache line: %s", line);
+        /* im2col16 only in the 16-bit modes */
+        ck_assert_msg(strcmp(line, want_d) == 0 || strcmp(line, want_i) == 0 ||
+                          (mode != MPCL_PRECISION_FP32 && strcmp(line, want_16) == 0),
+                      "cache line: %s", line);
     }
     ck_assert_ptr_null(fgets(line, sizeof line, f));
     fclose(f);
@@ -535,8 +557,10 @@ START_TEST(test_choice_cache)
     } verdicts[] = {{"mpcl-conv 2\ndirect 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n"
                      "direct 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 2},
                     {"mpcl-conv 2\nim2col 0 9 9 9 9 9 3 3 1 1 1 1 1 1\n"
-                     "im2col 0 2 2 6 7 3 3 3 1 1 1 1 1 1\nim2col 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1}};
-    for (int v = 0; v < 2; v++) {
+                     "im2col 0 2 2 6 7 3 3 3 1 1 1 1 1 1\nim2col 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1},
+                    {"mpcl-conv 2\nim2col16 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n"
+                     "im2col16 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1}};
+    for (int v = 0; v < 3; v++) {
         write_text(path, verdicts[v].text);
         mpcl_context *b = choice_run(mode, dir, &cc);
         ck_assert_uint_eq(b->conv_measured, 0);
@@ -819,6 +843,7 @@ int main(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_output_size);
     tcase_add_loop_test(tc, test_im2col, 0, optest_nmodes);
+    tcase_add_loop_test(tc, test_im2col16, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_direct, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_no_bias_no_dx, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_im2col_chunks, 0, optest_nmodes);
