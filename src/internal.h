@@ -51,7 +51,7 @@ struct mpcl_prof_rec {
 
 #define MPCL_MAX_PROGRAMS 32
 #define MPCL_MAX_KERNELS 160
-#define MPCL_SCRATCH_SLOTS 12
+#define MPCL_SCRATCH_SLOTS 13
 
 typedef struct {
     const char *family; /* string literals only */

@@ -30,7 +30,7 @@
  * (tests use it); MPCL_CONV_CHUNK=n caps the images per im2col chunk
  * (1: a GEMM per image).
  * Scratch slots 4 (col), 5 (yt / dyt), 6 (dcol), 7 (float weights), 9
- * (float x), 10 (float dy), 11 (float dw); 0..3 and 8 belong to the GEMM
+ * (float x), 10 (float dy), 11 (float dw), 12 (float db); 0..3 and 8 belong to the GEMM
  * router. Every sum accumulates in float. */
 #include <limits.h>
 #include <stdio.h>
@@ -52,6 +52,7 @@
 #define SLOT_XF 9     /* the im2col path's float copy of 16-bit x */
 #define SLOT_DYF 10   /* ... of 16-bit dy */
 #define SLOT_DWF 11   /* ... its float weight gradient, added to 16-bit dw */
+#define SLOT_DBF 12   /* ... its float bias gradient */
 
 /* CONV_IM2COL16: the im2col path on the storage type in the 16-bit modes
  * (CONV_IM2COL runs it in float there: float_pipeline()). */
@@ -251,21 +252,28 @@ static mpcl_status conv_kernel(mpcl_context *ctx, const conv_dims *d, const char
     return conv_kernel_v(ctx, d, 0, name, k);
 }
 
-/* db (K) += sum over B, OH, OW of dy (B, K, OH, OW). */
-static mpcl_status bias_grad(mpcl_context *ctx, const char *op, mpcl_tensor *db,
-                             const mpcl_tensor *dy, const conv_dims *d)
+/* db (K) += sum over B, OH, OW of dy (B, K, OH, OW), both the storage
+ * type, or with f32 both float. */
+static mpcl_status bias_grad_mem(mpcl_context *ctx, const char *op, cl_mem db, cl_mem dy, int f32,
+                                 const conv_dims *d)
 {
     cl_kernel k;
-    mpcl_status s = conv_kernel(ctx, d, "conv_bias_grad", &k);
+    mpcl_status s = conv_kernel_v(ctx, d, f32, "conv_bias_grad", &k);
     if (s != MPCL_OK)
         return s;
     cl_int nb = (cl_int)d->b;
-    cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy->mem, /* (B, K, OH, OW) */
-                                 sizeof(cl_mem), &db->mem,       /* (K) */
+    cl_int rc = mpcl_kernel_args(k, 3, sizeof(cl_mem), &dy, /* (B, K, OH, OW) */
+                                 sizeof(cl_mem), &db,       /* (K) */
                                  sizeof nb, &nb);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, op, rc);
     return launch_groups(ctx, k, op, d->k);
+}
+
+static mpcl_status bias_grad(mpcl_context *ctx, const char *op, mpcl_tensor *db,
+                             const mpcl_tensor *dy, const conv_dims *d)
+{
+    return bias_grad_mem(ctx, op, db->mem, dy->mem, 0, d);
 }
 
 /* ---------------------------------------------------------------- direct */
@@ -657,10 +665,11 @@ static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, cl_
     return launch_pkb(ctx, op, k, d, nb);
 }
 
+/* dx, dw and db (each may be NULL) on the im2col path. */
 static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo algo,
-                                   mpcl_tensor *dx, mpcl_tensor *dw, const mpcl_tensor *dy,
-                                   const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d,
-                                   size_t nb_max)
+                                   mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db,
+                                   const mpcl_tensor *dy, const mpcl_tensor *x,
+                                   const mpcl_tensor *w, const conv_dims *d, size_t nb_max)
 {
     const int f32 = float_pipeline(ctx, algo);
     const mpcl_dtype dt = f32 ? MPCL_F32 : mpcl_storage_dtype(ctx);
@@ -669,8 +678,20 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
     cl_mem xm = x->mem, dym = dy->mem, wm = w->mem, dwm = dw ? dw->mem : NULL;
     const size_t ldm = conv_ld(nb_max * p);
     mpcl_status s = MPCL_OK;
-    if (f32) { /* float dy, x and dw (for dw), weights (for dx) */
+    /* db from the float copy of dy where the pipeline makes one */
+    if (db && !(f32 && (dx || dw)))
+        s = bias_grad(ctx, op, db, dy, d);
+    if (s != MPCL_OK || (!dx && !dw))
+        return s;
+    if (f32) { /* float dy, db, x and dw, weights (for dx) */
         s = as_float(ctx, op, dy, SLOT_DYF, &dym);
+        cl_mem dbm;
+        if (s == MPCL_OK && db) /* db += the float sum, rounded once */
+            s = as_float(ctx, op, db, SLOT_DBF, &dbm);
+        if (s == MPCL_OK && db)
+            s = bias_grad_mem(ctx, op, dbm, dym, 1, d);
+        if (s == MPCL_OK && db)
+            s = mpcl_cast_raw(ctx, op, 0, dbm, db->mem, db->numel);
         if (s == MPCL_OK && dw)
             s = as_float(ctx, op, x, SLOT_XF, &xm);
         if (s == MPCL_OK && dw)
@@ -892,8 +913,8 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, i
                                 : im2col_forward(ctx, op, algo, y, x, w, db, d, nb);
     else if (algo == CONV_DIRECT)
         s = direct_backward(ctx, op, pass == 1 ? dx : NULL, dw, db, y, x, w, d);
-    else if ((s = bias_grad(ctx, op, db, y, d)) == MPCL_OK)
-        s = im2col_backward(ctx, op, algo, pass == 1 ? dx : NULL, dw, y, x, w, d, nb);
+    else
+        s = im2col_backward(ctx, op, algo, pass == 1 ? dx : NULL, dw, db, y, x, w, d, nb);
     if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
         s = MPCL_ERR_OPENCL;
     *t = now_s() - t0;
@@ -1095,9 +1116,5 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
         return s;
     if (algo == CONV_DIRECT) /* db is fused into the weight gradient's passes */
         return direct_backward(ctx, op, dx, dw, db, dy, x, w, &d);
-    if (db && (s = bias_grad(ctx, op, db, dy, &d)) != MPCL_OK)
-        return s;
-    if (!dx && !dw)
-        return MPCL_OK;
-    return im2col_backward(ctx, op, algo, dx, dw, dy, x, w, &d, chunk_images(ctx, &d, cap));
+    return im2col_backward(ctx, op, algo, dx, dw, db, dy, x, w, &d, chunk_images(ctx, &d, cap));
 }
