@@ -1,6 +1,5 @@
 /* launch.c — kernel objects kept per context, argument setting, launches. */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,17 +216,8 @@ static mpcl_status launch_at(mpcl_context *ctx, cl_kernel k, const char *what, c
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: clEnqueueNDRangeKernel('%s') on device "
                               "'%s' failed: %s", what, kernel_name(ctx, k), ctx->desc.name,
                               mpcl_cl_error_name(rc));
-    if (evp) {
-        const char *nm = kernel_name(ctx, k);
-        if (getenv("HACK_PROF")) {
-            static char pool[512][96]; static int np;
-            char buf[96]; snprintf(buf, sizeof buf, "%s[%zu,%zu,%zu]", nm, global[0], dims>1?global[1]:1, dims>2?global[2]:1);
-            int i; for (i = 0; i < np; i++) if (!strcmp(pool[i], buf)) break;
-            if (i == np && np < 512) { strcpy(pool[np++], buf); }
-            if (i < 512) nm = pool[i];
-        }
-        mpcl_profile_add(ctx, nm, ev);
-    }
+    if (evp)
+        mpcl_profile_add(ctx, kernel_name(ctx, k), ev);
     return MPCL_OK;
 }
 
