@@ -435,6 +435,11 @@ typedef enum {
     MPCL_ACCUM_HALF,        /* fp16 mode: CLBlast Hgemm */
     MPCL_ACCUM_FLOAT        /* fp16 mode: FP32 accumulation on half operands */
 } mpcl_accumulation;
+/* Applies to mpcl_gemm, the linear layers and the GEMMs of a convolution
+ * whose measured choice is the im2col path on the storage type
+ * (im2col16). The float im2col path and the direct one sum in float
+ * whatever this says, and so does every convolution's column gradient
+ * (docs/ops/conv-pool.md). */
 MPCL_API mpcl_status mpcl_set_gemm_accumulation(mpcl_context *ctx, mpcl_accumulation a);
 
 /* ------------------------------------------------------- CLBlast tuning
