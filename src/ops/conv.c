@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -276,6 +275,18 @@ static mpcl_status bias_grad(mpcl_context *ctx, const char *op, mpcl_tensor *db,
     return bias_grad_mem(ctx, op, db->mem, dy->mem, 0, d);
 }
 
+/* t as float: t's own buffer in fp32, else a float copy in `slot`. */
+static mpcl_status as_float(mpcl_context *ctx, const char *op, const mpcl_tensor *t, int slot,
+                            cl_mem *out)
+{
+    if (t->dtype == MPCL_F32) {
+        *out = t->mem;
+        return MPCL_OK;
+    }
+    mpcl_status s = mpcl_scratch(ctx, slot, t->numel * sizeof(cl_float), out);
+    return s == MPCL_OK ? mpcl_cast_raw(ctx, op, 1, t->mem, *out, t->numel) : s;
+}
+
 /* ---------------------------------------------------------------- direct */
 
 /* The direct kernels (cl/conv_direct.cl) are built once per geometry, with
@@ -362,11 +373,8 @@ static mpcl_status direct_forward(mpcl_context *ctx, const char *op, mpcl_tensor
     if (s == MPCL_OK)
         s = direct_kernel(ctx, d, "conv_direct_forward", &k);
     /* 16-bit storage: x as float too (cl/conv_direct.cl xin_t), in SLOT_COL */
-    if (s == MPCL_OK && mpcl_storage_dtype(ctx) != MPCL_F32) {
-        s = mpcl_scratch(ctx, SLOT_COL, x->numel * sizeof(cl_float), &xm);
-        if (s == MPCL_OK)
-            s = mpcl_cast_raw(ctx, op, 1, x->mem, xm, x->numel);
-    }
+    if (s == MPCL_OK)
+        s = as_float(ctx, op, x, SLOT_COL, &xm);
     if (s != MPCL_OK)
         return s;
     cl_uint has_bias = b != NULL;
@@ -402,13 +410,9 @@ static mpcl_status direct_filter(mpcl_context *ctx, const char *op, mpcl_tensor 
          * K*S times: without half hardware, converting dy and x to float
          * once (scratch slots YT and DCOL) and running the fp32 build of
          * the first pass costs a fraction of converting at every read. */
-        s = mpcl_scratch(ctx, SLOT_YT, dy->numel * sizeof(cl_float), &dym);
+        s = as_float(ctx, op, dy, SLOT_YT, &dym);
         if (s == MPCL_OK)
-            s = mpcl_scratch(ctx, SLOT_DCOL, x->numel * sizeof(cl_float), &xm);
-        if (s == MPCL_OK)
-            s = mpcl_cast_raw(ctx, op, 1, dy->mem, dym, dy->numel);
-        if (s == MPCL_OK)
-            s = mpcl_cast_raw(ctx, op, 1, x->mem, xm, x->numel);
+            s = as_float(ctx, op, x, SLOT_DCOL, &xm);
         char defs[MPCL_SPEC_DEFINES_LEN];
         direct_defines(d, defs, sizeof defs);
         if (s == MPCL_OK)
@@ -583,18 +587,6 @@ static int float_pipeline(const mpcl_context *ctx, conv_algo algo)
     return algo == CONV_IM2COL && mpcl_storage_dtype(ctx) != MPCL_F32;
 }
 
-/* t as float: t's own buffer in fp32, else a float copy in `slot`. */
-static mpcl_status as_float(mpcl_context *ctx, const char *op, const mpcl_tensor *t, int slot,
-                            cl_mem *out)
-{
-    if (t->dtype == MPCL_F32) {
-        *out = t->mem;
-        return MPCL_OK;
-    }
-    mpcl_status s = mpcl_scratch(ctx, slot, t->numel * sizeof(cl_float), out);
-    return s == MPCL_OK ? mpcl_cast_raw(ctx, op, 1, t->mem, *out, t->numel) : s;
-}
-
 static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, conv_algo algo,
                                   mpcl_tensor *y, const mpcl_tensor *x, const mpcl_tensor *w,
                                   const mpcl_tensor *b, const conv_dims *d, size_t nb_max)
@@ -767,13 +759,6 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
 #define CHOICE_CUTOFF 3.0
 #define CHOICE_FIELDS 14 /* the pass and the sizes after ALGO */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void choice_fields(const conv_dims *d, int pass, unsigned long long v[CHOICE_FIELDS])
 {
     const unsigned long long f[CHOICE_FIELDS] = {
@@ -910,7 +895,7 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, i
                             mpcl_tensor *y, mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db,
                             const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d, double *t)
 {
-    const double t0 = now_s();
+    const double t0 = mpcl_now_s();
     const size_t nb = chunk_images(ctx, d, 0);
     mpcl_status s;
     if (pass == 0)
@@ -922,7 +907,7 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, i
         s = im2col_backward(ctx, op, algo, pass == 1 ? dx : NULL, dw, db, y, x, w, d, nb);
     if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
         s = MPCL_ERR_OPENCL;
-    *t = now_s() - t0;
+    *t = mpcl_now_s() - t0;
     return s;
 }
 

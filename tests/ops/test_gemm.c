@@ -83,6 +83,24 @@ static gemm_case dense_case(int ta, int tb, size_t m, size_t n, size_t k, size_t
     return c;
 }
 
+/* A single product of `variant` (bit 0 A transposed, bit 1 B transposed,
+ * 4..7 alpha -1.5 and beta 1, else alpha 1 and beta 0) with offsets and
+ * leading dimensions past the rows. */
+static gemm_case padded_case(int variant, size_t m, size_t n, size_t k)
+{
+    gemm_case c;
+    c.ta = variant & 1;
+    c.tb = (variant >> 1) & 1;
+    c.m = m, c.n = n, c.k = k, c.g = 1;
+    const size_t ac = c.ta ? c.m : c.k, bc = c.tb ? c.k : c.n;
+    c.a_off = 3, c.lda = ac + 2, c.a_st = 0;
+    c.b_off = 1, c.ldb = bc + 1, c.b_st = 0;
+    c.c_off = 2, c.ldc = c.n + 3, c.c_st = 0;
+    c.alpha = variant >= 4 ? -1.5f : 1.0f;
+    c.beta = variant >= 4 ? 1.0f : 0.0f;
+    return c;
+}
+
 static size_t span(size_t off, size_t g, size_t st, size_t rows, size_t ld)
 {
     return off + (g - 1) * st + rows * ld;
@@ -403,16 +421,8 @@ START_TEST(test_gemm_raw_c32)
                         continue;
                     ctx->gemm_f16_path = paths[pi];
                     ctx->gemm_accum = acc[ai];
-                    gemm_case c;
-                    c.ta = variant & 1;
-                    c.tb = (variant >> 1) & 1;
-                    c.m = small ? 7 : 19, c.n = small ? 9 : 45, c.k = small ? 20 : 33, c.g = 1;
-                    const size_t ac = c.ta ? c.m : c.k, bc = c.tb ? c.k : c.n;
-                    c.a_off = 3, c.lda = ac + 2, c.a_st = 0;
-                    c.b_off = 1, c.ldb = bc + 1, c.b_st = 0;
-                    c.c_off = 2, c.ldc = c.n + 3, c.c_st = 0;
-                    c.alpha = variant >= 4 ? -1.5f : 1.0f;
-                    c.beta = variant >= 4 ? 1.0f : 0.0f;
+                    const gemm_case c = padded_case(variant, small ? 7 : 19, small ? 9 : 45,
+                                                    small ? 20 : 33);
                     run_raw(ctx, &c, 700 + si * 64 + (uint64_t)(pi * 8 + variant), 1);
                 }
     }
@@ -476,16 +486,8 @@ START_TEST(test_gemm_own_kernel)
         ck_assert_int_eq(setenv("MPCL_SGEMM", cfgs[ci], 1), 0);
         test_gemm_transposes_fn(_i);
         for (int variant = 0; variant < 8; variant++) {
-            gemm_case c;
-            c.ta = variant & 1;
-            c.tb = (variant >> 1) & 1; /* B transposed: copied to rows first */
-            c.m = small ? 7 : 23, c.n = small ? 9 : 37, c.k = small ? 10 : 41, c.g = 1;
-            const size_t ac = c.ta ? c.m : c.k, bc = c.tb ? c.k : c.n;
-            c.a_off = 3, c.lda = ac + 2, c.a_st = 0;
-            c.b_off = 1, c.ldb = bc + 1, c.b_st = 0;
-            c.c_off = 2, c.ldc = c.n + 3, c.c_st = 0;
-            c.alpha = variant >= 4 ? -1.5f : 1.0f;
-            c.beta = variant >= 4 ? 1.0f : 0.0f;
+            /* B transposed (variant bit 1): copied to rows first */
+            const gemm_case c = padded_case(variant, small ? 7 : 23, small ? 9 : 37, small ? 10 : 41);
             run_raw_case(ctx, &c, 300 + ci * 8 + (uint64_t)variant);
         }
         /* B's rows 4 KiB apart: the kernel reads a copy with longer rows */
