@@ -286,6 +286,16 @@ kernel void conv_scatter_dy_t(global const store_t *dy, /* (B, K, OH, OW), first
     dytt[(b * CONV_P + p) * CONV_K + k] = dy[(b * CONV_K + k) * CONV_P + p]; /* a copy */
 }
 
+/* dw[k, j] += dwt[j, k]: the weight gradient that im2col-dwt's GEMM summed
+ * transposed, dwt (C*R*S, K) = col (C*R*S, nb*P) dytt (nb*P, K), added to
+ * dw (K, C*R*S). Both float (dw is the float pipeline's copy in the
+ * 16-bit modes). Items (C*R*S, K). */
+kernel void conv_add_dwt(global float *dw, global const float *dwt)
+{
+    const int j = (int)get_global_id(0), k = (int)get_global_id(1);
+    dw[k * CONV_CRS + j] += dwt[j * CONV_K + k];
+}
+
 /* Sums part[0..L) of the work-group (L = the local size, a power of two
  * <= CONV_WG); the result is valid in item 0. */
 static acc_t conv_group_sum(local acc_t *part, acc_t v)

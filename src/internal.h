@@ -51,7 +51,7 @@ struct mpcl_prof_rec {
 
 #define MPCL_MAX_PROGRAMS 32
 #define MPCL_MAX_KERNELS 160
-#define MPCL_SCRATCH_SLOTS 13
+#define MPCL_SCRATCH_SLOTS 14
 
 typedef struct {
     const char *family; /* string literals only */
@@ -174,11 +174,12 @@ struct mpcl_context {
     mpcl_gemm_shape *gemm_rec;
     size_t gemm_rec_n, gemm_rec_cap;
     char storage_defines[64]; /* halfconv.c: added to fp16-storage builds ("" or -DMPCL_HALF_...) */
-    /* ops/conv.c: the algorithm chosen per convolution layer (a key of its
+    /* ops/conv.c: the algorithm (and chunk) chosen per convolution layer (a key of its
      * geometry and batch, MPCL_CONV_CHOICES kept, the oldest replaced) */
     struct {
         uint64_t key;
         int algo;
+        size_t nb; /* images per im2col chunk, 0: the most that fit */
     } conv_choice[MPCL_CONV_CHOICES];
     size_t conv_choice_n;
     /* sgemm.c: CLBlast or the own kernel per GEMM shape */

@@ -26,11 +26,14 @@
  * kept in the cache directory (pick_algo); without a cache a static rule
  * (choose) applies. In the 16-bit modes im2col runs in float on cast copies
  * (float_pipeline) and im2col16 on the storage type, a third candidate.
- * MPCL_CONV_ALGO=auto|im2col|im2col16|direct overrides the choice
+ * im2col-dwt, a backward candidate, sums the weight gradient transposed
+ * (im2col_backward).
+ * MPCL_CONV_ALGO=auto|im2col|im2col-dwt|im2col16|direct overrides the choice
  * (tests use it); MPCL_CONV_CHUNK=n caps the images per im2col chunk
  * (1: a GEMM per image).
  * Scratch slots 4 (col), 5 (yt / dyt), 6 (dcol), 7 (float weights), 9
- * (float x), 10 (float dy), 11 (float dw), 12 (float db); 0..3 and 8 belong to the GEMM
+ * (float x), 10 (float dy), 11 (float dw), 12 (float db), 13 (float dw
+ * transposed); 0..3 and 8 belong to the GEMM
  * router. Every sum accumulates in float. */
 #include <limits.h>
 #include <stdio.h>
@@ -52,10 +55,14 @@
 #define SLOT_DYF 10   /* ... of 16-bit dy */
 #define SLOT_DWF 11   /* ... its float weight gradient, added to 16-bit dw */
 #define SLOT_DBF 12   /* ... its float bias gradient */
+#define SLOT_DWT 13   /* im2col-dwt's float (C*R*S, K) weight gradient */
 
 /* CONV_IM2COL16: the im2col path on the storage type in the 16-bit modes
  * (CONV_IM2COL runs it in float there: float_pipeline()). */
-typedef enum { CONV_AUTO = 0, CONV_IM2COL, CONV_DIRECT, CONV_IM2COL16 } conv_algo;
+/* CONV_IM2COL_DWT: im2col whose backward pass sums the weight gradient
+ * transposed, from the forward layout of the column matrix (a backward
+ * candidate only; its forward pass is CONV_IM2COL's). */
+typedef enum { CONV_AUTO = 0, CONV_IM2COL, CONV_DIRECT, CONV_IM2COL16, CONV_IM2COL_DWT } conv_algo;
 
 /* One convolution's sizes. */
 typedef struct {
@@ -179,12 +186,14 @@ static mpcl_status algo_from_env(mpcl_context *ctx, const char *op, conv_algo *o
         *out = CONV_IM2COL;
     else if (strcmp(e, "im2col16") == 0) /* the same as im2col in fp32 */
         *out = mpcl_storage_dtype(ctx) == MPCL_F32 ? CONV_IM2COL : CONV_IM2COL16;
+    else if (strcmp(e, "im2col-dwt") == 0)
+        *out = CONV_IM2COL_DWT;
     else if (strcmp(e, "direct") == 0)
         *out = CONV_DIRECT;
     else
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                              "%s: MPCL_CONV_ALGO is \"%s\"; expected auto, im2col, im2col16 or "
-                              "direct", op, e);
+                              "%s: MPCL_CONV_ALGO is \"%s\"; expected auto, im2col, im2col-dwt, "
+                              "im2col16 or direct", op, e);
     return MPCL_OK;
 }
 
@@ -584,7 +593,7 @@ static size_t conv_ld(size_t n)
  * gradients between layers stay 16-bit. */
 static int float_pipeline(const mpcl_context *ctx, conv_algo algo)
 {
-    return algo == CONV_IM2COL && mpcl_storage_dtype(ctx) != MPCL_F32;
+    return (algo == CONV_IM2COL || algo == CONV_IM2COL_DWT) && mpcl_storage_dtype(ctx) != MPCL_F32;
 }
 
 static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, conv_algo algo,
@@ -657,7 +666,30 @@ static mpcl_status scatter_dy(mpcl_context *ctx, const char *op, cl_mem dyt, cl_
     return launch_pkb(ctx, op, k, d, nb);
 }
 
-/* dx, dw and db (each may be NULL) on the im2col path. */
+/* dw (K, C*R*S) += dwt (C*R*S, K), both float: im2col-dwt's weight
+ * gradient. */
+static mpcl_status add_dwt(mpcl_context *ctx, const char *op, cl_mem dw, cl_mem dwt,
+                           const conv_dims *d)
+{
+    cl_kernel k;
+    mpcl_status s = conv_kernel_v(ctx, d, 1, "conv_add_dwt", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_int rc = mpcl_kernel_args(k, 2, sizeof(cl_mem), &dw, sizeof(cl_mem), &dwt);
+    if (rc != CL_SUCCESS)
+        return arg_error(ctx, op, rc);
+    return mpcl_launch_rows(ctx, k, op, d->c * d->r * d->s, d->k, 1);
+}
+
+/* dx, dw and db (each may be NULL) on the im2col path. The weight
+ * gradient, dw (K, CRS) += dy (K, N) col (CRS, N)^T, sums over N = NB*P,
+ * the long index; GEMM kernels of the outer-product kind want it as the
+ * rows of both operands. im2col and im2col16 write both transposed
+ * (dytt (N, K), colt (N, CRS)) and sum dw itself; im2col-dwt sums its
+ * transpose dwt (CRS, K) = col (CRS, N) dytt (N, K) from the forward
+ * layout of col into float scratch and adds it to dw transposed. Which is
+ * faster depends on the layer and the device (wide-cnn's 32->64 layer on
+ * PoCL: im2col-dwt; LeNet-5's: im2col), so it is a measured candidate. */
 static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo algo,
                                    mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db,
                                    const mpcl_tensor *dy, const mpcl_tensor *x,
@@ -666,7 +698,9 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
     const int f32 = float_pipeline(ctx, algo);
     const mpcl_dtype dt = f32 ? MPCL_F32 : mpcl_storage_dtype(ctx);
     const size_t es = mpcl_dtype_size(dt), crs = d->c * d->r * d->s, p = d->oh * d->ow;
-    cl_mem col = NULL, dyt = NULL, dcol = NULL; /* (C*R*S, N), (K, N), (C*R*S, N) */
+    cl_mem col = NULL, dyt = NULL, dcol = NULL, dwt = NULL; /* (C*R*S, N), (K, N), (C*R*S, N),
+                                                               * (C*R*S, K) */
+    const int dwt_form = algo == CONV_IM2COL_DWT;
     cl_mem xm = x->mem, dym = dy->mem, wm = w->mem, dwm = dw ? dw->mem : NULL;
     const size_t ldm = conv_ld(nb_max * p);
     mpcl_status s = MPCL_OK;
@@ -697,16 +731,25 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
         s = mpcl_scratch(ctx, SLOT_DCOL, crs * ldm * sizeof(cl_float), &dcol);
     if (s == MPCL_OK && dw)
         s = mpcl_scratch(ctx, SLOT_COL, crs * ldm * es, &col);
+    if (s == MPCL_OK && dw && dwt_form)
+        s = mpcl_scratch(ctx, SLOT_DWT, crs * d->k * sizeof(cl_float), &dwt);
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
         const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p, ld = conv_ld(n);
         if (dw) { /* first, while dyt's slot is free for dytt (N, K) */
             s = scatter_dy(ctx, op, dyt, dym, f32, d, i0, nb, 1);
             if (s == MPCL_OK)
-                s = im2col(ctx, op, col, xm, x->numel, f32, d, i0, nb, 1);
-            /* dw (K, CRS) += dytt (N, K)^T * colt (N, CRS) */
-            if (s == MPCL_OK)
-                s = mpcl_gemm_raw(ctx, op, dt, 1, 0, d->k, crs, n, 1.0f, dyt, 0, d->k, col, 0, crs,
-                                  1.0f, dwm, 0, crs);
+                s = im2col(ctx, op, col, xm, x->numel, f32, d, i0, nb, !dwt_form);
+            if (s == MPCL_OK && dwt_form) { /* float: dt is MPCL_F32 here */
+                /* dwt (CRS, K) = col (CRS, N) * dytt (N, K); dw += dwt^T */
+                s = mpcl_gemm_raw(ctx, op, dt, 0, 0, crs, d->k, n, 1.0f, col, 0, ld, dyt, 0,
+                                  d->k, 0.0f, dwt, 0, d->k);
+                if (s == MPCL_OK)
+                    s = add_dwt(ctx, op, dwm, dwt, d);
+            } else if (s == MPCL_OK) {
+                /* dw (K, CRS) += dytt (N, K)^T * colt (N, CRS) */
+                s = mpcl_gemm_raw(ctx, op, dt, 1, 0, d->k, crs, n, 1.0f, dyt, 0, d->k, col, 0,
+                                  crs, 1.0f, dwm, 0, crs);
+            }
         }
         if (s == MPCL_OK && dx) {
             s = scatter_dy(ctx, op, dyt, dym, f32, d, i0, nb, 0);
@@ -740,11 +783,18 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
  * lower best time wins. A candidate that fails loses; a direct run, or its
  * forward pass alone, that takes more than CHOICE_CUTOFF times im2col's
  * best stops direct there (it loses): on wide layers, where direct is
- * slow, that costs one forward pass of it. The verdict is kept in
+ * slow, that costs one forward pass of it. A winning im2col or im2col-dwt
+ * (the paths that sum dw in float, so chunks add no rounding) then tries
+ * half its chunk of images, and half again, while each is CHOICE_CHUNK_GAIN
+ * faster: a chunk whose column matrix stays in the caches between im2col
+ * and the GEMMs can beat one GEMM over the batch (wide-cnn's 32->64 layer
+ * on PoCL: 8 images of 64). The verdict is kept in
  * the context and in <cache dir>/conv-<variant>-<device hash>.txt:
- *   mpcl-conv 2
- *   ALGO PASS B C H W K R S SH SW PH PW DH DW   (one line per layer and pass)
- * PASS 0 forward, 1 backward with dx, 2 backward without dx.
+ *   mpcl-conv 3
+ *   ALGO NB PASS B C H W K R S SH SW PH PW DH DW   (one line per layer and pass)
+ * ALGO direct, im2col, im2col-dwt (backward passes) or im2col16; NB the
+ * images per chunk, 0 for the most that fit (chunk_images); PASS 0
+ * forward, 1 backward with dx, 2 backward without dx.
  * written through a temporary file and a rename, read by later contexts on
  * the same platform, device and driver. A file that does not parse is
  * ignored (and replaced on the next write), so a corrupt one means a new
@@ -757,6 +807,9 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
  * with the float im2col that warm processes choose */
 #define CHOICE_WARMUPS 2
 #define CHOICE_CUTOFF 3.0
+/* a smaller chunk wins only when this much faster (noise) */
+#define CHOICE_CHUNK_GAIN 1.03
+#define CHOICE_CHUNK_STOP 1.25
 #define CHOICE_FIELDS 14 /* the pass and the sizes after ALGO */
 
 static void choice_fields(const conv_dims *d, int pass, unsigned long long v[CHOICE_FIELDS])
@@ -783,7 +836,10 @@ static void choice_path(const mpcl_context *ctx, char *dst, size_t len)
 
 static const char *algo_name(conv_algo a)
 {
-    return a == CONV_DIRECT ? "direct" : a == CONV_IM2COL16 ? "im2col16" : "im2col";
+    return a == CONV_DIRECT       ? "direct"
+           : a == CONV_IM2COL16   ? "im2col16"
+           : a == CONV_IM2COL_DWT ? "im2col-dwt"
+                                  : "im2col";
 }
 
 /* One line of the cache file: the layer's fields, their key, the verdict. */
@@ -791,6 +847,7 @@ static const char *algo_name(conv_algo a)
 typedef struct {
     uint64_t key;
     conv_algo algo;
+    unsigned long long nb; /* images per chunk, 0: the most that fit */
     unsigned long long v[CHOICE_FIELDS];
 } choice_line;
 
@@ -804,23 +861,28 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
     if (!f)
         return 0;
     size_t n = 0;
-    int ok = fgets(buf, sizeof buf, f) && strcmp(buf, "mpcl-conv 2\n") == 0;
+    int ok = fgets(buf, sizeof buf, f) && strcmp(buf, "mpcl-conv 3\n") == 0;
     while (ok && n < CHOICE_FILE_MAX && fgets(buf, sizeof buf, f)) {
         choice_line *l = &lines[n];
         char name[16];
         unsigned long long *v = l->v;
+        static const conv_algo known[] = {CONV_IM2COL, CONV_DIRECT, CONV_IM2COL16,
+                                          CONV_IM2COL_DWT};
         int used = 0;
-        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu%n",
-                         name, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8],
-                         &v[9], &v[10], &v[11], &v[12], &v[13], &used);
-        ok = got == 1 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 && v[0] <= 2 &&
-             (strcmp(name, "direct") == 0 || strcmp(name, "im2col") == 0 ||
-              strcmp(name, "im2col16") == 0);
+        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu%n",
+                         name, &l->nb, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7],
+                         &v[8], &v[9], &v[10], &v[11], &v[12], &v[13], &used);
+        l->algo = CONV_AUTO;
+        for (size_t a = 0; a < sizeof known / sizeof known[0]; a++)
+            if (strcmp(name, algo_name(known[a])) == 0)
+                l->algo = known[a];
+        /* im2col-dwt is a backward verdict only; a chunk only for the
+         * float-summing im2col paths, at most the batch */
+        ok = got == 2 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 && v[0] <= 2 &&
+             l->algo != CONV_AUTO && !(l->algo == CONV_IM2COL_DWT && v[0] == 0) &&
+             l->nb <= v[1] && (l->nb == 0 || l->algo == CONV_IM2COL || l->algo == CONV_IM2COL_DWT);
         if (!ok)
             break;
-        l->algo = strcmp(name, "direct") == 0     ? CONV_DIRECT
-                  : strcmp(name, "im2col16") == 0 ? CONV_IM2COL16
-                                                  : CONV_IM2COL;
         l->key = mpcl_hash64(v, sizeof l->v, MPCL_HASH_SEED);
         n++;
     }
@@ -832,7 +894,8 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
 /* Adds d's verdict to the cache file (the lines it holds that parse, with
  * any older verdict for the same layer dropped). Failures are ignored: the
  * next context measures again. */
-static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_algo algo)
+static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_algo algo,
+                         size_t nb)
 {
     choice_line *have = malloc(CHOICE_FILE_MAX * sizeof *have);
     if (!have)
@@ -846,19 +909,19 @@ static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_a
         free(have);
         return;
     }
-    int ok = fprintf(f, "mpcl-conv 2\n") > 0;
+    int ok = fprintf(f, "mpcl-conv 3\n") > 0;
     for (size_t i = 0; i < n && ok; i++) {
         if (have[i].key == key)
             continue;
         const unsigned long long *v = have[i].v;
-        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
-                     algo_name(have[i].algo), v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+                     algo_name(have[i].algo), have[i].nb, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
                      v[8], v[9], v[10], v[11], v[12], v[13]) > 0;
     }
     unsigned long long v[CHOICE_FIELDS];
     choice_fields(d, pass, v);
-    ok = ok && fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
-                       algo_name(algo), v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+    ok = ok && fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+                       algo_name(algo), (unsigned long long)nb, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
                        v[10], v[11], v[12], v[13]) > 0;
     mpcl_cache_tmp_commit(f, ok, tmp, path);
     free(have);
@@ -891,12 +954,12 @@ static cl_int temp_tensor(mpcl_context *ctx, mpcl_tensor *t, mpcl_dtype dt, int 
 /* One pass of algo on d, waited for, *t its seconds: pass 0 forward (y,
  * with db as a zero bias), 1 backward (dx, dw, db from y as dy), 2 backward
  * without dx. */
-static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, int pass,
-                            mpcl_tensor *y, mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db,
-                            const mpcl_tensor *x, const mpcl_tensor *w, const conv_dims *d, double *t)
+static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, size_t nb,
+                            int pass, mpcl_tensor *y, mpcl_tensor *dx, mpcl_tensor *dw,
+                            mpcl_tensor *db, const mpcl_tensor *x, const mpcl_tensor *w,
+                            const conv_dims *d, double *t)
 {
     const double t0 = mpcl_now_s();
-    const size_t nb = chunk_images(ctx, d, 0);
     mpcl_status s;
     if (pass == 0)
         s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
@@ -911,11 +974,15 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, i
     return s;
 }
 
-/* The faster algorithm for pass of d on this device (CONV_AUTO when neither
- * ran). */
+/* The fastest algorithm for pass of d on this device (CONV_AUTO when none
+ * ran) and, for the im2col paths that sum in float, its chunk of images:
+ * *nb_out 0 keeps the largest (chunk_images), else the count measured
+ * faster. */
 static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
-                              const mpcl_tensor *w, const conv_dims *d, int pass)
+                              const mpcl_tensor *w, const conv_dims *d, int pass, size_t *nb_out)
 {
+    const size_t nb_max = chunk_images(ctx, d, 0);
+    *nb_out = 0;
     const mpcl_dtype dt = mpcl_storage_dtype(ctx);
     const size_t ydims[4] = {d->b, d->k, d->oh, d->ow}, bdims[1] = {d->k};
     mpcl_tensor y, dx, dw, db; /* y doubles as dy */
@@ -937,19 +1004,24 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
      * first launched in a timed run (PoCL compiles at the first launch of a
      * work-group shape) would put a build into the timing and the cutoff
      * below would drop the algorithm on it */
-    /* the candidates: im2col first (the reference of the cutoff), then in
-     * the 16-bit modes im2col on the storage type, then direct */
-    conv_algo cand[3] = {CONV_IM2COL, CONV_IM2COL16, CONV_DIRECT};
-    size_t nc = 3;
-    if (dt == MPCL_F32)
-        cand[1] = CONV_DIRECT, nc = 2;
-    double t, best_t[3] = {-1.0, -1.0, -1.0};
-    mpcl_status st[3];
+    /* the candidates: im2col first (the reference of the cutoff), on
+     * backward passes im2col-dwt, in the 16-bit modes im2col on the
+     * storage type, then direct */
+    conv_algo cand[4];
+    size_t nc = 0;
+    cand[nc++] = CONV_IM2COL;
+    if (pass != 0)
+        cand[nc++] = CONV_IM2COL_DWT;
+    if (dt != MPCL_F32)
+        cand[nc++] = CONV_IM2COL16;
+    cand[nc++] = CONV_DIRECT;
+    double t, best_t[4] = {-1.0, -1.0, -1.0, -1.0};
+    mpcl_status st[4];
     int live = 0;
     for (size_t c = 0; c < nc; c++) {
         st[c] = rc == CL_SUCCESS ? MPCL_OK : MPCL_ERR_OPENCL;
         for (int wu = 0; wu < CHOICE_WARMUPS && st[c] == MPCL_OK; wu++)
-            st[c] = run_algo(ctx, op, cand[c], pass, &y, &dx, &dw, &db, x, w, d, &t);
+            st[c] = run_algo(ctx, op, cand[c], nb_max, pass, &y, &dx, &dw, &db, x, w, d, &t);
         live += st[c] == MPCL_OK;
     }
     /* timed runs, alternating, so that load from elsewhere hits all */
@@ -958,7 +1030,7 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
             if (st[c] != MPCL_OK)
                 continue;
             const double limit = c > 0 && best_t[0] > 0.0 ? CHOICE_CUTOFF * best_t[0] : 0.0;
-            st[c] = run_algo(ctx, op, cand[c], pass, &y, &dx, &dw, &db, x, w, d, &t);
+            st[c] = run_algo(ctx, op, cand[c], nb_max, pass, &y, &dx, &dw, &db, x, w, d, &t);
             if (st[c] == MPCL_OK && limit > 0.0 && t > limit)
                 st[c] = MPCL_ERR_STATE; /* clearly slower than im2col: no more runs */
             else if (st[c] == MPCL_OK && (best_t[c] < 0.0 || t < best_t[c]))
@@ -974,6 +1046,30 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
             best = cand[c];
             best_time = best_t[c];
         }
+    /* the chunk: halved until a half is CHOICE_CHUNK_STOP slower than the
+     * best so far (the time is not monotonic in the chunk: wide-cnn's
+     * 32->64 layer on PoCL is no faster at 32 images than at 64, and
+     * fastest at 8); a smaller chunk must be CHOICE_CHUNK_GAIN faster */
+    const double whole_t = best_time;
+    for (size_t nb = (nb_max + 1) / 2; (best == CONV_IM2COL || best == CONV_IM2COL_DWT) &&
+                                       nb_max > 1 && whole_t > 0.0;
+         nb = (nb + 1) / 2) {
+        double nb_t = -1.0;
+        mpcl_status sn = MPCL_OK;
+        for (int r = 0; r < CHOICE_WARMUPS + CHOICE_REPS && sn == MPCL_OK; r++) {
+            sn = run_algo(ctx, op, best, nb, pass, &y, &dx, &dw, &db, x, w, d, &t);
+            if (sn == MPCL_OK && r >= CHOICE_WARMUPS && (nb_t < 0.0 || t < nb_t))
+                nb_t = t;
+        }
+        if (sn != MPCL_OK || nb_t < 0.0 || nb_t > best_time * CHOICE_CHUNK_STOP)
+            break;
+        if (nb_t < best_time / CHOICE_CHUNK_GAIN) {
+            *nb_out = nb;
+            best_time = nb_t;
+        }
+        if (nb == 1)
+            break;
+    }
     clFinish(ctx->queue);
     const cl_mem mems[4] = {y.mem, dx.mem, dw.mem, db.mem};
     for (int i = 0; i < 4; i++)
@@ -982,13 +1078,16 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
     return best;
 }
 
-/* The algorithm for d: MPCL_CONV_ALGO when set; else the context's verdict
+/* The algorithm for d and its chunk of images (*nb 0: the most that fit,
+ * chunk_images): MPCL_CONV_ALGO when set; else the context's verdict
  * for this layer, the cache file's, a new measurement (with a cache), or
  * the static rule (without one). Measuring never changes the context's
  * error message, and a failure to measure falls back to the rule. */
 static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
-                             const mpcl_tensor *w, const conv_dims *d, int pass, conv_algo *out)
+                             const mpcl_tensor *w, const conv_dims *d, int pass, conv_algo *out,
+                             size_t *nb)
 {
+    *nb = 0;
     mpcl_status s = algo_from_env(ctx, op, out);
     if (s != MPCL_OK || *out != CONV_AUTO)
         return s;
@@ -1002,14 +1101,18 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
     for (size_t i = 0; i < kept; i++)
         if (ctx->conv_choice[i].key == key) {
             *out = (conv_algo)ctx->conv_choice[i].algo;
+            *nb = ctx->conv_choice[i].nb;
             return MPCL_OK;
         }
     conv_algo algo = CONV_AUTO;
+    size_t chunk = 0;
     choice_line *lines = malloc(CHOICE_FILE_MAX * sizeof *lines);
     const size_t n = lines ? choice_read(ctx, lines) : 0;
     for (size_t i = n; i-- > 0 && algo == CONV_AUTO;) /* the last line for a layer counts */
-        if (lines[i].key == key)
+        if (lines[i].key == key) {
             algo = lines[i].algo;
+            chunk = (size_t)lines[i].nb;
+        }
     free(lines);
     if (algo == CONV_AUTO && ctx->gemm_rec_on) {
         /* mpcl_tune_model's recording step: the GEMMs the im2col path would
@@ -1026,20 +1129,22 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
         const int prof = ctx->prof_on;
         mpcl_strfmt(saved, sizeof saved, "%s", ctx->err);
         ctx->prof_on = 0; /* the measurement is not part of the profiled work */
-        algo = measure_algo(ctx, op, x, w, d, pass);
+        algo = measure_algo(ctx, op, x, w, d, pass, &chunk);
         ctx->prof_on = prof;
         mpcl_strfmt(ctx->err, sizeof ctx->err, "%s", saved);
         if (algo == CONV_AUTO) {
             algo = choose(d);
         } else {
             ctx->conv_measured++;
-            choice_write(ctx, d, pass, algo);
+            choice_write(ctx, d, pass, algo, chunk);
         }
     }
     const size_t slot = ctx->conv_choice_n++ % MPCL_CONV_CHOICES; /* the oldest when full */
     ctx->conv_choice[slot].key = key;
     ctx->conv_choice[slot].algo = (int)algo;
+    ctx->conv_choice[slot].nb = chunk;
     *out = algo;
+    *nb = chunk;
     return MPCL_OK;
 }
 
@@ -1052,7 +1157,7 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
     static const char op[] = "mpcl_conv2d_forward";
     conv_dims d;
     conv_algo algo;
-    size_t cap;
+    size_t cap, nb;
     mpcl_status s = mpcl_check_ctx(ctx, op);
     if (s == MPCL_OK)
         s = check_conv(ctx, op, x, w, p, &d);
@@ -1068,12 +1173,12 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
     if (s == MPCL_OK)
         s = chunk_cap_from_env(ctx, op, &cap);
     if (s == MPCL_OK)
-        s = pick_algo(ctx, op, x, w, &d, 0, &algo);
+        s = pick_algo(ctx, op, x, w, &d, 0, &algo, &nb);
     if (s != MPCL_OK)
         return s;
     if (algo == CONV_DIRECT)
         return direct_forward(ctx, op, y, x, w, b, &d);
-    return im2col_forward(ctx, op, algo, y, x, w, b, &d, chunk_images(ctx, &d, cap));
+    return im2col_forward(ctx, op, algo, y, x, w, b, &d, chunk_images(ctx, &d, cap ? cap : nb));
 }
 
 mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dw,
@@ -1083,7 +1188,7 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
     static const char op[] = "mpcl_conv2d_backward";
     conv_dims d;
     conv_algo algo;
-    size_t cap;
+    size_t cap, nb;
     mpcl_status s = mpcl_check_ctx(ctx, op);
     if (s == MPCL_OK)
         s = check_conv(ctx, op, x, w, p, &d);
@@ -1102,10 +1207,11 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
     if (s == MPCL_OK)
         s = chunk_cap_from_env(ctx, op, &cap);
     if (s == MPCL_OK)
-        s = pick_algo(ctx, op, x, w, &d, dx ? 1 : 2, &algo);
+        s = pick_algo(ctx, op, x, w, &d, dx ? 1 : 2, &algo, &nb);
     if (s != MPCL_OK)
         return s;
     if (algo == CONV_DIRECT) /* db is fused into the weight gradient's passes */
         return direct_backward(ctx, op, dx, dw, db, dy, x, w, &d);
-    return im2col_backward(ctx, op, algo, dx, dw, db, dy, x, w, &d, chunk_images(ctx, &d, cap));
+    return im2col_backward(ctx, op, algo, dx, dw, db, dy, x, w, &d,
+                           chunk_images(ctx, &d, cap ? cap : nb));
 }

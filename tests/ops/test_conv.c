@@ -404,6 +404,19 @@ START_TEST(test_im2col16)
 }
 END_TEST
 
+/* im2col-dwt (the weight gradient summed transposed from the forward
+ * column matrix): stride and padding, rectangular everything, CRS 288;
+ * in fp32 also 1x1, 7x7 and N = 1024. */
+START_TEST(test_im2col_dwt)
+{
+    size_t n;
+    const conv_case *cs = mode_cases(_i, &n);
+    static const size_t pick[] = {0, 2, 5, 7, 8, 11};
+    for (size_t i = 0; i < sizeof pick / sizeof pick[0] && pick[i] < n; i++)
+        run_case(&optest_modes[_i], &cs[pick[i]], "im2col-dwt", 0, 1, 1, 1700 + 10 * pick[i]);
+}
+END_TEST
+
 START_TEST(test_direct)
 {
     size_t n;
@@ -431,6 +444,7 @@ START_TEST(test_im2col_chunks)
         cc.b = 3, cc.h = 5, cc.w = 6, cc.c = 2;
     run_case(&optest_modes[_i], &cc, "im2col", 1, 1, 1, 4000);
     run_case(&optest_modes[_i], &cc, "im2col", 2, 1, 1, 4010);
+    run_case(&optest_modes[_i], &cc, "im2col-dwt", 2, 1, 1, 4015);
     if (mpcl_storage_dtype(optest_modes[_i].ctx) != MPCL_F32)
         run_case(&optest_modes[_i], &cc, "im2col16", 2, 1, 1, 4020);
 }
@@ -550,16 +564,22 @@ START_TEST(test_choice_cache)
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "no cache file %s", path);
     ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-    ck_assert_str_eq(line, "mpcl-conv 2\n");
+    ck_assert_str_eq(line, "mpcl-conv 3\n");
     for (int pass = 0; pass < 2; pass++) {
-        char want_d[64], want_i[64], want_16[64];
-        snprintf(want_d, sizeof want_d, "direct %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
-        snprintf(want_i, sizeof want_i, "im2col %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
-        snprintf(want_16, sizeof want_16, "im2col16 %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        char want_d[64], want_i[64], want_16[64], want_t[64], want_i1[64], want_t1[64];
+        snprintf(want_d, sizeof want_d, "direct 0 %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        snprintf(want_t, sizeof want_t, "im2col-dwt 0 %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        snprintf(want_i, sizeof want_i, "im2col 0 %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        /* the float-summing im2col paths may measure chunks of 1 image faster */
+        snprintf(want_t1, sizeof want_t1, "im2col-dwt 1 %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        snprintf(want_i1, sizeof want_i1, "im2col 1 %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
+        snprintf(want_16, sizeof want_16, "im2col16 0 %d 2 2 6 7 3 3 3 1 1 1 1 1 1\n", pass);
         ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-        /* im2col16 only in the 16-bit modes */
+        /* im2col16 only in the 16-bit modes, im2col-dwt only backward */
         ck_assert_msg(strcmp(line, want_d) == 0 || strcmp(line, want_i) == 0 ||
-                          (mode != MPCL_PRECISION_FP32 && strcmp(line, want_16) == 0),
+                          strcmp(line, want_i1) == 0 ||
+                          (mode != MPCL_PRECISION_FP32 && strcmp(line, want_16) == 0) ||
+                          (pass == 1 && (strcmp(line, want_t) == 0 || strcmp(line, want_t1) == 0)),
                       "cache line: %s", line);
     }
     ck_assert_ptr_null(fgets(line, sizeof line, f));
@@ -569,13 +589,17 @@ START_TEST(test_choice_cache)
     static const struct {
         const char *text;
         int family;
-    } verdicts[] = {{"mpcl-conv 2\ndirect 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n"
-                     "direct 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 2},
-                    {"mpcl-conv 2\nim2col 0 9 9 9 9 9 3 3 1 1 1 1 1 1\n"
-                     "im2col 0 2 2 6 7 3 3 3 1 1 1 1 1 1\nim2col 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1},
-                    {"mpcl-conv 2\nim2col16 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n"
-                     "im2col16 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1}};
-    for (int v = 0; v < 3; v++) {
+    } verdicts[] = {{"mpcl-conv 3\ndirect 0 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n"
+                     "direct 0 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 2},
+                    {"mpcl-conv 3\nim2col 0 0 9 9 9 9 9 3 3 1 1 1 1 1 1\n"
+                     "im2col 0 0 2 2 6 7 3 3 3 1 1 1 1 1 1\nim2col 0 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1},
+                    {"mpcl-conv 3\nim2col16 0 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n"
+                     "im2col16 0 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1},
+                    {"mpcl-conv 3\nim2col 0 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n"
+                     "im2col-dwt 0 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1},
+                    {"mpcl-conv 3\nim2col 1 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n" /* chunks of 1 image */
+                     "im2col-dwt 1 1 2 2 6 7 3 3 3 1 1 1 1 1 1\n", 1}};
+    for (int v = 0; v < 5; v++) {
         write_text(path, verdicts[v].text);
         mpcl_context *b = choice_run(mode, dir, &cc);
         ck_assert_uint_eq(b->conv_measured, 0);
@@ -586,10 +610,14 @@ START_TEST(test_choice_cache)
 
     /* files that do not parse: measured again, and replaced */
     static const char *const corrupt[] = {
-        "mpcl-conv 2\nwinograd 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n",
+        "mpcl-conv 3\nwinograd 0 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n",
         "mpcl-conv 1\ndirect 2 2 6 7 3 3 3 1 1 1 1 1 1\n", /* format 1: one verdict per layer */
-        "mpcl-conv 2\ndirect 0 2 2 6 7 3 3 3 1 1 1 1 1\n",
-        "mpcl-conv 2\ndirect 3 2 2 6 7 3 3 3 1 1 1 1 1 1\n", /* no pass 3 */
+        "mpcl-conv 2\ndirect 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n", /* format 2: no chunks, no im2col-dwt */
+        "mpcl-conv 3\nim2col-dwt 0 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n", /* im2col-dwt is backward only */
+        "mpcl-conv 3\ndirect 0 0 2 2 6 7 3 3 3 1 1 1 1 1\n",
+        "mpcl-conv 3\ndirect 0 3 2 2 6 7 3 3 3 1 1 1 1 1 1\n", /* no pass 3 */
+        "mpcl-conv 3\ndirect 1 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n",  /* direct has no chunks */
+        "mpcl-conv 3\nim2col 3 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n",  /* a chunk above the batch */
         "\x01\x02garbage",
     };
     for (size_t c = 0; c < sizeof corrupt / sizeof corrupt[0]; c++) {
@@ -601,7 +629,7 @@ START_TEST(test_choice_cache)
         f = fopen(path, "r");
         ck_assert_ptr_nonnull(f);
         ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-        ck_assert_str_eq(line, "mpcl-conv 2\n");
+        ck_assert_str_eq(line, "mpcl-conv 3\n");
         ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
         ck_assert_msg(strstr(line, " 0 2 2 6 7 3 3 3 1 1 1 1 1 1\n") != NULL, "rewritten: %s", line);
         fclose(f);
@@ -859,6 +887,7 @@ int main(void)
     tcase_add_test(tc, test_output_size);
     tcase_add_loop_test(tc, test_im2col, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_im2col16, 0, optest_nmodes);
+    tcase_add_loop_test(tc, test_im2col_dwt, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_direct, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_no_bias_no_dx, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_im2col_chunks, 0, optest_nmodes);
