@@ -190,6 +190,14 @@ struct mpcl_context {
     } sgemm_choice[MPCL_SGEMM_CHOICES];
     size_t sgemm_choice_n;
     uint64_t clblast_sig[2]; /* a hash of the CLBlast parameters applied ([0] single, [1] half; 0: CLBlast's own) */
+    /* ops/conv.c: the im2col kernel per layer geometry, chunk and build
+     * where two apply (1 the rows kernel, 0 the tap kernel), measured in
+     * this context at first use (a copy: both give the same bits) */
+    struct {
+        uint64_t key;
+        int rows;
+    } im2col_choice[MPCL_CONV_CHOICES];
+    size_t im2col_choice_n;
     unsigned conv_measured; /* layer passes whose algorithm this context measured */
     unsigned conv_cached;   /* layer passes whose algorithm it read from the cache directory */
 };

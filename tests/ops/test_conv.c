@@ -209,6 +209,7 @@ static void reset_env(void)
 {
     unsetenv("MPCL_CONV_ALGO");
     unsetenv("MPCL_CONV_CHUNK");
+    unsetenv("MPCL_IM2COL");
 }
 
 /* ------------------------------------------------------------ the cases */
@@ -414,6 +415,28 @@ START_TEST(test_im2col_dwt)
     static const size_t pick[] = {0, 2, 5, 7, 8, 11};
     for (size_t i = 0; i < sizeof pick / sizeof pick[0] && pick[i] < n; i++)
         run_case(&optest_modes[_i], &cs[pick[i]], "im2col-dwt", 0, 1, 1, 1700 + 10 * pick[i]);
+}
+END_TEST
+
+/* Both forward-layout im2col kernels where both apply (stride 1 across),
+ * forced with MPCL_IM2COL (the measured choice runs one of them): the
+ * first three such cases of the mode, im2col and im2col-dwt (whose
+ * backward pass writes col in the forward layout too). */
+START_TEST(test_im2col_kernels)
+{
+    size_t n;
+    const conv_case *cs = mode_cases(_i, &n);
+    static const char *const kinds[] = {"rows", "taps"};
+    for (size_t i = 0, done = 0; i < n && done < 3; i++) {
+        if (cs[i].p.stride_w != 1)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            ck_assert_int_eq(setenv("MPCL_IM2COL", kinds[k], 1), 0);
+            run_case(&optest_modes[_i], &cs[i], k ? "im2col" : "im2col-dwt", 0, 1, 1,
+                     1800 + 10 * i);
+        }
+        done++;
+    }
 }
 END_TEST
 
@@ -751,6 +774,12 @@ START_TEST(test_bad_arguments)
     ck_assert_int_eq(setenv("MPCL_CONV_CHUNK", "two", 1), 0);
     ck_assert_int_eq(mpcl_conv2d_forward(ctx, y, x, w, b, &p), MPCL_ERR_ARGUMENT);
     reset_env();
+    ck_assert_int_eq(setenv("MPCL_IM2COL", "gathers", 1), 0);
+    ck_assert_int_eq(mpcl_conv2d_forward(ctx, y, x, w, b, &p), MPCL_ERR_ARGUMENT);
+    e = mpcl_last_error(ctx);
+    ck_assert_msg(strstr(e, "MPCL_IM2COL") && strstr(e, "gathers"), "message: %s", e);
+    ck_assert_int_eq(mpcl_conv2d_backward(ctx, dx, dw, db, y, x, w, &p), MPCL_ERR_ARGUMENT);
+    reset_env();
 
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         assert_all_equal("a tensor after refused calls", all[i], 7.0f);
@@ -888,6 +917,7 @@ int main(void)
     tcase_add_loop_test(tc, test_im2col, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_im2col16, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_im2col_dwt, 0, optest_nmodes);
+    tcase_add_loop_test(tc, test_im2col_kernels, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_direct, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_no_bias_no_dx, 0, optest_nmodes);
     tcase_add_loop_test(tc, test_im2col_chunks, 0, optest_nmodes);
