@@ -180,6 +180,7 @@ struct mpcl_context {
         uint64_t key;
         int algo;
         size_t nb; /* images per im2col chunk, 0: the most that fit */
+        int rows;  /* the rows kernel for the forward-layout im2col */
     } conv_choice[MPCL_CONV_CHOICES];
     size_t conv_choice_n;
     /* sgemm.c: CLBlast or the own kernel per GEMM shape */
@@ -190,14 +191,6 @@ struct mpcl_context {
     } sgemm_choice[MPCL_SGEMM_CHOICES];
     size_t sgemm_choice_n;
     uint64_t clblast_sig[2]; /* a hash of the CLBlast parameters applied ([0] single, [1] half; 0: CLBlast's own) */
-    /* ops/conv.c: the im2col kernel per layer geometry, chunk and build
-     * where two apply (1 the rows kernel, 0 the tap kernel), measured in
-     * this context at first use (a copy: both give the same bits) */
-    struct {
-        uint64_t key;
-        int rows;
-    } im2col_choice[MPCL_CONV_CHOICES];
-    size_t im2col_choice_n;
     unsigned conv_measured; /* layer passes whose algorithm this context measured */
     unsigned conv_cached;   /* layer passes whose algorithm it read from the cache directory */
 };

@@ -539,82 +539,18 @@ static mpcl_status im2col_env(mpcl_context *ctx, const char *op, int *out)
                           "%s: MPCL_IM2COL is \"%s\"; expected auto, rows or taps", op, e);
 }
 
-#define IM2COL_WARMUPS 2
-#define IM2COL_REPS 3
-
-/* 1 when conv_im2col_rows is faster than the tap kernel for d over nb
- * images on this device (it runs both on x into col, IM2COL_WARMUPS
- * untimed and IM2COL_REPS timed runs each, alternating, host clock
- * around clFinish: both only copy, so the lower best time wins and
- * nothing else changes). Kept in the context; without a cache (oclgrind's
- * runs, where times mean nothing) the rows kernel. PoCL runs wide-cnn's
- * 3x3 layers' im2col faster by rows (19.4 -> 15.7 ms a step) and LeNet-5's
- * 10-pixel rows faster by taps (0.48 against 0.58 ms); Intel's CPU
- * runtime runs both faster by rows (38.1 -> 12.6, 1.84 -> 0.75 ms). */
-static mpcl_status im2col_pick_rows(mpcl_context *ctx, const char *op, cl_mem col, cl_mem x,
-                                    size_t numel, int f32, const conv_dims *d, size_t nb,
-                                    int *rows)
-{
-    mpcl_status s = im2col_env(ctx, op, rows);
-    if (s != MPCL_OK || *rows >= 0)
-        return s;
-    *rows = 1;
-    if (!ctx->cache_enabled)
-        return MPCL_OK;
-    const unsigned long long v[17] = {d->b, d->c, d->h, d->w, d->k, d->r, d->s,
-                                      (unsigned)d->p.stride_h, (unsigned)d->p.stride_w,
-                                      (unsigned)d->p.pad_h, (unsigned)d->p.pad_w,
-                                      (unsigned)d->p.dilation_h, (unsigned)d->p.dilation_w,
-                                      nb, (unsigned)f32, numel % 2,
-                                      (unsigned)mpcl_ctx_variant(ctx)};
-    const uint64_t key = mpcl_hash64(v, sizeof v, MPCL_HASH_SEED);
-    const size_t kept = ctx->im2col_choice_n < MPCL_CONV_CHOICES ? ctx->im2col_choice_n
-                                                                 : MPCL_CONV_CHOICES;
-    for (size_t i = 0; i < kept; i++)
-        if (ctx->im2col_choice[i].key == key) {
-            *rows = ctx->im2col_choice[i].rows;
-            return MPCL_OK;
-        }
-    char saved[MPCL_ERR_LEN];
-    const int prof = ctx->prof_on;
-    mpcl_strfmt(saved, sizeof saved, "%s", ctx->err);
-    ctx->prof_on = 0; /* the measurement is not part of the profiled work */
-    double best[2] = {-1.0, -1.0};
-    mpcl_status st = clFinish(ctx->queue) == CL_SUCCESS ? MPCL_OK : MPCL_ERR_OPENCL;
-    for (int r = 0; r < IM2COL_WARMUPS + IM2COL_REPS && st == MPCL_OK; r++)
-        for (int kind = IM2COL_TAPS; kind <= IM2COL_ROWS && st == MPCL_OK; kind++) {
-            const double t0 = mpcl_now_s();
-            st = im2col_run(ctx, op, kind, col, x, numel, f32, d, 0, nb);
-            if (st == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
-                st = MPCL_ERR_OPENCL;
-            const double t = mpcl_now_s() - t0;
-            if (st == MPCL_OK && r >= IM2COL_WARMUPS && (best[kind] < 0.0 || t < best[kind]))
-                best[kind] = t;
-        }
-    ctx->prof_on = prof;
-    mpcl_strfmt(ctx->err, sizeof ctx->err, "%s", saved);
-    if (st == MPCL_OK) /* else the rows kernel, unmeasured; the call itself reports a failure */
-        *rows = best[IM2COL_ROWS] <= best[IM2COL_TAPS];
-    const size_t slot = ctx->im2col_choice_n++ % MPCL_CONV_CHOICES; /* the oldest when full */
-    ctx->im2col_choice[slot].key = key;
-    ctx->im2col_choice[slot].rows = *rows;
-    return MPCL_OK;
-}
-
 /* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x, or with transposed
- * colt (NB*P, C*R*S): im2col_run with the kernel that applies, the faster
- * of two where both do (stride 1 across). */
+ * colt (NB*P, C*R*S): im2col_run with the kernel that applies; where two
+ * do (the forward layout at stride 1 across), the rows kernel when rows
+ * is set. */
 static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, cl_mem x, size_t numel,
-                          int f32, const conv_dims *d, size_t i0, size_t nb, int transposed)
+                          int f32, const conv_dims *d, size_t i0, size_t nb, int transposed,
+                          int rows)
 {
-    int rows = 0;
-    mpcl_status s = MPCL_OK;
-    if (!transposed && d->p.stride_w == 1)
-        s = im2col_pick_rows(ctx, op, col, x, numel, f32, d, nb, &rows);
-    if (s != MPCL_OK)
-        return s;
-    return im2col_run(ctx, op, transposed ? IM2COL_T : rows ? IM2COL_ROWS : IM2COL_TAPS, col, x,
-                      numel, f32, d, i0, nb);
+    const int kind = transposed                           ? IM2COL_T
+                     : rows && d->p.stride_w == 1 ? IM2COL_ROWS
+                                                          : IM2COL_TAPS;
+    return im2col_run(ctx, op, kind, col, x, numel, f32, d, i0, nb);
 }
 
 /* dx images i0 .. i0+nb-1 = col2im(dcol (C*R*S, NB*P)). */
@@ -705,7 +641,8 @@ static int float_pipeline(const mpcl_context *ctx, conv_algo algo)
 
 static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, conv_algo algo,
                                   mpcl_tensor *y, const mpcl_tensor *x, const mpcl_tensor *w,
-                                  const mpcl_tensor *b, const conv_dims *d, size_t nb_max)
+                                  const mpcl_tensor *b, const conv_dims *d, size_t nb_max,
+                                  int rows)
 {
     const int f32 = float_pipeline(ctx, algo);
     const mpcl_dtype dt = f32 ? MPCL_F32 : mpcl_storage_dtype(ctx);
@@ -730,7 +667,7 @@ static mpcl_status im2col_forward(mpcl_context *ctx, const char *op, conv_algo a
     for (size_t i0 = 0; i0 < d->b && s == MPCL_OK; i0 += nb_max) {
         const size_t nb = d->b - i0 < nb_max ? d->b - i0 : nb_max, n = nb * p, ld = conv_ld(n);
         cl_kernel k;
-        s = im2col(ctx, op, col, xm, x->numel, f32, d, i0, nb, 0);
+        s = im2col(ctx, op, col, xm, x->numel, f32, d, i0, nb, 0, rows);
         if (s == MPCL_OK) /* yt (K, N) = w (K, CRS) * col (CRS, N) */
             s = mpcl_gemm_raw(ctx, op, dt, 0, 0, d->k, n, crs, 1.0f, wm, 0, crs, col, 0, ld,
                               0.0f, yt, 0, ld);
@@ -800,7 +737,8 @@ static mpcl_status add_dwt(mpcl_context *ctx, const char *op, cl_mem dw, cl_mem 
 static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo algo,
                                    mpcl_tensor *dx, mpcl_tensor *dw, mpcl_tensor *db,
                                    const mpcl_tensor *dy, const mpcl_tensor *x,
-                                   const mpcl_tensor *w, const conv_dims *d, size_t nb_max)
+                                   const mpcl_tensor *w, const conv_dims *d, size_t nb_max,
+                                   int rows)
 {
     const int f32 = float_pipeline(ctx, algo);
     const mpcl_dtype dt = f32 ? MPCL_F32 : mpcl_storage_dtype(ctx);
@@ -845,7 +783,7 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
         if (dw) { /* first, while dyt's slot is free for dytt (N, K) */
             s = scatter_dy(ctx, op, dyt, dym, f32, d, i0, nb, 1);
             if (s == MPCL_OK)
-                s = im2col(ctx, op, col, xm, x->numel, f32, d, i0, nb, !dwt_form);
+                s = im2col(ctx, op, col, xm, x->numel, f32, d, i0, nb, !dwt_form, rows);
             if (s == MPCL_OK && dwt_form) { /* float: dt is MPCL_F32 here */
                 /* dwt (CRS, K) = col (CRS, N) * dytt (N, K); dw += dwt^T */
                 s = mpcl_gemm_raw(ctx, op, dt, 0, 0, crs, d->k, n, 1.0f, col, 0, ld, dyt, 0,
@@ -898,10 +836,12 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
  * on PoCL: 8 images of 64). The verdict is kept in
  * the context and in <cache dir>/conv-<variant>-<device hash>.txt:
  *   mpcl-conv 3
- *   ALGO NB PASS B C H W K R S SH SW PH PW DH DW   (one line per layer and pass)
+ *   ALGO NB ROWS PASS B C H W K R S SH SW PH PW DH DW   (one line per layer and pass)
  * ALGO direct, im2col, im2col-dwt (backward passes) or im2col16; NB the
- * images per chunk, 0 for the most that fit (chunk_images); PASS 0
- * forward, 1 backward with dx, 2 backward without dx.
+ * images per chunk, 0 for the most that fit (chunk_images); ROWS 1 when
+ * conv_im2col_rows writes a forward-layout column matrix (where it
+ * applies), 0 for the tap kernel, measured last at the chosen chunk;
+ * PASS 0 forward, 1 backward with dx, 2 backward without dx.
  * written through a temporary file and a rename, read by later contexts on
  * the same platform, device and driver. A file that does not parse is
  * ignored (and replaced on the next write), so a corrupt one means a new
@@ -954,7 +894,8 @@ static const char *algo_name(conv_algo a)
 typedef struct {
     uint64_t key;
     conv_algo algo;
-    unsigned long long nb; /* images per chunk, 0: the most that fit */
+    unsigned long long nb;   /* images per chunk, 0: the most that fit */
+    unsigned long long rows; /* 1: conv_im2col_rows writes the forward col */
     unsigned long long v[CHOICE_FIELDS];
 } choice_line;
 
@@ -976,8 +917,8 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
         static const conv_algo known[] = {CONV_IM2COL, CONV_DIRECT, CONV_IM2COL16,
                                           CONV_IM2COL_DWT};
         int used = 0;
-        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu%n",
-                         name, &l->nb, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7],
+        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu%n",
+                         name, &l->nb, &l->rows, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7],
                          &v[8], &v[9], &v[10], &v[11], &v[12], &v[13], &used);
         l->algo = CONV_AUTO;
         for (size_t a = 0; a < sizeof known / sizeof known[0]; a++)
@@ -985,7 +926,7 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
                 l->algo = known[a];
         /* im2col-dwt is a backward verdict only; a chunk only for the
          * float-summing im2col paths, at most the batch */
-        ok = got == 2 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 && v[0] <= 2 &&
+        ok = got == 3 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 && v[0] <= 2 && l->rows <= 1 &&
              l->algo != CONV_AUTO && !(l->algo == CONV_IM2COL_DWT && v[0] == 0) &&
              l->nb <= v[1] && (l->nb == 0 || l->algo == CONV_IM2COL || l->algo == CONV_IM2COL_DWT);
         if (!ok)
@@ -1002,7 +943,7 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
  * any older verdict for the same layer dropped). Failures are ignored: the
  * next context measures again. */
 static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_algo algo,
-                         size_t nb)
+                         size_t nb, int rows)
 {
     choice_line *have = malloc(CHOICE_FILE_MAX * sizeof *have);
     if (!have)
@@ -1021,14 +962,14 @@ static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_a
         if (have[i].key == key)
             continue;
         const unsigned long long *v = have[i].v;
-        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
-                     algo_name(have[i].algo), have[i].nb, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+                     algo_name(have[i].algo), have[i].nb, have[i].rows, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
                      v[8], v[9], v[10], v[11], v[12], v[13]) > 0;
     }
     unsigned long long v[CHOICE_FIELDS];
     choice_fields(d, pass, v);
-    ok = ok && fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
-                       algo_name(algo), (unsigned long long)nb, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+    ok = ok && fprintf(f, "%s %llu %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+                       algo_name(algo), (unsigned long long)nb, rows ? 1 : 0, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
                        v[10], v[11], v[12], v[13]) > 0;
     mpcl_cache_tmp_commit(f, ok, tmp, path);
     free(have);
@@ -1062,7 +1003,7 @@ static cl_int temp_tensor(mpcl_context *ctx, mpcl_tensor *t, mpcl_dtype dt, int 
  * with db as a zero bias), 1 backward (dx, dw, db from y as dy), 2 backward
  * without dx. */
 static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, size_t nb,
-                            int pass, mpcl_tensor *y, mpcl_tensor *dx, mpcl_tensor *dw,
+                            int rows, int pass, mpcl_tensor *y, mpcl_tensor *dx, mpcl_tensor *dw,
                             mpcl_tensor *db, const mpcl_tensor *x, const mpcl_tensor *w,
                             const conv_dims *d, double *t)
 {
@@ -1070,11 +1011,11 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, s
     mpcl_status s;
     if (pass == 0)
         s = algo == CONV_DIRECT ? direct_forward(ctx, op, y, x, w, db, d)
-                                : im2col_forward(ctx, op, algo, y, x, w, db, d, nb);
+                                : im2col_forward(ctx, op, algo, y, x, w, db, d, nb, rows);
     else if (algo == CONV_DIRECT)
         s = direct_backward(ctx, op, pass == 1 ? dx : NULL, dw, db, y, x, w, d);
     else
-        s = im2col_backward(ctx, op, algo, pass == 1 ? dx : NULL, dw, db, y, x, w, d, nb);
+        s = im2col_backward(ctx, op, algo, pass == 1 ? dx : NULL, dw, db, y, x, w, d, nb, rows);
     if (s == MPCL_OK && clFinish(ctx->queue) != CL_SUCCESS)
         s = MPCL_ERR_OPENCL;
     *t = mpcl_now_s() - t0;
@@ -1082,14 +1023,19 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, s
 }
 
 /* The fastest algorithm for pass of d on this device (CONV_AUTO when none
- * ran) and, for the im2col paths that sum in float, its chunk of images:
- * *nb_out 0 keeps the largest (chunk_images), else the count measured
- * faster. */
+ * ran); for the im2col paths that sum in float, its chunk of images
+ * (*nb_out 0 keeps the largest, chunk_images, else the count measured
+ * faster); and where the pass writes a column matrix in the forward layout
+ * at stride 1 across, whether the rows kernel writes it (*rows_out; rows_env
+ * >= 0: MPCL_IM2COL's, not measured). */
 static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
-                              const mpcl_tensor *w, const conv_dims *d, int pass, size_t *nb_out)
+                              const mpcl_tensor *w, const conv_dims *d, int pass, int rows_env,
+                              size_t *nb_out, int *rows_out)
 {
     const size_t nb_max = chunk_images(ctx, d, 0);
+    const int rows0 = rows_env >= 0 ? rows_env : 1;
     *nb_out = 0;
+    *rows_out = rows0;
     const mpcl_dtype dt = mpcl_storage_dtype(ctx);
     const size_t ydims[4] = {d->b, d->k, d->oh, d->ow}, bdims[1] = {d->k};
     mpcl_tensor y, dx, dw, db; /* y doubles as dy */
@@ -1128,7 +1074,7 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
     for (size_t c = 0; c < nc; c++) {
         st[c] = rc == CL_SUCCESS ? MPCL_OK : MPCL_ERR_OPENCL;
         for (int wu = 0; wu < CHOICE_WARMUPS && st[c] == MPCL_OK; wu++)
-            st[c] = run_algo(ctx, op, cand[c], nb_max, pass, &y, &dx, &dw, &db, x, w, d, &t);
+            st[c] = run_algo(ctx, op, cand[c], nb_max, rows0, pass, &y, &dx, &dw, &db, x, w, d, &t);
         live += st[c] == MPCL_OK;
     }
     /* timed runs, alternating, so that load from elsewhere hits all */
@@ -1137,7 +1083,7 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
             if (st[c] != MPCL_OK)
                 continue;
             const double limit = c > 0 && best_t[0] > 0.0 ? CHOICE_CUTOFF * best_t[0] : 0.0;
-            st[c] = run_algo(ctx, op, cand[c], nb_max, pass, &y, &dx, &dw, &db, x, w, d, &t);
+            st[c] = run_algo(ctx, op, cand[c], nb_max, rows0, pass, &y, &dx, &dw, &db, x, w, d, &t);
             if (st[c] == MPCL_OK && limit > 0.0 && t > limit)
                 st[c] = MPCL_ERR_STATE; /* clearly slower than im2col: no more runs */
             else if (st[c] == MPCL_OK && (best_t[c] < 0.0 || t < best_t[c]))
@@ -1164,7 +1110,7 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
         double nb_t = -1.0;
         mpcl_status sn = MPCL_OK;
         for (int r = 0; r < CHOICE_WARMUPS + CHOICE_REPS && sn == MPCL_OK; r++) {
-            sn = run_algo(ctx, op, best, nb, pass, &y, &dx, &dw, &db, x, w, d, &t);
+            sn = run_algo(ctx, op, best, nb, rows0, pass, &y, &dx, &dw, &db, x, w, d, &t);
             if (sn == MPCL_OK && r >= CHOICE_WARMUPS && (nb_t < 0.0 || t < nb_t))
                 nb_t = t;
         }
@@ -1176,6 +1122,24 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
         }
         if (nb == 1)
             break;
+    }
+    /* the other im2col kernel at that chunk: the rows kernel copies runs,
+     * the tap kernel gathers; which is faster depends on the device, the
+     * row length and what the caches hold in the pass (timed alone, the
+     * kernels ranked otherwise than in training on PoCL) */
+    const int fwd_layout = pass == 0 ? best != CONV_DIRECT && best != CONV_AUTO
+                                     : best == CONV_IM2COL_DWT;
+    if (rows_env < 0 && fwd_layout && d->p.stride_w == 1 && best_time > 0.0) {
+        const size_t nb = *nb_out ? *nb_out : nb_max;
+        double alt_t = -1.0;
+        mpcl_status sa = MPCL_OK;
+        for (int r = 0; r < CHOICE_WARMUPS + CHOICE_REPS && sa == MPCL_OK; r++) {
+            sa = run_algo(ctx, op, best, nb, !rows0, pass, &y, &dx, &dw, &db, x, w, d, &t);
+            if (sa == MPCL_OK && r >= CHOICE_WARMUPS && (alt_t < 0.0 || t < alt_t))
+                alt_t = t;
+        }
+        if (sa == MPCL_OK && alt_t >= 0.0 && alt_t < best_time / CHOICE_CHUNK_GAIN)
+            *rows_out = !rows0;
     }
     clFinish(ctx->queue);
     const cl_mem mems[4] = {y.mem, dx.mem, dw.mem, db.mem};
@@ -1192,10 +1156,14 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
  * error message, and a failure to measure falls back to the rule. */
 static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tensor *x,
                              const mpcl_tensor *w, const conv_dims *d, int pass, conv_algo *out,
-                             size_t *nb)
+                             size_t *nb, int *rows)
 {
+    int rows_env;
     *nb = 0;
-    mpcl_status s = algo_from_env(ctx, op, out);
+    mpcl_status s = im2col_env(ctx, op, &rows_env);
+    if (s == MPCL_OK)
+        s = algo_from_env(ctx, op, out);
+    *rows = rows_env >= 0 ? rows_env : 1;
     if (s != MPCL_OK || *out != CONV_AUTO)
         return s;
     if (!ctx->cache_enabled) {
@@ -1209,16 +1177,19 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
         if (ctx->conv_choice[i].key == key) {
             *out = (conv_algo)ctx->conv_choice[i].algo;
             *nb = ctx->conv_choice[i].nb;
+            *rows = rows_env >= 0 ? rows_env : ctx->conv_choice[i].rows;
             return MPCL_OK;
         }
     conv_algo algo = CONV_AUTO;
     size_t chunk = 0;
+    int krows = 1;
     choice_line *lines = malloc(CHOICE_FILE_MAX * sizeof *lines);
     const size_t n = lines ? choice_read(ctx, lines) : 0;
     for (size_t i = n; i-- > 0 && algo == CONV_AUTO;) /* the last line for a layer counts */
         if (lines[i].key == key) {
             algo = lines[i].algo;
             chunk = (size_t)lines[i].nb;
+            krows = (int)lines[i].rows;
         }
     free(lines);
     if (algo == CONV_AUTO && ctx->gemm_rec_on) {
@@ -1236,22 +1207,24 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
         const int prof = ctx->prof_on;
         mpcl_strfmt(saved, sizeof saved, "%s", ctx->err);
         ctx->prof_on = 0; /* the measurement is not part of the profiled work */
-        algo = measure_algo(ctx, op, x, w, d, pass, &chunk);
+        algo = measure_algo(ctx, op, x, w, d, pass, rows_env, &chunk, &krows);
         ctx->prof_on = prof;
         mpcl_strfmt(ctx->err, sizeof ctx->err, "%s", saved);
         if (algo == CONV_AUTO) {
             algo = choose(d);
         } else {
             ctx->conv_measured++;
-            choice_write(ctx, d, pass, algo, chunk);
+            choice_write(ctx, d, pass, algo, chunk, krows);
         }
     }
     const size_t slot = ctx->conv_choice_n++ % MPCL_CONV_CHOICES; /* the oldest when full */
     ctx->conv_choice[slot].key = key;
     ctx->conv_choice[slot].algo = (int)algo;
     ctx->conv_choice[slot].nb = chunk;
+    ctx->conv_choice[slot].rows = krows;
     *out = algo;
     *nb = chunk;
+    *rows = rows_env >= 0 ? rows_env : krows;
     return MPCL_OK;
 }
 
@@ -1265,7 +1238,7 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
     conv_dims d;
     conv_algo algo;
     size_t cap, nb;
-    int im2col_kind;
+    int rows;
     mpcl_status s = mpcl_check_ctx(ctx, op);
     if (s == MPCL_OK)
         s = check_conv(ctx, op, x, w, p, &d);
@@ -1280,15 +1253,14 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
         s = check_int_range(ctx, op, &d);
     if (s == MPCL_OK)
         s = chunk_cap_from_env(ctx, op, &cap);
-    if (s == MPCL_OK) /* checked before anything is enqueued */
-        s = im2col_env(ctx, op, &im2col_kind);
     if (s == MPCL_OK)
-        s = pick_algo(ctx, op, x, w, &d, 0, &algo, &nb);
+        s = pick_algo(ctx, op, x, w, &d, 0, &algo, &nb, &rows);
     if (s != MPCL_OK)
         return s;
     if (algo == CONV_DIRECT)
         return direct_forward(ctx, op, y, x, w, b, &d);
-    return im2col_forward(ctx, op, algo, y, x, w, b, &d, chunk_images(ctx, &d, cap ? cap : nb));
+    return im2col_forward(ctx, op, algo, y, x, w, b, &d, chunk_images(ctx, &d, cap ? cap : nb),
+                          rows);
 }
 
 mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dw,
@@ -1299,7 +1271,7 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
     conv_dims d;
     conv_algo algo;
     size_t cap, nb;
-    int im2col_kind;
+    int rows;
     mpcl_status s = mpcl_check_ctx(ctx, op);
     if (s == MPCL_OK)
         s = check_conv(ctx, op, x, w, p, &d);
@@ -1317,14 +1289,12 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
         s = check_int_range(ctx, op, &d);
     if (s == MPCL_OK)
         s = chunk_cap_from_env(ctx, op, &cap);
-    if (s == MPCL_OK) /* checked before anything is enqueued */
-        s = im2col_env(ctx, op, &im2col_kind);
     if (s == MPCL_OK)
-        s = pick_algo(ctx, op, x, w, &d, dx ? 1 : 2, &algo, &nb);
+        s = pick_algo(ctx, op, x, w, &d, dx ? 1 : 2, &algo, &nb, &rows);
     if (s != MPCL_OK)
         return s;
     if (algo == CONV_DIRECT) /* db is fused into the weight gradient's passes */
         return direct_backward(ctx, op, dx, dw, db, dy, x, w, &d);
     return im2col_backward(ctx, op, algo, dx, dw, db, dy, x, w, &d,
-                           chunk_images(ctx, &d, cap ? cap : nb));
+                           chunk_images(ctx, &d, cap ? cap : nb), rows);
 }
