@@ -78,6 +78,22 @@ float2 norm_group_sum2(local float2 *red, float2 v)
  * third of the speed). Rows past B (the last block) read row B - 1 and
  * weigh 0. Without the defines (offline compiles in the tests) a batch of
  * 8 in blocks of 4 (and 2 rows an elementwise item) is assumed. */
+/* NORM_RELU 1: batch norm fused with the ReLU after it (the model fuses
+ * batchnorm2d + relu): bn_apply writes max(bn(x), 0), NaN kept as relu_forward keeps
+ * it, and the backward kernels take the gradient of that output with the
+ * output y, passing dy where y > 0 (relu_backward's rule, on the sign of
+ * the output, which is that of its input) and 0 elsewhere. */
+#ifndef NORM_RELU
+#define NORM_RELU 0
+#endif
+#if NORM_RELU
+#define NORM_ACT(v) ((v) <= 0.0f ? 0.0f : (v))
+#define NORM_GRAD(g, yv) ((yv) > 0.0f ? (g) : 0.0f)
+#else
+#define NORM_ACT(v) (v)
+#define NORM_GRAD(g, yv) (g)
+#endif
+
 #ifndef NORM_BC
 #define NORM_B 8
 #define NORM_BC 4
@@ -188,13 +204,16 @@ kernel void bn_apply(global store_t *y,         /* (B, C, H, W) */
         v[r] = LOADF(x, i0 + r * step + hw);
 #pragma unroll
     for (uint r = 0; r < NORM_R; r++)
-        STOREF(y, i0 + r * step + hw, v[r] * scale + shift);
+        STOREF(y, i0 + r * step + hw, NORM_ACT(v[r] * scale + shift));
 }
 
 /* Backward partials, item (hw, c, g) as in bn_stats_partial, with xhat =
  * (x - mean) invstd: part[0, g, c, hw] = sum dy, part[1, g, c, hw] = sum dy
- * xhat over its rows. dy and x are read once for both sums. */
+ * xhat over its rows. dy and x are read once for both sums. With NORM_RELU
+ * dy is the gradient of the fused output y and passes where y > 0 (y is not
+ * read without). */
 kernel void bn_backward_partial(global const store_t *restrict dy, /* (B, C, H, W) */
+                                global const store_t *restrict y,  /* (B, C, H, W) */
                                 global const store_t *restrict x,  /* (B, C, H, W) */
                                 global const float *restrict save_mean,   /* (C) */
                                 global const float *restrict save_invstd, /* (C) */
@@ -209,7 +228,12 @@ kernel void bn_backward_partial(global const store_t *restrict dy, /* (B, C, H, 
     for (uint r = 0; r < NORM_BC; r++) {
         const uint b = min(b0 + r, (uint)NORM_B - 1u);
         const uint j = (b * C + c) * HW + hw;
-        const float gr = b0 + r < NORM_B ? LOADF(dy, j) : 0.0f;
+#if NORM_RELU
+        const float gj = NORM_GRAD(LOADF(dy, j), LOADF(y, j));
+#else
+        const float gj = LOADF(dy, j);
+#endif
+        const float gr = b0 + r < NORM_B ? gj : 0.0f;
         s1 += gr;
         s2 += gr * ((LOADF(x, j) - mean) * invstd);
     }
@@ -249,9 +273,11 @@ kernel void bn_backward_final(global const float *restrict part, /* (2, G, C, HW
 }
 
 /* dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), item (hw, c, g)
- * of a (HW, C, B / NORM_R) range as in bn_apply, M = B HW. dx may be dy. */
+ * of a (HW, C, B / NORM_R) range as in bn_apply, M = B HW. dx may be dy.
+ * With NORM_RELU dy passes where the fused output y > 0. */
 kernel void bn_backward_dx(global store_t *dx,         /* (B, C, H, W) */
                            global const store_t *dy,   /* (B, C, H, W) */
+                           global const store_t *y,    /* (B, C, H, W) */
                            global const store_t *x,    /* (B, C, H, W) */
                            global const store_t *gamma, /* (C) */
                            global const float *save_mean,   /* (C) */
@@ -269,7 +295,12 @@ kernel void bn_backward_dx(global store_t *dx,         /* (B, C, H, W) */
 #pragma unroll
     for (uint r = 0; r < NORM_R; r++) {
         const float xhat = (LOADF(x, i0 + r * step + hw) - mean) * invstd;
-        v[r] = k * (LOADF(dy, i0 + r * step + hw) - mdy - xhat * mdyx);
+#if NORM_RELU
+        const float g = NORM_GRAD(LOADF(dy, i0 + r * step + hw), LOADF(y, i0 + r * step + hw));
+#else
+        const float g = LOADF(dy, i0 + r * step + hw);
+#endif
+        v[r] = k * (g - mdy - xhat * mdyx);
     }
 #pragma unroll
     for (uint r = 0; r < NORM_R; r++)

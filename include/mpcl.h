@@ -619,6 +619,28 @@ MPCL_API mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *d
                                                const mpcl_tensor *gamma,
                                                const mpcl_tensor *save_mean,
                                                const mpcl_tensor *save_invstd);
+/* Batch norm fused with the ReLU after it, in one pass over the data:
+ * y = max(batchnorm(x), 0) (a NaN stays NaN, as in mpcl_activation_forward's
+ * ReLU), arguments and statistics as mpcl_batchnorm2d_forward. The
+ * backward pass takes dy, the gradient of that y, and y itself: the
+ * gradient passes where y > 0 (the sign of the ReLU's input), then through
+ * the batch norm as mpcl_batchnorm2d_backward; dx may be dy, not y. The
+ * results equal batchnorm2d followed by a separate ReLU, bit for bit
+ * (sequential models fuse the pair: docs/ops/loss-norm.md). */
+MPCL_API mpcl_status mpcl_batchnorm2d_relu_forward(mpcl_context *ctx, mpcl_tensor *y,
+                                                   const mpcl_tensor *x, const mpcl_tensor *gamma,
+                                                   const mpcl_tensor *beta,
+                                                   mpcl_tensor *running_mean,
+                                                   mpcl_tensor *running_var,
+                                                   mpcl_tensor *save_mean,
+                                                   mpcl_tensor *save_invstd, float momentum,
+                                                   float eps, int training);
+MPCL_API mpcl_status mpcl_batchnorm2d_relu_backward(mpcl_context *ctx, mpcl_tensor *dx,
+                                                    mpcl_tensor *dgamma, mpcl_tensor *dbeta,
+                                                    const mpcl_tensor *dy, const mpcl_tensor *y,
+                                                    const mpcl_tensor *x, const mpcl_tensor *gamma,
+                                                    const mpcl_tensor *save_mean,
+                                                    const mpcl_tensor *save_invstd);
 /* Layer norm over the last dimension D of x (N, D); gamma, beta (D);
  * save_mean, save_invstd (N) f32. */
 MPCL_API mpcl_status mpcl_layernorm_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,

@@ -237,6 +237,12 @@ mpcl_status mpcl_model_create(mpcl_context *ctx, const mpcl_model_spec *spec, si
     m->input_mean = 0.0f;
     m->input_std = 1.0f;
     s = build(m);
+    /* batchnorm2d + relu run as one pass (MPCL_FUSE=0: as two, for
+     * comparing; the results are the same bits) */
+    const char *fuse = getenv("MPCL_FUSE");
+    for (int l = 0; l + 1 < spec->nlayers && !(fuse && strcmp(fuse, "0") == 0); l++)
+        m->layers[l].fused_relu = spec->layers[l].kind == MPCL_LAYER_BATCHNORM2D &&
+                                  spec->layers[l + 1].kind == MPCL_LAYER_RELU;
     if (s == MPCL_OK)
         s = init_params(m, seed);
     if (s == MPCL_OK)
@@ -374,10 +380,18 @@ mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training
                 s = mpcl_scale(ctx, ly->act, cur, 1.0f);
             break;
         case MPCL_LAYER_BATCHNORM2D:
-            s = mpcl_batchnorm2d_forward(ctx, ly->act, cur, ly->w, ly->b, ly->running_mean, ly->running_var,
-                                         ly->save_mean, ly->save_invstd, sp->momentum, sp->eps, training);
+            if (ly->fused_relu) /* into the relu layer's output */
+                s = mpcl_batchnorm2d_relu_forward(ctx, m->layers[l + 1].act, cur, ly->w, ly->b,
+                                                  ly->running_mean, ly->running_var, ly->save_mean,
+                                                  ly->save_invstd, sp->momentum, sp->eps, training);
+            else
+                s = mpcl_batchnorm2d_forward(ctx, ly->act, cur, ly->w, ly->b, ly->running_mean,
+                                             ly->running_var, ly->save_mean, ly->save_invstd,
+                                             sp->momentum, sp->eps, training);
             break;
         default:
+            if (l > 0 && m->layers[l - 1].fused_relu)
+                break; /* done with the batch norm before it */
             if (activation_of(sp->kind, &f))
                 s = mpcl_activation_forward(ctx, f, sp->slope, ly->act, cur);
             break;
@@ -444,10 +458,17 @@ mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits)
             }
             break;
         case MPCL_LAYER_BATCHNORM2D:
-            s = mpcl_batchnorm2d_backward(ctx, dx, ly->gw, ly->gb, ly->dact, x, ly->w, ly->save_mean,
-                                          ly->save_invstd);
+            if (ly->fused_relu) /* from the relu layer's output gradient */
+                s = mpcl_batchnorm2d_relu_backward(ctx, dx, ly->gw, ly->gb, m->layers[l + 1].dact,
+                                                   m->layers[l + 1].act, x, ly->w, ly->save_mean,
+                                                   ly->save_invstd);
+            else
+                s = mpcl_batchnorm2d_backward(ctx, dx, ly->gw, ly->gb, ly->dact, x, ly->w,
+                                              ly->save_mean, ly->save_invstd);
             break;
         default:
+            if (l > 0 && m->layers[l - 1].fused_relu)
+                break; /* the batch norm before it takes its gradient */
             if (dx && activation_of(sp->kind, &f))
                 s = mpcl_activation_backward(ctx, f, sp->slope, dx, ly->dact, x, ly->act);
             break;

@@ -14,6 +14,10 @@ typedef struct {
     size_t out_shape[4];
     mpcl_tensor *act_full, *dact_full, *argmax_full; /* max_batch; NULL for flatten */
     mpcl_tensor *act, *dact, *argmax;                /* views for the current batch */
+    /* batchnorm2d followed by relu, run as one (mpcl_batchnorm2d_relu_*):
+     * the relu layer's act and dact are the pair's output and its
+     * gradient; this layer's own act and dact are not written */
+    int fused_relu;
 } mpcl_layer;
 
 struct mpcl_model {

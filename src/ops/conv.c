@@ -547,9 +547,9 @@ static mpcl_status im2col(mpcl_context *ctx, const char *op, cl_mem col, cl_mem 
                           int f32, const conv_dims *d, size_t i0, size_t nb, int transposed,
                           int rows)
 {
-    const int kind = transposed                           ? IM2COL_T
+    const int kind = transposed                    ? IM2COL_T
                      : rows && d->p.stride_w == 1 ? IM2COL_ROWS
-                                                          : IM2COL_TAPS;
+                                                  : IM2COL_TAPS;
     return im2col_run(ctx, op, kind, col, x, numel, f32, d, i0, nb);
 }
 
@@ -917,18 +917,21 @@ static size_t choice_read(const mpcl_context *ctx, choice_line *lines)
         static const conv_algo known[] = {CONV_IM2COL, CONV_DIRECT, CONV_IM2COL16,
                                           CONV_IM2COL_DWT};
         int used = 0;
-        int got = sscanf(buf, "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu%n",
-                         name, &l->nb, &l->rows, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7],
-                         &v[8], &v[9], &v[10], &v[11], &v[12], &v[13], &used);
+        int got = sscanf(buf,
+                         "%15s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu "
+                         "%llu %llu %llu%n",
+                         name, &l->nb, &l->rows, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+                         &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13], &used);
         l->algo = CONV_AUTO;
         for (size_t a = 0; a < sizeof known / sizeof known[0]; a++)
             if (strcmp(name, algo_name(known[a])) == 0)
                 l->algo = known[a];
         /* im2col-dwt is a backward verdict only; a chunk only for the
          * float-summing im2col paths, at most the batch */
-        ok = got == 3 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 && v[0] <= 2 && l->rows <= 1 &&
-             l->algo != CONV_AUTO && !(l->algo == CONV_IM2COL_DWT && v[0] == 0) &&
-             l->nb <= v[1] && (l->nb == 0 || l->algo == CONV_IM2COL || l->algo == CONV_IM2COL_DWT);
+        ok = got == 3 + CHOICE_FIELDS && strcmp(buf + used, "\n") == 0 && v[0] <= 2 &&
+             l->rows <= 1 && l->algo != CONV_AUTO && !(l->algo == CONV_IM2COL_DWT && v[0] == 0) &&
+             l->nb <= v[1] &&
+             (l->nb == 0 || l->algo == CONV_IM2COL || l->algo == CONV_IM2COL_DWT);
         if (!ok)
             break;
         l->key = mpcl_hash64(v, sizeof l->v, MPCL_HASH_SEED);
@@ -962,15 +965,20 @@ static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_a
         if (have[i].key == key)
             continue;
         const unsigned long long *v = have[i].v;
-        ok = fprintf(f, "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
-                     algo_name(have[i].algo), have[i].nb, have[i].rows, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
-                     v[8], v[9], v[10], v[11], v[12], v[13]) > 0;
+        ok = fprintf(f,
+                     "%s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu "
+                     "%llu %llu\n",
+                     algo_name(have[i].algo), have[i].nb, have[i].rows, v[0], v[1], v[2], v[3],
+                     v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]) > 0;
     }
     unsigned long long v[CHOICE_FIELDS];
     choice_fields(d, pass, v);
-    ok = ok && fprintf(f, "%s %llu %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
-                       algo_name(algo), (unsigned long long)nb, rows ? 1 : 0, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                       v[10], v[11], v[12], v[13]) > 0;
+    ok = ok && fprintf(f,
+                       "%s %llu %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu "
+                       "%llu %llu\n",
+                       algo_name(algo), (unsigned long long)nb, rows ? 1 : 0, v[0], v[1], v[2],
+                       v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
+                       v[13]) > 0;
     mpcl_cache_tmp_commit(f, ok, tmp, path);
     free(have);
 }

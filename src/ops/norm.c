@@ -39,6 +39,8 @@
 
 static const char *const BN_FWD = "mpcl_batchnorm2d_forward";
 static const char *const BN_BWD = "mpcl_batchnorm2d_backward";
+static const char *const BNR_FWD = "mpcl_batchnorm2d_relu_forward";
+static const char *const BNR_BWD = "mpcl_batchnorm2d_relu_backward";
 static const char *const LN_FWD = "mpcl_layernorm_forward";
 static const char *const LN_BWD = "mpcl_layernorm_backward";
 
@@ -90,45 +92,46 @@ static mpcl_status check_eps(mpcl_context *ctx, const char *op, float eps)
 
 /* ------------------------------------------------------------ batch norm */
 
-static mpcl_status bn_forward_check(mpcl_context *ctx, const mpcl_tensor *y, const mpcl_tensor *x,
+static mpcl_status bn_forward_check(mpcl_context *ctx, const char *op, const mpcl_tensor *y,
+                                    const mpcl_tensor *x,
                                     const mpcl_tensor *gamma, const mpcl_tensor *beta,
                                     const mpcl_tensor *running_mean, const mpcl_tensor *running_var,
                                     const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd,
                                     float momentum, float eps, int training)
 {
     mpcl_dtype st = mpcl_storage_dtype(ctx);
-    mpcl_status s = mpcl_check_tensor(ctx, BN_FWD, "x", x, st, 4, NULL);
+    mpcl_status s = mpcl_check_tensor(ctx, op, "x", x, st, 4, NULL);
     if (s != MPCL_OK)
         return s;
     const size_t *xs = x->shape; /* (B, C, H, W) */
     const size_t c_dims[1] = {xs[1]};
-    if ((s = mpcl_check_tensor(ctx, BN_FWD, "y", y, st, 4, xs)) != MPCL_OK ||
-        (s = mpcl_check_tensor(ctx, BN_FWD, "gamma", gamma, st, 1, c_dims)) != MPCL_OK ||
-        (s = mpcl_check_tensor(ctx, BN_FWD, "beta", beta, st, 1, c_dims)) != MPCL_OK ||
-        (s = mpcl_check_tensor(ctx, BN_FWD, "running_mean", running_mean, MPCL_F32, 1, c_dims)) !=
+    if ((s = mpcl_check_tensor(ctx, op, "y", y, st, 4, xs)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, op, "gamma", gamma, st, 1, c_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, op, "beta", beta, st, 1, c_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, op, "running_mean", running_mean, MPCL_F32, 1, c_dims)) !=
             MPCL_OK ||
-        (s = mpcl_check_tensor(ctx, BN_FWD, "running_var", running_var, MPCL_F32, 1, c_dims)) !=
+        (s = mpcl_check_tensor(ctx, op, "running_var", running_var, MPCL_F32, 1, c_dims)) !=
             MPCL_OK)
         return s;
     /* eval leaves save_* alone, so they may be NULL there */
     if ((training || save_mean) &&
-        (s = mpcl_check_tensor(ctx, BN_FWD, "save_mean", save_mean, MPCL_F32, 1, c_dims)) != MPCL_OK)
+        (s = mpcl_check_tensor(ctx, op, "save_mean", save_mean, MPCL_F32, 1, c_dims)) != MPCL_OK)
         return s;
     if ((training || save_invstd) &&
-        (s = mpcl_check_tensor(ctx, BN_FWD, "save_invstd", save_invstd, MPCL_F32, 1, c_dims)) !=
+        (s = mpcl_check_tensor(ctx, op, "save_invstd", save_invstd, MPCL_F32, 1, c_dims)) !=
             MPCL_OK)
         return s;
-    if ((s = check_small(ctx, BN_FWD, "x", x)) != MPCL_OK || (s = check_eps(ctx, BN_FWD, eps)) != MPCL_OK)
+    if ((s = check_small(ctx, op, "x", x)) != MPCL_OK || (s = check_eps(ctx, op, eps)) != MPCL_OK)
         return s;
     if (!isfinite(momentum))
-        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: momentum %g is not finite", BN_FWD,
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: momentum %g is not finite", op,
                               (double)momentum);
     char d[128];
     if (training && xs[0] * xs[2] * xs[3] < 2)
         return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
                               "%s: x is %s, expected more than one value per channel (B * H * W >= 2) "
                               "when training",
-                              BN_FWD, mpcl_tensor_describe(x, d, sizeof d));
+                              op, mpcl_tensor_describe(x, d, sizeof d));
     return MPCL_OK;
 }
 
@@ -161,13 +164,14 @@ static bn_split bn_split_of(const mpcl_tensor *x)
     return p;
 }
 
-/* The kernel `name` built for this split (-DNORM_B, -DNORM_BC, -DNORM_R). */
-static mpcl_status bn_spec_kernel(mpcl_context *ctx, const bn_split *p, const char *name,
+/* The kernel `name` built for this split (-DNORM_B, -DNORM_BC, -DNORM_R)
+ * and, with relu, fused with the ReLU after it (-DNORM_RELU=1). */
+static mpcl_status bn_spec_kernel(mpcl_context *ctx, const bn_split *p, int relu, const char *name,
                                   cl_kernel *k)
 {
-    char defs[64];
-    mpcl_strfmt(defs, sizeof defs, "-DNORM_B=%u -DNORM_BC=%u -DNORM_R=%u", (unsigned)p->B,
-                (unsigned)p->bc, (unsigned)p->R);
+    char defs[80];
+    mpcl_strfmt(defs, sizeof defs, "-DNORM_B=%u -DNORM_BC=%u -DNORM_R=%u -DNORM_RELU=%d",
+                (unsigned)p->B, (unsigned)p->bc, (unsigned)p->R, relu ? 1 : 0);
     return mpcl_kernel_get_spec(ctx, "norm", mpcl_ctx_variant(ctx), defs, name, k);
 }
 
@@ -189,7 +193,7 @@ static mpcl_status bn_launch_stats(mpcl_context *ctx, const mpcl_tensor *x, mpcl
     cl_kernel k;
     mpcl_status s = bn_partials(ctx, &p, &part);
     if (s != MPCL_OK ||
-        (s = bn_spec_kernel(ctx, &p, "bn_stats_partial", &k)) != MPCL_OK)
+        (s = bn_spec_kernel(ctx, &p, 0, "bn_stats_partial", &k)) != MPCL_OK)
         return s;
     cl_int rc = mpcl_kernel_args(k, 2, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &part);
     if (rc != CL_SUCCESS)
@@ -207,16 +211,16 @@ static mpcl_status bn_launch_stats(mpcl_context *ctx, const mpcl_tensor *x, mpcl
     return mpcl_launch_1d(ctx, k, BN_FWD, p.C);
 }
 
-/* y = (x - mean) invstd gamma + beta; stat is invstd, or a variance when
- * stat_is_var. */
+/* y = (x - mean) invstd gamma + beta, with relu max(that, 0); stat is
+ * invstd, or a variance when stat_is_var. */
 static mpcl_status bn_launch_apply(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
                                    const mpcl_tensor *gamma, const mpcl_tensor *beta,
                                    const mpcl_tensor *mean, const mpcl_tensor *stat, float eps,
-                                   int stat_is_var)
+                                   int stat_is_var, int relu)
 {
     cl_kernel k;
     const bn_split p = bn_split_of(x);
-    mpcl_status s = bn_spec_kernel(ctx, &p, "bn_apply", &k);
+    mpcl_status s = bn_spec_kernel(ctx, &p, relu, "bn_apply", &k);
     if (s != MPCL_OK)
         return s;
     cl_int is_var = stat_is_var;
@@ -229,68 +233,91 @@ static mpcl_status bn_launch_apply(mpcl_context *ctx, mpcl_tensor *y, const mpcl
     return mpcl_launch_rows(ctx, k, BN_FWD, p.HW, p.C, p.B / p.R);
 }
 
+static mpcl_status bn_forward(mpcl_context *ctx, const char *op, mpcl_tensor *y,
+                              const mpcl_tensor *x, const mpcl_tensor *gamma,
+                              const mpcl_tensor *beta, mpcl_tensor *running_mean,
+                              mpcl_tensor *running_var, mpcl_tensor *save_mean,
+                              mpcl_tensor *save_invstd, float momentum, float eps, int training,
+                              int relu)
+{
+    mpcl_status s = mpcl_check_ctx(ctx, op);
+    if (s != MPCL_OK)
+        return s;
+    s = bn_forward_check(ctx, op, y, x, gamma, beta, running_mean, running_var, save_mean,
+                         save_invstd, momentum, eps, training);
+    if (s != MPCL_OK)
+        return s;
+    if (!training)
+        return bn_launch_apply(ctx, y, x, gamma, beta, running_mean, running_var, eps, 1, relu);
+    if ((s = bn_launch_stats(ctx, x, save_mean, save_invstd, running_mean, running_var, momentum,
+                             eps)) != MPCL_OK)
+        return s;
+    return bn_launch_apply(ctx, y, x, gamma, beta, save_mean, save_invstd, eps, 0, relu);
+}
+
 mpcl_status mpcl_batchnorm2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
                                      const mpcl_tensor *gamma, const mpcl_tensor *beta,
                                      mpcl_tensor *running_mean, mpcl_tensor *running_var,
                                      mpcl_tensor *save_mean, mpcl_tensor *save_invstd,
                                      float momentum, float eps, int training)
 {
-    mpcl_status s = mpcl_check_ctx(ctx, BN_FWD);
-    if (s != MPCL_OK)
-        return s;
-    s = bn_forward_check(ctx, y, x, gamma, beta, running_mean, running_var, save_mean, save_invstd,
-                         momentum, eps, training);
-    if (s != MPCL_OK)
-        return s;
-    if (!training)
-        return bn_launch_apply(ctx, y, x, gamma, beta, running_mean, running_var, eps, 1);
-    if ((s = bn_launch_stats(ctx, x, save_mean, save_invstd, running_mean, running_var, momentum,
-                             eps)) != MPCL_OK)
-        return s;
-    return bn_launch_apply(ctx, y, x, gamma, beta, save_mean, save_invstd, eps, 0);
+    return bn_forward(ctx, BN_FWD, y, x, gamma, beta, running_mean, running_var, save_mean,
+                      save_invstd, momentum, eps, training, 0);
 }
 
-static mpcl_status bn_backward_check(mpcl_context *ctx, const mpcl_tensor *dx,
+mpcl_status mpcl_batchnorm2d_relu_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
+                                          const mpcl_tensor *gamma, const mpcl_tensor *beta,
+                                          mpcl_tensor *running_mean, mpcl_tensor *running_var,
+                                          mpcl_tensor *save_mean, mpcl_tensor *save_invstd,
+                                          float momentum, float eps, int training)
+{
+    return bn_forward(ctx, BNR_FWD, y, x, gamma, beta, running_mean, running_var, save_mean,
+                      save_invstd, momentum, eps, training, 1);
+}
+
+static mpcl_status bn_backward_check(mpcl_context *ctx, const char *op, const mpcl_tensor *dx,
                                      const mpcl_tensor *dgamma, const mpcl_tensor *dbeta,
                                      const mpcl_tensor *dy, const mpcl_tensor *x,
                                      const mpcl_tensor *gamma, const mpcl_tensor *save_mean,
                                      const mpcl_tensor *save_invstd)
 {
     mpcl_dtype st = mpcl_storage_dtype(ctx);
-    mpcl_status s = mpcl_check_tensor(ctx, BN_BWD, "dy", dy, st, 4, NULL);
+    mpcl_status s = mpcl_check_tensor(ctx, op, "dy", dy, st, 4, NULL);
     if (s != MPCL_OK)
         return s;
     const size_t *ys = dy->shape; /* (B, C, H, W) */
     const size_t c_dims[1] = {ys[1]};
-    if ((s = mpcl_check_tensor(ctx, BN_BWD, "x", x, st, 4, ys)) != MPCL_OK ||
-        (dx && (s = mpcl_check_tensor(ctx, BN_BWD, "dx", dx, st, 4, ys)) != MPCL_OK) ||
-        (s = mpcl_check_tensor(ctx, BN_BWD, "gamma", gamma, st, 1, c_dims)) != MPCL_OK ||
-        (s = mpcl_check_tensor(ctx, BN_BWD, "save_mean", save_mean, MPCL_F32, 1, c_dims)) !=
+    if ((s = mpcl_check_tensor(ctx, op, "x", x, st, 4, ys)) != MPCL_OK ||
+        (dx && (s = mpcl_check_tensor(ctx, op, "dx", dx, st, 4, ys)) != MPCL_OK) ||
+        (s = mpcl_check_tensor(ctx, op, "gamma", gamma, st, 1, c_dims)) != MPCL_OK ||
+        (s = mpcl_check_tensor(ctx, op, "save_mean", save_mean, MPCL_F32, 1, c_dims)) !=
             MPCL_OK ||
-        (s = mpcl_check_tensor(ctx, BN_BWD, "save_invstd", save_invstd, MPCL_F32, 1, c_dims)) !=
+        (s = mpcl_check_tensor(ctx, op, "save_invstd", save_invstd, MPCL_F32, 1, c_dims)) !=
             MPCL_OK ||
-        (dgamma && (s = mpcl_check_tensor(ctx, BN_BWD, "dgamma", dgamma, st, 1, c_dims)) != MPCL_OK) ||
-        (dbeta && (s = mpcl_check_tensor(ctx, BN_BWD, "dbeta", dbeta, st, 1, c_dims)) != MPCL_OK))
+        (dgamma && (s = mpcl_check_tensor(ctx, op, "dgamma", dgamma, st, 1, c_dims)) != MPCL_OK) ||
+        (dbeta && (s = mpcl_check_tensor(ctx, op, "dbeta", dbeta, st, 1, c_dims)) != MPCL_OK))
         return s;
-    return check_small(ctx, BN_BWD, "dy", dy);
+    return check_small(ctx, op, "dy", dy);
 }
 
 /* sums (C, 2) = per-channel (sum dy, sum dy xhat); dgamma, dbeta (C) +=
  * them (a NULL one is skipped). */
 static mpcl_status bn_launch_sums(mpcl_context *ctx, cl_mem sums, mpcl_tensor *dgamma,
-                                  mpcl_tensor *dbeta, const mpcl_tensor *dy, const mpcl_tensor *x,
-                                  const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd)
+                                  mpcl_tensor *dbeta, const mpcl_tensor *dy, const mpcl_tensor *y,
+                                  const mpcl_tensor *x, const mpcl_tensor *save_mean,
+                                  const mpcl_tensor *save_invstd)
 {
+    const cl_mem ym = y ? y->mem : dy->mem; /* not read without the ReLU */
     const bn_split p = bn_split_of(x);
     cl_mem part;
     cl_kernel k;
     mpcl_status s = bn_partials(ctx, &p, &part);
     if (s != MPCL_OK ||
-        (s = bn_spec_kernel(ctx, &p, "bn_backward_partial", &k)) != MPCL_OK)
+        (s = bn_spec_kernel(ctx, &p, y != NULL, "bn_backward_partial", &k)) != MPCL_OK)
         return s;
-    cl_int rc = mpcl_kernel_args(k, 5, sizeof(cl_mem), &dy->mem, sizeof(cl_mem), &x->mem,
-                                 sizeof(cl_mem), &save_mean->mem, sizeof(cl_mem), &save_invstd->mem,
-                                 sizeof(cl_mem), &part);
+    cl_int rc = mpcl_kernel_args(k, 6, sizeof(cl_mem), &dy->mem, sizeof(cl_mem), &ym,
+                                 sizeof(cl_mem), &x->mem, sizeof(cl_mem), &save_mean->mem,
+                                 sizeof(cl_mem), &save_invstd->mem, sizeof(cl_mem), &part);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, BN_BWD, "bn_backward_partial", rc);
     if ((s = mpcl_launch_rows(ctx, k, BN_BWD, p.HW, p.C, p.G)) != MPCL_OK ||
@@ -309,18 +336,19 @@ static mpcl_status bn_launch_sums(mpcl_context *ctx, cl_mem sums, mpcl_tensor *d
 }
 
 static mpcl_status bn_launch_dx(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_tensor *dy,
-                                const mpcl_tensor *x, const mpcl_tensor *gamma,
-                                const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd,
-                                cl_mem sums)
+                                const mpcl_tensor *y, const mpcl_tensor *x,
+                                const mpcl_tensor *gamma, const mpcl_tensor *save_mean,
+                                const mpcl_tensor *save_invstd, cl_mem sums)
 {
     cl_kernel k;
     const bn_split p = bn_split_of(x);
-    mpcl_status s = bn_spec_kernel(ctx, &p, "bn_backward_dx", &k);
+    mpcl_status s = bn_spec_kernel(ctx, &p, y != NULL, "bn_backward_dx", &k);
     if (s != MPCL_OK)
         return s;
+    const cl_mem ym = y ? y->mem : dy->mem; /* not read without the ReLU */
     cl_float m = (cl_float)((double)p.B * p.HW);
-    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &dx->mem, sizeof(cl_mem), &dy->mem,
-                                 sizeof(cl_mem), &x->mem, sizeof(cl_mem), &gamma->mem, sizeof(cl_mem),
+    cl_int rc = mpcl_kernel_args(k, 9, sizeof(cl_mem), &dx->mem, sizeof(cl_mem), &dy->mem,
+                                 sizeof(cl_mem), &ym, sizeof(cl_mem), &x->mem, sizeof(cl_mem), &gamma->mem, sizeof(cl_mem),
                                  &save_mean->mem, sizeof(cl_mem), &save_invstd->mem, sizeof(cl_mem),
                                  &sums, sizeof m, &m);
     if (rc != CL_SUCCESS)
@@ -328,15 +356,24 @@ static mpcl_status bn_launch_dx(mpcl_context *ctx, mpcl_tensor *dx, const mpcl_t
     return mpcl_launch_rows(ctx, k, BN_BWD, p.HW, p.C, p.B / p.R);
 }
 
-mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dgamma,
-                                      mpcl_tensor *dbeta, const mpcl_tensor *dy,
-                                      const mpcl_tensor *x, const mpcl_tensor *gamma,
-                                      const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd)
+/* relu: fused with the ReLU whose output is y (else y is not used). */
+static mpcl_status bn_backward(mpcl_context *ctx, const char *op, mpcl_tensor *dx,
+                               mpcl_tensor *dgamma, mpcl_tensor *dbeta, const mpcl_tensor *dy,
+                               int relu, const mpcl_tensor *y, const mpcl_tensor *x,
+                               const mpcl_tensor *gamma, const mpcl_tensor *save_mean,
+                               const mpcl_tensor *save_invstd)
 {
-    mpcl_status s = mpcl_check_ctx(ctx, BN_BWD);
+    mpcl_status s = mpcl_check_ctx(ctx, op);
     if (s != MPCL_OK)
         return s;
-    s = bn_backward_check(ctx, dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd);
+    s = bn_backward_check(ctx, op, dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd);
+    if (!relu)
+        y = NULL;
+    if (s == MPCL_OK && relu) /* the ReLU's output selects the gradient */
+        s = mpcl_check_tensor(ctx, op, "y", y, mpcl_storage_dtype(ctx), 4, dy->shape);
+    if (s == MPCL_OK && y && dx && dx->mem == y->mem)
+        s = mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                           "%s: dx and y share a buffer; y is read after dx is written", op);
     if (s != MPCL_OK)
         return s;
     if (!dx && !dgamma && !dbeta)
@@ -345,11 +382,32 @@ mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_t
     s = mpcl_scratch(ctx, NORM_SCRATCH_SLOT, x->shape[1] * 2 * sizeof(float), &sums);
     if (s != MPCL_OK)
         return s;
-    if ((s = bn_launch_sums(ctx, sums, dgamma, dbeta, dy, x, save_mean, save_invstd)) != MPCL_OK)
+    if ((s = bn_launch_sums(ctx, sums, dgamma, dbeta, dy, y, x, save_mean, save_invstd)) !=
+        MPCL_OK)
         return s;
     if (!dx)
         return MPCL_OK;
-    return bn_launch_dx(ctx, dx, dy, x, gamma, save_mean, save_invstd, sums);
+    return bn_launch_dx(ctx, dx, dy, y, x, gamma, save_mean, save_invstd, sums);
+}
+
+mpcl_status mpcl_batchnorm2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor *dgamma,
+                                      mpcl_tensor *dbeta, const mpcl_tensor *dy,
+                                      const mpcl_tensor *x, const mpcl_tensor *gamma,
+                                      const mpcl_tensor *save_mean, const mpcl_tensor *save_invstd)
+{
+    return bn_backward(ctx, BN_BWD, dx, dgamma, dbeta, dy, 0, NULL, x, gamma, save_mean,
+                       save_invstd);
+}
+
+mpcl_status mpcl_batchnorm2d_relu_backward(mpcl_context *ctx, mpcl_tensor *dx,
+                                           mpcl_tensor *dgamma, mpcl_tensor *dbeta,
+                                           const mpcl_tensor *dy, const mpcl_tensor *y,
+                                           const mpcl_tensor *x, const mpcl_tensor *gamma,
+                                           const mpcl_tensor *save_mean,
+                                           const mpcl_tensor *save_invstd)
+{
+    return bn_backward(ctx, BNR_BWD, dx, dgamma, dbeta, dy, 1, y, x, gamma, save_mean,
+                       save_invstd);
 }
 
 /* ------------------------------------------------------------ layer norm */

@@ -220,6 +220,83 @@ START_TEST(initialisation)
 }
 END_TEST
 
+/* batchnorm2d + relu, fused by default (mpcl_batchnorm2d_relu_*), against
+ * the same model built with MPCL_FUSE=0 (batch norm and ReLU as two ops,
+ * each tested on its own): the training logits, every gradient and the
+ * eval logits (running statistics) the same bits. */
+static const char *FUSE_SPEC = "input 3x8x8\n"
+                               "conv2d out=4 kernel=3 padding=1\n"
+                               "batchnorm2d\n"
+                               "relu\n"
+                               "maxpool2d kernel=2\n"
+                               "conv2d out=5 kernel=3 padding=1\n"
+                               "batchnorm2d\n"
+                               "relu\n"
+                               "flatten\n"
+                               "linear out=4\n";
+
+static void fuse_run(mpcl_context *ctx, int fuse, float **logits_out, float **grad_out,
+                     float **eval_out, size_t *nlogits, size_t *ngrad)
+{
+    mpcl_model_spec spec;
+    char err[256];
+    ck_assert_msg(mpcl_model_spec_parse(FUSE_SPEC, "fuse", &spec, err, sizeof err) == MPCL_OK, "%s",
+                  err);
+    if (!fuse)
+        ck_assert_int_eq(setenv("MPCL_FUSE", "0", 1), 0);
+    mpcl_model *m = NULL;
+    mpcl_status s = mpcl_model_create(ctx, &spec, 4, 11, &m);
+    unsetenv("MPCL_FUSE");
+    ck_assert_msg(s == MPCL_OK, "%s", mpcl_last_error(ctx));
+    float x[4 * 3 * 8 * 8], lab[4] = {0, 3, 1, 2};
+    optest_fill_uniform(x, sizeof x / sizeof x[0], 5, -2.0f, 2.0f);
+    mpcl_tensor *tx = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, x, 4, 3, 8, 8);
+    mpcl_tensor *tl = optest_tensor(ctx, MPCL_I32, MPCL_MEM_ACTIVATIONS, lab, 4, 0, 0, 0);
+    mpcl_tensor *loss = optest_tensor(ctx, MPCL_F32, MPCL_MEM_SCRATCH, NULL, 1, 0, 0, 0);
+    mpcl_tensor *dl = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_GRADIENTS, NULL, 4, 4, 0, 0);
+    mpcl_tensor *logits = NULL;
+    ck_assert_int_eq(mpcl_model_zero_grad(m), MPCL_OK);
+    ck_assert_msg(mpcl_model_forward(m, tx, 1, 1, &logits) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    ck_assert_int_eq(mpcl_softmax_cross_entropy(ctx, loss, dl, logits, tl, 0.0f, 1.0f), MPCL_OK);
+    ck_assert_msg(mpcl_model_backward(m, dl) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    *nlogits = mpcl_tensor_numel(logits);
+    *ngrad = mpcl_tensor_numel(mpcl_model_grad(m));
+    *logits_out = optest_download(logits);
+    *grad_out = optest_download(mpcl_model_grad(m));
+    ck_assert_msg(mpcl_model_forward(m, tx, 0, 2, &logits) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    *eval_out = optest_download(logits);
+    mpcl_tensor_destroy(tx);
+    mpcl_tensor_destroy(tl);
+    mpcl_tensor_destroy(loss);
+    mpcl_tensor_destroy(dl);
+    mpcl_model_destroy(m);
+}
+
+START_TEST(fused_batchnorm_relu)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    float *lf, *gf, *ef, *lu, *gu, *eu;
+    size_t nl, ng, nl2, ng2;
+    fuse_run(ctx, 1, &lf, &gf, &ef, &nl, &ng);
+    fuse_run(ctx, 0, &lu, &gu, &eu, &nl2, &ng2);
+    ck_assert_uint_eq(nl, nl2);
+    ck_assert_uint_eq(ng, ng2);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < ng; i++)
+        nonzero += gu[i] != 0.0f;
+    ck_assert_msg(nonzero > ng / 2, "only %zu of %zu gradients are non-zero", nonzero, ng);
+    ck_assert_msg(memcmp(lf, lu, nl * sizeof *lf) == 0, "[%s] fused logits differ",
+                  optest_modes[_i].name);
+    ck_assert_msg(memcmp(ef, eu, nl * sizeof *ef) == 0, "[%s] fused eval logits differ",
+                  optest_modes[_i].name);
+    for (size_t i = 0; i < ng; i++)
+        ck_assert_msg(memcmp(&gf[i], &gu[i], sizeof gf[i]) == 0,
+                      "[%s] gradient %zu: fused %.9g, unfused %.9g", optest_modes[_i].name, i,
+                      (double)gf[i], (double)gu[i]);
+    free(lf); free(gf); free(ef); free(lu); free(gu); free(eu);
+}
+END_TEST
+
 int main(void)
 {
     optest_init();
@@ -229,6 +306,7 @@ int main(void)
     tcase_add_loop_test(tc, backward_matches_finite_differences, 0, optest_nmodes);
     tcase_add_loop_test(tc, bad_arguments, 0, optest_nmodes);
     tcase_add_loop_test(tc, initialisation, 0, optest_nmodes);
+    tcase_add_loop_test(tc, fused_batchnorm_relu, 0, optest_nmodes);
     suite_add_tcase(s, tc);
     return optest_run(s);
 }

@@ -372,9 +372,10 @@ static void bn_forward_ok(bn_layer *L, mpcl_tensor *y, int training)
     ck_assert_msg(s == MPCL_OK, "mpcl_batchnorm2d_forward: %s", mpcl_last_error(L->ctx));
 }
 
-/* y against the reference, with statistics mean / var (biased). */
-static void bn_check_y(const bn_layer *L, const float *y, const double *mean, const double *var,
-                       const char *what)
+/* y against the reference, with statistics mean / var (biased), and
+ * with relu max(that, 0). */
+static void bn_check_y_act(const bn_layer *L, const float *y, const double *mean,
+                           const double *var, const char *what, int relu)
 {
     double *ref = dalloc(L->n);
     double S = 0;
@@ -384,12 +385,20 @@ static void bn_check_y(const bn_layer *L, const float *y, const double *mean, co
             for (size_t i = 0; i < L->HW; i++) {
                 size_t j = (b * L->C + c) * L->HW + i;
                 ref[j] = (L->x[j] - mean[c]) * inv * L->gamma[c] + L->beta[c];
+                if (relu && !(ref[j] > 0.0))
+                    ref[j] = 0.0;
                 double t = fabs(L->x[j]) * inv * fabs(L->gamma[c]) + fabs(L->beta[c]);
                 S = t > S ? t : S;
             }
     }
     optest_assert_close(what, y, ref, L->n, 1e-6 * S, rtol_of(L->mode));
     free(ref);
+}
+
+static void bn_check_y(const bn_layer *L, const float *y, const double *mean, const double *var,
+                       const char *what)
+{
+    bn_check_y_act(L, y, mean, var, what, 0);
 }
 
 static void check_stats(const char *what, const mpcl_tensor *t, const double *ref, size_t n,
@@ -1114,6 +1123,115 @@ START_TEST(test_ln_bad_arguments)
 }
 END_TEST
 
+/* Batch norm fused with ReLU: the training forward against relu of the
+ * double reference, the backward against the double reference of batch
+ * norm fed dy where the device's y > 0 (0 elsewhere: the mask comes from
+ * the output the ReLU made), dgamma / dbeta accumulated onto 0.25 / -0.5;
+ * eval; and the arguments only the fused pair has. */
+static void bn_relu_case(int mi, const bn_shape *s)
+{
+    bn_layer L;
+    bn_setup(&L, mi, s, 61 + s->C);
+    const char *mn = optest_modes[mi].name;
+    mpcl_dtype st = mpcl_storage_dtype(L.ctx);
+    char what[160];
+    mpcl_status rc = mpcl_batchnorm2d_relu_forward(L.ctx, L.y.view, L.tx, L.tgamma, L.tbeta, L.trm,
+                                                   L.trv, L.tsm, L.tsi, MOMENTUM, EPS, 1);
+    ck_assert_msg(rc == MPCL_OK, "mpcl_batchnorm2d_relu_forward: %s", mpcl_last_error(L.ctx));
+    double *mean = dalloc(L.C), *var = dalloc(L.C), *rdx = dalloc(L.n);
+    double *rdg = dalloc(L.C), *rdb = dalloc(L.C), *l1g = dalloc(L.C), *l1b = dalloc(L.C);
+    ref_bn_forward(L.x, L.B, L.C, L.HW, L.gamma, L.beta, EPS, mean, var, NULL);
+    snprintf(what, sizeof what, "bn+relu (%zu,%zu,%zu,%zu)+%g [%s]", s->B, s->C, s->H, s->W,
+             (double)s->offset, mn);
+    float *y = guarded_download(&L.y, what);
+    bn_check_y_act(&L, y, mean, var, what, 1);
+    size_t zeros = 0;
+    for (size_t j = 0; j < L.n; j++)
+        zeros += y[j] == 0.0f;
+    ck_assert_msg(zeros > 0 && zeros < L.n, "%s: %zu of %zu outputs are 0; the case must reach both "
+                  "sides of the ReLU", what, zeros, L.n);
+
+    float *dy = host_uniform(L.n, 79, -1.0f, 1.0f), *dym = malloc(L.n * sizeof *dym);
+    ck_assert_ptr_nonnull(dym);
+    mpcl_tensor *tdy = upload_held(L.ctx, st, MPCL_MEM_GRADIENTS, dy, s->B, s->C, s->H, s->W);
+    for (size_t j = 0; j < L.n; j++) /* dy as the device holds it */
+        dym[j] = y[j] > 0.0f ? dy[j] : 0.0f;
+    guarded dx = guarded_tensor(L.ctx, st, s->B, s->C, s->H, s->W);
+    mpcl_tensor *tdg = optest_tensor(L.ctx, st, MPCL_MEM_GRADIENTS, NULL, L.C, 0, 0, 0);
+    mpcl_tensor *tdb = optest_tensor(L.ctx, st, MPCL_MEM_GRADIENTS, NULL, L.C, 0, 0, 0);
+    fill_const(tdg, 0.25f);
+    fill_const(tdb, -0.5f);
+    rc = mpcl_batchnorm2d_relu_backward(L.ctx, dx.view, tdg, tdb, tdy, L.y.view, L.tx, L.tgamma,
+                                        L.tsm, L.tsi);
+    ck_assert_msg(rc == MPCL_OK, "mpcl_batchnorm2d_relu_backward: %s", mpcl_last_error(L.ctx));
+    ref_bn_backward(L.x, dym, L.B, L.C, L.HW, L.gamma, mean, var, EPS, rdx, rdg, rdb, l1g, l1b);
+    snprintf(what, sizeof what, "bn+relu backward (%zu,%zu,%zu,%zu) dx [%s]", s->B, s->C, s->H,
+             s->W, mn);
+    float *gdx = guarded_download(&dx, what);
+    double inv_max = 0;
+    for (size_t c = 0; c < L.C; c++)
+        inv_max = fmax(inv_max, 1.0 / sqrt(var[c] + EPS));
+    double rtol = rtol_of(L.mode);
+    optest_assert_close(what, gdx, rdx, L.n,
+                        1e-5 * max_abs(rdx, L.n) * (1.0 + fabs(s->offset) * inv_max), rtol);
+    float *gdg = optest_download(tdg), *gdb = optest_download(tdb);
+    for (size_t c = 0; c < L.C; c++) {
+        double want_g = 0.25 + rdg[c], want_b = -0.5 + rdb[c];
+        ck_assert_msg(fabs(gdg[c] - want_g) <= 1e-6 * l1g[c] + rtol * fabs(want_g) + 1e-6,
+                      "[%s] bn+relu dgamma[%zu] = %.9g, expected 0.25 + %.9g", mn, c,
+                      (double)gdg[c], rdg[c]);
+        ck_assert_msg(fabs(gdb[c] - want_b) <= 1e-6 * l1b[c] + rtol * fabs(want_b) + 1e-6,
+                      "[%s] bn+relu dbeta[%zu] = %.9g, expected -0.5 + %.9g", mn, c,
+                      (double)gdb[c], rdb[c]);
+    }
+
+    /* arguments: y is required and may not be dx */
+    rc = mpcl_batchnorm2d_relu_backward(L.ctx, dx.view, tdg, tdb, tdy, NULL, L.tx, L.tgamma, L.tsm,
+                                        L.tsi);
+    ck_assert_int_eq(rc, MPCL_ERR_ARGUMENT);
+    ck_assert_msg(strstr(mpcl_last_error(L.ctx), "mpcl_batchnorm2d_relu_backward") &&
+                      strstr(mpcl_last_error(L.ctx), "y is NULL"),
+                  "message: %s", mpcl_last_error(L.ctx));
+    rc = mpcl_batchnorm2d_relu_backward(L.ctx, L.y.view, tdg, tdb, tdy, L.y.view, L.tx, L.tgamma,
+                                        L.tsm, L.tsi);
+    ck_assert_int_eq(rc, MPCL_ERR_ARGUMENT);
+    ck_assert_msg(strstr(mpcl_last_error(L.ctx), "share a buffer"), "message: %s",
+                  mpcl_last_error(L.ctx));
+
+    /* eval: the running statistics (those the training step left) */
+    float *rm = optest_download(L.trm), *rv = optest_download(L.trv);
+    for (size_t c = 0; c < L.C; c++) {
+        mean[c] = rm[c];
+        var[c] = rv[c];
+    }
+    rc = mpcl_batchnorm2d_relu_forward(L.ctx, L.y.view, L.tx, L.tgamma, L.tbeta, L.trm, L.trv,
+                                       NULL, NULL, MOMENTUM, EPS, 0);
+    ck_assert_msg(rc == MPCL_OK, "bn+relu eval: %s", mpcl_last_error(L.ctx));
+    snprintf(what, sizeof what, "bn+relu eval (%zu,%zu,%zu,%zu) [%s]", s->B, s->C, s->H, s->W, mn);
+    float *ye = guarded_download(&L.y, what);
+    bn_check_y_act(&L, ye, mean, var, what, 1);
+
+    free(ye); free(rm); free(rv);
+    free(gdx); free(gdg); free(gdb); free(y); free(dy); free(dym);
+    free(mean); free(var); free(rdx); free(rdg); free(rdb); free(l1g); free(l1b);
+    mpcl_tensor_destroy(tdy); mpcl_tensor_destroy(tdg); mpcl_tensor_destroy(tdb);
+    guarded_destroy(&dx);
+    bn_teardown(&L);
+}
+
+START_TEST(test_bn_relu)
+{
+    static const bn_shape shapes[] = {
+        {3, 5, 7, 13, 0.0f},  /* odd everything */
+        {2, 3, 28, 28, 0.5f}, /* M = 1568: strided loops */
+        {20, 5, 7, 7, 0.0f},  /* blocks of rows */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (!optest_small() || shapes[i].B * shapes[i].C * shapes[i].H * shapes[i].W < 50000)
+            bn_relu_case(_i, &shapes[i]);
+}
+END_TEST
+
 int main(void)
 {
     optest_init();
@@ -1127,6 +1245,7 @@ int main(void)
         {"bn_backward", test_bn_backward},
         {"bn_finite_differences", test_bn_finite_differences},
         {"bn_bad_arguments", test_bn_bad_arguments},
+        {"bn_relu", test_bn_relu},
         {"ln_forward", test_ln_forward},
         {"ln_backward", test_ln_backward},
         {"ln_finite_differences", test_ln_finite_differences},
