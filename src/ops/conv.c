@@ -857,6 +857,10 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
 /* a smaller chunk wins only when this much faster (noise) */
 #define CHOICE_CHUNK_GAIN 1.03
 #define CHOICE_CHUNK_STOP 1.25
+/* halves tried while a chunk's GEMMs keep this many columns (N = NB*P):
+ * every chunk size is a new set of GEMM shapes, each measured by the GEMM
+ * router at its first call, and narrower products are not worth that */
+#define CHOICE_CHUNK_MIN_N 1024
 #define CHOICE_FIELDS 14 /* the pass and the sizes after ALGO */
 
 static void choice_fields(const conv_dims *d, int pass, unsigned long long v[CHOICE_FIELDS])
@@ -1110,10 +1114,12 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
     /* the chunk: halved until a half is CHOICE_CHUNK_STOP slower than the
      * best so far (the time is not monotonic in the chunk: wide-cnn's
      * 32->64 layer on PoCL is no faster at 32 images than at 64, and
-     * fastest at 8); a smaller chunk must be CHOICE_CHUNK_GAIN faster */
+     * fastest at 8) or its GEMMs narrower than CHOICE_CHUNK_MIN_N columns;
+     * a smaller chunk must be CHOICE_CHUNK_GAIN faster */
     const double whole_t = best_time;
     for (size_t nb = (nb_max + 1) / 2; (best == CONV_IM2COL || best == CONV_IM2COL_DWT) &&
-                                       nb_max > 1 && whole_t > 0.0;
+                                       nb_max > 1 && whole_t > 0.0 &&
+                                       nb * d->oh * d->ow >= CHOICE_CHUNK_MIN_N;
          nb = (nb + 1) / 2) {
         double nb_t = -1.0;
         mpcl_status sn = MPCL_OK;

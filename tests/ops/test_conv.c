@@ -406,28 +406,32 @@ START_TEST(test_im2col16)
 END_TEST
 
 /* im2col-dwt (the weight gradient summed transposed from the forward
- * column matrix): stride and padding, rectangular everything, CRS 288;
- * in fp32 also 1x1, 7x7 and N = 1024. */
+ * column matrix): in fp32 stride and padding, rectangular everything,
+ * CRS 288, 1x1, 7x7 and N = 1024; in the 16-bit modes, whose float
+ * pipeline runs the same fp32 kernels on cast copies, the first. */
 START_TEST(test_im2col_dwt)
 {
     size_t n;
     const conv_case *cs = mode_cases(_i, &n);
     static const size_t pick[] = {0, 2, 5, 7, 8, 11};
-    for (size_t i = 0; i < sizeof pick / sizeof pick[0] && pick[i] < n; i++)
+    const size_t picks = mpcl_storage_dtype(optest_modes[_i].ctx) == MPCL_F32 ? 6 : 1;
+    for (size_t i = 0; i < picks && pick[i] < n; i++)
         run_case(&optest_modes[_i], &cs[pick[i]], "im2col-dwt", 0, 1, 1, 1700 + 10 * pick[i]);
 }
 END_TEST
 
 /* Both forward-layout im2col kernels where both apply (stride 1 across),
  * forced with MPCL_IM2COL (the measured choice runs one of them): the
- * first three such cases of the mode, im2col and im2col-dwt (whose
- * backward pass writes col in the forward layout too). */
+ * first three such cases in fp32, the first in the 16-bit modes (a copy of
+ * bits there), the rows kernel under im2col-dwt (whose backward pass
+ * writes col in the forward layout too), the tap kernel under im2col. */
 START_TEST(test_im2col_kernels)
 {
     size_t n;
     const conv_case *cs = mode_cases(_i, &n);
     static const char *const kinds[] = {"rows", "taps"};
-    for (size_t i = 0, done = 0; i < n && done < 3; i++) {
+    const size_t want = mpcl_storage_dtype(optest_modes[_i].ctx) == MPCL_F32 ? 3 : 1;
+    for (size_t i = 0, done = 0; i < n && done < want; i++) {
         if (cs[i].p.stride_w != 1)
             continue;
         for (int k = 0; k < 2; k++) {
