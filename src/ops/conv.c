@@ -830,10 +830,11 @@ static mpcl_status im2col_backward(mpcl_context *ctx, const char *op, conv_algo 
  * best stops direct there (it loses): on wide layers, where direct is
  * slow, that costs one forward pass of it. A winning im2col or im2col-dwt
  * (the paths that sum dw in float, so chunks add no rounding) then tries
- * half its chunk of images, and half again, while each is CHOICE_CHUNK_GAIN
- * faster: a chunk whose column matrix stays in the caches between im2col
+ * half its chunk of images, and half again (measure_algo: until a half is
+ * CHOICE_CHUNK_STOP slower, a smaller chunk winning when CHOICE_CHUNK_GAIN
+ * faster): a chunk whose column matrix stays in the caches between im2col
  * and the GEMMs can beat one GEMM over the batch (wide-cnn's 32->64 layer
- * on PoCL: 8 images of 64). The verdict is kept in
+ * on PoCL: 8-16 images of 64). The verdict is kept in
  * the context and in <cache dir>/conv-<variant>-<device hash>.txt:
  *   mpcl-conv 3
  *   ALGO NB ROWS PASS B C H W K R S SH SW PH PW DH DW   (one line per layer and pass)
@@ -1034,6 +1035,23 @@ static mpcl_status run_algo(mpcl_context *ctx, const char *op, conv_algo algo, s
     return s;
 }
 
+/* The best of CHOICE_REPS timed runs of algo on pass of d, after
+ * CHOICE_WARMUPS untimed ones, in seconds; -1 when a run fails. */
+static double best_of_runs(mpcl_context *ctx, const char *op, conv_algo algo, size_t nb, int rows,
+                           int pass, mpcl_tensor *y, mpcl_tensor *dx, mpcl_tensor *dw,
+                           mpcl_tensor *db, const mpcl_tensor *x, const mpcl_tensor *w,
+                           const conv_dims *d)
+{
+    double best = -1.0, t;
+    for (int r = 0; r < CHOICE_WARMUPS + CHOICE_REPS; r++) {
+        if (run_algo(ctx, op, algo, nb, rows, pass, y, dx, dw, db, x, w, d, &t) != MPCL_OK)
+            return -1.0;
+        if (r >= CHOICE_WARMUPS && (best < 0.0 || t < best))
+            best = t;
+    }
+    return best;
+}
+
 /* The fastest algorithm for pass of d on this device (CONV_AUTO when none
  * ran); for the im2col paths that sum in float, its chunk of images
  * (*nb_out 0 keeps the largest, chunk_images, else the count measured
@@ -1116,19 +1134,12 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
      * 32->64 layer on PoCL is no faster at 32 images than at 64, and
      * fastest at 8) or its GEMMs narrower than CHOICE_CHUNK_MIN_N columns;
      * a smaller chunk must be CHOICE_CHUNK_GAIN faster */
-    const double whole_t = best_time;
     for (size_t nb = (nb_max + 1) / 2; (best == CONV_IM2COL || best == CONV_IM2COL_DWT) &&
-                                       nb_max > 1 && whole_t > 0.0 &&
+                                       nb_max > 1 && best_time > 0.0 &&
                                        nb * d->oh * d->ow >= CHOICE_CHUNK_MIN_N;
          nb = (nb + 1) / 2) {
-        double nb_t = -1.0;
-        mpcl_status sn = MPCL_OK;
-        for (int r = 0; r < CHOICE_WARMUPS + CHOICE_REPS && sn == MPCL_OK; r++) {
-            sn = run_algo(ctx, op, best, nb, rows0, pass, &y, &dx, &dw, &db, x, w, d, &t);
-            if (sn == MPCL_OK && r >= CHOICE_WARMUPS && (nb_t < 0.0 || t < nb_t))
-                nb_t = t;
-        }
-        if (sn != MPCL_OK || nb_t < 0.0 || nb_t > best_time * CHOICE_CHUNK_STOP)
+        const double nb_t = best_of_runs(ctx, op, best, nb, rows0, pass, &y, &dx, &dw, &db, x, w, d);
+        if (nb_t < 0.0 || nb_t > best_time * CHOICE_CHUNK_STOP)
             break;
         if (nb_t < best_time / CHOICE_CHUNK_GAIN) {
             *nb_out = nb;
@@ -1145,14 +1156,9 @@ static conv_algo measure_algo(mpcl_context *ctx, const char *op, const mpcl_tens
                                      : best == CONV_IM2COL_DWT;
     if (rows_env < 0 && fwd_layout && d->p.stride_w == 1 && best_time > 0.0) {
         const size_t nb = *nb_out ? *nb_out : nb_max;
-        double alt_t = -1.0;
-        mpcl_status sa = MPCL_OK;
-        for (int r = 0; r < CHOICE_WARMUPS + CHOICE_REPS && sa == MPCL_OK; r++) {
-            sa = run_algo(ctx, op, best, nb, !rows0, pass, &y, &dx, &dw, &db, x, w, d, &t);
-            if (sa == MPCL_OK && r >= CHOICE_WARMUPS && (alt_t < 0.0 || t < alt_t))
-                alt_t = t;
-        }
-        if (sa == MPCL_OK && alt_t >= 0.0 && alt_t < best_time / CHOICE_CHUNK_GAIN)
+        const double alt_t = best_of_runs(ctx, op, best, nb, !rows0, pass, &y, &dx, &dw, &db, x,
+                                          w, d);
+        if (alt_t >= 0.0 && alt_t < best_time / CHOICE_CHUNK_GAIN)
             *rows_out = !rows0;
     }
     clFinish(ctx->queue);

@@ -367,8 +367,6 @@ static mpcl_status bn_backward(mpcl_context *ctx, const char *op, mpcl_tensor *d
     if (s != MPCL_OK)
         return s;
     s = bn_backward_check(ctx, op, dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd);
-    if (!relu)
-        y = NULL;
     if (s == MPCL_OK && relu) /* the ReLU's output selects the gradient */
         s = mpcl_check_tensor(ctx, op, "y", y, mpcl_storage_dtype(ctx), 4, dy->shape);
     if (s == MPCL_OK && y && dx && dx->mem == y->mem)

@@ -524,6 +524,36 @@ START_TEST(test_bn_eval)
 }
 END_TEST
 
+/* The device's backward results against the double reference: dx (gdx,
+ * downloaded by the caller) against rdx, and dgamma / dbeta, accumulated
+ * onto 0.25 / -0.5, against rdg / rdb within their L1 sums' rounding.
+ * mn names the mode and tag prefixes the gradient names in messages. */
+static void bn_check_grads(const bn_layer *L, const bn_shape *s, const char *what,
+                           const float *gdx, const double *rdx, const double *var,
+                           const mpcl_tensor *tdg, const mpcl_tensor *tdb, const double *rdg,
+                           const double *rdb, const double *l1g, const double *l1b,
+                           const char *mn, const char *tag)
+{
+    double inv_max = 0;
+    for (size_t c = 0; c < L->C; c++)
+        inv_max = fmax(inv_max, 1.0 / sqrt(var[c] + EPS));
+    double rtol = rtol_of(L->mode);
+    optest_assert_close(what, gdx, rdx, L->n,
+                        1e-5 * max_abs(rdx, L->n) * (1.0 + fabs(s->offset) * inv_max), rtol);
+    float *gdg = optest_download(tdg), *gdb = optest_download(tdb);
+    for (size_t c = 0; c < L->C; c++) {
+        double want_g = 0.25 + rdg[c], want_b = -0.5 + rdb[c];
+        ck_assert_msg(fabs(gdg[c] - want_g) <= 1e-6 * l1g[c] + rtol * fabs(want_g) + 1e-6,
+                      "[%s] %sdgamma[%zu] = %.9g, expected 0.25 + %.9g", mn, tag, c,
+                      (double)gdg[c], rdg[c]);
+        ck_assert_msg(fabs(gdb[c] - want_b) <= 1e-6 * l1b[c] + rtol * fabs(want_b) + 1e-6,
+                      "[%s] %sdbeta[%zu] = %.9g, expected -0.5 + %.9g", mn, tag, c,
+                      (double)gdb[c], rdb[c]);
+    }
+    free(gdg);
+    free(gdb);
+}
+
 /* Backward after a training forward: dx, and dgamma / dbeta accumulated onto
  * 0.25 / -0.5. */
 static void bn_backward_case(int mi, const bn_shape *s, int in_place)
@@ -552,23 +582,10 @@ static void bn_backward_case(int mi, const bn_shape *s, int in_place)
     snprintf(what, sizeof what, "bn backward (%zu,%zu,%zu,%zu)%s dx [%s]", s->B, s->C, s->H, s->W,
              in_place ? " in place" : "", mn);
     float *gdx = in_place ? optest_download(tdy) : guarded_download(&dx, what);
-    double inv_max = 0;
-    for (size_t c = 0; c < L.C; c++)
-        inv_max = fmax(inv_max, 1.0 / sqrt(var[c] + EPS));
-    double rtol = rtol_of(L.mode);
-    optest_assert_close(what, gdx, rdx, L.n,
-                        1e-5 * max_abs(rdx, L.n) * (1.0 + fabs(s->offset) * inv_max), rtol);
+    bn_check_grads(&L, s, what, gdx, rdx, var, tdg, tdb, rdg, rdb, l1g, l1b, mn, "");
     free(gdx);
-    float *gdg = optest_download(tdg), *gdb = optest_download(tdb);
-    for (size_t c = 0; c < L.C; c++) {
-        double want_g = 0.25 + rdg[c], want_b = -0.5 + rdb[c];
-        ck_assert_msg(fabs(gdg[c] - want_g) <= 1e-6 * l1g[c] + rtol * fabs(want_g) + 1e-6,
-                      "[%s] dgamma[%zu] = %.9g, expected 0.25 + %.9g", mn, c, (double)gdg[c], rdg[c]);
-        ck_assert_msg(fabs(gdb[c] - want_b) <= 1e-6 * l1b[c] + rtol * fabs(want_b) + 1e-6,
-                      "[%s] dbeta[%zu] = %.9g, expected -0.5 + %.9g", mn, c, (double)gdb[c], rdb[c]);
-    }
-    free(gdg);
-    free(gdb);
+    double rtol = rtol_of(L.mode);
+    float *gdg, *gdb;
 
     /* NULL dx: only the parameter gradients, accumulated a second time */
     if (!in_place) {
@@ -1168,22 +1185,8 @@ static void bn_relu_case(int mi, const bn_shape *s)
     snprintf(what, sizeof what, "bn+relu backward (%zu,%zu,%zu,%zu) dx [%s]", s->B, s->C, s->H,
              s->W, mn);
     float *gdx = guarded_download(&dx, what);
-    double inv_max = 0;
-    for (size_t c = 0; c < L.C; c++)
-        inv_max = fmax(inv_max, 1.0 / sqrt(var[c] + EPS));
-    double rtol = rtol_of(L.mode);
-    optest_assert_close(what, gdx, rdx, L.n,
-                        1e-5 * max_abs(rdx, L.n) * (1.0 + fabs(s->offset) * inv_max), rtol);
-    float *gdg = optest_download(tdg), *gdb = optest_download(tdb);
-    for (size_t c = 0; c < L.C; c++) {
-        double want_g = 0.25 + rdg[c], want_b = -0.5 + rdb[c];
-        ck_assert_msg(fabs(gdg[c] - want_g) <= 1e-6 * l1g[c] + rtol * fabs(want_g) + 1e-6,
-                      "[%s] bn+relu dgamma[%zu] = %.9g, expected 0.25 + %.9g", mn, c,
-                      (double)gdg[c], rdg[c]);
-        ck_assert_msg(fabs(gdb[c] - want_b) <= 1e-6 * l1b[c] + rtol * fabs(want_b) + 1e-6,
-                      "[%s] bn+relu dbeta[%zu] = %.9g, expected -0.5 + %.9g", mn, c,
-                      (double)gdb[c], rdb[c]);
-    }
+    bn_check_grads(&L, s, what, gdx, rdx, var, tdg, tdb, rdg, rdb, l1g, l1b, mn,
+                   "bn+relu ");
 
     /* arguments: y is required and may not be dx */
     rc = mpcl_batchnorm2d_relu_backward(L.ctx, dx.view, tdg, tdb, tdy, NULL, L.tx, L.tgamma, L.tsm,
@@ -1212,7 +1215,7 @@ static void bn_relu_case(int mi, const bn_shape *s)
     bn_check_y_act(&L, ye, mean, var, what, 1);
 
     free(ye); free(rm); free(rv);
-    free(gdx); free(gdg); free(gdb); free(y); free(dy); free(dym);
+    free(gdx); free(y); free(dy); free(dym);
     free(mean); free(var); free(rdx); free(rdg); free(rdb); free(l1g); free(l1b);
     mpcl_tensor_destroy(tdy); mpcl_tensor_destroy(tdg); mpcl_tensor_destroy(tdb);
     guarded_destroy(&dx);
