@@ -1,4 +1,4 @@
-/* cl/elementwise.cl — activations, dropout, add, scale.
+/* cl/elementwise.cl — activations, dropout, add, scale, block copies.
  *
  * Dimension letters: N elements (any shape, flattened). One work-item per
  * element; the global size is rounded up, so every kernel checks i < n
@@ -222,6 +222,25 @@ kernel void add(global const store_t *a, /* (N) */
     if (i >= n)
         return;
     STORE(y, i, LOAD(a, i) + LOAD(b, i));
+}
+
+/* A block of rows: dst[r * dst_ld + dst_off + i] = src[r * src_ld + src_off + i]
+ * (accumulate: += ) for r < rows, i < cols, one item per element: concat's
+ * channel slices (a row is one sample's C x H x W). */
+kernel void copy_block(global const store_t *src, /* (rows, src_ld) */
+                       global store_t *dst,       /* (rows, dst_ld) */
+                       uint src_ld, uint src_off, uint dst_ld, uint dst_off, uint rows, uint cols,
+                       uint accumulate)
+{
+    size_t g = get_global_id(0);
+    if (g >= (size_t)rows * cols)
+        return;
+    size_t r = g / cols, i = g - r * cols;
+    size_t d = r * dst_ld + dst_off + i;
+    real_t v = LOAD(src, r * src_ld + src_off + i);
+    if (accumulate)
+        v = v + LOAD(dst, d);
+    STORE(dst, d, v);
 }
 
 /* y (N) = alpha * x (N), in float; y may be x. */

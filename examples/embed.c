@@ -10,8 +10,9 @@
  *
  * The checkpoint comes from `mpcl train --save model.safetensors`, or from
  * any tool that writes safetensors with mpcl's metadata (the model spec);
- * images are grey PGM files of the model's input size (28x28 for the
- * shipped models). Prints one line per image: the class and its
+ * images are grey PGM or colour PPM files of the model's input size
+ * (grey 28x28 for the shipped models; colour 32x32 for a model trained on
+ * CIFAR-10). Prints one line per image: the class and its
  * probability. Exit status 0 on success, 1 on any error (with a message).
  */
 #include <stdio.h>
@@ -41,7 +42,7 @@ static void class_name(const char *names, int k, char *dst, size_t len)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s CHECKPOINT IMAGE.pgm...\n", argv[0]);
+        fprintf(stderr, "usage: %s CHECKPOINT IMAGE.pgm|IMAGE.ppm...\n", argv[0]);
         return 1;
     }
     const char *checkpoint = argv[1];
@@ -81,7 +82,8 @@ int main(int argc, char **argv)
         goto done;
     }
     const mpcl_model_spec *spec = mpcl_model_get_spec(model);
-    size_t side_h = spec->input[1], side_w = spec->input[2], sample = side_h * side_w;
+    size_t chans = spec->input[0], side_h = spec->input[1], side_w = spec->input[2];
+    size_t sample = chans * side_h * side_w; /* bytes of one image, channel-major */
     int classes = (int)spec->layers[spec->nlayers - 1].out_shape[0];
 
     /* 3. the images, each checked against the model's input */
@@ -95,13 +97,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < nimages; i++) {
         mpcl_idx img;
         char err[512];
-        if (mpcl_pgm_load(argv[2 + i], &img, err, sizeof err) != MPCL_OK) {
+        if (mpcl_image_load(argv[2 + i], &img, err, sizeof err) != MPCL_OK) {
             fprintf(stderr, "%s\n", err);
             goto done;
         }
-        if (spec->input[0] != 1 || img.rows != side_h || img.cols != side_w) {
-            fprintf(stderr, "%s: %zux%zu pixels; the model takes %zux%zu grey images\n", argv[2 + i],
-                    img.cols, img.rows, side_w, side_h);
+        if (img.channels != chans || img.rows != side_h || img.cols != side_w) {
+            fprintf(stderr, "%s: the image is %zux%zux%zu; the model takes %zux%zux%zu (channels x "
+                            "rows x columns)\n", argv[2 + i], img.channels, img.rows, img.cols, chans,
+                    side_h, side_w);
             mpcl_idx_free(&img);
             goto done;
         }

@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define MPCL_VERSION_MAJOR 0
-#define MPCL_VERSION_MINOR 1
+#define MPCL_VERSION_MINOR 2
 #define MPCL_VERSION_PATCH 0
 
 /* "0.1.0" */
@@ -175,6 +175,15 @@ typedef struct {
      * built-in starting point for the device, if any); 1: leave CLBlast's
      * own parameters (also MPCL_CLBLAST_OWN=1), e.g. to measure them. */
     int clblast_own;
+    /* Convolutions (see mpcl_conv_configure): the algorithm of every
+     * convolution ("auto": measured per layer and device, and cached;
+     * "im2col", "im2col-dwt", "im2col16", "direct"), the im2col copy
+     * kernel ("auto", "rows", "taps") and the images per im2col chunk (0:
+     * measured). NULL / 0: $MPCL_CONV_ALGO, $MPCL_IM2COL, $MPCL_CONV_CHUNK,
+     * else auto. Read once, at creation. */
+    const char *conv_algo;
+    const char *conv_im2col;
+    size_t conv_chunk;
 } mpcl_options;
 
 MPCL_API void mpcl_options_init(mpcl_options *opt);
@@ -537,6 +546,15 @@ typedef struct {
     int pad_h, pad_w;           /* >= 0, zero padding */
     int dilation_h, dilation_w; /* >= 1 */
 } mpcl_conv2d_params;
+/* Changes ctx's convolution settings (mpcl_options.conv_algo, conv_im2col,
+ * conv_chunk) for the convolutions enqueued from now on: to compare
+ * algorithms, or to pin one. NULL leaves a string setting as it is, "auto"
+ * returns it to the measured choice; chunk MPCL_CONV_KEEP leaves the chunk,
+ * 0 returns it to the measured one. A bad value changes nothing
+ * (MPCL_ERR_ARGUMENT, naming it). */
+#define MPCL_CONV_KEEP ((size_t)-1)
+MPCL_API mpcl_status mpcl_conv_configure(mpcl_context *ctx, const char *algo, const char *im2col,
+                                         size_t chunk);
 /* Stride 1, no padding, no dilation. */
 MPCL_API mpcl_conv2d_params mpcl_conv2d_default(void);
 /* OH, OW of a convolution (or pooling window) of R x S over H x W;
@@ -597,6 +615,12 @@ MPCL_API mpcl_status mpcl_dropout_backward(mpcl_context *ctx, mpcl_tensor *dx,
 /* y = a + b (same shapes; y may alias a or b). */
 MPCL_API mpcl_status mpcl_add(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *a,
                               const mpcl_tensor *b);
+/* dst[r * dst_ld + dst_off + i] = src[r * src_ld + src_off + i] (accumulate:
+ * += ) for r < rows, i < cols; both in the storage dtype, any shape (taken
+ * flat). A concat's channel slices: row r is sample r. */
+MPCL_API mpcl_status mpcl_copy_block(mpcl_context *ctx, mpcl_tensor *dst, size_t dst_ld, size_t dst_off,
+                                     const mpcl_tensor *src, size_t src_ld, size_t src_off, size_t rows,
+                                     size_t cols, int accumulate);
 /* y = alpha * x (y may be x). */
 MPCL_API mpcl_status mpcl_scale(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x, float alpha);
 /* dst = src converted between f16 and f32, or bf16 and f32 (round to nearest
@@ -678,47 +702,169 @@ MPCL_API mpcl_status mpcl_unscale(mpcl_context *ctx, mpcl_tensor *x, float inv_s
 
 /* ----------------------------------------------------------------- data */
 
-/* An IDX file of unsigned bytes: idx1 (labels) or idx3 (images). */
+/* Images or labels in memory: an IDX file (idx1 labels / idx3 images), a
+ * PGM or PPM image (count 1), or a CIFAR-10 set's images or labels. One image
+ * is channels * rows * cols bytes in channel-major order (C, H, W): the
+ * whole first channel's rows, then the next channel's (NCHW, as the model's
+ * input). */
 typedef struct {
-    uint8_t *data; /* count * rows * cols bytes (count for idx1) */
-    int ndim;      /* 1 or 3 */
-    size_t count;  /* first dimension */
+    uint8_t *data;     /* count * channels * rows * cols bytes (count for idx1) */
+    int ndim;          /* 1 (labels) or 3 (images) */
+    size_t count;      /* first dimension: images or labels */
     size_t rows, cols; /* 0 for idx1 */
+    size_t channels;   /* 1 for grey images (IDX, PGM), 3 for colour (CIFAR-10, PPM: red, green,
+                        * blue planes); 0 for idx1 labels */
 } mpcl_idx;
 
-/* Reads a plain or gzip-compressed IDX file. Errors (err, when not NULL)
- * name the file and the byte offset. */
+/* The bytes of one image (channels * rows * cols; channels 0 counts as 1),
+ * or 1 for idx1 labels. */
+MPCL_API size_t mpcl_idx_sample_bytes(const mpcl_idx *idx);
+
+/* Reads a plain or gzip-compressed IDX file (grey images: channels 1).
+ * Errors (err, when not NULL) name the file and the byte offset. */
 MPCL_API mpcl_status mpcl_idx_load(const char *path, mpcl_idx *out, char *err, size_t err_len);
 MPCL_API void mpcl_idx_free(mpcl_idx *idx);
 /* Reads one grey image in the PGM format (P5 binary or P2 text, maximum
- * grey value 1..65535, rescaled to 0..255) as an mpcl_idx of count 1, so
- * that it classifies like a data set's images; free with mpcl_idx_free. */
+ * grey value 1..65535, rescaled to 0..255) as an mpcl_idx of count 1 and
+ * channels 1, so that it classifies like a data set's images; free with
+ * mpcl_idx_free. A colour PPM image is an error naming the file (read it
+ * with mpcl_image_load). */
 MPCL_API mpcl_status mpcl_pgm_load(const char *path, mpcl_idx *out, char *err, size_t err_len);
+/* Reads one grey or colour image: PGM (P5, P2: channels 1) or PPM (P6
+ * binary, P3 text: channels 3), maximum value 1..65535 rescaled to 0..255,
+ * as an mpcl_idx of count 1. PPM's interleaved RGB pixels become three
+ * planes (all red values, then green, then blue), the layout of CIFAR-10's
+ * images and of the model's input. Errors name the file and byte offset. */
+MPCL_API mpcl_status mpcl_image_load(const char *path, mpcl_idx *out, char *err, size_t err_len);
 
 #define MPCL_DATASET_CLASSES 10
 #define MPCL_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 
-/* An MNIST-layout directory: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
- * t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]. */
+typedef enum {
+    MPCL_DATASET_IDX = 0, /* MNIST layout: four IDX files, grey images */
+    MPCL_DATASET_CIFAR10  /* CIFAR-10's binary version: 3x32x32 colour images */
+} mpcl_dataset_format;
+
+/* A data set: its training and test images and labels (0..9). */
 typedef struct {
     mpcl_idx train_images, train_labels, test_images, test_labels;
-    const char *class_names[MPCL_DATASET_CLASSES]; /* Fashion-MNIST's, or digits */
+    const char *class_names[MPCL_DATASET_CLASSES]; /* Fashion-MNIST's, CIFAR-10's, or digits */
+    mpcl_dataset_format format;
+    const char *name; /* "Fashion-MNIST", "MNIST" (an MNIST-layout directory of
+                       * another name: digits) or "CIFAR-10"; static */
 } mpcl_dataset;
 
-/* dir NULL or "": MPCL_DEFAULT_DATA_DIR (Debian's dataset-fashion-mnist).
- * Checks magic, dimensions, sizes, matching counts and label range 0..9. */
+/* Reads a data set directory, in either layout:
+ *   - MNIST layout: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
+ *     t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] (also spelled
+ *     with '.' for '-' before idx); class names Fashion-MNIST's when the
+ *     path contains "fashion", else digits;
+ *   - CIFAR-10 binary (cifar-10-binary.tar.gz extracts to
+ *     cifar-10-batches-bin/): a directory with data_batch_1.bin (or one
+ *     with a cifar-10-batches-bin/ subdirectory that has it) is read by
+ *     mpcl_cifar10_load.
+ * dir NULL or "": MPCL_DEFAULT_DATA_DIR (Debian's dataset-fashion-mnist).
+ * Checks magic, dimensions, sizes, matching counts and label range 0..9;
+ * errors name the file and the byte offset. */
+MPCL_API mpcl_status mpcl_dataset_load(const char *dir, mpcl_dataset *out, char *err, size_t err_len);
+/* CIFAR-10's binary version: training = data_batch_1.bin, data_batch_2.bin,
+ * ... (as many consecutive ones as exist, at least the first), test =
+ * test_batch.bin. A record is 3073 bytes: a label byte 0..9, then 3072
+ * pixel bytes: the 1024 red values, the 1024 green, the 1024 blue, each
+ * 32x32 row-major; the images keep those bytes (channels 3, rows 32, cols
+ * 32, channel-major already). A file that is empty, not a whole number of
+ * records, or has a label above 9 is an error naming the file and the byte
+ * offset (and the record). */
+MPCL_API mpcl_status mpcl_cifar10_load(const char *dir, mpcl_dataset *out, char *err, size_t err_len);
+MPCL_API void mpcl_dataset_free(mpcl_dataset *d);
+
 /* y (storage dtype) = (x / 255 - mean) / std for x (u8), same element count:
  * batches go to the device as bytes and are normalised there. */
 MPCL_API mpcl_status mpcl_normalize_u8(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
                                        float mean, float std);
 /* y (i32, N) = x (u8, N): labels for mpcl_softmax_cross_entropy. */
 MPCL_API mpcl_status mpcl_labels_to_i32(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x);
-MPCL_API mpcl_status mpcl_dataset_load(const char *dir, mpcl_dataset *out, char *err, size_t err_len);
-MPCL_API void mpcl_dataset_free(mpcl_dataset *d);
+
+/* ---------------------------------------------------- data augmentation
+ *
+ * Random crops and mirror images of the training images, made on the host
+ * while the batch is assembled. Every random choice is a counter-based hash
+ * of (seed, epoch, image index): a batch is the same bytes whenever it is
+ * made again, whatever else is in it, so a run resumed in the middle of an
+ * epoch sees exactly the images the uninterrupted run saw, and no random
+ * state needs saving. */
+typedef struct {
+    int pad;  /* 0..MPCL_AUGMENT_MAX_PAD: zero-pad by pad pixels, crop back at a random offset */
+    int flip; /* 1: mirror left-right with probability 1/2 */
+} mpcl_augment_options; /* all 0: none. CIFAR's usual: pad 4, flip 1 (He et al., 2016) */
+
+#define MPCL_AUGMENT_MAX_PAD 64
+
+/* dst[i] (c*h*w bytes) = image src_index[i] of src (each c*h*w bytes,
+ * channel-major), zero-padded by pad pixels on every side, cropped back to
+ * h x w at an offset (dy, dx) in [0, 2*pad]^2 (the crop's top-left corner in
+ * the padded image: dy = dx = pad is the image itself), then mirrored
+ * left-right with probability 1/2 when flip. Offsets and flip come from a
+ * splitmix64 hash of (seed, epoch, src_index[i]). o NULL or all 0: a plain
+ * gather (a memcpy of each image). Every channel gets the same crop. */
+MPCL_API void mpcl_augment_gather(uint8_t *dst, const uint8_t *src, const size_t *src_index, size_t n,
+                                  size_t c, size_t h, size_t w, const mpcl_augment_options *o,
+                                  uint64_t seed, uint64_t epoch);
+/* Parses a comma-separated list: "none", or any of "cropN" (pad N pixels,
+ * 1..MPCL_AUGMENT_MAX_PAD; "crop" alone is crop4) and "flip", e.g.
+ * "crop4,flip". Errors name the bad item (MPCL_ERR_ARGUMENT). */
+MPCL_API mpcl_status mpcl_augment_parse(const char *text, mpcl_augment_options *out, char *err,
+                                        size_t err_len);
+/* The canonical text of o, which mpcl_augment_parse reads back: "none",
+ * "crop4", "flip", "crop4,flip". Returns dst. */
+MPCL_API char *mpcl_augment_format(const mpcl_augment_options *o, char *dst, size_t len);
+
+/* ------------------------------------------------------ batch prefetch
+ *
+ * Assembles batches (gather + augmentation, and their labels) on a second
+ * host thread while the caller's thread runs the device step of the batch
+ * before: double-buffered, two batch buffers. The bytes are those of
+ * mpcl_augment_gather on the same indices:
+ *
+ *     mpcl_prefetch *pf;
+ *     mpcl_prefetch_create(images, labels, count, 3, 32, 32, 64, &aug, seed, &pf);
+ *     mpcl_prefetch_submit(pf, order, 64, epoch);            // batch 0
+ *     for (k = 0; k < steps; k++) {
+ *         mpcl_prefetch_next(pf, &img, &lab, &n);            // waits for batch k
+ *         if (k + 1 < steps)
+ *             mpcl_prefetch_submit(pf, order + (k + 1) * 64, ..., epoch); // built meanwhile
+ *         mpcl_trainer_step(tr, img, lab, (int)n, &st);
+ *     }
+ *     mpcl_prefetch_destroy(pf);
+ *
+ * A batch returned by mpcl_prefetch_next stays valid until the next call of
+ * mpcl_prefetch_next (or destroy); at most two batches are outstanding (the
+ * one held and one submitted). One caller thread; the worker blocks every
+ * signal, so the caller's handlers run on the caller's threads. */
+typedef struct mpcl_prefetch mpcl_prefetch;
+
+/* images: count images of c*h*w bytes; labels: count bytes (NULL: no
+ * labels). Both must stay valid and unchanged until destroy. */
+MPCL_API mpcl_status mpcl_prefetch_create(const uint8_t *images, const uint8_t *labels, size_t count,
+                                          size_t c, size_t h, size_t w, size_t max_batch,
+                                          const mpcl_augment_options *o, uint64_t seed,
+                                          mpcl_prefetch **out);
+/* Queues the batch of n (1..max_batch) images src_index[0..n) (copied: the
+ * array may change after the call) of an epoch. MPCL_ERR_ARGUMENT for n or
+ * an index out of range, MPCL_ERR_STATE when two batches are outstanding. */
+MPCL_API mpcl_status mpcl_prefetch_submit(mpcl_prefetch *p, const size_t *src_index, size_t n,
+                                          uint64_t epoch);
+/* Releases the batch held before, waits for the oldest submitted one and
+ * returns it: images (n*c*h*w bytes), labels (n bytes; NULL without labels).
+ * MPCL_ERR_STATE when nothing is submitted. */
+MPCL_API mpcl_status mpcl_prefetch_next(mpcl_prefetch *p, const uint8_t **images,
+                                        const uint8_t **labels, size_t *n);
+/* Waits for the batch being built, stops the thread, frees; NULL-safe. */
+MPCL_API void mpcl_prefetch_destroy(mpcl_prefetch *p);
 
 /* ----------------------------------------------------------- model spec
  *
- * A sequential model in text, one layer per line with named options:
+ * A model in text, one layer per line with named options:
  *
  *     # the seed CNN
  *     input 1x28x28
@@ -733,9 +879,41 @@ MPCL_API void mpcl_dataset_free(mpcl_dataset *d);
  * Layers: conv2d (out, kernel, stride=1, padding=0, dilation=1, bias=1),
  * linear (in: checked when given, out, bias=1), relu, leaky_relu (slope=0.01),
  * gelu, sigmoid, tanh, maxpool2d / avgpool2d (kernel, stride=kernel,
- * padding=0), flatten, dropout (p=0.5), batchnorm2d (eps=1e-5, momentum=0.1).
+ * padding=0), global_avgpool (the mean over each channel's H x W: C x 1 x 1),
+ * flatten, dropout (p=0.5), batchnorm2d (eps=1e-5, momentum=0.1), add (the
+ * sum of two or more tensors of one shape: no broadcasting) and concat (along
+ * channels: images of one height and width, or flat features).
  * "kernel=5" means 5x5; "kernel=3x5" is height x width (also stride, padding,
- * dilation). Errors name file:line and what was expected. */
+ * dilation).
+ *
+ * Graphs. A layer reads the output of the line before it (the first layer:
+ * the model's input) unless it says otherwise:
+ *
+ *     NAME: LAYER ...        names this layer's output (letters, digits, _;
+ *                            up to 31 characters; not "input")
+ *     LAYER from=NAME ...    reads NAME's output instead ("input": the model's)
+ *     add from=NAME          the line before + NAME
+ *     add from=A,B[,...]     A + B + ...; concat likewise, in that order
+ *
+ * so a residual block needs no special code:
+ *
+ *     b1: relu
+ *     conv2d out=16 kernel=3 padding=1 bias=false
+ *     batchnorm2d
+ *     relu
+ *     conv2d out=16 kernel=3 padding=1 bias=false
+ *     batchnorm2d
+ *     add from=b1
+ *     relu
+ *
+ * A layer's inputs come before it in the file, so the lines are an order in
+ * which the graph runs (a reference to a later line, or to the line itself,
+ * is how a cycle would be written, and is an error). Every layer's output
+ * must be used except the last one's, which is the model's output and must
+ * be flat (class scores). Errors name file:line and what was expected: an
+ * unknown name, a name given twice, a cycle, a shape mismatch at an add or
+ * a concat, an unused output. A file without names is a sequential model
+ * exactly as before. */
 
 typedef enum {
     MPCL_LAYER_CONV2D = 0,
@@ -749,10 +927,15 @@ typedef enum {
     MPCL_LAYER_AVGPOOL2D,
     MPCL_LAYER_FLATTEN,
     MPCL_LAYER_DROPOUT,
-    MPCL_LAYER_BATCHNORM2D
+    MPCL_LAYER_BATCHNORM2D,
+    MPCL_LAYER_ADD,
+    MPCL_LAYER_CONCAT,
+    MPCL_LAYER_GLOBAL_AVGPOOL
 } mpcl_layer_kind;
 
-#define MPCL_MAX_LAYERS 64
+#define MPCL_MAX_LAYERS 256
+#define MPCL_MAX_INPUTS 8   /* of an add or a concat */
+#define MPCL_LAYER_NAME_MAX 32
 
 typedef struct {
     mpcl_layer_kind kind;
@@ -765,8 +948,11 @@ typedef struct {
     float p;             /* dropout */
     float eps, momentum; /* batchnorm2d */
     int in_ndim, out_ndim;       /* 3: (C, H, W) per sample; 1: (features) */
-    size_t in_shape[3], out_shape[3];
+    size_t in_shape[3], out_shape[3]; /* in_shape: of the first input */
     size_t params;       /* parameter count of the layer */
+    char name[MPCL_LAYER_NAME_MAX]; /* "" when the spec gives none */
+    int ninputs;                    /* 1, or 2.. for add and concat */
+    int inputs[MPCL_MAX_INPUTS];    /* layer indices (earlier layers); -1: the model's input */
 } mpcl_layer_spec;
 
 typedef struct {
@@ -829,19 +1015,57 @@ MPCL_API mpcl_status mpcl_grad_norm(mpcl_context *ctx, const mpcl_tensor *grad, 
 
 /* ---------------------------------------------------------------- model
  *
- * A sequential model built from a spec: every parameter lives in one flat
- * buffer (FP32 master weights), mirrored by a working copy and a gradient
- * buffer in the storage dtype, so zeroing the gradients is one fill and an
- * optimizer step is one launch. Activations are kept per layer for
- * max_batch samples; smaller batches use views of them. */
+ * A model built from a spec (a sequence, or a graph of named layers):
+ * every parameter lives in one flat buffer (FP32 master weights), mirrored
+ * by a working copy and a gradient buffer in the storage dtype, so zeroing
+ * the gradients is one fill and an optimizer step is one launch.
+ * Activations live in one planned buffer for max_batch samples (see
+ * mpcl_model_create_with); smaller batches use views of it. Layers run in
+ * the spec's order. */
 
 typedef struct mpcl_model mpcl_model;
 
+typedef struct {
+    size_t max_batch;  /* the largest batch a forward pass takes */
+    uint64_t seed;     /* initial weights and dropout masks */
+    int inference;     /* 1: forward passes only (no backward): activations are
+                        * released as soon as their last reader has run */
+    int reuse_memory;  /* 1 (default): an activation or gradient's memory is
+                        * reused once its last use in the step is past; 0: one
+                        * buffer each (for comparing: the results are the same) */
+    int fuse;          /* 1 (default): batchnorm2d followed by relu run as one
+                        * pass; 0: as two (the same results) */
+} mpcl_model_options;
+
+/* max_batch 1, seed 0, training (inference 0), reuse_memory 1, fuse 1. */
+MPCL_API void mpcl_model_options_init(mpcl_model_options *o);
+
 /* Allocates the model on ctx and initialises it as PyTorch does
  * (Kaiming-uniform weights and uniform biases with bound 1/sqrt(fan_in);
- * batch norm gamma 1, beta 0, running mean 0, variance 1) from seed. */
+ * batch norm gamma 1, beta 0, running mean 0, variance 1) from seed.
+ *
+ * Activation memory is planned once, here: every layer output and output
+ * gradient of a step (at max_batch) is placed in one device buffer, at an
+ * offset shared with tensors whose lives do not overlap. A layer output
+ * lives from its layer's forward run to the last read of it (its readers'
+ * forward runs, and their backward runs where they need their input, as
+ * convolutions and batch norm do); an output gradient from its first
+ * contribution in the backward pass to its layer's backward run. */
+MPCL_API mpcl_status mpcl_model_create_with(mpcl_context *ctx, const mpcl_model_spec *spec,
+                                            const mpcl_model_options *o, mpcl_model **out);
+/* mpcl_model_create_with with the default options and max_batch, seed. */
 MPCL_API mpcl_status mpcl_model_create(mpcl_context *ctx, const mpcl_model_spec *spec,
                                        size_t max_batch, uint64_t seed, mpcl_model **out);
+
+/* The model's device memory in bytes, at max_batch. */
+typedef struct {
+    uint64_t parameters;           /* master, working copy and gradients */
+    uint64_t activations;          /* outputs and output gradients, as planned */
+    uint64_t activations_unshared; /* the same with one buffer per tensor */
+    uint64_t activations_other;    /* max-pool indices, batch-norm statistics (in both) */
+    int tensors;                   /* outputs and gradients planned */
+} mpcl_model_memory;
+MPCL_API void mpcl_model_memory_info(const mpcl_model *m, mpcl_model_memory *out);
 MPCL_API void mpcl_model_destroy(mpcl_model *m);
 MPCL_API const mpcl_model_spec *mpcl_model_get_spec(const mpcl_model *m);
 /* Number of parameters (without padding). */
@@ -854,7 +1078,9 @@ MPCL_API size_t mpcl_model_param_count(const mpcl_model *m);
 MPCL_API mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training,
                                         uint64_t step, mpcl_tensor **logits);
 /* Back-propagates dlogits (B, classes) through the last forward, accumulating
- * parameter gradients into the gradient buffer. */
+ * parameter gradients into the gradient buffer; where a layer's output feeds
+ * several layers, their gradients add up. MPCL_ERR_STATE on a model created
+ * for inference, or before a forward pass. */
 MPCL_API mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits);
 MPCL_API mpcl_status mpcl_model_zero_grad(mpcl_model *m);
 

@@ -379,6 +379,8 @@ mpcl_status mpcl_context_create(const mpcl_options *opt_in, mpcl_context **out)
         s = gemm_f16_env(ctx);
     if (s == MPCL_OK)
         s = store_binaries_env(ctx);
+    if (s == MPCL_OK)
+        s = mpcl_conv_settings_init(ctx, opt);
     if (s != MPCL_OK)
         return s;
 

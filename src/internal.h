@@ -168,6 +168,11 @@ struct mpcl_context {
     int hgemm_refused;     /* CLBlast refused Hgemm: fp16 GEMMs accumulate in float from then on */
     char tuning_note[512]; /* what tuning.c did to CLBlast's parameters for this device */
     int clblast_own;       /* mpcl_options.clblast_own / MPCL_CLBLAST_OWN: no overrides */
+    /* ops/conv.c: mpcl_options.conv_* (or MPCL_CONV_ALGO, MPCL_IM2COL,
+     * MPCL_CONV_CHUNK, read once at creation), changed by mpcl_conv_configure */
+    int conv_algo;         /* conv.c's conv_algo; 0: measured */
+    int conv_rows;         /* im2col kernel: -1 measured, 0 taps, 1 rows */
+    size_t conv_chunk;     /* images per im2col chunk; 0: measured */
     int tuning_cached[2];  /* [0] single, [1] half: a verified cache entry is applied */
     /* gemm.c: shapes of the CLBlast calls while recording (mpcl_gemm_record) */
     int gemm_rec_on;
@@ -333,6 +338,9 @@ size_t mpcl_pow2_floor(size_t n);
 size_t mpcl_largest_divisor_le(size_t n, size_t cap);
 /* Enqueues k over n items in 1-D (global rounded up to the work-group size;
  * kernels check their bounds). `what` names the op for error messages. */
+/* ops/conv.c: ctx's convolution settings from the options, else the
+ * environment (at context creation). */
+mpcl_status mpcl_conv_settings_init(mpcl_context *ctx, const mpcl_options *opt);
 mpcl_status mpcl_launch_1d(mpcl_context *ctx, cl_kernel k, const char *what, size_t n);
 /* Enqueues exactly (n0, n1, n2) work items in 3-D, for kernels that walk
  * image rows: dim 0 runs along a row (neighbouring items read neighbouring

@@ -115,6 +115,156 @@ START_TEST(errors_name_file_and_line)
 }
 END_TEST
 
+/* The shipped residual nets: shapes, parameters and wiring. */
+START_TEST(resnets)
+{
+    mpcl_model_spec m;
+    load("resnet20.txt", &m);
+    /* stem 16*3*9 + bn; stage 1: 6 convs 16*16*9; stage 2: 32*16*9 + 5 * 32*32*9 + 1x1 32*16;
+     * stage 3 likewise at 64; batch norms 2 * channels each; linear 64*10 + 10 */
+    size_t convs = 16 * 3 * 9 + 6 * 16 * 16 * 9 + 32 * 16 * 9 + 5 * 32 * 32 * 9 + 32 * 16 +
+                   64 * 32 * 9 + 5 * 64 * 64 * 9 + 64 * 32;
+    size_t bns = 2 * (16 + 6 * 16 + 7 * 32 + 7 * 64);
+    ck_assert_uint_eq(m.params, convs + bns + 650);
+    ck_assert(m.params > 265000 && m.params < 280000); /* "0.27M" */
+    int adds = 0, convn = 0;
+    for (int i = 0; i < m.nlayers; i++) {
+        adds += m.layers[i].kind == MPCL_LAYER_ADD;
+        convn += m.layers[i].kind == MPCL_LAYER_CONV2D;
+    }
+    ck_assert_int_eq(adds, 9);
+    ck_assert_int_eq(convn, 21); /* 19 + two projections */
+    const mpcl_layer_spec *gap = &m.layers[m.nlayers - 3];
+    ck_assert_int_eq(gap->kind, MPCL_LAYER_GLOBAL_AVGPOOL);
+    ck_assert_uint_eq(gap->in_shape[1], 8);
+    ck_assert_uint_eq(gap->out_shape[0], 64);
+    ck_assert_uint_eq(gap->out_shape[1], 1);
+    load("resnet8.txt", &m);
+    ck_assert(m.params > 70000 && m.params < 90000);
+}
+END_TEST
+
+static int layer_named(const mpcl_model_spec *m, const char *name)
+{
+    for (int i = 0; i < m->nlayers; i++)
+        if (strcmp(m->layers[i].name, name) == 0)
+            return i;
+    return -2;
+}
+
+/* Names, from=, add and concat: inputs, shapes, and the text that
+ * mpcl_model_spec_format writes reads back to the same graph. */
+START_TEST(graphs)
+{
+    const char *t = "input 3x8x8\n"
+                    "stem: conv2d out=4 kernel=3 padding=1\n"
+                    "relu\n"
+                    "a: conv2d out=4 kernel=3 padding=1\n"
+                    "b:conv2d from=stem out=2 kernel=1\n"     /* no space after ':' */
+                    "cat: concat from=a,b,input\n"              /* 4 + 2 + 3 channels */
+                    "conv2d out=4 kernel=1\n"
+                    "s: add from=stem\n"
+                    "add from=s,a,stem\n"
+                    "global_avgpool\n"
+                    "flatten\n"
+                    "linear out=3\n";
+    mpcl_model_spec m, back;
+    char err[512];
+    ck_assert_msg(mpcl_model_spec_parse(t, "g.txt", &m, err, sizeof err) == MPCL_OK, "%s", err);
+    ck_assert_int_eq(m.nlayers, 11);
+    ck_assert_int_eq(layer_named(&m, "stem"), 0);
+    ck_assert_int_eq(m.layers[0].inputs[0], -1);
+    ck_assert_int_eq(m.layers[1].inputs[0], 0);
+    ck_assert_int_eq(m.layers[3].inputs[0], 0); /* b from stem */
+    const mpcl_layer_spec *cat = &m.layers[4];
+    ck_assert_int_eq(cat->kind, MPCL_LAYER_CONCAT);
+    ck_assert_int_eq(cat->ninputs, 3);
+    ck_assert_int_eq(cat->inputs[0], 2);
+    ck_assert_int_eq(cat->inputs[1], 3);
+    ck_assert_int_eq(cat->inputs[2], -1);
+    ck_assert_uint_eq(cat->out_shape[0], 9);
+    ck_assert_uint_eq(cat->out_shape[1], 8);
+    const mpcl_layer_spec *add1 = &m.layers[6], *add2 = &m.layers[7];
+    ck_assert_int_eq(add1->ninputs, 2);
+    ck_assert_int_eq(add1->inputs[0], 5); /* the line before */
+    ck_assert_int_eq(add1->inputs[1], 0);
+    ck_assert_int_eq(add2->ninputs, 3);
+    ck_assert_int_eq(add2->inputs[0], 6);
+    ck_assert_int_eq(add2->inputs[1], 2);
+    ck_assert_int_eq(add2->inputs[2], 0);
+    ck_assert_uint_eq(m.layers[8].out_shape[0], 4);
+    ck_assert_uint_eq(m.layers[8].out_shape[2], 1);
+    ck_assert_uint_eq(m.layers[10].in, 4);
+    /* round trip */
+    char text[4096];
+    size_t n = mpcl_model_spec_format(&m, text, sizeof text);
+    ck_assert_uint_lt(n, sizeof text);
+    ck_assert_msg(mpcl_model_spec_parse(text, "formatted", &back, err, sizeof err) == MPCL_OK, "%s\n%s", err,
+                  text);
+    ck_assert_int_eq(back.nlayers, m.nlayers);
+    ck_assert_uint_eq(back.params, m.params);
+    for (int i = 0; i < m.nlayers; i++) {
+        ck_assert_int_eq(back.layers[i].kind, m.layers[i].kind);
+        ck_assert_int_eq(back.layers[i].ninputs, m.layers[i].ninputs);
+        for (int k = 0; k < m.layers[i].ninputs; k++)
+            ck_assert_int_eq(back.layers[i].inputs[k], m.layers[i].inputs[k]);
+        ck_assert_mem_eq(back.layers[i].out_shape, m.layers[i].out_shape, sizeof m.layers[i].out_shape);
+    }
+    /* a sequential spec formats without names or from= */
+    load("lenet5.txt", &m);
+    mpcl_model_spec_format(&m, text, sizeof text);
+    ck_assert_msg(!strchr(text, ':') && !strstr(text, "from="), "%s", text);
+    /* a spec built in code without names gets labels it can read back */
+    ck_assert_msg(mpcl_model_spec_parse(t, "g.txt", &m, err, sizeof err) == MPCL_OK, "%s", err);
+    for (int i = 0; i < m.nlayers; i++)
+        m.layers[i].name[0] = '\0';
+    mpcl_model_spec_format(&m, text, sizeof text);
+    ck_assert_msg(mpcl_model_spec_parse(text, "unnamed", &back, err, sizeof err) == MPCL_OK, "%s\n%s", err,
+                  text);
+    for (int i = 0; i < m.nlayers; i++)
+        for (int k = 0; k < m.layers[i].ninputs; k++)
+            ck_assert_int_eq(back.layers[i].inputs[k], m.layers[i].inputs[k]);
+}
+END_TEST
+
+START_TEST(graph_errors)
+{
+    const char *head = "input 2x8x8\n";
+    char t[1024];
+#define BAD(body, needle)                                  \
+    do {                                                   \
+        snprintf(t, sizeof t, "%s%s", head, body);         \
+        expect_error(t, needle);                           \
+    } while (0)
+    BAD("conv2d out=2 kernel=3 from=nowhere\nflatten\nlinear out=2\n",
+        "bad.txt:2: from=nowhere: no layer is named 'nowhere'");
+    BAD("a: conv2d out=2 kernel=3 from=a\nflatten\nlinear out=2\n",
+        "bad.txt:2: from=a: the layer reads its own output, a cycle");
+    BAD("conv2d out=2 kernel=3 from=c\nc: relu\nflatten\nlinear out=2\n",
+        "bad.txt:2: from=c: 'c' is line 3, after this one");
+    BAD("a: relu\nb: relu\na: relu\nflatten\nlinear out=2\n", "bad.txt:4: 'a' already names line 2");
+    BAD("a: relu\nconv2d out=3 kernel=3\nadd from=a\nflatten\nlinear out=2\n",
+        "bad.txt:4: add: the line before (line 3, conv2d) is 3x6x6 but 'a' (line 2) is 2x8x8; add needs "
+        "inputs of one shape");
+    BAD("a: relu\nconv2d out=3 kernel=3\nconcat from=a\nflatten\nlinear out=2\n",
+        "bad.txt:4: concat: the line before (line 3, conv2d) is 3x6x6 but 'a' (line 2) is 2x8x8");
+    BAD("a: relu\nconv2d out=3 kernel=1\nconv2d out=2 kernel=1 from=a\nflatten\nlinear out=2\n",
+        "bad.txt:3: the output of this conv2d is never used");
+    BAD("a: relu\nrelu\nadd\nflatten\nlinear out=2\n", "bad.txt:4: add needs from=NAME");
+    BAD("a: relu\nb: relu\nconv2d out=2 kernel=1 from=a,b\nflatten\nlinear out=2\n",
+        "bad.txt:4: conv2d takes one input, but from= lists 2");
+    BAD("1a: relu\nflatten\nlinear out=2\n", "bad.txt:2: '1a:' is not a layer name");
+    BAD("input: relu\nflatten\nlinear out=2\n", "bad.txt:2: 'input' names the model's input");
+    BAD("a:\nflatten\nlinear out=2\n", "bad.txt:2: 'a:' names no layer");
+    BAD("add from=input\nflatten\nlinear out=2\n", "bad.txt:2: add from=input: the first layer has no line before it");
+    BAD("relu from=input,input\nflatten\nlinear out=2\n", "relu takes one input");
+    BAD("a: relu\nrelu from=a from=a\nflatten\nlinear out=2\n", "bad.txt:3: from= given twice");
+    BAD("global_avgpool\nflatten\nlinear out=2 from=input\n", "linear needs a flat input");
+    BAD("flatten\nglobal_avgpool\nlinear out=2\n", "bad.txt:3: global_avgpool needs an image input");
+#undef BAD
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("spec");
@@ -123,6 +273,9 @@ int main(void)
     tcase_add_test(tc, shipped_models);
     tcase_add_test(tc, options_and_defaults);
     tcase_add_test(tc, errors_name_file_and_line);
+    tcase_add_test(tc, resnets);
+    tcase_add_test(tc, graphs);
+    tcase_add_test(tc, graph_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

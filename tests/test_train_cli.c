@@ -1,9 +1,12 @@
 /* test_train_cli.c — `mpcl train` end to end: accuracy on a small
  * Fashion-MNIST subset in fp32, fp16-storage and fp16 (where the device
  * runs it; elsewhere its refusal), the JSON-lines log, option validation
- * (exit 2), model/data mismatches and spec errors (exit 1), and a data
- * directory without the IDX files. Runs the built binary ($MPCL_BIN)
- * without a shell; the suite's parent process never calls OpenCL.
+ * (exit 2), model/data mismatches and spec errors (exit 1), a data
+ * directory without the IDX files, and CIFAR-10: a small directory in its
+ * binary format written here, trained with augmentation, resumed mid-epoch
+ * bit for bit, and `mpcl predict` on PPM images. Runs the built binary
+ * ($MPCL_BIN) without a shell; the suite's parent process never calls
+ * OpenCL.
  *
  * The runs that need the default data set assert the documented "install
  * dataset-fashion-mnist" error when MPCL_DEFAULT_DATA_DIR is missing, and
@@ -246,6 +249,8 @@ START_TEST(test_bad_options)
         {"--limit", "0", "--limit"},
         {"--seed", "-1", "--seed"},
         {"--init-scale", "1e9", "--init-scale"},
+        {"--augment", "blur", "--augment"},
+        {"--augment", "crop99", "--augment"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         result r = mpcl_run(NULL, "train", cases[i][0], cases[i][1], NULL);
@@ -282,9 +287,73 @@ START_TEST(test_bad_options)
     HAS(r.out, "--model");
     HAS(r.out, "--loss-scale");
     HAS(r.out, "--log");
+    HAS(r.out, "--augment");
+    HAS(r.out, "CIFAR-10");
     result_free(&r);
 }
 END_TEST
+
+/* ------------------------------------------------------- CIFAR-10 files */
+
+#define CIFAR_REC 3073 /* label byte + 3 x 32 x 32 pixel bytes */
+
+/* A CIFAR-10 binary directory: data_batch_1.bin and data_batch_2.bin (32
+ * records each) and test_batch.bin (32). Each image is a flat colour per
+ * class plus noise, so a tiny model learns something. */
+static void write_cifar_dir(const char *dir)
+{
+    static const char *names[3] = {"data_batch_1.bin", "data_batch_2.bin", "test_batch.bin"};
+    uint64_t st = 2024;
+    unsigned char *buf = malloc(32 * CIFAR_REC);
+    ck_assert_ptr_nonnull(buf);
+    for (int f = 0; f < 3; f++) {
+        for (size_t r = 0; r < 32; r++) {
+            unsigned char *rec = buf + r * CIFAR_REC;
+            rec[0] = (unsigned char)(tu_rand(&st) % 10);
+            for (size_t j = 0; j < 3072; j++)
+                rec[1 + j] = (unsigned char)(rec[0] * 20 + (j / 1024) * 30 + tu_rand(&st) % 40);
+        }
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, names[f]);
+        ck_assert_int_eq(tu_write_file(path, buf, 32 * CIFAR_REC), 0);
+    }
+    free(buf);
+}
+
+/* A small model for `input` (e.g. 3x32x32): conv, relu, pool, linear. */
+static char *write_spec(const char *dir, const char *name, const char *input)
+{
+    char text[256];
+    snprintf(text, sizeof text, "input %s\nconv2d out=4 kernel=3\nrelu\nmaxpool2d kernel=2\n"
+                                "flatten\nlinear out=10\n", input);
+    char *path = malloc(strlen(dir) + strlen(name) + 2);
+    sprintf(path, "%s/%s", dir, name);
+    ck_assert_int_eq(tu_write_file(path, text, strlen(text)), 0);
+    return path;
+}
+
+/* A w x h PPM, P6 binary or P3 text, pseudo-random pixels, less the last
+ * `cut` bytes. */
+static char *write_ppm(const char *dir, const char *name, int binary, int w, int h, size_t cut)
+{
+    size_t cap = 64 + (size_t)w * h * 3 * 4;
+    char *buf = malloc(cap);
+    ck_assert_ptr_nonnull(buf);
+    size_t len = (size_t)snprintf(buf, cap, "%s\n%d %d\n255\n", binary ? "P6" : "P3", w, h);
+    uint64_t st = (uint64_t)w * 131 + (uint64_t)binary;
+    for (int i = 0; i < w * h * 3; i++) {
+        unsigned v = (unsigned)(tu_rand(&st) % 256);
+        if (binary)
+            buf[len++] = (char)v;
+        else
+            len += (size_t)snprintf(buf + len, cap - len, "%u%c", v, i % 12 == 11 ? '\n' : ' ');
+    }
+    char *path = malloc(strlen(dir) + strlen(name) + 2);
+    sprintf(path, "%s/%s", dir, name);
+    ck_assert_int_eq(tu_write_file(path, buf, len - cut), 0);
+    free(buf);
+    return path;
+}
 
 /* ----------------------------------------------------- model and data */
 
@@ -335,6 +404,19 @@ START_TEST(test_model_mismatch)
     HAS(r.err, "broken.txt:3");
     result_free(&r);
 
+    /* a grey model on CIFAR-10's colour images (checked before any device) */
+    char *cifar = tu_mkdtemp("train-cifar-spec");
+    write_cifar_dir(cifar);
+    char *grey = write_spec(dir, "grey.txt", "1x32x32");
+    r = mpcl_run(NULL, "train", "--data", cifar, "--model", grey, NULL);
+    RC(r, 1);
+    HAS(r.err, "grey.txt: the model takes 1x32x32 inputs");
+    HAS(r.err, "are 3x32x32 (colour");
+    HAS(r.err, "'input 3x32x32'");
+    result_free(&r);
+    tu_rmtree(cifar);
+    free(cifar), free(grey);
+
     tu_rmtree(dir);
     free(dir);
 }
@@ -352,6 +434,140 @@ START_TEST(test_empty_data_dir)
     result_free(&r);
     tu_rmtree(dir);
     free(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------ CIFAR-10 */
+
+/* 1 epoch on a CIFAR-format directory (crop4,flip by default), then
+ * `mpcl predict` on PPM images (P6, P3) and the errors for images that do
+ * not fit the model. */
+START_TEST(test_cifar_train_and_predict)
+{
+    char *dir = tu_mkdtemp("cifar");
+    write_cifar_dir(dir);
+    char *spec = write_spec(dir, "rgb.txt", "3x32x32");
+    char ck[4200];
+    snprintf(ck, sizeof ck, "%s/ck.st", dir);
+    result r = mpcl_run(NULL, "train", "--data", dir, "--model", spec, "--epochs", "1", "--batch",
+                        "16", "--precision", "fp32", "--save", ck, NULL);
+    RC(r, 0);
+    HAS(r.out, "(CIFAR-10): 64 of 64"); /* the rest of the line may wrap after the path */
+    HAS(r.out, "32 of 32 test images, 3x32x32");
+    HAS(r.out, "augmentation             crop4,flip");
+    HAS(r.out, "1 epoch of 4 steps, batch 16");
+    HAS(r.out, " of 32 test images)");
+    HAS(r.out, "airplane");
+    HAS(r.out, "truck");
+    result_free(&r);
+
+    char *p6 = write_ppm(dir, "a.ppm", 1, 32, 32, 0), *p3 = write_ppm(dir, "b.ppm", 0, 32, 32, 0);
+    r = mpcl_run(NULL, "predict", ck, p6, p3, "--top", "2", NULL);
+    RC(r, 0);
+    static const char *classes[10] = {"airplane", "automobile", "bird", "cat", "deer",
+                                      "dog", "frog", "horse", "ship", "truck"};
+    char *lines[2] = {strstr(r.out, "a.ppm: "), strstr(r.out, "b.ppm: ")};
+    for (int i = 0; i < 2; i++) {
+        ck_assert_msg(lines[i] != NULL, "no line for image %d in:\n%s", i, r.out);
+        int named = 0;
+        for (int c = 0; c < 10; c++)
+            named |= strncmp(lines[i] + 7, classes[c], strlen(classes[c])) == 0;
+        ck_assert_msg(named, "not a CIFAR-10 class: %s", lines[i]);
+    }
+    HAS(r.out, "%, ");
+    result_free(&r);
+
+    /* images that do not fit: grey, another size, truncated */
+    char *small = write_ppm(dir, "small.ppm", 1, 8, 8, 0), *cut = write_ppm(dir, "cut.ppm", 1, 32, 32, 100);
+    char grey[4200];
+    snprintf(grey, sizeof grey, "%s/grey.pgm", dir);
+    char pgm[16 + 32 * 32];
+    int hl = snprintf(pgm, sizeof pgm, "P5\n32 32\n255\n");
+    memset(pgm + hl, 7, 32 * 32);
+    ck_assert_int_eq(tu_write_file(grey, pgm, (size_t)hl + 32 * 32), 0);
+    struct {
+        const char *file, *expect1, *expect2;
+    } bad[] = {
+        {grey, "the image is 1x32x32 (grey", "the model takes 3x32x32"},
+        {small, "the image is 3x8x8 (colour", "the model takes 3x32x32"},
+        {cut, "byte 13: 32 x 32 pixels need 3072 bytes, the file has 2972", "truncated"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = mpcl_run(NULL, "predict", ck, p6, bad[i].file, NULL);
+        RC(r, 1);
+        HAS(r.err, bad[i].file);
+        HAS(r.err, bad[i].expect1);
+        HAS(r.err, bad[i].expect2);
+        result_free(&r);
+    }
+    tu_rmtree(dir);
+    free(dir), free(spec), free(p6), free(p3), free(small), free(cut);
+}
+END_TEST
+
+/* The "loss" of each step of a JSON-lines log, from step `from` on. */
+static int log_losses(const char *path, int from, double *out, int cap)
+{
+    char *text = tu_read_file(path, NULL);
+    ck_assert_msg(text != NULL, "no log %s", path);
+    int n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *o = cJSON_Parse(line);
+        cJSON *step = cJSON_GetObjectItem(o, "step"), *loss = cJSON_GetObjectItem(o, "loss");
+        if (!cJSON_GetObjectItem(o, "event") && step && loss && step->valueint >= from && n < cap)
+            out[n++] = loss->valuedouble;
+        cJSON_Delete(o);
+    }
+    free(text);
+    return n;
+}
+
+/* With augmentation (crop4,flip, CIFAR's default), a run stopped inside its
+ * second epoch and resumed ends with the uninterrupted run's losses and
+ * checkpoint, byte for byte: the augmentation is stored in the checkpoint
+ * and every image's draw is a hash of (seed, epoch, image). */
+START_TEST(test_cifar_resume_mid_epoch)
+{
+    char *dir = tu_mkdtemp("cifar-resume");
+    write_cifar_dir(dir);
+    char *spec = write_spec(dir, "rgb.txt", "3x32x32");
+    char full[4200], flog[4200], part[4200], res[4200], rlog[4200];
+    snprintf(full, sizeof full, "%s/full.st", dir);
+    snprintf(flog, sizeof flog, "%s/full.jsonl", dir);
+    snprintf(part, sizeof part, "%s/part.st", dir);
+    snprintf(res, sizeof res, "%s/res.st", dir);
+    snprintf(rlog, sizeof rlog, "%s/res.jsonl", dir);
+    /* 4 steps of 16 per epoch; --max-steps 6 stops at step 2 of epoch 2 */
+#define CIFAR_RUN "train", "--data", dir, "--batch", "16", "--precision", "fp32", "--epochs", "2", \
+                  "--quiet", "--save-every", "2", "--seed", "7"
+    result r = mpcl_run(NULL, CIFAR_RUN, "--model", spec, "--save", full, "--log", flog, NULL);
+    RC(r, 0);
+    result_free(&r);
+    r = mpcl_run(NULL, CIFAR_RUN, "--model", spec, "--save", part, "--max-steps", "6", NULL);
+    RC(r, 0);
+    result_free(&r);
+    /* the checkpoint's own model and augmentation */
+    r = mpcl_run(NULL, CIFAR_RUN, "--resume", part, "--save", res, "--log", rlog, NULL);
+    RC(r, 0);
+    ck_assert_msg(strstr(r.err, "augment") == NULL, "a note about the augmentation:\n%s", r.err);
+    result_free(&r);
+#undef CIFAR_RUN
+    double a[16], b[16];
+    int na = log_losses(flog, 7, a, 16), nb = log_losses(rlog, 7, b, 16);
+    ck_assert_msg(na == 2 && nb == 2, "%d steps from 7 in the full run, %d resumed", na, nb);
+    for (int i = 0; i < na; i++)
+        ck_assert_msg(a[i] == b[i], "step %d: loss %.9g uninterrupted, %.9g resumed", 7 + i, a[i], b[i]);
+    size_t lf = 0, lr = 0;
+    char *xf = tu_read_file(full, &lf), *xr = tu_read_file(res, &lr);
+    ck_assert_msg(xf && xr && lf == lr && memcmp(xf, xr, lf) == 0,
+                  "%s and %s differ: the resumed run is not the uninterrupted one", full, res);
+    const char *key = "\"augment\":\"crop4,flip\"";
+    ck_assert_msg(lf > 8 && strstr(xf + 8, key) != NULL, /* the JSON header after its length */
+                  "the checkpoint does not record the augmentation");
+    free(xf), free(xr);
+    tu_rmtree(dir);
+    free(dir), free(spec);
 }
 END_TEST
 
@@ -384,6 +600,8 @@ int main(void)
         tcase_add_test(tc, test_train_fp16);
         tcase_add_test(tc, test_train_bf16);
         tcase_add_test(tc, test_train_log);
+        tcase_add_test(tc, test_cifar_train_and_predict);
+        tcase_add_test(tc, test_cifar_resume_mid_epoch);
         suite_add_tcase(s, tc);
     }
     int rc = tu_run_suite(s);

@@ -434,3 +434,65 @@ double now_s(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+/* CLBlast prints a line on stderr when a routine fails ("CLBlast: Run-time
+ * error: ..."), on top of returning the status that mpcl reports, and some
+ * OpenCL compilers (PoCL's) print their diagnostics there as well as into
+ * the build log, e.g. while the probe tries half arithmetic on a device
+ * that does not declare it (expected to fail: the log is kept in the
+ * probe's result). Around such a call the tool points its stderr at a
+ * temporary file; afterwards it drops the "CLBlast:" lines (drop_all:
+ * everything, unless MPCL_DRIVER_OUTPUT=1) and passes the rest on. The
+ * library itself never touches the process's descriptors. */
+void cli_quiet_begin(cli_quiet *q, int drop_all)
+{
+    const char *show = getenv("MPCL_DRIVER_OUTPUT");
+    fflush(stderr);
+    q->saved = -1;
+    q->drop_all = drop_all;
+    q->tmp = drop_all && show && strcmp(show, "1") == 0 ? NULL : tmpfile();
+    if (!q->tmp)
+        return;
+    q->saved = dup(STDERR_FILENO);
+    if (q->saved < 0 || dup2(fileno(q->tmp), STDERR_FILENO) < 0) {
+        if (q->saved >= 0)
+            close(q->saved);
+        q->saved = -1;
+        fclose(q->tmp);
+        q->tmp = NULL;
+    }
+}
+
+void cli_quiet_end(cli_quiet *q)
+{
+    if (!q->tmp)
+        return;
+    fflush(stderr);
+    dup2(q->saved, STDERR_FILENO);
+    close(q->saved);
+    rewind(q->tmp);
+    char line[1024];
+    while (!q->drop_all && fgets(line, sizeof line, q->tmp))
+        if (strncmp(line, "CLBlast:", 8) != 0)
+            fputs(line, stderr);
+    fclose(q->tmp);
+    q->tmp = NULL;
+}
+
+mpcl_status cli_context_create(const mpcl_options *opt, mpcl_context **ctx)
+{
+    cli_quiet q;
+    cli_quiet_begin(&q, 1);
+    mpcl_status s = mpcl_context_create(opt, ctx);
+    cli_quiet_end(&q);
+    return s;
+}
+
+mpcl_status cli_probe(mpcl_context *ctx, const mpcl_probe_options *opt, mpcl_caps *caps)
+{
+    cli_quiet q;
+    cli_quiet_begin(&q, 1);
+    mpcl_status s = mpcl_probe(ctx, opt, caps);
+    cli_quiet_end(&q);
+    return s;
+}

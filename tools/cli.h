@@ -80,6 +80,19 @@ void print_confusion(const uint64_t *conf, const char *const *names);
 /* Monotonic seconds, for timing. */
 double now_s(void);
 
+/* The tool's stderr around a library call (see tools/cli.c). */
+typedef struct {
+    FILE *tmp;
+    int saved, drop_all;
+} cli_quiet;
+void cli_quiet_begin(cli_quiet *q, int drop_all);
+void cli_quiet_end(cli_quiet *q);
+/* mpcl_context_create and mpcl_probe with the drivers' own stderr output
+ * (compiler diagnostics of builds expected to fail) kept off the terminal
+ * unless MPCL_DRIVER_OUTPUT=1. */
+mpcl_status cli_context_create(const mpcl_options *opt, mpcl_context **ctx);
+mpcl_status cli_probe(mpcl_context *ctx, const mpcl_probe_options *opt, mpcl_caps *caps);
+
 /* The subcommands: argv starts at the subcommand's own name. */
 int cmd_probe(int argc, char **argv);
 int cmd_train(int argc, char **argv);

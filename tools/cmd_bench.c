@@ -40,7 +40,8 @@ static const char BENCH_HELP[] =
     "options:\n"
     "  --model FILE        model spec or shipped model name (default: seed-cnn); all:\n"
     "                      every shipped model, one entry of \"models\" each\n"
-    "  --data DIR          MNIST-layout directory (default: " MPCL_DEFAULT_DATA_DIR ")\n"
+    "  --data DIR          MNIST-layout or CIFAR-10 binary directory (default:\n"
+    "                      " MPCL_DEFAULT_DATA_DIR ")\n"
     "  --synthetic         train on random images and labels instead of --data\n"
     "  --batch N           samples per step, 1..65536 (default: 64)\n"
     "  --steps N           timed steps per round, 1..1000000 (default: 100)\n"
@@ -201,7 +202,8 @@ static int bench_parse(int argc, char **argv, bench_args *a)
         case BENCH_DATA:
             if (!*optarg)
                 return usage_error(cmd, "--data: the value is empty; it accepts a directory "
-                                        "with the four MNIST-layout IDX files");
+                                        "with the four MNIST-layout IDX files or CIFAR-10's "
+                                        "batches");
             a->data = optarg;
             break;
         case BENCH_SYNTHETIC: a->synthetic = 1; break;
@@ -244,48 +246,6 @@ static int bench_parse(int argc, char **argv, bench_args *a)
     return -1;
 }
 
-/* CLBlast prints a line on stderr when a routine fails ("CLBlast: Run-time
- * error: ..."), on top of returning the status that mpcl reports. Around a
- * call that may fail, stderr goes to a temporary file; afterwards its
- * "CLBlast:" lines are dropped (the status is in the result's reason) and
- * anything else is passed on. */
-typedef struct {
-    FILE *tmp;
-    int saved;
-} quiet_stderr;
-
-static void quiet_begin(quiet_stderr *q)
-{
-    fflush(stderr);
-    q->saved = -1;
-    q->tmp = tmpfile();
-    if (!q->tmp)
-        return;
-    q->saved = dup(STDERR_FILENO);
-    if (q->saved < 0 || dup2(fileno(q->tmp), STDERR_FILENO) < 0) {
-        if (q->saved >= 0)
-            close(q->saved);
-        q->saved = -1;
-        fclose(q->tmp);
-        q->tmp = NULL;
-    }
-}
-
-static void quiet_end(quiet_stderr *q)
-{
-    if (!q->tmp)
-        return;
-    fflush(stderr);
-    dup2(q->saved, STDERR_FILENO);
-    close(q->saved);
-    rewind(q->tmp);
-    char line[1024];
-    while (fgets(line, sizeof line, q->tmp))
-        if (strncmp(line, "CLBlast:", 8) != 0)
-            fputs(line, stderr);
-    fclose(q->tmp);
-    q->tmp = NULL;
-}
 
 /* Copies the next batch (cycling through the samples) into img / lab. */
 static void next_batch(bench_data *d, size_t b, uint8_t *img, uint8_t *lab)
@@ -466,6 +426,18 @@ static cJSON *bench_json(const bench_report *r, const bench_mode *modes, int nmo
         jnum(&j, o, "img_s", med_img_s);
         jnum(&j, o, "ms_per_step", 1e3 * med_s / (double)a->steps);
         jnum(&j, o, "relative_to_first", first_img_s > 0 ? med_img_s / first_img_s : 0.0);
+        /* the model's device memory at this batch: activations as planned
+         * (memory shared once a tensor's last use is past) and with one
+         * buffer per tensor */
+        mpcl_model_memory mm;
+        mpcl_model_memory_info(m->model, &mm);
+        cJSON *mo = jobj(&j, o, "model_memory");
+        if (mo) {
+            jnum(&j, mo, "parameter_bytes", (double)mm.parameters);
+            jnum(&j, mo, "activation_bytes", (double)mm.activations);
+            jnum(&j, mo, "activation_bytes_unshared", (double)mm.activations_unshared);
+            jnum(&j, mo, "tensors", mm.tensors);
+        }
         cJSON *ra = jcheck(&j, cJSON_CreateDoubleArray(img_s, (int)a->rounds));
         if (ra && !cJSON_AddItemToObject(o, "rounds_img_s", ra)) {
             cJSON_Delete(ra);
@@ -585,13 +557,14 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
         bd.images = data.train_images.data;
         bd.labels = data.train_labels.data;
         bd.n = data.train_images.count;
-        bd.sample = data.train_images.rows * data.train_images.cols;
+        bd.sample = mpcl_idx_sample_bytes(&data.train_images);
         rep.data_desc = data_dir;
-        if (spec->input[0] != 1 || spec->input[1] != data.train_images.rows ||
-            spec->input[2] != data.train_images.cols) {
-            fprintf(stderr, "mpcl: %s: the model takes %zux%zux%zu inputs, but the images in %s "
-                            "are 1x%zux%zu\n", model_path, spec->input[0], spec->input[1],
-                    spec->input[2], data_dir, data.train_images.rows, data.train_images.cols);
+        if (spec->input[0] != data.train_images.channels ||
+            spec->input[1] != data.train_images.rows || spec->input[2] != data.train_images.cols) {
+            fprintf(stderr, "mpcl: %s: the model takes %zux%zux%zu inputs (channels x rows x "
+                            "columns), but the images in %s are %zux%zux%zu\n", model_path,
+                    spec->input[0], spec->input[1], spec->input[2], data_dir,
+                    data.train_images.channels, data.train_images.rows, data.train_images.cols);
             rc = EXIT_RUNTIME;
             goto done;
         }
@@ -627,7 +600,7 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
         opt.precision = a.modes[i];
         opt.seed = a.seed;
         m->requested = a.modes[i];
-        s = mpcl_context_create(&opt, &m->ctx);
+        s = cli_context_create(&opt, &m->ctx);
         if (s == MPCL_ERR_UNSUPPORTED && a.all) {
             rep.skipped_mode[rep.nskipped] = mpcl_precision_name(a.modes[i]);
             snprintf(rep.skipped_why[rep.nskipped++], sizeof rep.skipped_why[0], "%s",
@@ -669,7 +642,7 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
         goto done;
     }
     rep.params = mpcl_model_param_count(modes[0].model);
-    s = mpcl_probe(modes[0].ctx, NULL, caps);
+    s = cli_probe(modes[0].ctx, NULL, caps);
     if (s != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(modes[0].ctx));
         goto done;
@@ -680,10 +653,10 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
      * device with undeclared half: the library then accumulates in float);
      * CLBlast's own stderr line is kept off the terminal there. */
     for (int i = 0; i < nmodes; i++) {
-        quiet_stderr q;
-        quiet_begin(&q);
+        cli_quiet q;
+        cli_quiet_begin(&q, 0);
         s = run_steps(&modes[i], &bd, a.batch, a.warmup, img, lab);
-        quiet_end(&q);
+        cli_quiet_end(&q);
         if (s != MPCL_OK) {
             rc = runtime_error(s, mpcl_last_error(modes[i].ctx));
             goto done;
@@ -691,14 +664,14 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
     }
     for (unsigned long r = 0; r < a.rounds; r++)
         for (int i = 0; i < nmodes; i++) {
-            quiet_stderr q;
+            cli_quiet q;
             if (r == 0 && a.warmup == 0)
-                quiet_begin(&q);
+                cli_quiet_begin(&q, 0);
             double t0 = now_s();
             s = run_steps(&modes[i], &bd, a.batch, a.steps, img, lab);
             modes[i].round_s[r] = now_s() - t0;
             if (r == 0 && a.warmup == 0)
-                quiet_end(&q);
+                cli_quiet_end(&q);
             if (s != MPCL_OK) {
                 rc = runtime_error(s, mpcl_last_error(modes[i].ctx));
                 goto done;
@@ -1172,7 +1145,7 @@ static int bench_gemm(int argc, char **argv)
     opt.seed = a.seed;
     opt.clblast_own = 1; /* CLBlast's own values are measured before any override */
     mpcl_context *ctx = NULL;
-    mpcl_status s = mpcl_context_create(&opt, &ctx);
+    mpcl_status s = cli_context_create(&opt, &ctx);
     if (s != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(ctx));
         mpcl_context_destroy(ctx);
@@ -1186,7 +1159,7 @@ static int bench_gemm(int argc, char **argv)
         rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory");
         goto done;
     }
-    if ((s = mpcl_probe(ctx, NULL, caps)) != MPCL_OK) {
+    if ((s = cli_probe(ctx, NULL, caps)) != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(ctx));
         goto done;
     }
@@ -1227,10 +1200,10 @@ static int bench_gemm(int argc, char **argv)
         for (int i = 0; i < a.nshapes && a.prec[p]; i++) {
             mpcl_gemm_bench_options go;
             gemm_options(&a, i, p, 0, &go);
-            quiet_stderr q;
-            quiet_begin(&q);
+            cli_quiet q;
+            cli_quiet_begin(&q, 0);
             ust[p * a.nshapes + i] = mpcl_gemm_bench(ctx, &go, &ures[p * a.nshapes + i]);
-            quiet_end(&q);
+            cli_quiet_end(&q);
         }
     /* then the device's tuning: searched over these shapes at first use */
     if (a.tuning[1]) {
@@ -1271,10 +1244,10 @@ static int bench_gemm(int argc, char **argv)
                 } else {
                     mpcl_gemm_bench_options go;
                     gemm_options(&a, i, p, t, &go);
-                    quiet_stderr q;
-                    quiet_begin(&q);
+                    cli_quiet q;
+                    cli_quiet_begin(&q, 0);
                     s = mpcl_gemm_bench(ctx, &go, res);
-                    quiet_end(&q);
+                    cli_quiet_end(&q);
                 }
                 if (s == MPCL_ERR_UNSUPPORTED && p == 1 && !half_runs(caps)) {
                     /* no verified half: the whole precision is refused */
@@ -1341,10 +1314,10 @@ static int bench_gemm(int argc, char **argv)
                 mpcl_gemm_bench_options go;
                 gemm_options(&a, i, p, 1, &go);
                 go.routed = 1;
-                quiet_stderr q;
-                quiet_begin(&q);
+                cli_quiet q;
+                cli_quiet_begin(&q, 0);
                 s = mpcl_gemm_bench(ctx, &go, res);
-                quiet_end(&q);
+                cli_quiet_end(&q);
                 if (s == MPCL_OK) {
                     json_timing(&j, e, "routed", res);
                     jstr(&j, e, "routed_kernel", res->kernel);

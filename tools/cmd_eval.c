@@ -1,5 +1,6 @@
 /* cmd_eval.c — `mpcl eval` and `mpcl predict`: a checkpoint's accuracy on a
- * labelled IDX set, and its classes for PGM images or an IDX file. */
+ * labelled set (IDX or CIFAR-10), and its classes for PGM / PPM images or an
+ * IDX file. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -93,7 +94,7 @@ static int load_model(const char *cmd, const load_args *a, loaded *l)
         free(spec);
         return runtime_error(s, err);
     }
-    s = mpcl_context_create(&opt, &l->ctx);
+    s = cli_context_create(&opt, &l->ctx);
     if (s == MPCL_OK)
         s = mpcl_checkpoint_open(l->ctx, a->checkpoint, &ck);
     if (s == MPCL_OK && !a->model)
@@ -109,8 +110,13 @@ static int load_model(const char *cmd, const load_args *a, loaded *l)
         rc = EXIT_RUNTIME;
         goto out;
     }
+    mpcl_model_options mo;
+    mpcl_model_options_init(&mo);
+    mo.max_batch = a->batch;
+    mo.seed = seed;
+    mo.inference = 1; /* forward passes only: outputs freed after their last reader */
     if (s == MPCL_OK)
-        s = mpcl_model_create(l->ctx, spec, a->batch, seed, &l->model);
+        s = mpcl_model_create_with(l->ctx, spec, &mo, &l->model);
     if (s == MPCL_OK)
         s = mpcl_checkpoint_load_model(ck, l->model);
     if (s != MPCL_OK) {
@@ -138,13 +144,15 @@ out:
     return rc;
 }
 
-/* Images must fit the model's input. */
+/* Images must fit the model's input (channels, rows, columns). */
 static int check_images(const loaded *l, const char *path, const mpcl_idx *im)
 {
     const mpcl_model_spec *sp = mpcl_model_get_spec(l->model);
-    if (sp->input[0] != 1 || sp->input[1] != im->rows || sp->input[2] != im->cols) {
-        fprintf(stderr, "mpcl: %s: the images are 1x%zux%zu (grey, %zu rows x %zu columns), but "
-                        "the model takes %zux%zux%zu\n", path, im->rows, im->cols, im->rows,
+    if (sp->input[0] != im->channels || sp->input[1] != im->rows || sp->input[2] != im->cols) {
+        fprintf(stderr, "mpcl: %s: the image%s %zux%zux%zu (%s, %zu rows x %zu columns), but "
+                        "the model takes %zux%zux%zu (channels x rows x columns)\n", path,
+                im->count == 1 ? " is" : "s are", im->channels, im->rows, im->cols,
+                im->channels == 1 ? "grey" : im->channels == 3 ? "colour" : "channels", im->rows,
                 im->cols, sp->input[0], sp->input[1], sp->input[2]);
         return EXIT_RUNTIME;
     }
@@ -238,7 +246,8 @@ static const char EVAL_HELP[] =
     "a confusion matrix. See docs/checkpoints.md.\n"
     "\n"
     "data (default: the test set of " MPCL_DEFAULT_DATA_DIR "):\n"
-    "  --data DIR          an MNIST-layout directory: its t10k test set\n"
+    "  --data DIR          an MNIST-layout directory (its t10k test set) or CIFAR-10's\n"
+    "                      binary version (its test_batch.bin)\n"
     "  --images FILE       an IDX image file (idx3, .gz allowed), with --labels\n"
     "  --labels FILE       an IDX label file (idx1), with --images\n"
     "  --limit N           the first N samples only\n"
@@ -434,9 +443,11 @@ done:
 static const char PREDICT_HELP[] =
     "usage: mpcl predict CHECKPOINT FILE... [options]\n"
     "\n"
-    "Classifies images with a checkpoint: each FILE is a PGM image (P5 or P2, grey,\n"
-    "the model's input size) or an IDX image file (idx3, .gz allowed). Prints one line\n"
-    "per image: the file (and index, for IDX), the class name and its probability.\n"
+    "Classifies images with a checkpoint: each FILE is a PGM image (P5 or P2, grey), a\n"
+    "PPM image (P6 or P3, colour: for a model with 3 input channels, e.g. one trained\n"
+    "on CIFAR-10) or an IDX image file (idx3, .gz allowed), of the model's input size\n"
+    "(channels x rows x columns). Prints one line per image: the file (and index, for\n"
+    "IDX), the class name and its probability.\n"
     "\n"
     "options:\n"
     "  --top K             the K most probable classes per image (default: 1)\n"
@@ -453,7 +464,7 @@ static const struct option PREDICT_OPTIONS[] = {
 };
 
 /* The images of one FILE: an IDX file when it starts with IDX's magic
- * (0x00 0x00 0x08 0x03, or gzip's 0x1f 0x8b), else PGM. */
+ * (0x00 0x00 0x08 0x03, or gzip's 0x1f 0x8b), else PGM or PPM. */
 static mpcl_status load_images(const char *path, mpcl_idx *out, int *is_idx, char *err, size_t len)
 {
     *is_idx = 0;
@@ -475,7 +486,7 @@ static mpcl_status load_images(const char *path, mpcl_idx *out, int *is_idx, cha
         }
         return s;
     }
-    return mpcl_pgm_load(path, out, err, len);
+    return mpcl_image_load(path, out, err, len);
 }
 
 int cmd_predict(int argc, char **argv)
@@ -533,22 +544,17 @@ int cmd_predict(int argc, char **argv)
         }
         if (a.limit && im[i].count > a.limit)
             im[i].count = a.limit;
-        if (i > 0 && (im[i].rows != im[0].rows || im[i].cols != im[0].cols)) {
-            fprintf(stderr, "mpcl: %s: %zux%zu images, but %s has %zux%zu\n", files[i],
-                    im[i].rows, im[i].cols, files[0], im[0].rows, im[0].cols);
-            rc = EXIT_RUNTIME;
-            goto done;
-        }
         total += im[i].count;
     }
     rc = load_model(cmd, &a, &l);
     if (rc != EXIT_OK)
         goto done;
-    if ((rc = check_images(&l, files[0], &im[0])) != EXIT_OK)
-        goto done;
+    for (int i = 0; i < nfiles; i++) /* every file has the model's shape, so the same one */
+        if ((rc = check_images(&l, files[i], &im[i])) != EXIT_OK)
+            goto done;
     if (top > l.classes)
         top = l.classes;
-    size_t sample = im[0].rows * im[0].cols;
+    size_t sample = mpcl_idx_sample_bytes(&im[0]);
     all = malloc(total * sample);
     probs = malloc(total * l.classes * sizeof *probs);
     if (!all || !probs) {

@@ -481,7 +481,7 @@ int cmd_probe(int argc, char **argv)
     opt.device = a.device;
     opt.precision = a.precision;
     mpcl_context *ctx = NULL;
-    mpcl_status s = mpcl_context_create(&opt, &ctx);
+    mpcl_status s = cli_context_create(&opt, &ctx);
     if (s != MPCL_OK) {
         int rc = runtime_error(s, mpcl_last_error(ctx));
         mpcl_context_destroy(ctx);
@@ -497,7 +497,7 @@ int cmd_probe(int argc, char **argv)
         mpcl_context_destroy(ctx);
         return runtime_error(MPCL_ERR_NOMEM, "out of host memory");
     }
-    s = mpcl_probe(ctx, &popt, caps);
+    s = cli_probe(ctx, &popt, caps);
     g_clblast_note = mpcl_tuning_describe(ctx);
     int rc;
     if (s != MPCL_OK)

@@ -25,15 +25,24 @@ static const char TRAIN_HELP[] =
     "usage: mpcl train [options]\n"
     "\n"
     "Trains a model (default: the seed CNN) on an MNIST-layout data set (default:\n"
-    "Fashion-MNIST), evaluates it on the test set after every epoch, and prints the\n"
-    "test accuracy, a confusion matrix, speed, device memory and the backend choice.\n"
-    "See docs/train.md.\n"
+    "Fashion-MNIST) or CIFAR-10, evaluates it on the test set after every epoch, and\n"
+    "prints the test accuracy, a confusion matrix, speed, device memory and the backend\n"
+    "choice. See docs/train.md.\n"
     "\n"
     "data and model:\n"
     "  --model FILE        model spec; a name without '/' that is not a file is looked up\n"
     "                      as NAME or NAME.txt in $MPCL_MODEL_DIR, the installed models and\n"
     "                      the source tree's data/models (default: seed-cnn)\n"
-    "  --data DIR          MNIST-layout directory (default: " MPCL_DEFAULT_DATA_DIR ")\n"
+    "  --data DIR          an MNIST-layout directory (four IDX files) or CIFAR-10's binary\n"
+    "                      version (cifar-10-batches-bin: data_batch_N.bin, test_batch.bin)\n"
+    "                      (default: " MPCL_DEFAULT_DATA_DIR ")\n"
+    "  --augment LIST      training images only: none, or a comma-separated list of cropN\n"
+    "                      (zero-pad N pixels, crop back at a random offset; crop = crop4)\n"
+    "                      and flip (mirror left-right, probability 1/2), e.g. crop4,flip\n"
+    "                      (default: crop4,flip for CIFAR-10, none for MNIST layouts; with\n"
+    "                      --resume, the checkpoint's); each image's draw depends only on\n"
+    "                      the seed, the epoch and the image, so a resumed run sees the\n"
+    "                      images an uninterrupted one does\n"
     "  --limit N           train on the first N training samples only (default: all)\n"
     "  --test-limit N      evaluate on the first N test samples only (default: all)\n"
     "\n"
@@ -94,6 +103,7 @@ static const char TRAIN_HELP[] =
 enum {
     TRAIN_MODEL = OPT_BASE,
     TRAIN_DATA,
+    TRAIN_AUGMENT,
     TRAIN_EPOCHS,
     TRAIN_BATCH,
     TRAIN_LR,
@@ -127,6 +137,7 @@ enum {
 static const struct option TRAIN_OPTIONS[] = {
     {"model", required_argument, NULL, TRAIN_MODEL},
     {"data", required_argument, NULL, TRAIN_DATA},
+    {"augment", required_argument, NULL, TRAIN_AUGMENT},
     {"epochs", required_argument, NULL, TRAIN_EPOCHS},
     {"batch", required_argument, NULL, TRAIN_BATCH},
     {"lr", required_argument, NULL, TRAIN_LR},
@@ -169,6 +180,8 @@ typedef enum { SCALE_DEFAULT = 0, SCALE_DYNAMIC, SCALE_STATIC } scale_mode;
 typedef struct {
     const char *model;  /* as given; NULL: the default model */
     const char *data;   /* NULL: MPCL_DEFAULT_DATA_DIR */
+    int augment_set;    /* --augment given: aug holds it */
+    mpcl_augment_options aug;
     unsigned long epochs, batch;
     mpcl_optimizer optimizer;
     int lr_set, weight_decay_set, momentum_set, nesterov;
@@ -237,9 +250,17 @@ static int train_parse(int argc, char **argv, train_args *a)
         case TRAIN_DATA:
             if (!*optarg)
                 return usage_error(cmd, "--data: the value is empty; it accepts a directory "
-                                        "with the four MNIST-layout IDX files");
+                                        "with the four MNIST-layout IDX files or CIFAR-10's "
+                                        "batches");
             a->data = optarg;
             break;
+        case TRAIN_AUGMENT: {
+            char why[256];
+            if (mpcl_augment_parse(optarg, &a->aug, why, sizeof why) != MPCL_OK)
+                return usage_error(cmd, "--augment: %s", why);
+            a->augment_set = 1;
+            break;
+        }
         case TRAIN_EPOCHS:
             if (!parse_uint(optarg, 1, TRAIN_MAX_EPOCHS, &u))
                 return usage_error(cmd, "--epochs: '%s' is not valid; it accepts an integer from "
@@ -447,6 +468,13 @@ static void epoch_order(size_t *idx, size_t n, uint64_t seed, unsigned long epoc
     }
 }
 
+/* The size of batch k (0-based) of an epoch of n samples. */
+static size_t batch_at(size_t n, size_t batch, size_t k)
+{
+    size_t first = k * batch;
+    return n - first < batch ? n - first : batch;
+}
+
 /* "0:07", "12:34", "1:02:03" */
 static void fmt_duration(char *dst, size_t len, double s)
 {
@@ -633,6 +661,7 @@ typedef struct {
     const char *const *class_names;
     unsigned long batch;
     size_t train_samples;
+    const char *augment; /* mpcl_augment_format's text */
 } run_info;
 
 /* Writes the --save checkpoint at a position: epochs_done whole epochs and
@@ -653,6 +682,7 @@ static int save_checkpoint(mpcl_trainer *tr, mpcl_context *ctx, const char *path
     mpcl_meta extra[] = {
         {"epochs_done", done},     {"epoch_step", in_epoch}, {"batch", batch},
         {"train_samples", samples}, {"data", ri->data_dir},  {"class_names", names},
+        {"augment", ri->augment},
     };
     mpcl_status s = mpcl_checkpoint_save(tr, path, extra, sizeof extra / sizeof extra[0]);
     return s == MPCL_OK ? EXIT_OK : runtime_error(s, mpcl_last_error(ctx));
@@ -687,7 +717,7 @@ int cmd_train(int argc, char **argv)
     mpcl_model *model = NULL;
     mpcl_trainer *tr = NULL;
     size_t *order = NULL;
-    uint8_t *bimg = NULL, *blab = NULL;
+    mpcl_prefetch *pf = NULL;
     mpcl_checkpoint *ck = NULL;
     mpcl_status s;
     mpcl_options opt;
@@ -699,8 +729,9 @@ int cmd_train(int argc, char **argv)
     /* --resume: the checkpoint first; without --model its spec is the model */
     uint64_t ck_epochs = 0, ck_epoch_step = 0, ck_batch = 0, ck_samples = 0;
     double ck_mean = 0.0, ck_std = 1.0;
+    mpcl_augment_options ck_aug = {0, 0};
     if (a.resume) {
-        s = mpcl_context_create(&opt, &ctx);
+        s = cli_context_create(&opt, &ctx);
         if (s == MPCL_OK)
             s = mpcl_checkpoint_open(ctx, a.resume, &ck);
         if (s != MPCL_OK) {
@@ -723,6 +754,14 @@ int cmd_train(int argc, char **argv)
         }
         if (!a.seed_set)
             a.seed = seed;
+        /* the run's augmentation; a checkpoint from before --augment existed had none */
+        const char *aug_s = mpcl_checkpoint_meta(ck, "augment");
+        char why[256];
+        if (mpcl_augment_parse(aug_s ? aug_s : "none", &ck_aug, why, sizeof why) != MPCL_OK) {
+            fprintf(stderr, "mpcl: %s: the metadata 'augment' is not valid: %s\n", a.resume, why);
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
         if (!a.model) {
             model_path[0] = '\0';
             snprintf(model_path, sizeof model_path, "%s (model_spec)", a.resume);
@@ -768,7 +807,8 @@ int cmd_train(int argc, char **argv)
     }
     have_data = 1;
     size_t n_train = data.train_images.count, n_test = data.test_images.count;
-    size_t rows = data.train_images.rows, cols = data.train_images.cols;
+    size_t chans = data.train_images.channels, rows = data.train_images.rows;
+    size_t cols = data.train_images.cols;
     if (a.limit > n_train) {
         rc = usage_error(cmd, "--limit: %lu is more than the %zu training samples in %s", a.limit,
                          n_train, data_dir);
@@ -791,10 +831,12 @@ int cmd_train(int argc, char **argv)
 
     /* the model must fit the data */
     const mpcl_layer_spec *last = &spec->layers[spec->nlayers - 1];
-    if (spec->input[0] != 1 || spec->input[1] != rows || spec->input[2] != cols) {
-        fprintf(stderr, "mpcl: %s: the model takes %zux%zux%zu inputs, but the images in %s are "
-                        "1x%zux%zu (grey, %zu x %zu); change the spec's 'input' line\n",
-                model_path, spec->input[0], spec->input[1], spec->input[2], data_dir, rows, cols,
+    if (spec->input[0] != chans || spec->input[1] != rows || spec->input[2] != cols) {
+        fprintf(stderr, "mpcl: %s: the model takes %zux%zux%zu inputs (channels x rows x columns), "
+                        "but the images in %s are %zux%zux%zu (%s, %zu x %zu); change the spec's "
+                        "'input' line to 'input %zux%zux%zu'\n",
+                model_path, spec->input[0], spec->input[1], spec->input[2], data_dir, chans, rows,
+                cols, chans == 1 ? "grey" : chans == 3 ? "colour" : "channels", rows, cols, chans,
                 rows, cols);
         rc = EXIT_RUNTIME;
         goto done;
@@ -808,8 +850,23 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
 
-    /* normalisation over the samples used */
-    size_t sample = rows * cols;
+    /* augmentation: --augment, else the checkpoint's, else the data set's usual */
+    mpcl_augment_options aug = {0, 0};
+    if (a.augment_set)
+        aug = a.aug;
+    else if (a.resume)
+        aug = ck_aug;
+    else if (data.format == MPCL_DATASET_CIFAR10)
+        aug = (mpcl_augment_options){.pad = 4, .flip = 1}; /* He et al. 2016 */
+    char aug_text[64], ck_aug_text[64];
+    mpcl_augment_format(&aug, aug_text, sizeof aug_text);
+    mpcl_augment_format(&ck_aug, ck_aug_text, sizeof ck_aug_text);
+    if (a.resume && strcmp(aug_text, ck_aug_text) != 0)
+        fprintf(stderr, "mpcl: note: %s was trained with --augment %s, this run uses %s; the run "
+                        "will not match an uninterrupted one\n", a.resume, ck_aug_text, aug_text);
+
+    /* normalisation over the samples used: one mean and std over every channel */
+    size_t sample = chans * rows * cols;
     double mean = 0.0, std = 1.0;
     pixel_stats(data.train_images.data, n_train * sample, &mean, &std);
     int std_flat = !(std > 1e-12);
@@ -833,7 +890,7 @@ int cmd_train(int argc, char **argv)
 
     /* device, model, trainer */
     opt.seed = a.seed;
-    s = ctx ? MPCL_OK : mpcl_context_create(&opt, &ctx);
+    s = ctx ? MPCL_OK : cli_context_create(&opt, &ctx);
     if (s != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(ctx));
         goto done;
@@ -905,20 +962,26 @@ int cmd_train(int argc, char **argv)
                             " samples, this run uses batch %lu on %zu; the run will not match an "
                             "uninterrupted one\n", a.resume, ck_batch, ck_samples, a.batch, n_train);
     }
-    run_info ri = {data_dir, data.class_names, a.batch, n_train};
+    run_info ri = {data_dir, data.class_names, a.batch, n_train, aug_text};
 
+    /* batches are gathered (and augmented) on a second thread during the step before */
     order = malloc(n_train * sizeof *order);
-    bimg = malloc(a.batch * sample);
-    blab = malloc(a.batch);
-    if (!order || !bimg || !blab) {
-        rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory for the batch buffers");
+    s = order ? mpcl_prefetch_create(data.train_images.data, data.train_labels.data, n_train, chans,
+                                     rows, cols, a.batch, &aug, a.seed, &pf)
+              : MPCL_ERR_NOMEM;
+    if (s != MPCL_OK) {
+        rc = runtime_error(s, "cannot set up the batch buffers and their thread (out of host "
+                              "memory?)");
         goto done;
     }
 
     if (!a.quiet) {
         printf("mpcl %s train\n\n", mpcl_version());
-        fieldf("data", "%s: %zu of %zu training and %zu of %zu test images, %zux%zu", data_dir,
-               n_train, data.train_images.count, n_test, data.test_images.count, rows, cols);
+        fieldf("data", "%s (%s): %zu of %zu training and %zu of %zu test images, %zux%zux%zu",
+               data_dir, data.name, n_train, data.train_images.count, n_test,
+               data.test_images.count, chans, rows, cols);
+        fieldf("augmentation", "%s%s", aug_text,
+               aug.pad || aug.flip ? " (training images; a hash of seed, epoch and image)" : "");
         fieldf("normalisation", "mean %.6f std %.6f (of x/255, over the %zu training images "
                                 "used)%s", mean, std, n_train,
                std_flat ? "; every pixel is the same, so std is taken as 1" : "");
@@ -997,12 +1060,23 @@ int cmd_train(int argc, char **argv)
         float scale = to.loss_scale;
         epoch_order(order, n_train, a.seed, epoch);
         size_t k = epoch == first_epoch ? skip_steps : 0;
+        s = MPCL_OK;
+        if (k * a.batch < n_train)
+            s = mpcl_prefetch_submit(pf, order + k * a.batch, batch_at(n_train, a.batch, k),
+                                     epoch);
         for (size_t first = k * a.batch; first < n_train; first += a.batch, k++) {
-            size_t b = n_train - first < a.batch ? n_train - first : a.batch;
-            for (size_t i = 0; i < b; i++) {
-                size_t src = order[first + i];
-                memcpy(bimg + i * sample, data.train_images.data + src * sample, sample);
-                blab[i] = data.train_labels.data[src];
+            const uint8_t *bimg = NULL, *blab = NULL;
+            size_t b = 0;
+            /* this step's batch, then the next one's gather while the device computes */
+            if (s == MPCL_OK)
+                s = mpcl_prefetch_next(pf, &bimg, &blab, &b);
+            if (s == MPCL_OK && first + a.batch < n_train)
+                s = mpcl_prefetch_submit(pf, order + first + a.batch,
+                                         batch_at(n_train, a.batch, k + 1), epoch);
+            if (s != MPCL_OK) {
+                progress_clear(&prog);
+                rc = runtime_error(s, "the batch prefetch failed");
+                goto done;
             }
             mpcl_step_stats st;
             memset(&st, 0, sizeof st);
@@ -1205,9 +1279,8 @@ done:
     if (logf)
         fclose(logf);
     mpcl_checkpoint_close(ck);
+    mpcl_prefetch_destroy(pf); /* first: its thread reads data */
     free(order);
-    free(bimg);
-    free(blab);
     mpcl_trainer_destroy(tr);
     mpcl_model_destroy(model);
     mpcl_context_destroy(ctx);

@@ -240,7 +240,7 @@ static int tune_one(const tune_args *a, const mpcl_model_spec *spec, int half, c
     opt.precision = half ? MPCL_PRECISION_FP16 : MPCL_PRECISION_FP32;
     opt.clblast_own = 1;
     mpcl_context *ctx = NULL;
-    mpcl_status s = mpcl_context_create(&opt, &ctx);
+    mpcl_status s = cli_context_create(&opt, &ctx);
     if (s != MPCL_OK) {
         int rc = runtime_error(s, mpcl_last_error(ctx));
         mpcl_context_destroy(ctx);
@@ -325,7 +325,7 @@ int cmd_tune(int argc, char **argv)
         opt.device = a.device;
         opt.precision = MPCL_PRECISION_FP16;
         mpcl_context *probe = NULL;
-        mpcl_status s = mpcl_context_create(&opt, &probe);
+        mpcl_status s = cli_context_create(&opt, &probe);
         const int half_ok = s == MPCL_OK;
         if (s != MPCL_OK && s != MPCL_ERR_UNSUPPORTED) {
             rc = runtime_error(s, mpcl_last_error(probe));

@@ -1,5 +1,6 @@
 /* idx.c — IDX files (idx1 labels / idx3 images, unsigned byte), plain or
- * gzip-compressed (zlib reads both), and MNIST-style dataset directories.
+ * gzip-compressed (zlib reads both), and data set directories: MNIST-style
+ * ones here, CIFAR-10's binary version in cifar.c.
  * Host code only: no OpenCL, so it can be tested and fuzzed alone.
  *
  * Layout: u32 magic (0x00000801 or 0x00000803, big-endian), then one u32
@@ -22,6 +23,13 @@ void mpcl_idx_free(mpcl_idx *idx)
         return;
     free(idx->data);
     memset(idx, 0, sizeof *idx);
+}
+
+size_t mpcl_idx_sample_bytes(const mpcl_idx *idx)
+{
+    if (!idx || idx->ndim != 3)
+        return 1;
+    return (idx->channels ? idx->channels : 1) * idx->rows * idx->cols;
 }
 
 static uint32_t be32(const unsigned char *p)
@@ -132,6 +140,7 @@ mpcl_status mpcl_idx_load(const char *path, mpcl_idx *out, char *err, size_t err
     out->count = dims[0];
     out->rows = ndim == 3 ? dims[1] : 0;
     out->cols = ndim == 3 ? dims[2] : 0;
+    out->channels = ndim == 3 ? 1 : 0; /* IDX images are grey */
     return MPCL_OK;
 fail:
     gzclose(f);
@@ -222,8 +231,23 @@ mpcl_status mpcl_dataset_load(const char *dir, mpcl_dataset *out, char *err, siz
                                : "");
         return MPCL_ERR_IO;
     }
+    /* CIFAR-10's binary version: the directory itself, or the one its archive extracts to */
+    char cifar[MPCL_PATH_LEN];
+    snprintf(cifar, sizeof cifar, "%s/data_batch_1.bin", dir);
+    if (file_exists(cifar))
+        return mpcl_cifar10_load(dir, out, err, err_len);
+    snprintf(cifar, sizeof cifar, "%s/cifar-10-batches-bin/data_batch_1.bin", dir);
+    if (file_exists(cifar)) {
+        snprintf(cifar, sizeof cifar, "%s/cifar-10-batches-bin", dir);
+        return mpcl_cifar10_load(cifar, out, err, err_len);
+    }
     mpcl_status s = load_pair(dir, "train-images", "train-labels", &out->train_images,
                               &out->train_labels, err, err_len);
+    if (s == MPCL_ERR_IO && strstr(err, ": missing ")) {
+        size_t used = strlen(err);
+        mpcl_strfmt(err + used, err_len - used, "; nor is it a CIFAR-10 binary directory "
+                                                "(data_batch_1.bin ... and test_batch.bin)");
+    }
     if (s == MPCL_OK)
         s = load_pair(dir, "t10k-images", "t10k-labels", &out->test_images, &out->test_labels, err,
                       err_len);
@@ -240,11 +264,15 @@ mpcl_status mpcl_dataset_load(const char *dir, mpcl_dataset *out, char *err, siz
     }
     /* Fashion-MNIST's classes when the directory says so, else digits. */
     const char **names = DIGIT_CLASSES;
+    out->name = "MNIST";
     for (const char *p = dir; *p; p++)
-        if (strncasecmp(p, "fashion", 7) == 0)
+        if (strncasecmp(p, "fashion", 7) == 0) {
             names = FASHION_CLASSES;
+            out->name = "Fashion-MNIST";
+        }
     for (int i = 0; i < MPCL_DATASET_CLASSES; i++)
         out->class_names[i] = names[i];
+    out->format = MPCL_DATASET_IDX;
     return MPCL_OK;
 }
 

@@ -1,4 +1,5 @@
-/* data/pgm.c — grey images in the Netpbm PGM format (P5 binary, P2 text).
+/* data/pgm.c — images in the Netpbm formats: grey PGM (P5 binary, P2 text)
+ * and colour PPM (P6 binary, P3 text; stored as three channel planes).
  *
  * Netpbm's own library reports errors by exiting the process, which a
  * library must never do, so this small strict reader is mpcl's own.
@@ -66,11 +67,21 @@ static int number(reader *r, unsigned long max, unsigned long *out)
     return 1;
 }
 
-static mpcl_status parse(reader *r, mpcl_idx *out)
+/* A PGM (P5, P2) or, with colour, a PPM (P6, P3) image. */
+static mpcl_status parse(reader *r, mpcl_idx *out, int colour)
 {
-    if (r->end - r->p < 2 || r->p[0] != 'P' || (r->p[1] != '5' && r->p[1] != '2'))
-        return bad(r, "not a PGM image (expected the magic 'P5' or 'P2')");
-    int binary = r->p[1] == '5';
+    char m = r->end - r->p >= 2 && r->p[0] == 'P' ? (char)r->p[1] : 0;
+    int is_pgm = m == '5' || m == '2', is_ppm = m == '6' || m == '3';
+    if (is_ppm && !colour)
+        return bad(r, "a colour PPM image (magic 'P%c'), not a grey PGM image; this reader "
+                      "takes P5 or P2 only (mpcl_image_load reads both)", m);
+    if (!is_pgm && !is_ppm)
+        return colour ? bad(r, "not a PGM image (magic 'P5' or 'P2') nor a PPM image ('P6' or "
+                               "'P3')")
+                      : bad(r, "not a PGM image (expected the magic 'P5' or 'P2')");
+    int binary = m == '5' || m == '6';
+    size_t ch = is_ppm ? 3 : 1;
+    const char *what = is_ppm ? "value" : "grey value";
     r->p += 2;
     unsigned long w, h, maxval;
     if (!number(r, PGM_MAX_SIDE, &w) || w == 0)
@@ -78,9 +89,9 @@ static mpcl_status parse(reader *r, mpcl_idx *out)
     if (!number(r, PGM_MAX_SIDE, &h) || h == 0)
         return bad(r, "expected the height, 1..%d", PGM_MAX_SIDE);
     if (!number(r, 65535, &maxval) || maxval == 0)
-        return bad(r, "expected the maximum grey value, 1..65535");
+        return bad(r, "expected the maximum %s, 1..65535", what);
     size_t n = (size_t)w * h, bps = maxval > 255 ? 2 : 1;
-    uint8_t *px = malloc(n);
+    uint8_t *px = malloc(n * ch);
     if (!px)
         return bad(r, "out of host memory for %lu x %lu pixels", w, h);
     mpcl_status s = MPCL_OK;
@@ -91,37 +102,44 @@ static mpcl_status parse(reader *r, mpcl_idx *out)
             return bad(r, "expected one white-space byte before the pixels");
         }
         r->p++;
-        if ((size_t)(r->end - r->p) < n * bps) {
+        if ((size_t)(r->end - r->p) < n * ch * bps) {
             s = bad(r, "%lu x %lu pixels need %zu bytes, the file has %zu (truncated?)", w, h,
-                    n * bps, (size_t)(r->end - r->p));
+                    n * ch * bps, (size_t)(r->end - r->p));
             free(px);
             return s;
         }
     }
+    /* samples in file order: pixel by pixel, red, green, blue in a PPM;
+     * stored channel-major: sample c of pixel i goes to plane c */
     for (size_t i = 0; i < n; i++) {
-        unsigned long v;
-        if (binary) {
-            v = bps == 2 ? (unsigned long)r->p[0] << 8 | r->p[1] : r->p[0];
-            r->p += bps;
-        } else if (!number(r, 65535, &v)) {
-            free(px);
-            return bad(r, "expected pixel %zu of %zu (truncated?)", i + 1, n);
+        for (size_t c = 0; c < ch; c++) {
+            unsigned long v;
+            if (binary) {
+                v = bps == 2 ? (unsigned long)r->p[0] << 8 | r->p[1] : r->p[0];
+                r->p += bps;
+            } else if (!number(r, 65535, &v)) {
+                free(px);
+                return ch == 1 ? bad(r, "expected pixel %zu of %zu (truncated?)", i + 1, n)
+                               : bad(r, "expected value %zu of pixel %zu of %zu (truncated?)", c + 1,
+                                     i + 1, n);
+            }
+            if (v > maxval) {
+                free(px);
+                return bad(r, "pixel %zu is %lu, above the maximum %s %lu", i + 1, v, what, maxval);
+            }
+            px[c * n + i] = (uint8_t)((v * 255 + maxval / 2) / maxval);
         }
-        if (v > maxval) {
-            free(px);
-            return bad(r, "pixel %zu is %lu, above the maximum grey value %lu", i + 1, v, maxval);
-        }
-        px[i] = (uint8_t)((v * 255 + maxval / 2) / maxval);
     }
     out->data = px;
     out->ndim = 3;
     out->count = 1;
+    out->channels = ch;
     out->rows = h;
     out->cols = w;
     return MPCL_OK;
 }
 
-mpcl_status mpcl_pgm_load(const char *path, mpcl_idx *out, char *err, size_t err_len)
+static mpcl_status load(const char *path, mpcl_idx *out, char *err, size_t err_len, int colour)
 {
     if (!path || !out)
         return MPCL_ERR_ARGUMENT;
@@ -132,15 +150,15 @@ mpcl_status mpcl_pgm_load(const char *path, mpcl_idx *out, char *err, size_t err
             snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
         return MPCL_ERR_IO;
     }
-    /* the largest PGM this reader takes: 16384^2 two-byte pixels and a header */
+    /* the largest image this reader takes: 16384^2 pixels of 3 two-byte values and a header */
     size_t cap = 1 << 16, used = 0;
     uint8_t *buf = malloc(cap);
     mpcl_status s = buf ? MPCL_OK : MPCL_ERR_NOMEM;
     while (s == MPCL_OK) {
         if (used == cap) {
-            if (cap >= ((size_t)2 * PGM_MAX_SIDE * PGM_MAX_SIDE + 4096)) {
+            if (cap >= ((size_t)6 * PGM_MAX_SIDE * PGM_MAX_SIDE + 4096)) {
                 if (err && err_len)
-                    snprintf(err, err_len, "%s: larger than the largest PGM mpcl reads", path);
+                    snprintf(err, err_len, "%s: larger than the largest image mpcl reads", path);
                 s = MPCL_ERR_FORMAT;
                 break;
             }
@@ -168,8 +186,18 @@ mpcl_status mpcl_pgm_load(const char *path, mpcl_idx *out, char *err, size_t err
         snprintf(err, err_len, "%s: out of host memory", path);
     if (s == MPCL_OK) {
         reader r = {buf, buf + used, buf, path, err, err_len};
-        s = parse(&r, out);
+        s = parse(&r, out, colour);
     }
     free(buf);
     return s;
+}
+
+mpcl_status mpcl_pgm_load(const char *path, mpcl_idx *out, char *err, size_t err_len)
+{
+    return load(path, out, err, err_len, 0);
+}
+
+mpcl_status mpcl_image_load(const char *path, mpcl_idx *out, char *err, size_t err_len)
+{
+    return load(path, out, err, err_len, 1);
 }

@@ -609,8 +609,13 @@ mpcl_status mpcl_model_load(mpcl_context *ctx, const char *path, size_t max_batc
     uint64_t seed = 0;
     if (s == MPCL_OK && st_meta(&c->f, "seed") && !parse_u(st_meta(&c->f, "seed"), &seed))
         s = bad_meta(c, "seed", "an integer");
+    mpcl_model_options o;
+    mpcl_model_options_init(&o);
+    o.max_batch = max_batch;
+    o.seed = seed;
+    o.inference = 1; /* outputs released after their last reader */
     if (s == MPCL_OK)
-        s = mpcl_model_create(ctx, spec, max_batch, seed, &m);
+        s = mpcl_model_create_with(ctx, spec, &o, &m);
     if (s == MPCL_OK)
         s = mpcl_checkpoint_load_model(c, m);
     mpcl_checkpoint_close(c);

@@ -101,41 +101,242 @@ static mpcl_status init_params(mpcl_model *m, uint64_t seed)
     return st;
 }
 
-/* The activation tensors of layer l for `b` samples (views of the full ones). */
+/* ------------------------------------------------------ memory plan */
+
+static int is_activation(mpcl_layer_kind k)
+{
+    return k == MPCL_LAYER_RELU || k == MPCL_LAYER_LEAKY_RELU || k == MPCL_LAYER_GELU ||
+           k == MPCL_LAYER_SIGMOID || k == MPCL_LAYER_TANH;
+}
+
+/* Whether layer kind k's backward pass reads its input x (the weight
+ * gradient of a convolution or linear layer, batch norm, the activations
+ * whose derivative is taken at x) or its output y (sigmoid, tanh). */
+static int backward_reads_x(mpcl_layer_kind k)
+{
+    return k == MPCL_LAYER_CONV2D || k == MPCL_LAYER_LINEAR || k == MPCL_LAYER_BATCHNORM2D ||
+           k == MPCL_LAYER_RELU || k == MPCL_LAYER_LEAKY_RELU || k == MPCL_LAYER_GELU;
+}
+
+static int backward_reads_y(mpcl_layer_kind k) { return k == MPCL_LAYER_SIGMOID || k == MPCL_LAYER_TANH; }
+
+static size_t sample_numel(const mpcl_layer_spec *s)
+{
+    return s->out_ndim == 3 ? s->out_shape[0] * s->out_shape[1] * s->out_shape[2] : s->out_shape[0];
+}
+
+static int new_planned(mpcl_model *m, size_t numel, int start, int end)
+{
+    mpcl_planned *p = &m->plan[m->nplanned];
+    p->numel = numel;
+    p->start = start;
+    p->end = end;
+    p->offset = 0;
+    return m->nplanned++;
+}
+
+static void extend(mpcl_model *m, int t, int start, int end)
+{
+    if (t < 0)
+        return;
+    if (start < m->plan[t].start)
+        m->plan[t].start = start;
+    if (end > m->plan[t].end)
+        m->plan[t].end = end;
+}
+
+/* Offsets in the arena: largest first, each at the lowest aligned offset
+ * clear of every placed tensor whose life overlaps its own (both ends
+ * count: an op reads its inputs while it writes its output). */
+static size_t place(mpcl_planned *p, int n, size_t align, int reuse)
+{
+    int *order = malloc((size_t)(n ? n : 1) * sizeof *order);
+    size_t *lo = malloc((size_t)(n ? n : 1) * 2 * sizeof *lo);
+    size_t total = 0;
+    if (!order || !lo) {
+        free(order);
+        free(lo);
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    for (int i = 1; i < n; i++) /* insertion sort: by size, descending; stable */
+        for (int j = i; j > 0 && p[order[j]].numel > p[order[j - 1]].numel; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) {
+        mpcl_planned *t = &p[order[i]];
+        size_t size = round_up(t->numel, align), off = 0;
+        if (!reuse) {
+            t->offset = total;
+            total += size;
+            continue;
+        }
+        /* the busy ranges, sorted by start */
+        int nb = 0;
+        for (int j = 0; j < i; j++) {
+            const mpcl_planned *u = &p[order[j]];
+            if (u->start <= t->end && t->start <= u->end) {
+                int k = nb++;
+                for (; k > 0 && lo[2 * (k - 1)] > u->offset; k--) {
+                    lo[2 * k] = lo[2 * (k - 1)];
+                    lo[2 * k + 1] = lo[2 * (k - 1) + 1];
+                }
+                lo[2 * k] = u->offset;
+                lo[2 * k + 1] = u->offset + round_up(u->numel, align);
+            }
+        }
+        for (int k = 0; k < nb; k++) {
+            if (off + size <= lo[2 * k])
+                break;
+            if (lo[2 * k + 1] > off)
+                off = lo[2 * k + 1];
+        }
+        t->offset = off;
+        if (off + size > total)
+            total = off + size;
+    }
+    free(order);
+    free(lo);
+    return total;
+}
+
+/* Which tensors a step needs and how long each lives (see
+ * mpcl_model_create_with), then their offsets. */
+static mpcl_status plan(mpcl_model *m)
+{
+    const int L = m->spec.nlayers, END = 2 * L, train = !m->opt.inference;
+    m->plan = calloc((size_t)(2 * L + 1), sizeof *m->plan);
+    m->grad_started = calloc((size_t)(2 * L + 1), 1);
+    if (!m->plan || !m->grad_started)
+        return mpcl_set_error(m->ctx, MPCL_ERR_NOMEM, "mpcl_model_create: out of host memory");
+    m->scratch_tensor = -1;
+    size_t scratch = 0;
+    /* which outputs need a gradient, and from how many readers */
+    for (int l = 0; l < L; l++) {
+        mpcl_layer *ly = &m->layers[l];
+        ly->needs_grad = train && has_params(&ly->spec);
+        for (int k = 0; k < ly->spec.ninputs; k++) {
+            int in = ly->spec.inputs[k];
+            ly->needs_grad |= in >= 0 && m->layers[in].needs_grad;
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        const mpcl_layer_spec *sp = &m->layers[l].spec;
+        for (int k = 0; k < sp->ninputs; k++)
+            if (sp->inputs[k] >= 0 && m->layers[sp->inputs[k]].needs_grad)
+                m->layers[sp->inputs[k]].grad_writers++;
+    }
+    for (int l = 0; l < L; l++) {
+        mpcl_layer *ly = &m->layers[l];
+        const mpcl_layer_spec *sp = &ly->spec;
+        int in0 = sp->inputs[0], F = l, B = END - 1 - l;
+        size_t numel = m->max_batch * sample_numel(sp);
+        ly->act_tensor = ly->dact_tensor = -1;
+        /* the output */
+        if (sp->kind == MPCL_LAYER_FLATTEN)
+            ly->act_tensor = in0 >= 0 ? m->layers[in0].act_tensor : -1; /* a view */
+        else if (!ly->fused_relu)
+            ly->act_tensor = new_planned(m, numel, l > 0 && m->layers[l - 1].fused_relu ? F - 1 : F, F);
+        if (l == L - 1)
+            extend(m, ly->act_tensor, F, END); /* the logits: read after the pass */
+        if (train && backward_reads_y(sp->kind))
+            extend(m, ly->act_tensor, F, B);
+        if (train && is_activation(sp->kind) && l > 0 && m->layers[l - 1].fused_relu)
+            extend(m, ly->act_tensor, F, B + 1); /* the batch norm's backward reads it */
+        for (int k = 0; k < sp->ninputs; k++) {
+            int in = sp->inputs[k];
+            if (in < 0)
+                continue;
+            /* (a relu fused with the batch norm before it reads nothing: the
+             * batch norm's act_tensor is -1, and the pair reads its input) */
+            extend(m, m->layers[in].act_tensor, F, train && backward_reads_x(sp->kind) ? B : F);
+        }
+        /* the output gradient */
+        if (!ly->needs_grad)
+            continue;
+        int alias = sp->kind == MPCL_LAYER_FLATTEN && in0 >= 0 && m->layers[in0].needs_grad;
+        for (int j = l + 1; alias && j < L; j++) /* the flatten must be its input's last reader */
+            for (int k = 0; k < m->layers[j].spec.ninputs; k++)
+                alias &= m->layers[j].spec.inputs[k] != in0;
+        if (alias)
+            ly->dact_tensor = m->layers[in0].dact_tensor;
+        else if (!ly->fused_relu)
+            ly->dact_tensor = new_planned(m, numel, B, B);
+        if (ly->grad_writers > 1 && numel > scratch)
+            scratch = numel;
+    }
+    /* a second pass: the output gradients' lives (flatten aliases made above
+     * point at regions created earlier; extend them now) */
+    for (int l = 0; l < L; l++) {
+        mpcl_layer *ly = &m->layers[l];
+        const mpcl_layer_spec *sp = &ly->spec;
+        int B = END - 1 - l;
+        if (ly->dact_tensor >= 0)
+            extend(m, ly->dact_tensor, B, B);
+        if (l == L - 1)
+            extend(m, ly->dact_tensor, L, B); /* dlogits come in first */
+        if (ly->fused_relu) /* reads the relu's gradient */
+            extend(m, m->layers[l + 1].dact_tensor, B, B);
+        for (int k = 0; k < sp->ninputs; k++)
+            if (sp->inputs[k] >= 0)
+                extend(m, m->layers[sp->inputs[k]].dact_tensor, B, B);
+    }
+    if (scratch)
+        m->scratch_tensor = new_planned(m, scratch, L, END);
+    size_t align = mpcl_view_alignment(m->ctx, mpcl_storage_dtype(m->ctx));
+    m->unshared_numel = 0;
+    for (int i = 0; i < m->nplanned; i++)
+        m->unshared_numel += round_up(m->plan[i].numel, align);
+    m->arena_numel = place(m->plan, m->nplanned, align, m->opt.reuse_memory);
+    if (m->nplanned && !m->arena_numel)
+        return mpcl_set_error(m->ctx, MPCL_ERR_NOMEM, "mpcl_model_create: out of host memory");
+    if (!m->arena_numel)
+        m->arena_numel = align;
+    return MPCL_OK;
+}
+
+/* Layer outputs, gradients and scratch for `b` samples: views of the arena. */
 static mpcl_status make_views(mpcl_model *m, size_t b)
 {
     for (int l = 0; l < m->spec.nlayers; l++) {
         mpcl_layer *ly = &m->layers[l];
-        mpcl_tensor_destroy(ly->act);
-        mpcl_tensor_destroy(ly->dact);
-        mpcl_tensor_destroy(ly->argmax);
-        ly->act = ly->dact = ly->argmax = NULL;
+        mpcl_tensor **v[] = {&ly->act, &ly->dact, &ly->argmax, &ly->dscratch, &ly->dact_in};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+            mpcl_tensor_destroy(*v[i]);
+            *v[i] = NULL;
+        }
     }
     size_t shape[4];
-    for (int l = 0; l < m->spec.nlayers; l++) {
+    mpcl_status s = MPCL_OK;
+    for (int l = 0; l < m->spec.nlayers && s == MPCL_OK; l++) {
         mpcl_layer *ly = &m->layers[l];
         memcpy(shape, ly->out_shape, sizeof shape);
         shape[0] = b;
-        mpcl_status s;
-        if (ly->spec.kind == MPCL_LAYER_FLATTEN) {
-            if (l == 0)
-                continue; /* a view of the input, made at forward time; no gradient */
-            mpcl_layer *prev = &m->layers[l - 1];
-            s = mpcl_tensor_view(prev->act, 0, 2, shape, &ly->act);
-            if (s == MPCL_OK)
-                s = mpcl_tensor_view(prev->dact, 0, 2, shape, &ly->dact);
-        } else {
-            s = mpcl_tensor_view(ly->act_full, 0, ly->out_ndim, shape, &ly->act);
-            if (s == MPCL_OK)
-                s = mpcl_tensor_view(ly->dact_full, 0, ly->out_ndim, shape, &ly->dact);
-            if (s == MPCL_OK && ly->argmax_full)
-                s = mpcl_tensor_view(ly->argmax_full, 0, ly->out_ndim, shape, &ly->argmax);
+        if (ly->act_tensor >= 0)
+            s = mpcl_tensor_view(m->arena, m->plan[ly->act_tensor].offset, ly->out_ndim, shape, &ly->act);
+        if (s == MPCL_OK && ly->dact_tensor >= 0)
+            s = mpcl_tensor_view(m->arena, m->plan[ly->dact_tensor].offset, ly->out_ndim, shape, &ly->dact);
+        if (s == MPCL_OK && ly->argmax_full)
+            s = mpcl_tensor_view(ly->argmax_full, 0, ly->out_ndim, shape, &ly->argmax);
+        if (s == MPCL_OK && ly->grad_writers > 1 && m->scratch_tensor >= 0)
+            s = mpcl_tensor_view(m->arena, m->plan[m->scratch_tensor].offset, ly->out_ndim, shape,
+                                 &ly->dscratch);
+        int in0 = ly->spec.inputs[0];
+        if (s == MPCL_OK && ly->spec.kind == MPCL_LAYER_FLATTEN && ly->dact && in0 >= 0 &&
+            ly->dact_tensor != m->layers[in0].dact_tensor) {
+            const mpcl_layer *src = &m->layers[in0];
+            size_t ish[4];
+            memcpy(ish, src->out_shape, sizeof ish);
+            ish[0] = b;
+            s = mpcl_tensor_view(ly->dact, 0, src->out_ndim, ish, &ly->dact_in);
         }
-        if (s != MPCL_OK)
-            return s;
     }
-    m->batch = b;
-    return MPCL_OK;
+    if (s == MPCL_OK)
+        m->batch = b;
+    return s;
 }
 
 static mpcl_status build(mpcl_model *m)
@@ -161,6 +362,10 @@ static mpcl_status build(mpcl_model *m)
                 off = round_up(off + ly->b_numel, align);
             }
         }
+        ly->out_ndim = ly->spec.out_ndim == 3 ? 4 : 2;
+        ly->out_shape[0] = m->max_batch;
+        for (int i = 0; i < 3; i++)
+            ly->out_shape[i + 1] = ly->spec.out_shape[i];
     }
     m->padded = off ? off : align;
     size_t p[1] = {m->padded};
@@ -173,6 +378,23 @@ static mpcl_status build(mpcl_model *m)
         s = mpcl_tensor_create(ctx, sd, 1, p, MPCL_MEM_GRADIENTS, &m->grad);
     if (s == MPCL_OK)
         s = mpcl_tensor_fill(m->grad, 0.0f); /* padding stays zero */
+    /* batchnorm2d + relu run as one pass where the relu is the batch
+     * norm's only reader */
+    for (int l = 0; m->opt.fuse && l + 1 < m->spec.nlayers; l++) {
+        const mpcl_layer_spec *a = &m->spec.layers[l], *r = &m->spec.layers[l + 1];
+        int readers = 0;
+        for (int j = l + 1; j < m->spec.nlayers; j++)
+            for (int k = 0; k < m->spec.layers[j].ninputs; k++)
+                readers += m->spec.layers[j].inputs[k] == l;
+        m->layers[l].fused_relu = a->kind == MPCL_LAYER_BATCHNORM2D && r->kind == MPCL_LAYER_RELU &&
+                                  r->ninputs == 1 && r->inputs[0] == l && readers == 1;
+    }
+    if (s == MPCL_OK)
+        s = plan(m);
+    if (s == MPCL_OK) {
+        size_t an[1] = {m->arena_numel};
+        s = mpcl_tensor_create(ctx, sd, 1, an, MPCL_MEM_ACTIVATIONS, &m->arena);
+    }
     for (int l = 0; s == MPCL_OK && l < m->spec.nlayers; l++) {
         mpcl_layer *ly = &m->layers[l];
         const mpcl_layer_spec *sp = &ly->spec;
@@ -197,31 +419,45 @@ static mpcl_status build(mpcl_model *m)
             if (s == MPCL_OK)
                 s = mpcl_tensor_create(ctx, MPCL_F32, 1, c, MPCL_MEM_ACTIVATIONS, &ly->save_invstd);
         }
-        /* output tensors */
-        ly->out_ndim = sp->out_ndim == 3 ? 4 : 2;
-        ly->out_shape[0] = m->max_batch;
-        for (int i = 0; i < 3; i++)
-            ly->out_shape[i + 1] = sp->out_shape[i];
-        if (s == MPCL_OK && sp->kind != MPCL_LAYER_FLATTEN) {
-            s = mpcl_tensor_create(ctx, sd, ly->out_ndim, ly->out_shape, MPCL_MEM_ACTIVATIONS, &ly->act_full);
-            if (s == MPCL_OK)
-                s = mpcl_tensor_create(ctx, sd, ly->out_ndim, ly->out_shape, MPCL_MEM_GRADIENTS, &ly->dact_full);
-            if (s == MPCL_OK && sp->kind == MPCL_LAYER_MAXPOOL2D)
-                s = mpcl_tensor_create(ctx, MPCL_I32, ly->out_ndim, ly->out_shape, MPCL_MEM_ACTIVATIONS, &ly->argmax_full);
-        }
+        if (s == MPCL_OK && sp->kind == MPCL_LAYER_MAXPOOL2D)
+            s = mpcl_tensor_create(ctx, MPCL_I32, ly->out_ndim, ly->out_shape, MPCL_MEM_ACTIVATIONS,
+                                   &ly->argmax_full);
     }
     return s;
 }
 
-mpcl_status mpcl_model_create(mpcl_context *ctx, const mpcl_model_spec *spec, size_t max_batch,
-                              uint64_t seed, mpcl_model **out)
+void mpcl_model_options_init(mpcl_model_options *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->max_batch = 1;
+    o->reuse_memory = 1;
+    o->fuse = 1;
+}
+
+mpcl_status mpcl_model_create_with(mpcl_context *ctx, const mpcl_model_spec *spec,
+                                   const mpcl_model_options *o, mpcl_model **out)
 {
     const char *op = "mpcl_model_create";
     mpcl_status s = mpcl_check_ctx(ctx, op);
     if (s != MPCL_OK)
         return s;
-    if (!spec || !out || spec->nlayers < 1 || max_batch < 1)
-        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: spec and out must be set, with layers and max_batch >= 1", op);
+    if (!spec || !o || !out || spec->nlayers < 1 || spec->nlayers > MPCL_MAX_LAYERS || o->max_batch < 1)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: spec, options and out must be set, with 1..%d layers and max_batch >= 1",
+                              op, MPCL_MAX_LAYERS);
+    for (int l = 0; l < spec->nlayers; l++) {
+        const mpcl_layer_spec *sp = &spec->layers[l];
+        int ok = sp->ninputs >= 1 && sp->ninputs <= MPCL_MAX_INPUTS;
+        for (int k = 0; ok && k < sp->ninputs; k++)
+            ok = sp->inputs[k] >= -1 && sp->inputs[k] < l;
+        if (!ok)
+            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                                  "%s: layer %d (%s) has %d inputs; each must be an earlier layer or -1 "
+                                  "(the input): a spec from mpcl_model_spec_parse has them right",
+                                  op, l, mpcl_layer_kind_name(sp->kind), sp->ninputs);
+    }
     *out = NULL;
     mpcl_model *m = calloc(1, sizeof *m);
     if (m)
@@ -232,21 +468,16 @@ mpcl_status mpcl_model_create(mpcl_context *ctx, const mpcl_model_spec *spec, si
     }
     m->ctx = ctx;
     m->spec = *spec;
-    m->max_batch = max_batch;
-    m->seed = seed;
+    m->opt = *o;
+    m->max_batch = o->max_batch;
+    m->seed = o->seed;
     m->input_mean = 0.0f;
     m->input_std = 1.0f;
     s = build(m);
-    /* batchnorm2d + relu run as one pass (MPCL_FUSE=0: as two, for
-     * comparing; the results are the same bits) */
-    const char *fuse = getenv("MPCL_FUSE");
-    for (int l = 0; l + 1 < spec->nlayers && !(fuse && strcmp(fuse, "0") == 0); l++)
-        m->layers[l].fused_relu = spec->layers[l].kind == MPCL_LAYER_BATCHNORM2D &&
-                                  spec->layers[l + 1].kind == MPCL_LAYER_RELU;
     if (s == MPCL_OK)
-        s = init_params(m, seed);
+        s = init_params(m, o->seed);
     if (s == MPCL_OK)
-        s = make_views(m, max_batch);
+        s = make_views(m, o->max_batch);
     if (s != MPCL_OK) {
         mpcl_model_destroy(m);
         return s;
@@ -255,24 +486,60 @@ mpcl_status mpcl_model_create(mpcl_context *ctx, const mpcl_model_spec *spec, si
     return MPCL_OK;
 }
 
+mpcl_status mpcl_model_create(mpcl_context *ctx, const mpcl_model_spec *spec, size_t max_batch,
+                              uint64_t seed, mpcl_model **out)
+{
+    mpcl_model_options o;
+    mpcl_model_options_init(&o);
+    o.max_batch = max_batch;
+    o.seed = seed;
+    return mpcl_model_create_with(ctx, spec, &o, out);
+}
+
 void mpcl_model_destroy(mpcl_model *m)
 {
     if (!m)
         return;
     for (int l = 0; m->layers && l < m->spec.nlayers; l++) {
         mpcl_layer *ly = &m->layers[l];
-        mpcl_tensor *all[] = {ly->act, ly->dact, ly->argmax, ly->act_full, ly->dact_full, ly->argmax_full,
+        mpcl_tensor *all[] = {ly->act, ly->dact, ly->argmax, ly->dscratch, ly->dact_in, ly->argmax_full,
                               ly->w, ly->b, ly->gw, ly->gb, ly->running_mean, ly->running_var,
                               ly->save_mean, ly->save_invstd};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
             mpcl_tensor_destroy(all[i]);
     }
     free(m->layers);
+    free(m->plan);
+    free(m->grad_started);
+    mpcl_tensor_destroy(m->arena);
     if (m->working != m->master)
         mpcl_tensor_destroy(m->working);
     mpcl_tensor_destroy(m->master);
     mpcl_tensor_destroy(m->grad);
     free(m);
+}
+
+void mpcl_model_memory_info(const mpcl_model *m, mpcl_model_memory *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!m)
+        return;
+    size_t sd = mpcl_dtype_size(mpcl_storage_dtype(m->ctx));
+    out->parameters = (uint64_t)m->padded * (4 + (m->working != m->master ? sd : 0) + sd);
+    out->activations = (uint64_t)m->arena_numel * sd;
+    out->activations_unshared = (uint64_t)m->unshared_numel * sd;
+    for (int l = 0; l < m->spec.nlayers; l++) {
+        const mpcl_layer *ly = &m->layers[l];
+        if (ly->argmax_full)
+            out->activations_other += (uint64_t)ly->argmax_full->numel * 4;
+        if (ly->save_mean)
+            out->activations_other += (uint64_t)2 * ly->save_mean->numel * 4;
+    }
+    out->activations += out->activations_other;
+    out->activations_unshared += out->activations_other;
+    out->tensors = m->nplanned;
 }
 
 const mpcl_model_spec *mpcl_model_get_spec(const mpcl_model *m) { return m ? &m->spec : NULL; }
@@ -321,6 +588,12 @@ static uint64_t dropout_seed(const mpcl_model *m, int l)
     return m->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)(l + 1) * 0xd1b54a32d192ed03ULL;
 }
 
+static const mpcl_tensor *input_of(const mpcl_model *m, const mpcl_layer_spec *sp, int k)
+{
+    int in = sp->inputs[k];
+    return in < 0 ? m->input : m->layers[in].act;
+}
+
 mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training, uint64_t step,
                                mpcl_tensor **logits)
 {
@@ -341,10 +614,10 @@ mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training
     m->input = x;
     m->training = training;
     m->step = step;
-    const mpcl_tensor *cur = x;
     for (int l = 0; l < m->spec.nlayers && s == MPCL_OK; l++) {
         mpcl_layer *ly = &m->layers[l];
         const mpcl_layer_spec *sp = &ly->spec;
+        const mpcl_tensor *cur = input_of(m, sp, 0);
         mpcl_activation f;
         switch (sp->kind) {
         case MPCL_LAYER_CONV2D: {
@@ -360,19 +633,20 @@ mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training
             s = mpcl_maxpool2d_forward(ctx, ly->act, ly->argmax, cur, &p);
             break;
         }
-        case MPCL_LAYER_AVGPOOL2D: {
+        case MPCL_LAYER_AVGPOOL2D:
+        case MPCL_LAYER_GLOBAL_AVGPOOL: {
             mpcl_pool2d_params p = pool_params(sp);
             s = mpcl_avgpool2d_forward(ctx, ly->act, cur, &p);
             break;
         }
         case MPCL_LAYER_FLATTEN:
-            if (l == 0) { /* a view of this call's input */
+            if (sp->inputs[0] < 0) { /* a view of this call's input */
                 size_t shape[2] = {b, ly->out_shape[1]};
                 mpcl_tensor_destroy(ly->act);
                 ly->act = NULL;
                 s = mpcl_tensor_view((mpcl_tensor *)x, 0, 2, shape, &ly->act);
             }
-            break; /* otherwise a view of the previous output */
+            break; /* otherwise a view of its input's region */
         case MPCL_LAYER_DROPOUT:
             if (training && sp->p > 0.0f)
                 s = mpcl_dropout_forward(ctx, ly->act, cur, sp->p, dropout_seed(m, l), step);
@@ -389,6 +663,21 @@ mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training
                                              ly->running_var, ly->save_mean, ly->save_invstd,
                                              sp->momentum, sp->eps, training);
             break;
+        case MPCL_LAYER_ADD:
+            s = mpcl_add(ctx, ly->act, cur, input_of(m, sp, 1));
+            for (int k = 2; k < sp->ninputs && s == MPCL_OK; k++)
+                s = mpcl_add(ctx, ly->act, ly->act, input_of(m, sp, k));
+            break;
+        case MPCL_LAYER_CONCAT: {
+            size_t row = ly->act->numel / b, off = 0;
+            for (int k = 0; k < sp->ninputs && s == MPCL_OK; k++) {
+                const mpcl_tensor *xk = input_of(m, sp, k);
+                size_t n = xk->numel / b;
+                s = mpcl_copy_block(ctx, ly->act, row, off, xk, n, 0, b, n, 0);
+                off += n;
+            }
+            break;
+        }
         default:
             if (l > 0 && m->layers[l - 1].fused_relu)
                 break; /* done with the batch norm before it */
@@ -396,12 +685,49 @@ mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training
                 s = mpcl_activation_forward(ctx, f, sp->slope, ly->act, cur);
             break;
         }
-        cur = ly->act;
     }
     if (s != MPCL_OK)
         return s;
     *logits = m->layers[m->spec.nlayers - 1].act;
     return MPCL_OK;
+}
+
+/* Where a backward op writes the gradient of layer l's input k: NULL when
+ * none is wanted; the input's gradient itself for the first contribution
+ * of the pass; else the scratch, added by contributed() afterwards. */
+static mpcl_tensor *grad_target(mpcl_model *m, const mpcl_layer_spec *sp, int k)
+{
+    int in = sp->inputs[k];
+    if (in < 0 || !m->layers[in].needs_grad)
+        return NULL;
+    mpcl_layer *x = &m->layers[in];
+    return m->grad_started[x->dact_tensor] ? x->dscratch : x->dact;
+}
+
+static mpcl_status contributed(mpcl_model *m, const mpcl_layer_spec *sp, int k)
+{
+    int in = sp->inputs[k];
+    if (in < 0 || !m->layers[in].needs_grad)
+        return MPCL_OK;
+    mpcl_layer *x = &m->layers[in];
+    if (!m->grad_started[x->dact_tensor]) {
+        m->grad_started[x->dact_tensor] = 1;
+        return MPCL_OK;
+    }
+    return mpcl_add(m->ctx, x->dact, x->dact, x->dscratch);
+}
+
+/* dy added into (or, first, copied to) the gradient of layer l's input k. */
+static mpcl_status pass_on(mpcl_model *m, const mpcl_layer_spec *sp, int k, const mpcl_tensor *dy)
+{
+    int in = sp->inputs[k];
+    if (in < 0 || !m->layers[in].needs_grad)
+        return MPCL_OK;
+    mpcl_layer *x = &m->layers[in];
+    if (m->grad_started[x->dact_tensor])
+        return mpcl_add(m->ctx, x->dact, x->dact, dy);
+    m->grad_started[x->dact_tensor] = 1;
+    return mpcl_scale(m->ctx, x->dact, dy, 1.0f);
 }
 
 mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits)
@@ -410,21 +736,28 @@ mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits)
     if (!m)
         return MPCL_ERR_ARGUMENT;
     mpcl_context *ctx = m->ctx;
+    if (m->opt.inference)
+        return mpcl_set_error(ctx, MPCL_ERR_STATE, "%s: the model was created for inference only", op);
     if (!m->input)
         return mpcl_set_error(ctx, MPCL_ERR_STATE, "%s: no forward pass to go back through", op);
     mpcl_layer *last = &m->layers[m->spec.nlayers - 1];
     mpcl_status s = mpcl_check_same(ctx, op, "dlogits", dlogits, "logits", last->act);
     if (s != MPCL_OK)
         return s;
+    if (!last->needs_grad)
+        return MPCL_OK; /* no parameters */
+    memset(m->grad_started, 0, (size_t)m->nplanned);
     /* the gradient enters the last layer's output-gradient buffer */
     if (dlogits != last->dact && (s = mpcl_scale(ctx, last->dact, dlogits, 1.0f)) != MPCL_OK)
         return s;
+    m->grad_started[last->dact_tensor] = 1;
     for (int l = m->spec.nlayers - 1; l >= 0 && s == MPCL_OK; l--) {
         mpcl_layer *ly = &m->layers[l];
         const mpcl_layer_spec *sp = &ly->spec;
-        const mpcl_tensor *x = l ? m->layers[l - 1].act : m->input;
-        /* no input gradient for the first layer, nor below a leading flatten */
-        mpcl_tensor *dx = l ? m->layers[l - 1].dact : NULL;
+        if (!ly->needs_grad || (l > 0 && m->layers[l - 1].fused_relu))
+            continue; /* nothing to learn below; or the batch norm before takes the gradient */
+        const mpcl_tensor *x = input_of(m, sp, 0);
+        mpcl_tensor *dx = grad_target(m, sp, 0);
         mpcl_activation f;
         switch (sp->kind) {
         case MPCL_LAYER_CONV2D: {
@@ -442,13 +775,16 @@ mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits)
             }
             break;
         case MPCL_LAYER_AVGPOOL2D:
+        case MPCL_LAYER_GLOBAL_AVGPOOL:
             if (dx) {
                 mpcl_pool2d_params p = pool_params(sp);
                 s = mpcl_avgpool2d_backward(ctx, dx, ly->dact, &p);
             }
             break;
         case MPCL_LAYER_FLATTEN:
-            break; /* its gradient is a view of the previous layer's */
+            if (ly->dact_in) /* not a view of its input's gradient */
+                s = pass_on(m, sp, 0, ly->dact_in);
+            continue; /* (a view: its readers wrote its input's gradient) */
         case MPCL_LAYER_DROPOUT:
             if (dx) {
                 if (m->training && sp->p > 0.0f)
@@ -466,13 +802,32 @@ mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits)
                 s = mpcl_batchnorm2d_backward(ctx, dx, ly->gw, ly->gb, ly->dact, x, ly->w,
                                               ly->save_mean, ly->save_invstd);
             break;
+        case MPCL_LAYER_ADD: /* each input's gradient is dy */
+            for (int k = 0; k < sp->ninputs && s == MPCL_OK; k++)
+                s = pass_on(m, sp, k, ly->dact);
+            continue;
+        case MPCL_LAYER_CONCAT: {
+            size_t b = m->batch, row = ly->dact->numel / b, off = 0;
+            for (int k = 0; k < sp->ninputs && s == MPCL_OK; k++) {
+                int in = sp->inputs[k];
+                size_t n = input_of(m, sp, k)->numel / b;
+                if (in >= 0 && m->layers[in].needs_grad) {
+                    mpcl_layer *xl = &m->layers[in];
+                    s = mpcl_copy_block(ctx, xl->dact, n, 0, ly->dact, row, off, b, n,
+                                        m->grad_started[xl->dact_tensor]);
+                    m->grad_started[xl->dact_tensor] = 1;
+                }
+                off += n;
+            }
+            continue;
+        }
         default:
-            if (l > 0 && m->layers[l - 1].fused_relu)
-                break; /* the batch norm before it takes its gradient */
             if (dx && activation_of(sp->kind, &f))
                 s = mpcl_activation_backward(ctx, f, sp->slope, dx, ly->dact, x, ly->act);
             break;
         }
+        if (s == MPCL_OK && dx)
+            s = contributed(m, sp, 0);
     }
     return s;
 }

@@ -12,21 +12,45 @@ typedef struct {
     /* per-sample output shape, prefixed by the batch size */
     int out_ndim;
     size_t out_shape[4];
-    mpcl_tensor *act_full, *dact_full, *argmax_full; /* max_batch; NULL for flatten */
-    mpcl_tensor *act, *dact, *argmax;                /* views for the current batch */
-    /* batchnorm2d followed by relu, run as one (mpcl_batchnorm2d_relu_*):
-     * the relu layer's act and dact are the pair's output and its
-     * gradient; this layer's own act and dact are not written */
+    /* Planned memory: the activation arena's tensor whose region holds this
+     * layer's output (act_tensor) and output gradient (dact_tensor), -1 for
+     * none. A flatten's output is its input's region; so is its gradient
+     * where the flatten is its input's last reader. */
+    int act_tensor, dact_tensor;
+    int needs_grad;   /* a parameter at or before this layer: its output gradient is wanted */
+    int grad_writers; /* readers that contribute to the output gradient */
+    mpcl_tensor *argmax_full;                  /* max_batch; maxpool2d */
+    mpcl_tensor *act, *dact, *argmax;          /* views for the current batch */
+    mpcl_tensor *dscratch;  /* scratch of the output's shape: a second contribution to dact */
+    mpcl_tensor *dact_in;   /* flatten with its own gradient: that gradient in its input's shape */
+    /* batchnorm2d followed by relu (its only reader), run as one
+     * (mpcl_batchnorm2d_relu_*): the relu layer's act and dact are the
+     * pair's output and its gradient; this layer has none of its own */
     int fused_relu;
 } mpcl_layer;
+
+/* One tensor of the activation plan: elements at max_batch, its life in
+ * step time (forward of layer l: l; backward of l: 2L - 1 - l) and its
+ * offset in the arena. */
+typedef struct {
+    size_t numel, offset;
+    int start, end;
+} mpcl_planned;
 
 struct mpcl_model {
     mpcl_context *ctx;
     mpcl_model_spec spec;
+    mpcl_model_options opt;
     size_t max_batch, batch;
     size_t padded; /* P */
     mpcl_tensor *master, *working, *grad;
     mpcl_layer *layers;
+    mpcl_planned *plan;
+    int nplanned;
+    int scratch_tensor; /* -1: no layer output has two gradient contributions */
+    unsigned char *grad_started; /* per planned tensor, during a backward pass */
+    mpcl_tensor *arena;
+    size_t arena_numel, unshared_numel;
     const mpcl_tensor *input; /* of the last forward */
     uint64_t step;
     int training;

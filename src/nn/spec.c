@@ -9,15 +9,15 @@
 
 #include "internal.h"
 
-static const char *KIND_NAMES[] = {"conv2d",    "linear",    "relu",    "leaky_relu",
-                                   "gelu",      "sigmoid",   "tanh",    "maxpool2d",
-                                   "avgpool2d", "flatten",   "dropout", "batchnorm2d"};
+static const char *KIND_NAMES[] = {"conv2d",    "linear",  "relu",        "leaky_relu", "gelu",
+                                   "sigmoid",   "tanh",    "maxpool2d",   "avgpool2d",  "flatten",
+                                   "dropout",   "batchnorm2d", "add",     "concat",     "global_avgpool"};
 #define KIND_COUNT ((int)(sizeof KIND_NAMES / sizeof KIND_NAMES[0]))
 
 /* The options each layer accepts (a space-separated list, for messages too). */
 static const char *KIND_OPTIONS[] = {
     "out kernel stride padding dilation bias", "in out bias", "", "slope", "", "", "",
-    "kernel stride padding", "kernel stride padding", "", "p", "eps momentum"};
+    "kernel stride padding", "kernel stride padding", "", "p", "eps momentum", "", "", ""};
 
 const char *mpcl_layer_kind_name(mpcl_layer_kind k)
 {
@@ -112,8 +112,8 @@ static mpcl_status set_option(parser *ps, mpcl_layer_spec *l, const char *key, c
     const char *kind = KIND_NAMES[l->kind];
     if (!option_allowed(l->kind, key)) {
         if (KIND_OPTIONS[l->kind][0])
-            FAIL(ps, "unknown option '%s' for %s (it takes: %s)", key, kind, KIND_OPTIONS[l->kind]);
-        FAIL(ps, "%s takes no options, found '%s'", kind, key);
+            FAIL(ps, "unknown option '%s' for %s (it takes: %s, from)", key, kind, KIND_OPTIONS[l->kind]);
+        FAIL(ps, "%s takes no options but from=, found '%s'", kind, key);
     }
     long v;
     if (strcmp(key, "out") == 0 || strcmp(key, "in") == 0) {
@@ -228,6 +228,13 @@ static mpcl_status infer(parser *ps, mpcl_layer_spec *l, int ndim, const size_t 
             FAIL(ps, "batchnorm2d needs an image input (C x H x W), but its input is %s", shape);
         l->params = 2 * in[0];
         return MPCL_OK;
+    case MPCL_LAYER_GLOBAL_AVGPOOL:
+        if (ndim != 3)
+            FAIL(ps, "global_avgpool needs an image input (C x H x W), but its input is %s", shape);
+        l->out_shape[1] = l->out_shape[2] = 1;
+        l->kernel_h = l->stride_h = (int)in[1]; /* the pooling window: the whole image */
+        l->kernel_w = l->stride_w = (int)in[2];
+        return MPCL_OK;
     default:
         return MPCL_OK;
     }
@@ -262,6 +269,200 @@ static mpcl_status parse_input(parser *ps, char *rest, mpcl_model_spec *m)
     FAIL(ps, "input: expected CxHxW, e.g. 'input 1x28x28', found '%s'", rest);
 }
 
+/* ------------------------------------------------------------ graphs */
+
+/* A "NAME:" label of the spec, found before the layers are read so that a
+ * reference to a later line can say so (it would make a cycle). */
+typedef struct {
+    char name[MPCL_LAYER_NAME_MAX];
+    int line, layer;
+} label;
+
+static int valid_name(const char *n, size_t len)
+{
+    if (len == 0 || len >= MPCL_LAYER_NAME_MAX || !(isalpha((unsigned char)n[0]) || n[0] == '_'))
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if (!(isalnum((unsigned char)n[i]) || n[i] == '_'))
+            return 0;
+    return 1;
+}
+
+/* The first word of a line (after trimming), up to a ':' or white space. */
+static size_t label_len(const char *l)
+{
+    size_t n = 0;
+    while (l[n] && l[n] != ':' && l[n] != '#' && !isspace((unsigned char)l[n]))
+        n++;
+    return l[n] == ':' ? n : 0;
+}
+
+/* Each referenced input in words, for messages: "'b1' (line 7)", "the line
+ * before (line 9, batchnorm2d)", "the model's input". */
+static void describe_ref(const mpcl_model_spec *m, int ref, int self, char *dst, size_t len)
+{
+    if (ref < 0) {
+        snprintf(dst, len, "the model's input");
+        return;
+    }
+    const mpcl_layer_spec *r = &m->layers[ref];
+    if (r->name[0])
+        snprintf(dst, len, "'%s' (line %d)", r->name, r->line);
+    else
+        snprintf(dst, len, "%s (line %d, %s)", ref == self - 1 ? "the line before" : "a line", r->line,
+                 KIND_NAMES[r->kind]);
+}
+
+static void shape_text(int ndim, const size_t *sh, char *dst, size_t len)
+{
+    if (ndim == 3)
+        snprintf(dst, len, "%zux%zux%zu", sh[0], sh[1], sh[2]);
+    else
+        snprintf(dst, len, "%zu features", sh[0]);
+}
+
+static void ref_shape(const mpcl_model_spec *m, int ref, int *ndim, size_t *shape)
+{
+    if (ref < 0) {
+        *ndim = 3;
+        memcpy(shape, m->input, 3 * sizeof *shape);
+    } else {
+        *ndim = m->layers[ref].out_ndim;
+        memcpy(shape, m->layers[ref].out_shape, 3 * sizeof *shape);
+    }
+}
+
+/* add: one shape for all inputs; concat: images of one H x W (channels
+ * add up) or flat features (they add up). */
+static mpcl_status infer_multi(parser *ps, const mpcl_model_spec *m, int self, mpcl_layer_spec *l)
+{
+    int nd0, nd;
+    size_t s0[3], sh[3];
+    ref_shape(m, l->inputs[0], &nd0, s0);
+    l->in_ndim = l->out_ndim = nd0;
+    memcpy(l->in_shape, s0, sizeof s0);
+    memcpy(l->out_shape, s0, sizeof s0);
+    for (int i = 1; i < l->ninputs; i++) {
+        ref_shape(m, l->inputs[i], &nd, sh);
+        int same = nd == nd0 && (l->kind == MPCL_LAYER_CONCAT
+                                     ? (nd == 1 || (sh[1] == s0[1] && sh[2] == s0[2]))
+                                     : (sh[0] == s0[0] && (nd == 1 || (sh[1] == s0[1] && sh[2] == s0[2]))));
+        if (!same) {
+            char a[96], b[96], as[64], bs[64];
+            describe_ref(m, l->inputs[0], self, a, sizeof a);
+            describe_ref(m, l->inputs[i], self, b, sizeof b);
+            shape_text(nd0, s0, as, sizeof as);
+            shape_text(nd, sh, bs, sizeof bs);
+            if (l->kind == MPCL_LAYER_ADD)
+                FAIL(ps, "add: %s is %s but %s is %s; add needs inputs of one shape (no broadcasting)", a,
+                     as, b, bs);
+            FAIL(ps, "concat: %s is %s but %s is %s; concat joins images of one height and width "
+                     "along their channels, or flat features",
+                 a, as, b, bs);
+        }
+        if (l->kind == MPCL_LAYER_CONCAT)
+            l->out_shape[0] += sh[0];
+    }
+    return MPCL_OK;
+}
+
+/* from=A[,B...]: the layer's inputs (see the grammar in include/mpcl.h). */
+static mpcl_status parse_from(parser *ps, const label *labels, int nlabels, int self, char *val,
+                              mpcl_layer_spec *l)
+{
+    int refs[MPCL_MAX_INPUTS], n = 0;
+    for (char *save = NULL, *r = strtok_r(val, ",", &save); r; r = strtok_r(NULL, ",", &save)) {
+        if (n == MPCL_MAX_INPUTS)
+            FAIL(ps, "from= lists more than %d inputs", MPCL_MAX_INPUTS);
+        if (strcmp(r, "input") == 0) {
+            refs[n++] = -1;
+            continue;
+        }
+        int found = -1;
+        for (int i = 0; i < nlabels; i++)
+            if (strcmp(labels[i].name, r) == 0)
+                found = i;
+        if (found < 0)
+            FAIL(ps, "from=%s: no layer is named '%s' (a line names its layer with 'NAME: layer ...'; "
+                     "'input' is the model's input)",
+                 r, r);
+        if (labels[found].line == ps->line)
+            FAIL(ps, "from=%s: the layer reads its own output, a cycle", r);
+        if (labels[found].line > ps->line)
+            FAIL(ps, "from=%s: '%s' is line %d, after this one; a layer reads only earlier lines, "
+                     "so that the graph has no cycle",
+                 r, r, labels[found].line);
+        refs[n++] = labels[found].layer;
+    }
+    if (n == 0)
+        FAIL(ps, "from=: expected a layer name, or names separated by commas");
+    int multi = l->kind == MPCL_LAYER_ADD || l->kind == MPCL_LAYER_CONCAT;
+    if (!multi && n > 1)
+        FAIL(ps, "%s takes one input, but from= lists %d", KIND_NAMES[l->kind], n);
+    l->ninputs = 0;
+    if (multi && n == 1) {
+        if (self == 0)
+            FAIL(ps, "%s from=%s: the first layer has no line before it to %s to; list both inputs", KIND_NAMES[l->kind],
+                 val, l->kind == MPCL_LAYER_ADD ? "add" : "join");
+        l->inputs[l->ninputs++] = self - 1;
+    }
+    for (int i = 0; i < n; i++)
+        l->inputs[l->ninputs++] = refs[i];
+    return MPCL_OK;
+}
+
+/* Collects the labels and their lines; the layer each names is set when
+ * the layers are read. */
+static mpcl_status scan_labels(parser *ps, const char *text, label **out, int *count)
+{
+    *out = NULL;
+    *count = 0;
+    int cap = 0;
+    ps->line = 0;
+    for (const char *line = text; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        ps->line++;
+        while (*line == ' ' || *line == '\t' || *line == '\r')
+            line++;
+        if (*line == '\n' || *line == '\0' || *line == '#')
+            continue;
+        size_t n = label_len(line);
+        if (n) {
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(n < 60 ? n : 60), line);
+            if (!valid_name(line, n)) {
+                free(*out);
+                FAIL(ps, "'%s%s:' is not a layer name: letters, digits and _, not starting with a digit, "
+                         "up to %d characters",
+                     name, n > 60 ? "..." : "", MPCL_LAYER_NAME_MAX - 1);
+            }
+            if (strcmp(name, "input") == 0) {
+                free(*out);
+                FAIL(ps, "'input' names the model's input; choose another layer name");
+            }
+            for (int i = 0; i < *count; i++)
+                if (strcmp((*out)[i].name, name) == 0) {
+                    int first = (*out)[i].line;
+                    free(*out);
+                    FAIL(ps, "'%s' already names line %d", name, first);
+                }
+            if (*count == cap) {
+                cap = cap ? 2 * cap : 16;
+                label *g = realloc(*out, (size_t)cap * sizeof *g);
+                if (!g) {
+                    free(*out);
+                    FAIL(ps, "out of host memory");
+                }
+                *out = g;
+            }
+            label *lb = &(*out)[(*count)++];
+            memcpy(lb->name, name, n + 1); /* valid_name: n < MPCL_LAYER_NAME_MAX */
+            lb->line = ps->line;
+            lb->layer = -1;
+        }
+    }
+    return MPCL_OK;
+}
+
 mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model_spec *out, char *err,
                                   size_t err_len)
 {
@@ -277,14 +478,19 @@ mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model
     }
     parser ps = {.name = name ? name : "(spec)", .err = err, .err_len = err_len, .line = 0};
     memset(out, 0, sizeof *out);
+    label *labels = NULL;
+    int nlabels = 0;
+    mpcl_status s = scan_labels(&ps, text, &labels, &nlabels);
+    if (s != MPCL_OK)
+        return s;
+    ps.line = 0;
     char *copy = strdup(text);
     if (!copy) {
+        free(labels);
         mpcl_strfmt(err, err_len, "%s: out of host memory", ps.name);
         return MPCL_ERR_NOMEM;
     }
-    mpcl_status s = MPCL_OK;
-    int have_input = 0, ndim = 3;
-    size_t shape[3] = {0, 0, 0};
+    int have_input = 0;
     char *save_line = NULL;
     for (char *line = copy; line && s == MPCL_OK; line = save_line) {
         ps.line++;
@@ -297,13 +503,25 @@ mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model
         char *l = trim(line);
         if (!*l)
             continue;
+        char lname[MPCL_LAYER_NAME_MAX] = "";
+        size_t ln = label_len(l);
+        if (ln) { /* checked by scan_labels */
+            snprintf(lname, sizeof lname, "%.*s", (int)ln, l);
+            l = trim(l + ln + 1);
+            if (!*l) {
+                mpcl_strfmt(err, err_len, "%s:%d: '%s:' names no layer (expected 'NAME: layer ...')",
+                            ps.name, ps.line, lname);
+                s = MPCL_ERR_FORMAT;
+                break;
+            }
+        }
         char *word = l;
         while (*l && !isspace((unsigned char)*l))
             l++;
         if (*l)
             *l++ = '\0';
         char *rest = trim(l);
-        if (strcmp(word, "input") == 0) {
+        if (strcmp(word, "input") == 0 && !lname[0]) {
             if (have_input) {
                 mpcl_strfmt(err, err_len, "%s:%d: a second 'input' line", ps.name, ps.line);
                 s = MPCL_ERR_FORMAT;
@@ -312,7 +530,6 @@ mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model
             if ((s = parse_input(&ps, rest, out)) != MPCL_OK)
                 break;
             have_input = 1;
-            memcpy(shape, out->input, sizeof shape);
             continue;
         }
         int kind = -1;
@@ -322,7 +539,8 @@ mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model
         if (kind < 0) {
             mpcl_strfmt(err, err_len,
                         "%s:%d: unknown layer '%s' (expected input, conv2d, linear, relu, leaky_relu, "
-                        "gelu, sigmoid, tanh, maxpool2d, avgpool2d, flatten, dropout or batchnorm2d)",
+                        "gelu, sigmoid, tanh, maxpool2d, avgpool2d, global_avgpool, flatten, dropout, "
+                        "batchnorm2d, add or concat)",
                         ps.name, ps.line, word);
             s = MPCL_ERR_FORMAT;
             break;
@@ -337,10 +555,18 @@ mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model
             s = MPCL_ERR_FORMAT;
             break;
         }
-        mpcl_layer_spec *ly = &out->layers[out->nlayers];
+        int self = out->nlayers;
+        mpcl_layer_spec *ly = &out->layers[self];
         defaults(ly);
         ly->kind = (mpcl_layer_kind)kind;
         ly->line = ps.line;
+        snprintf(ly->name, sizeof ly->name, "%s", lname);
+        for (int i = 0; i < nlabels; i++)
+            if (labels[i].line == ps.line)
+                labels[i].layer = self;
+        ly->ninputs = 1;
+        ly->inputs[0] = self - 1; /* the line before; -1: the model's input */
+        int have_from = 0;
         /* key=value options */
         char *tok = rest;
         while (s == MPCL_OK && *tok) {
@@ -356,20 +582,42 @@ mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model
                 break;
             }
             *eq = '\0';
-            s = set_option(&ps, ly, tok, eq + 1);
+            if (strcmp(tok, "from") == 0) {
+                if (have_from) {
+                    mpcl_strfmt(err, err_len, "%s:%d: from= given twice", ps.name, ps.line);
+                    s = MPCL_ERR_FORMAT;
+                    break;
+                }
+                have_from = 1;
+                s = parse_from(&ps, labels, nlabels, self, eq + 1, ly);
+            } else {
+                s = set_option(&ps, ly, tok, eq + 1);
+            }
             *end = saved;
             tok = trim(end);
         }
-        if (s == MPCL_OK)
-            s = infer(&ps, ly, ndim, shape);
+        if (s == MPCL_OK && !have_from && (kind == MPCL_LAYER_ADD || kind == MPCL_LAYER_CONCAT)) {
+            mpcl_strfmt(err, err_len, "%s:%d: %s needs from=NAME (joined with the line before) or "
+                        "from=A,B,...", ps.name, ps.line, word);
+            s = MPCL_ERR_FORMAT;
+        }
         if (s == MPCL_OK) {
-            ndim = ly->out_ndim;
-            memcpy(shape, ly->out_shape, sizeof shape);
+            if (ly->ninputs > 1) {
+                s = infer_multi(&ps, out, self, ly);
+            } else {
+                int nd;
+                size_t shape[3];
+                ref_shape(out, ly->inputs[0], &nd, shape);
+                s = infer(&ps, ly, nd, shape);
+            }
+        }
+        if (s == MPCL_OK) {
             out->params += ly->params;
             out->nlayers++;
         }
     }
     free(copy);
+    free(labels);
     if (s == MPCL_OK && !have_input) {
         mpcl_strfmt(err, err_len, "%s: no 'input CxHxW' line", ps.name);
         s = MPCL_ERR_FORMAT;
@@ -378,9 +626,25 @@ mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model
         mpcl_strfmt(err, err_len, "%s: no layers", ps.name);
         s = MPCL_ERR_FORMAT;
     }
-    if (s == MPCL_OK && ndim != 1) {
+    /* every output but the last one's is read by a later layer */
+    for (int i = 0; s == MPCL_OK && i + 1 < out->nlayers; i++) {
+        int used = 0;
+        for (int j = i + 1; j < out->nlayers && !used; j++)
+            for (int k = 0; k < out->layers[j].ninputs; k++)
+                used |= out->layers[j].inputs[k] == i;
+        if (!used) {
+            const mpcl_layer_spec *ly = &out->layers[i];
+            mpcl_strfmt(err, err_len, "%s:%d: the output of this %s%s%s%s is never used: only the last "
+                        "layer's output may go unused (read it with from=, or remove the line)",
+                        ps.name, ly->line, KIND_NAMES[ly->kind], ly->name[0] ? " ('" : "", ly->name,
+                        ly->name[0] ? "')" : "");
+            s = MPCL_ERR_FORMAT;
+        }
+    }
+    const mpcl_layer_spec *last = s == MPCL_OK ? &out->layers[out->nlayers - 1] : NULL;
+    if (last && last->out_ndim != 1) {
         mpcl_strfmt(err, err_len, "%s:%d: the model must end in flat outputs (class scores); it ends in %zux%zux%zu",
-                    ps.name, out->layers[out->nlayers - 1].line, shape[0], shape[1], shape[2]);
+                    ps.name, last->line, last->out_shape[0], last->out_shape[1], last->out_shape[2]);
         s = MPCL_ERR_FORMAT;
     }
     return s;
@@ -441,6 +705,27 @@ static void put(char *dst, size_t len, size_t *used, const char *fmt, ...)
     *used += w > 0 ? (size_t)w : 0;
 }
 
+/* Whether layer i needs a label in the text (it has a name, or a later
+ * layer reads it other than as the line before), and the label: its name,
+ * or "_L<i>" for a spec built in code without one. i < 0: no label. */
+static int layer_label(const mpcl_model_spec *s, int i, char *dst, size_t len)
+{
+    if (i < 0)
+        return 0;
+    int needed = s->layers[i].name[0] != '\0';
+    for (int j = i + 1; j < s->nlayers && !needed; j++) {
+        const mpcl_layer_spec *l = &s->layers[j];
+        int first = l->ninputs == 2 && l->inputs[0] == j - 1 ? 1 : 0;
+        for (int k = l->ninputs > 1 ? first : 0; k < l->ninputs; k++)
+            needed |= l->inputs[k] == i && (l->ninputs > 1 || j != i + 1);
+    }
+    if (needed && s->layers[i].name[0])
+        snprintf(dst, len, "%s", s->layers[i].name);
+    else if (needed)
+        snprintf(dst, len, "_L%d", i);
+    return needed;
+}
+
 size_t mpcl_model_spec_format(const mpcl_model_spec *s, char *dst, size_t len)
 {
     size_t used = 0;
@@ -451,7 +736,21 @@ size_t mpcl_model_spec_format(const mpcl_model_spec *s, char *dst, size_t len)
     put(dst, len, &used, "input %zux%zux%zu\n", s->input[0], s->input[1], s->input[2]);
     for (int i = 0; i < s->nlayers; i++) {
         const mpcl_layer_spec *l = &s->layers[i];
+        char name[MPCL_LAYER_NAME_MAX + 8];
+        if (layer_label(s, i, name, sizeof name))
+            put(dst, len, &used, "%s: ", name);
         put(dst, len, &used, "%s", mpcl_layer_kind_name(l->kind));
+        /* the inputs, where they are not the defaults */
+        int multi = l->ninputs > 1, first = 0;
+        if (multi && l->ninputs == 2 && l->inputs[0] == i - 1)
+            first = 1; /* "add from=B": the line before + B */
+        if (multi || l->inputs[0] != i - 1) {
+            for (int k = first; k < l->ninputs; k++) {
+                if (!layer_label(s, l->inputs[k], name, sizeof name))
+                    snprintf(name, sizeof name, "input");
+                put(dst, len, &used, "%s%s", k == first ? " from=" : ",", name);
+            }
+        }
         switch (l->kind) {
         case MPCL_LAYER_CONV2D:
             put(dst, len, &used, " out=%zu kernel=%dx%d stride=%dx%d padding=%dx%d dilation=%dx%d bias=%s",

@@ -176,25 +176,92 @@ static mpcl_status check_int_range(mpcl_context *ctx, const char *op, const conv
 
 /* ------------------------------------------------------ algorithm choice */
 
-static mpcl_status algo_from_env(mpcl_context *ctx, const char *op, conv_algo *out)
+/* The settings (mpcl_options.conv_algo, conv_im2col, conv_chunk;
+ * mpcl_conv_configure), parsed once into ctx. `what` names their source in
+ * messages. */
+static mpcl_status parse_algo(mpcl_context *ctx, const char *what, const char *e, int *out)
 {
-    const char *e = getenv("MPCL_CONV_ALGO");
-    *out = CONV_AUTO;
     if (!e || !*e || strcmp(e, "auto") == 0)
-        return MPCL_OK;
-    if (strcmp(e, "im2col") == 0)
+        *out = CONV_AUTO;
+    else if (strcmp(e, "im2col") == 0)
         *out = CONV_IM2COL;
     else if (strcmp(e, "im2col16") == 0) /* the same as im2col in fp32 */
-        *out = mpcl_storage_dtype(ctx) == MPCL_F32 ? CONV_IM2COL : CONV_IM2COL16;
+        *out = CONV_IM2COL16;
     else if (strcmp(e, "im2col-dwt") == 0)
         *out = CONV_IM2COL_DWT;
     else if (strcmp(e, "direct") == 0)
         *out = CONV_DIRECT;
     else
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                              "%s: MPCL_CONV_ALGO is \"%s\"; expected auto, im2col, im2col-dwt, "
-                              "im2col16 or direct", op, e);
+                              "%s is \"%s\"; expected auto, im2col, im2col-dwt, im2col16 or direct",
+                              what, e);
     return MPCL_OK;
+}
+
+static mpcl_status parse_im2col(mpcl_context *ctx, const char *what, const char *e, int *out)
+{
+    if (!e || !*e || strcmp(e, "auto") == 0)
+        *out = -1;
+    else if (strcmp(e, "rows") == 0 || strcmp(e, "taps") == 0)
+        *out = e[0] == 'r';
+    else
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s is \"%s\"; expected auto, rows or taps", what, e);
+    return MPCL_OK;
+}
+
+mpcl_status mpcl_conv_settings_init(mpcl_context *ctx, const mpcl_options *opt)
+{
+    const char *algo = opt->conv_algo, *im2col = opt->conv_im2col;
+    const char *algo_what = "mpcl_options.conv_algo", *im2col_what = "mpcl_options.conv_im2col";
+    if (!algo) {
+        algo = getenv("MPCL_CONV_ALGO");
+        algo_what = "MPCL_CONV_ALGO";
+    }
+    if (!im2col) {
+        im2col = getenv("MPCL_IM2COL");
+        im2col_what = "MPCL_IM2COL";
+    }
+    mpcl_status s = parse_algo(ctx, algo_what, algo, &ctx->conv_algo);
+    if (s == MPCL_OK)
+        s = parse_im2col(ctx, im2col_what, im2col, &ctx->conv_rows);
+    ctx->conv_chunk = opt->conv_chunk;
+    const char *e = getenv("MPCL_CONV_CHUNK");
+    if (s == MPCL_OK && !opt->conv_chunk && e && *e) {
+        char *end = NULL;
+        long long v = strtoll(e, &end, 10);
+        if (*end || v < 0)
+            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                                  "MPCL_CONV_CHUNK is \"%s\"; expected a number of images >= 0", e);
+        ctx->conv_chunk = (size_t)v;
+    }
+    return s;
+}
+
+mpcl_status mpcl_conv_configure(mpcl_context *ctx, const char *algo, const char *im2col, size_t chunk)
+{
+    static const char op[] = "mpcl_conv_configure";
+    mpcl_status s = mpcl_check_ctx(ctx, op);
+    if (s != MPCL_OK)
+        return s;
+    int a = ctx->conv_algo, r = ctx->conv_rows;
+    if (algo)
+        s = parse_algo(ctx, "mpcl_conv_configure: algo", algo, &a);
+    if (s == MPCL_OK && im2col)
+        s = parse_im2col(ctx, "mpcl_conv_configure: im2col", im2col, &r);
+    if (s != MPCL_OK)
+        return s;
+    ctx->conv_algo = a;
+    ctx->conv_rows = r;
+    if (chunk != MPCL_CONV_KEEP)
+        ctx->conv_chunk = chunk;
+    return MPCL_OK;
+}
+
+/* The algorithm the settings force; CONV_AUTO: measured. */
+static conv_algo forced_algo(const mpcl_context *ctx)
+{
+    conv_algo a = (conv_algo)ctx->conv_algo;
+    return a == CONV_IM2COL16 && mpcl_storage_dtype(ctx) == MPCL_F32 ? CONV_IM2COL : a;
 }
 
 /* The static rule, used without a cache directory (pick_algo measures
@@ -525,20 +592,6 @@ static mpcl_status im2col_run(mpcl_context *ctx, const char *op, int kind, cl_me
 
 /* MPCL_IM2COL=auto|rows|taps: which im2col kernel runs where both apply
  * (-1 auto, 1 rows, 0 taps). */
-static mpcl_status im2col_env(mpcl_context *ctx, const char *op, int *out)
-{
-    const char *e = getenv("MPCL_IM2COL");
-    *out = -1;
-    if (!e || !*e || strcmp(e, "auto") == 0)
-        return MPCL_OK;
-    if (strcmp(e, "rows") == 0 || strcmp(e, "taps") == 0) {
-        *out = e[0] == 'r';
-        return MPCL_OK;
-    }
-    return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                          "%s: MPCL_IM2COL is \"%s\"; expected auto, rows or taps", op, e);
-}
-
 /* col (C*R*S, NB*P) from images i0 .. i0+nb-1 of x, or with transposed
  * colt (NB*P, C*R*S): im2col_run with the kernel that applies; where two
  * do (the forward layout at stride 1 across), the rows kernel when rows
@@ -573,21 +626,6 @@ static mpcl_status col2im(mpcl_context *ctx, const char *op, mpcl_tensor *dx, cl
 
 /* MPCL_CONV_CHUNK=n caps the images per im2col chunk (n = 1: one GEMM per
  * image); unset or 0: no cap beyond the scratch budget. */
-static mpcl_status chunk_cap_from_env(mpcl_context *ctx, const char *op, size_t *cap)
-{
-    const char *e = getenv("MPCL_CONV_CHUNK");
-    *cap = 0;
-    if (!e || !*e)
-        return MPCL_OK;
-    char *end = NULL;
-    long v = strtol(e, &end, 10);
-    if (*end || v < 0)
-        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                              "%s: MPCL_CONV_CHUNK is \"%s\"; expected a number of images >= 0", op, e);
-    *cap = (size_t)v;
-    return MPCL_OK;
-}
-
 /* Images per chunk: as many as keep each scratch matrix within
  * CONV_SCRATCH_BYTES and its element count within int, at least 1, at most
  * cap (0: no cap). The scratch matrices are float in every mode (the
@@ -1178,14 +1216,12 @@ static mpcl_status pick_algo(mpcl_context *ctx, const char *op, const mpcl_tenso
                              const mpcl_tensor *w, const conv_dims *d, int pass, conv_algo *out,
                              size_t *nb, int *rows)
 {
-    int rows_env;
+    int rows_env = ctx->conv_rows;
     *nb = 0;
-    mpcl_status s = im2col_env(ctx, op, &rows_env);
-    if (s == MPCL_OK)
-        s = algo_from_env(ctx, op, out);
+    *out = forced_algo(ctx);
     *rows = rows_env >= 0 ? rows_env : 1;
-    if (s != MPCL_OK || *out != CONV_AUTO)
-        return s;
+    if (*out != CONV_AUTO)
+        return MPCL_OK;
     if (!ctx->cache_enabled) {
         *out = choose(d);
         return MPCL_OK;
@@ -1271,8 +1307,7 @@ mpcl_status mpcl_conv2d_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_te
         s = check_against(ctx, op, "y", y, 4, ydims, "x", x);
     if (s == MPCL_OK)
         s = check_int_range(ctx, op, &d);
-    if (s == MPCL_OK)
-        s = chunk_cap_from_env(ctx, op, &cap);
+    cap = ctx->conv_chunk;
     if (s == MPCL_OK)
         s = pick_algo(ctx, op, x, w, &d, 0, &algo, &nb, &rows);
     if (s != MPCL_OK)
@@ -1307,8 +1342,7 @@ mpcl_status mpcl_conv2d_backward(mpcl_context *ctx, mpcl_tensor *dx, mpcl_tensor
         s = check_against(ctx, op, "db", db, 1, bdims, "w", w);
     if (s == MPCL_OK)
         s = check_int_range(ctx, op, &d);
-    if (s == MPCL_OK)
-        s = chunk_cap_from_env(ctx, op, &cap);
+    cap = ctx->conv_chunk;
     if (s == MPCL_OK)
         s = pick_algo(ctx, op, x, w, &d, dx ? 1 : 2, &algo, &nb, &rows);
     if (s != MPCL_OK)

@@ -250,6 +250,44 @@ mpcl_status mpcl_add(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *a, co
     return mpcl_launch_1d(ctx, k, op, n);
 }
 
+mpcl_status mpcl_copy_block(mpcl_context *ctx, mpcl_tensor *dst, size_t dst_ld, size_t dst_off,
+                            const mpcl_tensor *src, size_t src_ld, size_t src_off, size_t rows,
+                            size_t cols, int accumulate)
+{
+    static const char *op = "mpcl_copy_block";
+    mpcl_status s = check_pair(ctx, op, "src", src, NULL, NULL);
+    if (s == MPCL_OK)
+        s = check_storage(ctx, op, "dst", dst);
+    if (s == MPCL_OK)
+        s = check_numel(ctx, op, "dst", dst);
+    if (s != MPCL_OK)
+        return s;
+    /* the last row's block ends inside each tensor */
+    int fits = rows > 0 && cols > 0 && src_off + cols <= src_ld && dst_off + cols <= dst_ld &&
+               (rows - 1) * src_ld + src_off + cols <= src->numel &&
+               (rows - 1) * dst_ld + dst_off + cols <= dst->numel && rows * cols <= UINT_MAX;
+    if (!fits) {
+        char a[128], b[128];
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
+                              "%s: %zu rows of %zu elements (source rows of %zu from %zu, destination "
+                              "rows of %zu from %zu) do not fit src %s and dst %s",
+                              op, rows, cols, src_ld, src_off, dst_ld, dst_off,
+                              mpcl_tensor_describe(src, a, sizeof a), mpcl_tensor_describe(dst, b, sizeof b));
+    }
+    cl_kernel k;
+    s = mpcl_kernel_get(ctx, "elementwise", mpcl_ctx_variant(ctx), "copy_block", &k);
+    if (s != MPCL_OK)
+        return s;
+    cl_uint a[7] = {(cl_uint)src_ld, (cl_uint)src_off, (cl_uint)dst_ld, (cl_uint)dst_off,
+                    (cl_uint)rows,   (cl_uint)cols,    (cl_uint)(accumulate != 0)};
+    cl_int rc = mpcl_kernel_args(k, 9, sizeof(cl_mem), &src->mem, sizeof(cl_mem), &dst->mem, sizeof a[0],
+                                 &a[0], sizeof a[1], &a[1], sizeof a[2], &a[2], sizeof a[3], &a[3],
+                                 sizeof a[4], &a[4], sizeof a[5], &a[5], sizeof a[6], &a[6]);
+    if (rc != CL_SUCCESS)
+        return enqueue_error(ctx, op, rc);
+    return mpcl_launch_1d(ctx, k, op, rows * cols);
+}
+
 mpcl_status mpcl_scale(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x, float alpha)
 {
     static const char *op = "mpcl_scale";

@@ -196,21 +196,22 @@ static void assert_all_equal(const char *what, const mpcl_tensor *t, float value
     free(v);
 }
 
-static void set_algo(const char *algo) { ck_assert_int_eq(setenv("MPCL_CONV_ALGO", algo, 1), 0); }
-
-static void set_chunk(size_t n)
+/* The convolution settings of every mode's context (mpcl_conv_configure;
+ * also called outside the test cases, so without ck_assert). */
+static void configure_all(const char *algo, const char *im2col, size_t chunk)
 {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%zu", n);
-    ck_assert_int_eq(setenv("MPCL_CONV_CHUNK", buf, 1), 0);
+    for (int i = 0; i < optest_nmodes; i++)
+        if (optest_modes[i].ctx &&
+            mpcl_conv_configure(optest_modes[i].ctx, algo, im2col, chunk) != MPCL_OK) {
+            fprintf(stderr, "test_conv: %s\n", mpcl_last_error(optest_modes[i].ctx));
+            exit(1);
+        }
 }
 
-static void reset_env(void)
-{
-    unsetenv("MPCL_CONV_ALGO");
-    unsetenv("MPCL_CONV_CHUNK");
-    unsetenv("MPCL_IM2COL");
-}
+static void set_algo(const char *algo) { configure_all(algo, NULL, MPCL_CONV_KEEP); }
+static void set_chunk(size_t n) { configure_all(NULL, NULL, n); }
+static void set_im2col(const char *kind) { configure_all(NULL, kind, MPCL_CONV_KEEP); }
+static void reset_settings(void) { configure_all("auto", "auto", 0); }
 
 /* ------------------------------------------------------------ the cases */
 
@@ -254,7 +255,7 @@ static void run_case(const optest_mode *md, const conv_case *cc, const char *alg
     ck_assert_msg(s == MPCL_OK, "forward: %s", mpcl_last_error(ctx));
     s = mpcl_conv2d_backward(ctx, with_dx ? tdx : NULL, tdw, with_bias ? tdb : NULL, tdy, tx, tw, &cc->p);
     ck_assert_msg(s == MPCL_OK, "backward: %s", mpcl_last_error(ctx));
-    reset_env();
+    reset_settings();
     float *y = optest_download(ty), *dx = optest_download(tdx), *dw = optest_download(tdw);
     float *db = optest_download(tdb);
 
@@ -421,7 +422,7 @@ START_TEST(test_im2col_dwt)
 END_TEST
 
 /* Both forward-layout im2col kernels where both apply (stride 1 across),
- * forced with MPCL_IM2COL (the measured choice runs one of them): the
+ * forced with mpcl_conv_configure (the measured choice runs one of them): the
  * first three such cases in fp32, the first in the 16-bit modes (a copy of
  * bits there), the rows kernel under im2col-dwt (whose backward pass
  * writes col in the forward layout too), the tap kernel under im2col. */
@@ -435,7 +436,7 @@ START_TEST(test_im2col_kernels)
         if (cs[i].p.stride_w != 1)
             continue;
         for (int k = 0; k < 2; k++) {
-            ck_assert_int_eq(setenv("MPCL_IM2COL", kinds[k], 1), 0);
+            set_im2col(kinds[k]);
             run_case(&optest_modes[_i], &cs[i], k ? "im2col" : "im2col-dwt", 0, 1, 1,
                      1800 + 10 * i);
         }
@@ -530,7 +531,7 @@ static mpcl_context *choice_run(mpcl_precision mode, const char *dir, const conv
     mpcl_context *ctx = NULL;
     mpcl_status s = mpcl_context_create(&o, &ctx);
     ck_assert_msg(s == MPCL_OK, "context: %s", mpcl_last_error(ctx));
-    reset_env();
+    reset_settings();
     conv_out o2 = out_of(cc);
     size_t nx = nx_of(cc), nw = nw_of(cc), ny = ny_of(cc);
     float *x = random_values(ctx, nx, 77, -1, 1), *w = random_values(ctx, nw, 78, -0.5f, 0.5f);
@@ -779,23 +780,16 @@ START_TEST(test_bad_arguments)
     e = mpcl_last_error(ctx);
     ck_assert_msg(strstr(e, "(5, 3, 3, 2)") && strstr(e, "(5, 3, 3, 3)"), "message: %s", e);
     ck_assert_int_eq(mpcl_conv2d_backward(ctx, dx, dw, b6, y, x, w, &p), MPCL_ERR_SHAPE);
-    /* an unknown algorithm or chunk in the environment */
-    set_algo("winograd");
-    ck_assert_int_eq(mpcl_conv2d_forward(ctx, y, x, w, b, &p), MPCL_ERR_ARGUMENT);
+    /* an unknown algorithm or im2col kernel: refused, the settings kept */
+    ck_assert_int_eq(mpcl_conv_configure(ctx, "im2col", NULL, 0), MPCL_OK);
+    ck_assert_int_eq(mpcl_conv_configure(ctx, "winograd", "rows", 5), MPCL_ERR_ARGUMENT);
     e = mpcl_last_error(ctx);
-    ck_assert_msg(strstr(e, "winograd") != NULL, "message: %s", e);
-    ck_assert_int_eq(mpcl_conv2d_backward(ctx, dx, dw, db, y, x, w, &p), MPCL_ERR_ARGUMENT);
-    reset_env();
-    ck_assert_int_eq(setenv("MPCL_CONV_CHUNK", "two", 1), 0);
-    ck_assert_int_eq(mpcl_conv2d_forward(ctx, y, x, w, b, &p), MPCL_ERR_ARGUMENT);
-    reset_env();
-    ck_assert_int_eq(setenv("MPCL_IM2COL", "gathers", 1), 0);
-    ck_assert_int_eq(mpcl_conv2d_forward(ctx, y, x, w, b, &p), MPCL_ERR_ARGUMENT);
+    ck_assert_msg(strstr(e, "winograd") && strstr(e, "algo"), "message: %s", e);
+    ck_assert_int_eq(mpcl_conv_configure(ctx, NULL, "gathers", 5), MPCL_ERR_ARGUMENT);
     e = mpcl_last_error(ctx);
-    ck_assert_msg(strstr(e, "MPCL_IM2COL") && strstr(e, "gathers"), "message: %s", e);
-    ck_assert_int_eq(mpcl_conv2d_backward(ctx, dx, dw, db, y, x, w, &p), MPCL_ERR_ARGUMENT);
-    reset_env();
-
+    ck_assert_msg(strstr(e, "im2col") && strstr(e, "gathers"), "message: %s", e);
+    ck_assert_int_eq(mpcl_conv_configure(NULL, "im2col", NULL, 0), MPCL_ERR_ARGUMENT);
+    reset_settings();
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         assert_all_equal("a tensor after refused calls", all[i], 7.0f);
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -898,12 +892,12 @@ static int run_bench(void)
                 return 1;
             }
             for (size_t si = 0; si < sizeof settings / sizeof settings[0]; si++) {
-                setenv("MPCL_CONV_ALGO", settings[si][0], 1);
-                if (settings[si][1][0])
-                    setenv("MPCL_CONV_CHUNK", settings[si][1], 1);
+                ck_assert_int_eq(mpcl_conv_configure(ctx, settings[si][0], NULL,
+                                                     settings[si][1][0] ? strtoul(settings[si][1], NULL, 10) : 0),
+                                 MPCL_OK);
                 double f = time_conv(ctx, cc, 0, t), bx = time_conv(ctx, cc, 1, t);
                 double bw = time_conv(ctx, cc, 2, t);
-                reset_env();
+                reset_settings();
                 printf("%-12s %-36s %-7s chunk %-3s fwd %8.2f  dx %8.2f  dw+db %8.2f ms\n",
                        optest_modes[mi].name, layers[li].name, settings[si][0],
                        settings[si][1][0] ? settings[si][1] : "max", f, bx, bw);
@@ -924,7 +918,7 @@ int main(void)
     const char *bench = getenv("MPCL_CONV_BENCH");
     if (bench && *bench && strcmp(bench, "0") != 0)
         return run_bench();
-    reset_env();
+    reset_settings();
     Suite *s = suite_create("conv");
     TCase *tc = tcase_create("conv");
     tcase_set_timeout(tc, 900);

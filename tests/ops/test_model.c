@@ -30,19 +30,28 @@ typedef struct {
     mpcl_tensor *x, *labels, *loss, *dlogits;
 } rig;
 
-static void rig_make(mpcl_context *ctx, rig *r)
+/* A model of `text` at batch B, seed 7, with inputs uniform in [-2, 2] and
+ * labels (1, 4, 0) mod the class count. */
+static void rig_make_spec(mpcl_context *ctx, rig *r, const char *text)
 {
     mpcl_model_spec spec;
     char err[256];
-    ck_assert_msg(mpcl_model_spec_parse(SPEC, "test", &spec, err, sizeof err) == MPCL_OK, "%s", err);
+    ck_assert_msg(mpcl_model_spec_parse(text, "test", &spec, err, sizeof err) == MPCL_OK, "%s", err);
     ck_assert_msg(mpcl_model_create(ctx, &spec, B, 7, &r->m) == MPCL_OK, "%s", mpcl_last_error(ctx));
-    float x[B * 2 * 9 * 8], y[B] = {1, 4, 0};
-    optest_fill_uniform(x, sizeof x / sizeof x[0], 3, -2.0f, 2.0f);
-    r->x = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, x, B, 2, 9, 8);
+    size_t c = spec.input[0], h = spec.input[1], w = spec.input[2];
+    size_t classes = spec.layers[spec.nlayers - 1].out_shape[0];
+    float *x = malloc(B * c * h * w * sizeof *x), y[B] = {1, 4, 0};
+    for (int i = 0; i < B; i++)
+        y[i] = (float)((int)y[i] % (int)classes);
+    optest_fill_uniform(x, B * c * h * w, 3, -2.0f, 2.0f);
+    r->x = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, x, B, c, h, w);
+    free(x);
     r->labels = optest_tensor(ctx, MPCL_I32, MPCL_MEM_ACTIVATIONS, y, B, 0, 0, 0);
     r->loss = optest_tensor(ctx, MPCL_F32, MPCL_MEM_SCRATCH, NULL, 1, 0, 0, 0);
-    r->dlogits = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_GRADIENTS, NULL, B, 5, 0, 0);
+    r->dlogits = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_GRADIENTS, NULL, B, classes, 0, 0);
 }
+
+static void rig_make(mpcl_context *ctx, rig *r) { rig_make_spec(ctx, r, SPEC); }
 
 static void rig_free(rig *r)
 {
@@ -95,11 +104,15 @@ START_TEST(parameters_named_like_pytorch)
 }
 END_TEST
 
-START_TEST(backward_matches_finite_differences)
+/* Back-propagation through `text`: central differences of the loss in
+ * fp32 at two parameters of every tensor; the fp32 gradients in the other
+ * modes. */
+static void check_backward(int mode, const char *text)
 {
+    int _i = mode;
     mpcl_context *ctx = optest_modes[_i].ctx;
     rig r;
-    rig_make(ctx, &r);
+    rig_make_spec(ctx, &r, text);
     mpcl_tensor *master = mpcl_model_master(r.m), *grad = mpcl_model_grad(r.m);
     size_t p = mpcl_tensor_numel(master);
     loss_at(ctx, &r, 1);
@@ -133,7 +146,7 @@ START_TEST(backward_matches_finite_differences)
     } else {
         /* the same model and data in fp32 (the harness's first mode) */
         rig ref;
-        rig_make(optest_modes[0].ctx, &ref);
+        rig_make_spec(optest_modes[0].ctx, &ref, text);
         loss_at(optest_modes[0].ctx, &ref, 1);
         float *g32 = optest_download(mpcl_model_grad(ref.m));
         double gmax = 0;
@@ -152,6 +165,29 @@ START_TEST(backward_matches_finite_differences)
     free(w);
     rig_free(&r);
 }
+
+START_TEST(backward_matches_finite_differences) { check_backward(_i, SPEC); }
+END_TEST
+
+/* A graph: a fork (the stem feeds three readers), a residual add, a
+ * concat of the input and a branch, a strided 1x1 convolution, batch norm
+ * and global average pooling. */
+static const char *GRAPH_SPEC = "input 2x6x6\n"
+                                "stem: conv2d out=3 kernel=3 padding=1\n"
+                                "batchnorm2d\n"
+                                "relu\n"
+                                "conv2d out=3 kernel=3 padding=1\n"
+                                "r: add from=stem\n"
+                                "cat: concat from=r,input\n"            /* 5x6x6 */
+                                "tanh\n"
+                                "a: conv2d out=4 kernel=3 stride=2 padding=1\n" /* 4x3x3 */
+                                "conv2d from=stem out=4 kernel=1 stride=2\n"
+                                "add from=a\n"
+                                "global_avgpool\n"
+                                "flatten\n"
+                                "linear out=5\n";
+
+START_TEST(graph_backward_matches_finite_differences) { check_backward(_i, GRAPH_SPEC); }
 END_TEST
 
 START_TEST(bad_arguments)
@@ -221,7 +257,7 @@ START_TEST(initialisation)
 END_TEST
 
 /* batchnorm2d + relu, fused by default (mpcl_batchnorm2d_relu_*), against
- * the same model built with MPCL_FUSE=0 (batch norm and ReLU as two ops,
+ * the same model built with fuse 0 (batch norm and ReLU as two ops,
  * each tested on its own): the training logits, every gradient and the
  * eval logits (running statistics) the same bits. */
 static const char *FUSE_SPEC = "input 3x8x8\n"
@@ -235,18 +271,23 @@ static const char *FUSE_SPEC = "input 3x8x8\n"
                                "flatten\n"
                                "linear out=4\n";
 
-static void fuse_run(mpcl_context *ctx, int fuse, float **logits_out, float **grad_out,
-                     float **eval_out, size_t *nlogits, size_t *ngrad)
+/* One training step of `text` (input 3x8x8, 4 classes) built with
+ * options fuse / reuse: the training logits, the gradients and the eval
+ * logits after it. */
+static void fuse_run(mpcl_context *ctx, const char *text, int fuse, int reuse, float **logits_out,
+                     float **grad_out, float **eval_out, size_t *nlogits, size_t *ngrad)
 {
     mpcl_model_spec spec;
     char err[256];
-    ck_assert_msg(mpcl_model_spec_parse(FUSE_SPEC, "fuse", &spec, err, sizeof err) == MPCL_OK, "%s",
-                  err);
-    if (!fuse)
-        ck_assert_int_eq(setenv("MPCL_FUSE", "0", 1), 0);
+    ck_assert_msg(mpcl_model_spec_parse(text, "fuse", &spec, err, sizeof err) == MPCL_OK, "%s", err);
+    mpcl_model_options o;
+    mpcl_model_options_init(&o);
+    o.max_batch = 4;
+    o.seed = 11;
+    o.fuse = fuse;
+    o.reuse_memory = reuse;
     mpcl_model *m = NULL;
-    mpcl_status s = mpcl_model_create(ctx, &spec, 4, 11, &m);
-    unsetenv("MPCL_FUSE");
+    mpcl_status s = mpcl_model_create_with(ctx, &spec, &o, &m);
     ck_assert_msg(s == MPCL_OK, "%s", mpcl_last_error(ctx));
     float x[4 * 3 * 8 * 8], lab[4] = {0, 3, 1, 2};
     optest_fill_uniform(x, sizeof x / sizeof x[0], 5, -2.0f, 2.0f);
@@ -279,10 +320,10 @@ START_TEST(fused_batchnorm_relu)
     size_t nl, ng, nl2, ng2;
     /* one convolution algorithm, unmeasured (the suite's time): both runs
      * take the same path through the convolutions */
-    ck_assert_int_eq(setenv("MPCL_CONV_ALGO", "im2col", 1), 0);
-    fuse_run(ctx, 1, &lf, &gf, &ef, &nl, &ng);
-    fuse_run(ctx, 0, &lu, &gu, &eu, &nl2, &ng2);
-    unsetenv("MPCL_CONV_ALGO");
+    ck_assert_int_eq(mpcl_conv_configure(ctx, "im2col", NULL, MPCL_CONV_KEEP), MPCL_OK);
+    fuse_run(ctx, FUSE_SPEC, 1, 1, &lf, &gf, &ef, &nl, &ng);
+    fuse_run(ctx, FUSE_SPEC, 0, 1, &lu, &gu, &eu, &nl2, &ng2);
+    ck_assert_int_eq(mpcl_conv_configure(ctx, "auto", NULL, MPCL_CONV_KEEP), MPCL_OK);
     ck_assert_uint_eq(nl, nl2);
     ck_assert_uint_eq(ng, ng2);
     size_t nonzero = 0;
@@ -301,6 +342,182 @@ START_TEST(fused_batchnorm_relu)
 }
 END_TEST
 
+/* concat(conv_a(x), conv_b(x)) is one convolution with a's and b's
+ * filters stacked: the graph (whose input gradient sums the two branches'
+ * contributions at the fork) against that sequential model given the same
+ * weights: logits, every gradient and eval logits. */
+static const char *FORK_SPEC = "input 3x8x8\n"
+                               "x: relu\n"
+                               "a: conv2d out=2 kernel=3 padding=1\n"
+                               "b: conv2d from=x out=3 kernel=3 padding=1\n"
+                               "concat from=a,b\n"
+                               "batchnorm2d\n"
+                               "relu\n"
+                               "conv2d out=4 kernel=3 stride=2\n"
+                               "flatten\n"
+                               "linear out=4\n";
+/* a relu first, so that the input has a gradient to fork */
+static const char *STACKED_SPEC = "input 3x8x8\n"
+                                  "relu\n"
+                                  "conv2d out=5 kernel=3 padding=1\n"
+                                  "batchnorm2d\n"
+                                  "relu\n"
+                                  "conv2d out=4 kernel=3 stride=2\n"
+                                  "flatten\n"
+                                  "linear out=4\n";
+
+/* Copies the graph's master weights into the stacked model's: parameter
+ * j of the graph goes to stacked parameter map[j], at element offset
+ * at[j] within it (a's and b's filters and biases stacked). */
+static void copy_stacked(mpcl_context *ctx, mpcl_model *g, mpcl_model *q)
+{
+    /* graph params: 1.weight (2,3,3,3) 1.bias (2) 2.weight (3,3,3,3) 2.bias (3) 4.* bn 6.* 8.*;
+     * stacked: 1.weight (5,3,3,3) 1.bias (5) 2.* bn 4.* 6.* */
+    float *wg = optest_download(mpcl_model_master(g)), *wq = optest_download(mpcl_model_master(q));
+    size_t pq = mpcl_tensor_numel(mpcl_model_master(q));
+    mpcl_param_info a, b;
+    size_t gi, qi;
+    /* the stacked convolution */
+    mpcl_param_info qw, qb, gw2, gb2;
+    ck_assert_int_eq(mpcl_model_param(g, 0, &a), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_param(g, 1, &b), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_param(g, 2, &gw2), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_param(g, 3, &gb2), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_param(q, 0, &qw), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_param(q, 1, &qb), MPCL_OK);
+    ck_assert_uint_eq(qw.numel, a.numel + gw2.numel);
+    memcpy(wq + qw.offset, wg + a.offset, a.numel * 4);
+    memcpy(wq + qw.offset + a.numel, wg + gw2.offset, gw2.numel * 4);
+    memcpy(wq + qb.offset, wg + b.offset, b.numel * 4);
+    memcpy(wq + qb.offset + b.numel, wg + gb2.offset, gb2.numel * 4);
+    /* the rest, one to one */
+    for (gi = 4, qi = 2; mpcl_model_param(g, gi, &a) == MPCL_OK; gi++, qi++) {
+        ck_assert_int_eq(mpcl_model_param(q, qi, &b), MPCL_OK);
+        ck_assert_uint_eq(a.numel, b.numel);
+        if (!a.buffer)
+            memcpy(wq + b.offset, wg + a.offset, a.numel * 4);
+    }
+    ck_assert_int_eq(mpcl_tensor_upload(mpcl_model_master(q), wq, pq), MPCL_OK);
+    if (mpcl_model_working(q) != mpcl_model_master(q))
+        ck_assert_int_eq(mpcl_refresh_working(ctx, mpcl_model_working(q), mpcl_model_master(q)), MPCL_OK);
+    free(wg);
+    free(wq);
+}
+
+START_TEST(graph_matches_sequential_equivalent)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    int fp32 = optest_modes[_i].mode == MPCL_PRECISION_FP32;
+    rig g, q;
+    rig_make_spec(ctx, &g, FORK_SPEC);
+    rig_make_spec(ctx, &q, STACKED_SPEC);
+    copy_stacked(ctx, g.m, q.m);
+    double lg = loss_at(ctx, &g, 1), lq = loss_at(ctx, &q, 1);
+    ck_assert_msg(fabs(lg - lq) <= (fp32 ? 1e-5 : 2e-3) * fabs(lq), "[%s] loss: graph %.9g, stacked %.9g",
+                  optest_modes[_i].name, lg, lq);
+    float *gg = optest_download(mpcl_model_grad(g.m)), *gq = optest_download(mpcl_model_grad(q.m));
+    /* map the gradients as the weights were mapped, then compare */
+    size_t pq = mpcl_tensor_numel(mpcl_model_grad(q.m));
+    double *want = calloc(pq, sizeof *want);
+    float *got = calloc(pq, sizeof *got);
+    mpcl_param_info a, b, w2, b2, qw, qb;
+    mpcl_model_param(g.m, 0, &a);
+    mpcl_model_param(g.m, 1, &b);
+    mpcl_model_param(g.m, 2, &w2);
+    mpcl_model_param(g.m, 3, &b2);
+    mpcl_model_param(q.m, 0, &qw);
+    mpcl_model_param(q.m, 1, &qb);
+    for (size_t i = 0; i < a.numel; i++)
+        got[qw.offset + i] = gg[a.offset + i];
+    for (size_t i = 0; i < w2.numel; i++)
+        got[qw.offset + a.numel + i] = gg[w2.offset + i];
+    for (size_t i = 0; i < b.numel; i++)
+        got[qb.offset + i] = gg[b.offset + i];
+    for (size_t i = 0; i < b2.numel; i++)
+        got[qb.offset + b.numel + i] = gg[b2.offset + i];
+    for (size_t gi = 4, qi = 2; mpcl_model_param(g.m, gi, &a) == MPCL_OK; gi++, qi++) {
+        mpcl_model_param(q.m, qi, &b);
+        if (!a.buffer)
+            for (size_t i = 0; i < a.numel; i++)
+                got[b.offset + i] = gg[a.offset + i];
+    }
+    double gmax = 0;
+    for (size_t i = 0; i < pq; i++) {
+        want[i] = gq[i];
+        gmax = fmax(gmax, fabs(gq[i]));
+    }
+    ck_assert(gmax > 0);
+    optest_assert_close("graph gradients vs stacked", got, want, pq, (fp32 ? 1e-5 : 1e-2) * gmax,
+                        fp32 ? 1e-4 : 2e-2);
+    free(want);
+    free(got);
+    free(gg);
+    free(gq);
+    rig_free(&g);
+    rig_free(&q);
+}
+END_TEST
+
+/* Activation memory: the planned buffer against one buffer per tensor
+ * (the same bits in every result: no tensor is overwritten while it is
+ * still read), and an inference plan smaller again, which refuses a
+ * backward pass. */
+START_TEST(memory_plan)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    float *l1, *g1, *e1, *l0, *g0, *e0;
+    size_t nl, ng, nl0, ng0;
+    ck_assert_int_eq(mpcl_conv_configure(ctx, "im2col", NULL, MPCL_CONV_KEEP), MPCL_OK);
+    fuse_run(ctx, FORK_SPEC, 1, 1, &l1, &g1, &e1, &nl, &ng);
+    fuse_run(ctx, FORK_SPEC, 1, 0, &l0, &g0, &e0, &nl0, &ng0);
+    ck_assert_int_eq(mpcl_conv_configure(ctx, "auto", NULL, MPCL_CONV_KEEP), MPCL_OK);
+    ck_assert(memcmp(l1, l0, nl * sizeof *l1) == 0);
+    ck_assert(memcmp(g1, g0, ng * sizeof *g1) == 0);
+    ck_assert(memcmp(e1, e0, nl * sizeof *e1) == 0);
+    free(l1); free(g1); free(e1); free(l0); free(g0); free(e0);
+
+    mpcl_model_spec spec;
+    ck_assert_int_eq(mpcl_model_spec_parse(GRAPH_SPEC, "t", &spec, NULL, 0), MPCL_OK);
+    mpcl_model_options o;
+    mpcl_model_options_init(&o);
+    o.max_batch = 16;
+    mpcl_model *train, *unshared, *infer;
+    ck_assert_int_eq(mpcl_model_create_with(ctx, &spec, &o, &train), MPCL_OK);
+    o.reuse_memory = 0;
+    ck_assert_int_eq(mpcl_model_create_with(ctx, &spec, &o, &unshared), MPCL_OK);
+    o.reuse_memory = 1;
+    o.inference = 1;
+    ck_assert_int_eq(mpcl_model_create_with(ctx, &spec, &o, &infer), MPCL_OK);
+    mpcl_model_memory mt, mu, mi;
+    mpcl_model_memory_info(train, &mt);
+    mpcl_model_memory_info(unshared, &mu);
+    mpcl_model_memory_info(infer, &mi);
+    /* every layer output but the flatten's (a view) and the fused batch
+     * norm's, and as many gradients: sizes in the storage dtype */
+    size_t es = mpcl_dtype_size(mpcl_storage_dtype(ctx));
+    size_t per_sample = 3 * 36 * 3 /* stem, relu, conv */ + 3 * 36 /* r */ + 5 * 36 * 2 /* cat, tanh */ +
+                        4 * 9 * 3 /* a, 1x1, add */ + 4 /* gap */ + 5;
+    ck_assert_uint_ge(mu.activations_unshared, 2 * 16 * per_sample * es);
+    ck_assert_uint_eq(mu.activations, mu.activations_unshared);
+    ck_assert_uint_eq(mt.activations_unshared, mu.activations_unshared);
+    ck_assert_msg(mt.activations < mt.activations_unshared * 3 / 4, "planned %llu of %llu bytes",
+                  (unsigned long long)mt.activations, (unsigned long long)mt.activations_unshared);
+    ck_assert_uint_lt(mi.activations, mt.activations);
+    /* inference: outputs only; two buffers' worth is enough for this chain */
+    ck_assert_uint_le(mi.activations, 3 * 16 * (5 * 36 + 3 * 36) * es + 4096 * es);
+    float x[16 * 2 * 6 * 6] = {0};
+    mpcl_tensor *tx = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, x, 16, 2, 6, 6);
+    mpcl_tensor *logits = NULL;
+    ck_assert_msg(mpcl_model_forward(infer, tx, 0, 1, &logits) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    ck_assert_int_eq(mpcl_model_backward(infer, logits), MPCL_ERR_STATE);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "inference"), "%s", mpcl_last_error(ctx));
+    mpcl_tensor_destroy(tx);
+    mpcl_model_destroy(train);
+    mpcl_model_destroy(unshared);
+    mpcl_model_destroy(infer);
+}
+END_TEST
+
 int main(void)
 {
     optest_init();
@@ -311,6 +528,9 @@ int main(void)
     tcase_add_loop_test(tc, bad_arguments, 0, optest_nmodes);
     tcase_add_loop_test(tc, initialisation, 0, optest_nmodes);
     tcase_add_loop_test(tc, fused_batchnorm_relu, 0, optest_nmodes);
+    tcase_add_loop_test(tc, graph_backward_matches_finite_differences, 0, optest_nmodes);
+    tcase_add_loop_test(tc, graph_matches_sequential_equivalent, 0, optest_nmodes);
+    tcase_add_loop_test(tc, memory_plan, 0, optest_nmodes);
     suite_add_tcase(s, tc);
     return optest_run(s);
 }
