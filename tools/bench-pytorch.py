@@ -2,8 +2,9 @@
 """bench-pytorch.py — a PyTorch reference for `mpcl bench train`.
 
 Builds each model from mpcl's own model spec files (data/models/*.txt, the
-format of src/nn/spec.c: input, conv2d, linear, relu, leaky_relu, gelu,
-sigmoid, tanh, maxpool2d, avgpool2d, flatten, dropout, batchnorm2d), trains
+format of docs/models.md: input, conv2d, linear, relu, leaky_relu, gelu,
+sigmoid, tanh, maxpool2d, avgpool2d, global_avgpool, flatten, dropout,
+batchnorm2d, add, concat; named layers and from= for graphs), trains
 it with Adam, lr 1e-3, softmax cross-entropy, on the CPU with a fixed
 number of threads (default 2), in FP32 and optionally under bf16 autocast,
 and prints one JSON object with one entry per model (see docs/bench.md).
@@ -12,6 +13,12 @@ A reference tool only: mpcl never depends on PyTorch.
     python3 tools/bench-pytorch.py [--model NAME|FILE|all] [--precision fp32[,bf16]]
         [--data DIR | --synthetic] [--batch 64] [--steps 100] [--warmup 10]
         [--rounds 1] [--threads 2] [--seed 1]
+
+With --epochs N it trains instead: N epochs over the training set,
+shuffled each epoch, batch --batch, Adam at --lr with --schedule constant or
+cosine (to 0 at the last step, as `mpcl train --schedule cosine`), and
+reports each epoch's test accuracy and the training speed: the reference
+for `mpcl train` with the same settings.
 
 Like mpcl's benchmark, it times whole training steps (batch gathering,
 forward, loss, backward, optimizer) over --steps steps per round after
@@ -35,7 +42,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS_DIR = os.path.join(HERE, "..", "data", "models")
 SPEC_LAYERS = ("conv2d", "linear", "relu", "leaky_relu", "gelu", "sigmoid", "tanh",
-               "maxpool2d", "avgpool2d", "flatten", "dropout", "batchnorm2d")
+               "maxpool2d", "avgpool2d", "global_avgpool", "flatten", "dropout", "batchnorm2d",
+               "add", "concat")
 
 
 def fail(msg):
@@ -72,19 +80,24 @@ def pair(val, where, lo=1):
 
 
 def parse_spec(path):
-    """mpcl's model spec: (input (C, H, W), [(kind, {key: value}, line), ...])."""
+    """mpcl's model spec: (input (C, H, W), [(kind, {key: value}, where, inputs), ...]),
+    inputs being layer indices (-1: the model's input), as docs/models.md says."""
     try:
         text = open(path, encoding="utf-8").read()
     except OSError as e:
         fail(f"{path}: {e.strerror}")
-    shape, layers = None, []
+    shape, layers, names = None, [], {}
     for no, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        word, *opts = line.split()
         where = f"{path}:{no}"
-        if word == "input":
+        label = None
+        m = re.match(r"([A-Za-z_][A-Za-z0-9_]*):\s*(.*)$", line)
+        if m:
+            label, line = m.group(1), m.group(2)
+        word, *opts = line.split()
+        if word == "input" and label is None:
             m = re.fullmatch(r"(\d+)x(\d+)x(\d+)", opts[0] if len(opts) == 1 else "")
             if shape is not None or not m:
                 fail(f"{where}: expected one 'input CxHxW' line")
@@ -100,19 +113,61 @@ def parse_spec(path):
                 fail(f"{where}: '{o}' is not key=value")
             k, v = o.split("=", 1)
             kv[k] = v
-        layers.append((word, kv, where))
+        me = len(layers)
+        ins = [me - 1]
+        if "from" in kv:
+            refs = []
+            for r in kv.pop("from").split(","):
+                if r == "input":
+                    refs.append(-1)
+                elif r in names:
+                    refs.append(names[r])
+                else:
+                    fail(f"{where}: from={r}: no earlier layer is named '{r}'")
+            ins = ([me - 1] + refs) if word in ("add", "concat") and len(refs) == 1 else refs
+        if label is not None:
+            names[label] = me
+        layers.append((word, kv, where, ins))
     if shape is None or not layers:
         fail(f"{path}: no input line or no layers")
     return shape, layers
 
 
 def build_model(path, nn):
-    """An nn.Sequential with the spec's layers and PyTorch's default initialisation."""
-    (c, h, w), layers = parse_spec(path)
-    feats = None  # after flatten / linear: the feature count
-    mods = []
-    for kind, kv, where in layers:
+    """The spec's layers as a module that runs them in file order, each on
+    its inputs' outputs, with PyTorch's default initialisation."""
+    import torch
+
+    class Add(nn.Module):
+        def forward(self, *xs):
+            y = xs[0]
+            for x in xs[1:]:
+                y = y + x
+            return y
+
+    class Concat(nn.Module):
+        def forward(self, *xs):
+            return torch.cat(xs, 1)
+
+    class Graph(nn.Module):
+        def __init__(self, mods, inputs):
+            super().__init__()
+            self.layers = nn.ModuleList(mods)
+            self.inputs = inputs
+
+        def forward(self, x):
+            outs = []
+            for m, ins in zip(self.layers, self.inputs):
+                outs.append(m(*[x if i < 0 else outs[i] for i in ins]))
+            return outs[-1]
+
+    (c0, h0, w0), layers = parse_spec(path)
+    shapes = []  # per layer: (c, h, w) or (features,)
+    mods, inputs = [], []
+    for kind, kv, where, ins in layers:
+        ish = (c0, h0, w0) if ins[0] < 0 else shapes[ins[0]]
         if kind == "conv2d":
+            c, h, w = ish
             kh, kw = pair(kv.get("kernel", ""), where + " kernel")
             sh, sw = pair(kv.get("stride", "1"), where + " stride")
             ph, pw = pair(kv.get("padding", "0"), where + " padding", 0)
@@ -120,46 +175,55 @@ def build_model(path, nn):
             out = int(kv["out"])
             bias = kv.get("bias", "true") in ("1", "true", "yes")
             mods.append(nn.Conv2d(c, out, (kh, kw), (sh, sw), (ph, pw), (dh, dw), bias=bias))
-            h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-            w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-            c = out
+            osh = (out, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
         elif kind in ("maxpool2d", "avgpool2d"):
+            c, h, w = ish
             kh, kw = pair(kv.get("kernel", ""), where + " kernel")
             sh, sw = pair(kv.get("stride", f"{kh}x{kw}"), where + " stride")
             ph, pw = pair(kv.get("padding", "0"), where + " padding", 0)
             cls = nn.MaxPool2d if kind == "maxpool2d" else nn.AvgPool2d
             mods.append(cls((kh, kw), (sh, sw), (ph, pw)))
-            h = (h + 2 * ph - kh) // sh + 1
-            w = (w + 2 * pw - kw) // sw + 1
+            osh = (c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+        elif kind == "global_avgpool":
+            mods.append(nn.AdaptiveAvgPool2d(1))
+            osh = (ish[0], 1, 1)
         elif kind == "batchnorm2d":
-            mods.append(nn.BatchNorm2d(c, eps=float(kv.get("eps", 1e-5)),
+            mods.append(nn.BatchNorm2d(ish[0], eps=float(kv.get("eps", 1e-5)),
                                        momentum=float(kv.get("momentum", 0.1))))
+            osh = ish
         elif kind == "flatten":
             mods.append(nn.Flatten())
-            feats = c * h * w
+            n = 1
+            for d in ish:
+                n *= d
+            osh = (n,)
         elif kind == "linear":
-            if feats is None:
+            if len(ish) != 1:
                 fail(f"{where}: linear before flatten")
-            if "in" in kv and int(kv["in"]) != feats:
-                fail(f"{where}: in={kv['in']}, but the layer before gives {feats} features")
+            if "in" in kv and int(kv["in"]) != ish[0]:
+                fail(f"{where}: in={kv['in']}, but the layer before gives {ish[0]} features")
             out = int(kv["out"])
-            mods.append(nn.Linear(feats, out, bias=kv.get("bias", "true") in ("1", "true", "yes")))
-            feats = out
-        elif kind == "relu":
-            mods.append(nn.ReLU())
-        elif kind == "leaky_relu":
-            mods.append(nn.LeakyReLU(float(kv.get("slope", 0.01))))
-        elif kind == "gelu":
-            mods.append(nn.GELU())
-        elif kind == "sigmoid":
-            mods.append(nn.Sigmoid())
-        elif kind == "tanh":
-            mods.append(nn.Tanh())
-        elif kind == "dropout":
-            mods.append(nn.Dropout(float(kv.get("p", 0.5))))
-    if feats is None:
+            mods.append(nn.Linear(ish[0], out, bias=kv.get("bias", "true") in ("1", "true", "yes")))
+            osh = (out,)
+        elif kind == "add":
+            mods.append(Add())
+            osh = ish
+        elif kind == "concat":
+            parts = [(c0, h0, w0) if i < 0 else shapes[i] for i in ins]
+            osh = (sum(p[0] for p in parts),) + tuple(ish[1:])
+            mods.append(Concat())
+        else:
+            mods.append({"relu": lambda: nn.ReLU(),
+                         "leaky_relu": lambda: nn.LeakyReLU(float(kv.get("slope", 0.01))),
+                         "gelu": lambda: nn.GELU(), "sigmoid": lambda: nn.Sigmoid(),
+                         "tanh": lambda: nn.Tanh(),
+                         "dropout": lambda: nn.Dropout(float(kv.get("p", 0.5)))}[kind]())
+            osh = ish
+        shapes.append(osh)
+        inputs.append(ins)
+    if len(shapes[-1]) != 1:
         fail(f"{path}: the model does not end in features (no flatten)")
-    return nn.Sequential(*mods), feats
+    return Graph(mods, inputs), shapes[-1][0]
 
 
 def model_paths(arg):
@@ -207,6 +271,64 @@ def blas_info(torch):
     return info
 
 
+def train_epochs(a, paths, precisions, torch, nn, images, labels, test_images, test_labels):
+    """--epochs: full training runs, test accuracy after every epoch."""
+    x = images.to(torch.float32).div_(255.0)
+    mean, std = x.mean().item(), x.std(unbiased=False).item()
+    x = ((x - mean) / std).contiguous()
+    xt = ((test_images.to(torch.float32).div_(255.0) - mean) / std).contiguous()
+    n, steps_per_epoch = x.shape[0], (x.shape[0] + a.batch - 1) // a.batch
+    runs = []
+    for path in paths:
+        for prec in precisions:
+            torch.manual_seed(a.seed)
+            model, _ = build_model(path, nn)
+            opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+            total = a.epochs * steps_per_epoch
+            sched = (torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda t: 0.5 * (1 + __import__("math").cos(__import__("math").pi * min(t, total) / total)))
+                if a.schedule == "cosine" else None)
+            loss_fn = nn.CrossEntropyLoss()
+            g = torch.Generator().manual_seed(a.seed)
+            epochs, train_s = [], 0.0
+            for ep in range(1, a.epochs + 1):
+                model.train()
+                order = torch.randperm(n, generator=g)
+                t0, loss_sum = time.perf_counter(), 0.0
+                for i in range(0, n, a.batch):
+                    idx = order[i:i + a.batch]
+                    opt.zero_grad(set_to_none=True)
+                    if prec == "bf16":
+                        with torch.autocast("cpu", dtype=torch.bfloat16):
+                            out = model(x[idx])
+                        loss = loss_fn(out.float(), labels[idx])
+                    else:
+                        loss = loss_fn(model(x[idx]), labels[idx])
+                    loss.backward()
+                    opt.step()
+                    if sched:
+                        sched.step()
+                    loss_sum += loss.item() * len(idx)
+                dt = time.perf_counter() - t0
+                train_s += dt
+                model.eval()
+                correct = 0
+                with torch.no_grad():
+                    for i in range(0, xt.shape[0], 1000):
+                        correct += (model(xt[i:i + 1000]).argmax(1) == test_labels[i:i + 1000]).sum().item()
+                epochs.append({"epoch": ep, "train_loss": loss_sum / n,
+                               "test_accuracy": correct / xt.shape[0], "img_s": n / dt})
+                print(f"{os.path.basename(path)} {prec} epoch {ep}: loss {loss_sum / n:.4f} "
+                      f"test acc {100 * correct / xt.shape[0]:.2f}% {n / dt:.0f} img/s", file=sys.stderr)
+            runs.append({"model": os.path.normpath(path), "precision": prec, "epochs": epochs,
+                         "img_s": a.epochs * n / train_s})
+    return {"engine": "pytorch", "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "blas": blas_info(torch),
+            "settings": {"batch": a.batch, "epochs": a.epochs, "optimizer": "adam", "lr": a.lr,
+                         "schedule": a.schedule, "seed": a.seed, "data": a.data},
+            "runs": runs}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="seed-cnn", help="NAME, FILE or all (default seed-cnn)")
@@ -219,6 +341,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=0, help="train N epochs and test (default: time steps)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--schedule", default="constant", choices=("constant", "cosine"))
     a = ap.parse_args()
     if min(a.batch, a.steps, a.rounds, a.threads) < 1 or a.warmup < 0:
         ap.error("--batch, --steps, --rounds and --threads must be >= 1, --warmup >= 0")
@@ -239,6 +364,17 @@ def main():
             fail("image and label counts differ")
         file_images = torch.frombuffer(bytearray(pix), dtype=torch.uint8).view(n, 1, rows, cols)
         file_labels = torch.frombuffer(bytearray(lab), dtype=torch.uint8).to(torch.int64)
+
+    if a.epochs > 0:
+        if a.synthetic:
+            ap.error("--epochs trains on --data, not --synthetic")
+        (nt, rows_t, cols_t), tpix = read_idx(os.path.join(a.data, "t10k-images-idx3-ubyte"))
+        (_,), tlab = read_idx(os.path.join(a.data, "t10k-labels-idx1-ubyte"))
+        test_images = torch.frombuffer(bytearray(tpix), dtype=torch.uint8).view(nt, 1, rows_t, cols_t)
+        test_labels = torch.frombuffer(bytearray(tlab), dtype=torch.uint8).to(torch.int64)
+        print(json.dumps(train_epochs(a, paths, precisions, torch, nn, file_images, file_labels,
+                                      test_images, test_labels), indent=2))
+        return
 
     results = []
     for path in paths:
