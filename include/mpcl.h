@@ -31,6 +31,7 @@
 #ifndef MPCL_H
 #define MPCL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -778,10 +779,28 @@ MPCL_API mpcl_status mpcl_dataset_load(const char *dir, mpcl_dataset *out, char 
 MPCL_API mpcl_status mpcl_cifar10_load(const char *dir, mpcl_dataset *out, char *err, size_t err_len);
 MPCL_API void mpcl_dataset_free(mpcl_dataset *d);
 
-/* y (storage dtype) = (x / 255 - mean) / std for x (u8), same element count:
- * batches go to the device as bytes and are normalised there. */
+/* The normalisation of input bytes: y = (x / 255 - mean[c]) / std[c] for
+ * channel c, with one value for every channel (channels 1) or one per
+ * channel (channels = the images' channels, at most MPCL_MAX_NORM_CHANNELS,
+ * e.g. CIFAR-10's red, green and blue). */
+#define MPCL_MAX_NORM_CHANNELS 4
+typedef struct {
+    size_t channels;
+    float mean[MPCL_MAX_NORM_CHANNELS], std[MPCL_MAX_NORM_CHANNELS];
+} mpcl_normalization;
+/* mean 0, std 1: the bytes / 255. */
+MPCL_API void mpcl_normalization_init(mpcl_normalization *n);
+/* The mean and the (population) standard deviation of x / 255 over count
+ * images of c x plane bytes, per channel where c <= MPCL_MAX_NORM_CHANNELS
+ * (else one over all); a flat channel (every byte the same) gets std 1, so
+ * that it is only centred. */
+MPCL_API void mpcl_normalization_measure(mpcl_normalization *n, const uint8_t *images, size_t count,
+                                         size_t c, size_t plane);
+/* y (storage dtype) = normalised x (u8), same element count; with one value
+ * per channel, y is (B, C, H, W) with C = n->channels. Batches go to the
+ * device as bytes and are normalised there. */
 MPCL_API mpcl_status mpcl_normalize_u8(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x,
-                                       float mean, float std);
+                                       const mpcl_normalization *n);
 /* y (i32, N) = x (u8, N): labels for mpcl_softmax_cross_entropy. */
 MPCL_API mpcl_status mpcl_labels_to_i32(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *x);
 
@@ -1143,7 +1162,6 @@ typedef struct {
     float min_scale, max_scale;
     float clip_norm;       /* > 0: clip the unscaled gradients to this global L2 norm */
     float label_smoothing;
-    float input_mean, input_std; /* normalisation of the bytes: (x / 255 - mean) / std */
     uint64_t inject_inf_step; /* testing: put an inf into the gradient at this step (0: never) */
 } mpcl_train_options;
 
@@ -1185,14 +1203,6 @@ MPCL_API mpcl_tensor *mpcl_trainer_state(mpcl_trainer *t, int which);
 /* The learning rate of step t (0-based) under the options' schedule. */
 MPCL_API float mpcl_schedule_lr(const mpcl_train_options *o, uint64_t step);
 
-/* Evaluation over n samples in batches (eval mode: running statistics, no
- * dropout). Any output may be NULL. confusion[true][predicted]. */
-MPCL_API mpcl_status mpcl_model_evaluate(mpcl_model *m, const uint8_t *images, const uint8_t *labels,
-                                         size_t n, size_t batch, float mean, float std, double *loss,
-                                         double *accuracy, uint64_t *confusion);
-/* Class probabilities (n x classes, softmax in double on the host) of n samples. */
-MPCL_API mpcl_status mpcl_model_predict(mpcl_model *m, const uint8_t *images, size_t n, size_t batch,
-                                        float mean, float std, float *probs);
 
 /* ---------------------------------------------------------- checkpoints
  *
@@ -1249,9 +1259,23 @@ MPCL_API mpcl_status mpcl_checkpoint_load_trainer(const mpcl_checkpoint *c, mpcl
  * precision, taking batches of up to max_batch samples. */
 MPCL_API mpcl_status mpcl_model_load(mpcl_context *ctx, const char *path, size_t max_batch,
                                      mpcl_model **out);
-/* The normalisation of the input bytes, (x / 255 - mean) / std, that the
- * model was trained with (0 and 1 unless a trainer or a checkpoint set it). */
-MPCL_API void mpcl_model_normalization(const mpcl_model *m, float *mean, float *std);
+/* The normalisation of the model's input bytes (mpcl_normalization): the
+ * model owns it, checkpoints keep it, and training, evaluation and
+ * prediction all use it. Default: mean 0, std 1. set checks it: channels 1
+ * or the model's input channels, finite means, stds > 0. */
+MPCL_API mpcl_status mpcl_model_set_normalization(mpcl_model *m, const mpcl_normalization *n);
+MPCL_API void mpcl_model_normalization(const mpcl_model *m, mpcl_normalization *out);
+/* Inference (src/nn/infer.c), in eval mode (running statistics, no
+ * dropout), in batches of up to `batch` (0: the model's max_batch) samples
+ * of C*H*W bytes, normalised with the model's normalisation. */
+/* Mean loss, accuracy and confusion[true][predicted] over n samples; any
+ * output may be NULL. */
+MPCL_API mpcl_status mpcl_model_evaluate(mpcl_model *m, const uint8_t *images, const uint8_t *labels,
+                                         size_t n, size_t batch, double *loss, double *accuracy,
+                                         uint64_t *confusion);
+/* Class probabilities (n x classes, softmax in double on the host). */
+MPCL_API mpcl_status mpcl_model_predict(mpcl_model *m, const uint8_t *images, size_t n, size_t batch,
+                                        float *probs);
 /* Classifies n samples (C*H*W bytes each) with the model's normalisation:
  * probs (n x classes, may be NULL) and labels (n argmax classes, may be NULL). */
 MPCL_API mpcl_status mpcl_model_classify(mpcl_model *m, const uint8_t *images, size_t n, float *probs,
@@ -1259,6 +1283,114 @@ MPCL_API mpcl_status mpcl_model_classify(mpcl_model *m, const uint8_t *images, s
 /* The model and options a trainer was made with. */
 MPCL_API mpcl_model *mpcl_trainer_model(mpcl_trainer *t);
 MPCL_API const mpcl_train_options *mpcl_trainer_options(const mpcl_trainer *t);
+
+/* ------------------------------------------------------------------ fit
+ *
+ * The training loop of `mpcl train`, for apps that train from their own
+ * code: epochs over a data set in a shuffled order (Fisher-Yates from the
+ * seed and the epoch, so an epoch's order depends on nothing else),
+ * batches gathered and augmented on a host thread while the device runs
+ * the step before, evaluation on the test set after every epoch,
+ * checkpoints after every epoch, every save_every steps and when stopped
+ * mid-epoch, and stop requests (a flag a signal handler may set, or a
+ * callback's answer). A fit resumed from its checkpoint (mpcl_fit_resume)
+ * takes the same steps on the same batches as one that never stopped, and
+ * ends with the same weights, bit for bit.
+ *
+ *     mpcl_fit_options fo;
+ *     mpcl_fit_options_init(&fo);
+ *     fo.epochs = 5;
+ *     fo.save_path = "run.st";
+ *     mpcl_fit_result res;
+ *     mpcl_fit(trainer, &data, &fo, NULL, &res);   // res.test_accuracy
+ *
+ * (examples/fit.c trains a model this way through the installed library.) */
+
+typedef struct {
+    unsigned long epochs;           /* the total; a resumed fit goes on to it (default 3) */
+    size_t batch;                   /* samples per step, <= the model's max_batch (default: it) */
+    uint64_t seed;                  /* epoch order and augmentation (default 1) */
+    size_t train_limit, test_limit; /* the first N samples of each half only; 0: all */
+    mpcl_augment_options augment;   /* training images only (default none) */
+    uint64_t max_steps;             /* stop when the trainer's step count reaches it; 0: never */
+    const char *save_path;          /* checkpoint file (written atomically); NULL: none */
+    uint64_t save_every;            /* also every N steps; 0: epochs only */
+    const mpcl_meta *save_meta;     /* the caller's own metadata for the checkpoints */
+    size_t save_nmeta;
+    const volatile sig_atomic_t *stop; /* non-zero: stop after the current step (a signal
+                                          * handler may set it; NULL: none) */
+    unsigned long epochs_done;      /* where to start: whole epochs done ... */
+    size_t epoch_step;              /* ... and steps of the next (mpcl_fit_resume) */
+} mpcl_fit_options;
+
+typedef struct {
+    uint64_t step;                      /* the trainer's step count after this step */
+    unsigned long epoch, epochs;        /* epoch is 1-based */
+    size_t epoch_step, steps_per_epoch; /* this epoch's steps done, 1-based */
+    size_t batch;                       /* samples in this step */
+    double seconds;                     /* the step's time */
+    mpcl_step_stats stats;
+    double epoch_loss;                  /* mean loss of the epoch's finite steps so far (NAN: none) */
+    double epoch_img_s;                 /* the epoch's speed so far */
+    float loss_scale;                   /* after the step */
+} mpcl_fit_step_info;
+
+typedef struct {
+    unsigned long epoch, epochs;
+    size_t steps;                   /* this call's steps in the epoch */
+    uint64_t skipped, images;       /* skipped steps (non-finite gradients), images trained */
+    double train_loss;              /* mean over the finite steps (NAN: none) */
+    double test_loss, test_accuracy;
+    double img_s, seconds;          /* training speed; the epoch's wall time with evaluation */
+    double first_step_s;            /* the fit's first step (kernel builds), in its first epoch; else -1 */
+    float loss_scale;
+    const uint64_t *confusion;      /* classes x classes, [true][predicted] */
+    int saved;                      /* the epoch's checkpoint was written */
+} mpcl_fit_epoch_info;
+
+typedef struct {
+    /* return non-zero to stop (after the step; after the epoch) */
+    int (*step)(void *user, const mpcl_fit_step_info *info);
+    int (*epoch)(void *user, const mpcl_fit_epoch_info *info);
+    void *user;
+} mpcl_fit_callbacks;
+
+typedef enum {
+    MPCL_FIT_COMPLETE = 0, /* every epoch trained */
+    MPCL_FIT_MAX_STEPS,    /* options.max_steps reached */
+    MPCL_FIT_STOPPED       /* the stop flag or a callback */
+} mpcl_fit_end;
+
+typedef struct {
+    mpcl_fit_end end;
+    unsigned long epochs_done;  /* the position reached */
+    size_t epoch_step;
+    int saved;                  /* a checkpoint of that position was written */
+    uint64_t steps;             /* the trainer's step count */
+    uint64_t images;            /* trained in this call */
+    double train_seconds;       /* in training steps */
+    double first_step_s;        /* -1: no step */
+    double later_seconds;       /* the epochs after this call's first: steady speed */
+    uint64_t later_images;
+    unsigned long later_epochs;
+    int evaluated;              /* test_* hold the last evaluation */
+    double test_loss, test_accuracy;
+    uint64_t confusion[MPCL_DATASET_CLASSES * MPCL_DATASET_CLASSES];
+} mpcl_fit_result;
+
+MPCL_API void mpcl_fit_options_init(mpcl_fit_options *o);
+/* Trains t's model on data's training half and evaluates it on the test
+ * half (see above); cb and res may be NULL. Checks first (nothing runs on
+ * bad options): batch, limits, the model's input against the images and its
+ * outputs against the 10 classes, and the start position. */
+MPCL_API mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_options *o,
+                              const mpcl_fit_callbacks *cb, mpcl_fit_result *res);
+/* Restores a checkpoint written by mpcl_fit into t (weights, optimizer,
+ * scaler, normalisation: mpcl_checkpoint_load_trainer) and sets o's
+ * position, seed and augmentation from it. A mid-epoch position needs the
+ * checkpoint's batch and training-sample count (MPCL_ERR_ARGUMENT names
+ * both). */
+MPCL_API mpcl_status mpcl_fit_resume(const mpcl_checkpoint *c, mpcl_trainer *t, mpcl_fit_options *o);
 
 /* ------------------------------------------------------------ profiling
  *

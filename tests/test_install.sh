@@ -1,9 +1,10 @@
 #!/bin/sh
 # Installs mpcl into a temporary root (meson install --destdir), then builds
 # and runs a small program against the installed library through
-# `pkg-config mpcl`, as an application would: a small check program, and
-# examples/embed.c, which loads a checkpoint and classifies images; its
-# classes must be those the installed `mpcl predict` gives.
+# `pkg-config mpcl`, as an application would: a small check program,
+# examples/embed.c, which loads a checkpoint and classifies images (its
+# classes must be those the installed `mpcl predict` gives), and
+# examples/fit.c, which trains with mpcl_fit and resumes from its checkpoint.
 # usage: test_install.sh BUILD_DIR SOURCE_ROOT
 set -u
 build=$1
@@ -89,6 +90,25 @@ APP
     fi
     check "embed refuses a missing checkpoint" sh -c \
         "! LD_LIBRARY_PATH='$libdir' '$tmp/embed' '$tmp/none.st' $src/tests/data/fashion-0.pgm 2>'$tmp/e' && grep -q 'none.st' '$tmp/e'"
+
+    # examples/fit.c: mpcl_fit through the installed library, then a second
+    # run that resumes from its checkpoint and trains the next epoch
+    data=${MPCL_TEST_DATA:-/usr/share/datasets/fashion-mnist}
+    # shellcheck disable=SC2086
+    check "build examples/fit.c against the installed library" \
+        cc -std=c11 -Wall -Wextra -Werror "$src/examples/fit.c" -o "$tmp/fit" $flags
+    if [ -d "$data" ]; then
+        spec=$src/data/models/seed-cnn.txt
+        check "fit trains an epoch and saves it" sh -c \
+            "LD_LIBRARY_PATH='$libdir' '$tmp/fit' '$spec' '$data' 1 '$tmp/fit.st' 512 >'$tmp/f1' && grep -q '^epoch 1/1' '$tmp/f1' && grep -q '^test accuracy' '$tmp/f1' && test -s '$tmp/fit.st'"
+        check "fit resumes from its checkpoint" sh -c \
+            "LD_LIBRARY_PATH='$libdir' '$tmp/fit' '$spec' '$data' 2 '$tmp/fit.st' 512 >'$tmp/f2' && grep -q 'resumed from .*: 1 epochs and 0 steps done' '$tmp/f2' && grep -q '^epoch 2/2' '$tmp/f2' && ! grep -q '^epoch 1/2' '$tmp/f2'"
+        sed 's/^/    /' "$tmp/f1" "$tmp/f2" 2>/dev/null
+        check "fit refuses a spec that does not fit the data" sh -c \
+            "printf 'input 3x8x8\\nflatten\\nlinear out=10\\n' >'$tmp/bad.txt' && ! LD_LIBRARY_PATH='$libdir' '$tmp/fit' '$tmp/bad.txt' '$data' 1 '$tmp/bad.st' 64 2>'$tmp/e' && grep -q '3x8x8' '$tmp/e'"
+    else
+        echo "skip: examples/fit needs a data set in $data"
+    fi
 fi
 
 echo "$passed passed, $failed failed"

@@ -622,9 +622,13 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
         if (s == MPCL_OK) {
             mpcl_train_options_init(&to, m->chosen);
             mpcl_optimizer_options_init(&to.optimizer, MPCL_OPT_ADAM);
-            to.input_mean = (float)rep.mean;
-            to.input_std = (float)rep.std;
-            s = mpcl_trainer_create(m->model, &to, &m->tr);
+            mpcl_normalization nz;
+            mpcl_normalization_init(&nz);
+            nz.mean[0] = (float)rep.mean;
+            nz.std[0] = (float)rep.std;
+            s = mpcl_model_set_normalization(m->model, &nz);
+            if (s == MPCL_OK)
+                s = mpcl_trainer_create(m->model, &to, &m->tr);
         }
         if (s != MPCL_OK) {
             rc = runtime_error(s, mpcl_last_error(m->ctx));

@@ -395,10 +395,8 @@ int cmd_eval(int argc, char **argv)
         rc = runtime_error(MPCL_ERR_NOMEM, "out of host memory");
         goto done;
     }
-    float mean, std;
-    mpcl_model_normalization(l.model, &mean, &std);
     double loss = 0, acc = 0, t0 = now_s();
-    s = mpcl_model_evaluate(l.model, X->data, Y->data, n, a.batch, mean, std, &loss, &acc, conf);
+    s = mpcl_model_evaluate(l.model, X->data, Y->data, n, a.batch, &loss, &acc, conf);
     double dt = now_s() - t0;
     if (s != MPCL_OK) {
         rc = runtime_error(s, mpcl_last_error(l.ctx));

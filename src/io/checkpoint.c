@@ -84,6 +84,17 @@ static void meta_fmt(meta_out *mo, const char *key, const char *fmt, ...)
 static void meta_float(meta_out *mo, const char *key, float v) { meta_fmt(mo, key, "%.9g", (double)v); }
 static void meta_u64(meta_out *mo, const char *key, uint64_t v) { meta_fmt(mo, key, "%" PRIu64, v); }
 
+/* "0.286" or, per channel, "0.491,0.482,0.447" */
+static void meta_norm(meta_out *mo, const char *key, const float *v, size_t n)
+{
+    char buf[160];
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && used < sizeof buf; i++)
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%.9g", i ? "," : "", (double)v[i]);
+    meta_fmt(mo, key, "%s", buf); /* copied into mo */
+}
+
 static void meta_trainer(meta_out *mo, const mpcl_trainer *t)
 {
     const mpcl_train_options *o = &t->opt;
@@ -218,8 +229,8 @@ static mpcl_status save(mpcl_model *m, mpcl_trainer *t, const char *path, const 
     meta_str(mo, "model_spec", spec);
     meta_str(mo, "precision", mpcl_precision_name(mpcl_precision_chosen(ctx, NULL)));
     meta_u64(mo, "seed", m->seed);
-    meta_float(mo, "input_mean", m->input_mean);
-    meta_float(mo, "input_std", m->input_std);
+    meta_norm(mo, "input_mean", m->norm.mean, m->norm.channels);
+    meta_norm(mo, "input_std", m->norm.std, m->norm.channels);
     if (t)
         meta_trainer(mo, t);
     for (size_t i = 0; i < nextra; i++)
@@ -389,15 +400,45 @@ static mpcl_status bad_meta(const mpcl_checkpoint *c, const char *key, const cha
                           c->f.path, key, v ? "'" : "missing", v ? v : "", v ? "'" : "", what);
 }
 
-/* The normalisation from the metadata (defaults 0 and 1 when absent). */
-static mpcl_status read_norm(const mpcl_checkpoint *c, float *mean, float *std)
+/* A comma list of 1..MPCL_MAX_NORM_CHANNELS finite numbers; its count. */
+static size_t parse_list(const char *v, float *out)
 {
-    *mean = 0.0f;
-    *std = 1.0f;
-    if (st_meta(&c->f, "input_mean") && !parse_f(st_meta(&c->f, "input_mean"), mean))
-        return bad_meta(c, "input_mean", "a finite number");
-    if (st_meta(&c->f, "input_std") && (!parse_f(st_meta(&c->f, "input_std"), std) || !(*std > 0)))
-        return bad_meta(c, "input_std", "a number > 0");
+    char buf[256];
+    if (!v || strlen(v) >= sizeof buf)
+        return 0;
+    snprintf(buf, sizeof buf, "%s", v);
+    size_t n = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n == MPCL_MAX_NORM_CHANNELS || !parse_f(t, &out[n]))
+            return 0;
+        n++;
+    }
+    return n;
+}
+
+/* The normalisation from the metadata (mean 0, std 1 when absent): one
+ * value for every channel, or one per channel of the model's input. */
+static mpcl_status read_norm(const mpcl_checkpoint *c, const mpcl_model *m, mpcl_normalization *n)
+{
+    mpcl_normalization_init(n);
+    const char *mv = st_meta(&c->f, "input_mean"), *sv = st_meta(&c->f, "input_std");
+    float mean[MPCL_MAX_NORM_CHANNELS], std[MPCL_MAX_NORM_CHANNELS];
+    size_t nm = mv ? parse_list(mv, mean) : 1, ns = sv ? parse_list(sv, std) : 1;
+    if (!mv)
+        mean[0] = 0.0f;
+    if (!sv)
+        std[0] = 1.0f;
+    int fits = nm == 1 || nm == m->spec.input[0];
+    if (!nm || !fits)
+        return bad_meta(c, "input_mean", "one finite number, or one per input channel");
+    if (!ns || ns != nm)
+        return bad_meta(c, "input_std", "as many numbers as input_mean");
+    for (size_t i = 0; i < ns; i++)
+        if (!(std[i] > 0))
+            return bad_meta(c, "input_std", "numbers > 0");
+    n->channels = nm;
+    memcpy(n->mean, mean, nm * sizeof *mean);
+    memcpy(n->std, std, nm * sizeof *std);
     return MPCL_OK;
 }
 
@@ -439,7 +480,7 @@ typedef struct {
     size_t np;
     float *master;  /* P */
     float **bufs;   /* np, non-NULL for statistics */
-    float mean, std;
+    mpcl_normalization norm;
 } model_data;
 
 static void model_data_free(model_data *d)
@@ -470,7 +511,7 @@ static mpcl_status model_data_read(const mpcl_checkpoint *c, mpcl_model *m, mode
     if (s == MPCL_OK)
         s = check_model(c, m, d->master, d->bufs);
     if (s == MPCL_OK)
-        s = read_norm(c, &d->mean, &d->std);
+        s = read_norm(c, m, &d->norm);
     if (s != MPCL_OK)
         model_data_free(d);
     return s;
@@ -487,10 +528,8 @@ static mpcl_status model_data_apply(model_data *d, mpcl_model *m)
     }
     if (s == MPCL_OK && m->working != m->master)
         s = mpcl_refresh_working(m->ctx, m->working, m->master);
-    if (s == MPCL_OK) {
-        m->input_mean = d->mean;
-        m->input_std = d->std;
-    }
+    if (s == MPCL_OK)
+        m->norm = d->norm;
     return s;
 }
 

@@ -471,8 +471,7 @@ mpcl_status mpcl_model_create_with(mpcl_context *ctx, const mpcl_model_spec *spe
     m->opt = *o;
     m->max_batch = o->max_batch;
     m->seed = o->seed;
-    m->input_mean = 0.0f;
-    m->input_std = 1.0f;
+    mpcl_normalization_init(&m->norm);
     s = build(m);
     if (s == MPCL_OK)
         s = init_params(m, o->seed);

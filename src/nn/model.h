@@ -55,7 +55,7 @@ struct mpcl_model {
     uint64_t step;
     int training;
     uint64_t seed;
-    float input_mean, input_std; /* normalisation of input bytes: (x / 255 - mean) / std */
+    mpcl_normalization norm; /* of the input bytes (mpcl_model_set_normalization) */
 };
 
 #endif

@@ -1,5 +1,5 @@
-/* trainer.c — the mixed-precision training step, the dynamic loss scaler,
- * learning-rate schedules, evaluation and prediction. */
+/* trainer.c — the mixed-precision training step, the dynamic loss scaler
+ * and learning-rate schedules. (Inference: nn/infer.c.) */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +26,6 @@ void mpcl_train_options_init(mpcl_train_options *o, mpcl_precision p)
     o->growth_interval = 2000;
     o->min_scale = 0x1p-24f;
     o->max_scale = 0x1p24f;
-    o->input_mean = 0.0f;
-    o->input_std = 1.0f;
 }
 
 const char *mpcl_schedule_name(mpcl_schedule s)
@@ -77,16 +75,16 @@ mpcl_status mpcl_trainer_create(mpcl_model *m, const mpcl_train_options *o, mpcl
         return MPCL_ERR_ARGUMENT;
     *out = NULL;
     mpcl_context *ctx = m->ctx;
-    if (!(o->loss_scale > 0.0f) || !isfinite(o->loss_scale) || !(o->input_std > 0.0f) ||
+    if (!(o->loss_scale > 0.0f) || !isfinite(o->loss_scale) ||
         !(o->optimizer.lr >= 0.0f) || o->growth_interval == 0 || !(o->growth_factor >= 1.0f) ||
         !(o->backoff_factor > 0.0f && o->backoff_factor <= 1.0f) || !(o->clip_norm >= 0.0f) ||
         !(o->label_smoothing >= 0.0f && o->label_smoothing < 1.0f))
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
                               "%s: options out of range (loss scale %g, growth %g every %u, backoff %g, "
-                              "lr %g, clip %g, label smoothing %g, input std %g)",
+                              "lr %g, clip %g, label smoothing %g)",
                               op, (double)o->loss_scale, (double)o->growth_factor, o->growth_interval,
                               (double)o->backoff_factor, (double)o->optimizer.lr, (double)o->clip_norm,
-                              (double)o->label_smoothing, (double)o->input_std);
+                              (double)o->label_smoothing);
     mpcl_trainer *t = calloc(1, sizeof *t);
     if (!t)
         return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "%s: out of host memory", op);
@@ -94,8 +92,6 @@ mpcl_status mpcl_trainer_create(mpcl_model *m, const mpcl_train_options *o, mpcl
     t->model = m;
     t->opt = *o;
     t->scaler.scale = o->loss_scale;
-    m->input_mean = o->input_mean; /* inference after training normalises the same way */
-    m->input_std = o->input_std;
     t->max_batch = m->max_batch;
     const mpcl_model_spec *sp = &m->spec;
     t->sample_bytes = sp->input[0] * sp->input[1] * sp->input[2];
@@ -191,13 +187,15 @@ static mpcl_status views_make(mpcl_trainer *t, size_t b, batch_views *v)
     return s;
 }
 
-/* Uploads b samples as bytes and normalises them on the device. */
+/* Uploads b samples as bytes and normalises them on the device with the
+ * model's normalisation. */
 static mpcl_status upload_batch(mpcl_context *ctx, batch_views *v, const uint8_t *images,
-                                const uint8_t *labels, size_t b, size_t sample_bytes, float mean, float std)
+                                const uint8_t *labels, size_t b, size_t sample_bytes,
+                                const mpcl_normalization *n)
 {
     mpcl_status s = mpcl_tensor_write(v->x_u8, images, b * sample_bytes);
     if (s == MPCL_OK)
-        s = mpcl_normalize_u8(ctx, v->x, v->x_u8, mean, std);
+        s = mpcl_normalize_u8(ctx, v->x, v->x_u8, n);
     if (s == MPCL_OK && labels) {
         s = mpcl_tensor_write(v->y_u8, labels, b);
         if (s == MPCL_OK)
@@ -250,7 +248,7 @@ mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint
     mpcl_tensor *logits = NULL;
     int32_t finite = 0;
     float loss = NAN;
-    s = upload_batch(ctx, &v, images, labels, b, t->sample_bytes, t->opt.input_mean, t->opt.input_std);
+    s = upload_batch(ctx, &v, images, labels, b, t->sample_bytes, &m->norm);
     if (s == MPCL_OK)
         s = mpcl_model_zero_grad(m);
     if (s == MPCL_OK)
@@ -297,139 +295,6 @@ mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint
         stats->grad_norm = norm;
     }
     return MPCL_OK;
-}
-
-/* ------------------------------------------------------------ inference */
-
-/* Runs forward on n samples in batches, calling back with the host logits. */
-typedef void (*logits_fn)(void *user, size_t first, size_t b, size_t classes, const float *logits);
-
-static mpcl_status run_batches(mpcl_model *m, const uint8_t *images, size_t n, size_t batch, float mean,
-                               float std, logits_fn fn, void *user)
-{
-    mpcl_context *ctx = m->ctx;
-    const mpcl_model_spec *sp = &m->spec;
-    size_t sample = sp->input[0] * sp->input[1] * sp->input[2];
-    size_t classes = sp->layers[sp->nlayers - 1].out_shape[0];
-    if (batch == 0 || batch > m->max_batch)
-        batch = m->max_batch;
-    size_t xs[4] = {batch, sp->input[0], sp->input[1], sp->input[2]};
-    mpcl_tensor *xu = NULL, *x = NULL;
-    float *host = malloc(batch * classes * sizeof *host);
-    mpcl_status s = host ? MPCL_OK : mpcl_set_error(ctx, MPCL_ERR_NOMEM, "evaluation: out of host memory");
-    if (s == MPCL_OK)
-        s = mpcl_tensor_create(ctx, MPCL_U8, 4, xs, MPCL_MEM_SCRATCH, &xu);
-    if (s == MPCL_OK)
-        s = mpcl_tensor_create(ctx, mpcl_storage_dtype(ctx), 4, xs, MPCL_MEM_SCRATCH, &x);
-    for (size_t first = 0; s == MPCL_OK && first < n; first += batch) {
-        size_t b = n - first < batch ? n - first : batch;
-        batch_views v = {0};
-        xs[0] = b;
-        s = mpcl_tensor_view(xu, 0, 4, xs, &v.x_u8);
-        if (s == MPCL_OK)
-            s = mpcl_tensor_view(x, 0, 4, xs, &v.x);
-        if (s == MPCL_OK)
-            s = upload_batch(ctx, &v, images + first * sample, NULL, b, sample, mean, std);
-        mpcl_tensor *logits = NULL;
-        if (s == MPCL_OK)
-            s = mpcl_model_forward(m, v.x, 0, 0, &logits);
-        if (s == MPCL_OK)
-            s = mpcl_tensor_download(logits, host, b * classes);
-        if (s == MPCL_OK)
-            fn(user, first, b, classes, host);
-        views_free(&v);
-    }
-    mpcl_tensor_destroy(xu);
-    mpcl_tensor_destroy(x);
-    free(host);
-    return s;
-}
-
-typedef struct {
-    const uint8_t *labels;
-    double loss_sum;
-    size_t correct;
-    uint64_t *confusion;
-    float *probs;
-    int *argmax;
-} eval_acc;
-
-/* log-softmax in double on the host, per row */
-static void eval_rows(void *user, size_t first, size_t b, size_t classes, const float *logits)
-{
-    eval_acc *e = user;
-    for (size_t i = 0; i < b; i++) {
-        const float *row = logits + i * classes;
-        size_t best = 0;
-        double mx = row[0];
-        for (size_t c = 1; c < classes; c++)
-            if (row[c] > row[best])
-                best = c;
-        mx = row[best];
-        double sum = 0;
-        for (size_t c = 0; c < classes; c++)
-            sum += exp((double)row[c] - mx);
-        if (e->argmax)
-            e->argmax[first + i] = (int)best;
-        if (e->probs)
-            for (size_t c = 0; c < classes; c++)
-                e->probs[(first + i) * classes + c] = (float)(exp((double)row[c] - mx) / sum);
-        if (e->labels) {
-            unsigned y = e->labels[first + i];
-            e->loss_sum += (log(sum) + mx) - (y < classes ? (double)row[y] : NAN);
-            e->correct += best == y;
-            if (e->confusion && y < classes)
-                e->confusion[y * classes + best]++;
-        }
-    }
-}
-
-mpcl_status mpcl_model_evaluate(mpcl_model *m, const uint8_t *images, const uint8_t *labels, size_t n,
-                                size_t batch, float mean, float std, double *loss, double *accuracy,
-                                uint64_t *confusion)
-{
-    if (!m || !images || !labels || n == 0)
-        return m ? mpcl_set_error(m->ctx, MPCL_ERR_ARGUMENT, "mpcl_model_evaluate: no samples") : MPCL_ERR_ARGUMENT;
-    const mpcl_model_spec *sp = &m->spec;
-    size_t classes = sp->layers[sp->nlayers - 1].out_shape[0];
-    if (confusion)
-        memset(confusion, 0, classes * classes * sizeof *confusion);
-    eval_acc e = {.labels = labels, .confusion = confusion};
-    mpcl_status s = run_batches(m, images, n, batch, mean, std, eval_rows, &e);
-    if (s != MPCL_OK)
-        return s;
-    if (loss)
-        *loss = e.loss_sum / (double)n;
-    if (accuracy)
-        *accuracy = (double)e.correct / (double)n;
-    return MPCL_OK;
-}
-
-mpcl_status mpcl_model_predict(mpcl_model *m, const uint8_t *images, size_t n, size_t batch, float mean,
-                               float std, float *probs)
-{
-    if (!m || !images || !probs || n == 0)
-        return m ? mpcl_set_error(m->ctx, MPCL_ERR_ARGUMENT, "mpcl_model_predict: no samples") : MPCL_ERR_ARGUMENT;
-    eval_acc e = {.probs = probs};
-    return run_batches(m, images, n, batch, mean, std, eval_rows, &e);
-}
-
-void mpcl_model_normalization(const mpcl_model *m, float *mean, float *std)
-{
-    if (mean)
-        *mean = m ? m->input_mean : 0.0f;
-    if (std)
-        *std = m ? m->input_std : 1.0f;
-}
-
-mpcl_status mpcl_model_classify(mpcl_model *m, const uint8_t *images, size_t n, float *probs, int *labels)
-{
-    if (!m)
-        return MPCL_ERR_ARGUMENT;
-    if (!images || n == 0)
-        return mpcl_set_error(m->ctx, MPCL_ERR_ARGUMENT, "mpcl_model_classify: no samples");
-    eval_acc e = {.probs = probs, .argmax = labels};
-    return run_batches(m, images, n, m->max_batch, m->input_mean, m->input_std, eval_rows, &e);
 }
 
 mpcl_model *mpcl_trainer_model(mpcl_trainer *t) { return t ? t->model : NULL; }

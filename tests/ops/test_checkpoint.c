@@ -315,9 +315,11 @@ static void make(mpcl_context *ctx, const char *text, uint64_t seed, mpcl_optimi
     mpcl_optimizer_options_init(&o.optimizer, opt);
     if (opt == MPCL_OPT_SGD)
         o.optimizer.momentum = 0.9f;
-    o.input_mean = 0.5f;
-    o.input_std = 0.25f;
     o.growth_interval = 2; /* the scaler's state moves within a few steps */
+    if (seed != 99) { /* seed 99: a trainer made with the defaults, to be resumed */
+        mpcl_normalization n = {1, {0.5f}, {0.25f}};
+        ck_assert_msg(mpcl_model_set_normalization(*m, &n) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    }
     ck_assert_msg(mpcl_trainer_create(*m, &o, t) == MPCL_OK, "%s", mpcl_last_error(ctx));
 }
 
@@ -363,8 +365,16 @@ START_TEST(trainer_resumes_exactly)
     ck_assert_str_eq(mpcl_checkpoint_meta(c, "note"), "test");
     ck_assert_str_eq(mpcl_checkpoint_meta(c, "kind"), "trainer");
     ck_assert_str_eq(mpcl_checkpoint_meta(c, "step"), "5");
+    /* tb was made with the default normalisation (mean 0, std 1), as an
+     * app that resumes would: the model takes the checkpoint's, and the
+     * trainer trains with it */
+    mpcl_normalization nb;
+    mpcl_model_normalization(mb, &nb);
+    ck_assert(nb.mean[0] == 0.0f && nb.std[0] == 1.0f);
     ck_assert_msg(mpcl_checkpoint_load_trainer(c, tb) == MPCL_OK, "%s", mpcl_last_error(ctx));
     mpcl_checkpoint_close(c);
+    mpcl_model_normalization(mb, &nb);
+    ck_assert(nb.channels == 1 && nb.mean[0] == 0.5f && nb.std[0] == 0.25f);
 
     assert_same_tensor("master weights", mpcl_model_master(ma), mpcl_model_master(mb));
     assert_same_tensor("working weights", mpcl_model_working(ma), mpcl_model_working(mb));
@@ -407,13 +417,13 @@ START_TEST(model_loads_for_inference)
     steps(ctx, t, 0, 3, NULL);
     ck_assert_msg(mpcl_model_save(m, path, NULL, 0) == MPCL_OK, "%s", mpcl_last_error(ctx));
     ck_assert_msg(mpcl_model_load(ctx, path, 7, &loaded) == MPCL_OK, "%s", mpcl_last_error(ctx));
-    float mean, std;
-    mpcl_model_normalization(loaded, &mean, &std);
-    ck_assert(mean == 0.5f && std == 0.25f);
+    mpcl_normalization nl;
+    mpcl_model_normalization(loaded, &nl);
+    ck_assert(nl.channels == 1 && nl.mean[0] == 0.5f && nl.std[0] == 0.25f);
     const size_t n = 20; /* three batches of at most 7 */
     float *want = malloc(n * 10 * sizeof *want), *got = malloc(n * 10 * sizeof *got);
     int cls[20];
-    ck_assert(mpcl_model_predict(m, images, n, B, 0.5f, 0.25f, want) == MPCL_OK);
+    ck_assert(mpcl_model_predict(m, images, n, B, want) == MPCL_OK);
     ck_assert_msg(mpcl_model_classify(loaded, images, n, got, cls) == MPCL_OK, "%s", mpcl_last_error(ctx));
     /* The loaded model runs batches of 7, the original batches of B: each
      * batch geometry picks its convolution algorithm by measurement, so the

@@ -192,7 +192,11 @@ START_TEST(normalize_input)
     mpcl_tensor *u8 = optest_tensor(ctx, MPCL_U8, MPCL_MEM_ACTIVATIONS, bytes, n, 0, 0, 0);
     mpcl_tensor *y = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, NULL, n, 0, 0, 0);
     const float mean = 0.2860f, std = 0.3530f;
-    ck_assert_msg(mpcl_normalize_u8(ctx, y, u8, mean, std) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    mpcl_normalization nz;
+    mpcl_normalization_init(&nz);
+    nz.mean[0] = mean;
+    nz.std[0] = std;
+    ck_assert_msg(mpcl_normalize_u8(ctx, y, u8, &nz) == MPCL_OK, "%s", mpcl_last_error(ctx));
     float *got = optest_download(y);
     double *want = malloc(n * sizeof *want);
     for (size_t i = 0; i < n; i++)
@@ -204,8 +208,31 @@ START_TEST(normalize_input)
     for (size_t i = 0; i < n; i++)
         ck_assert(l[i] == bytes[i]);
     /* a wrong dtype is refused and names it */
-    ck_assert_int_eq(mpcl_normalize_u8(ctx, y, y, mean, std), MPCL_ERR_ARGUMENT);
+    ck_assert_int_eq(mpcl_normalize_u8(ctx, y, y, &nz), MPCL_ERR_ARGUMENT);
     ck_assert_msg(strstr(mpcl_last_error(ctx), "u8"), "%s", mpcl_last_error(ctx));
+    /* per channel: y (B, 3, H, W), channel c of each image by its own mean and std */
+    {
+        const size_t b = 2, c = 3, hw = 5 * 7;
+        mpcl_tensor *u = optest_tensor(ctx, MPCL_U8, MPCL_MEM_ACTIVATIONS, bytes, b, c, 5, 7);
+        mpcl_tensor *yc = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, NULL, b, c, 5, 7);
+        mpcl_normalization pc = {3, {0.49f, 0.48f, 0.45f, 0}, {0.25f, 0.24f, 0.26f, 1}};
+        ck_assert_msg(mpcl_normalize_u8(ctx, yc, u, &pc) == MPCL_OK, "%s", mpcl_last_error(ctx));
+        float *gc = optest_download(yc);
+        double wc[2 * 3 * 35];
+        for (size_t i = 0; i < b * c * hw; i++) {
+            size_t ch = i / hw % c;
+            wc[i] = ((double)bytes[i] / 255.0 - pc.mean[ch]) / pc.std[ch];
+        }
+        optest_assert_close("normalize_u8 per channel", gc, wc, b * c * hw, 1e-6, optest_rtol(optest_modes[_i].mode));
+        /* 3 channels need (B, 3, H, W): a flat y is refused; so is a std of 0 */
+        ck_assert_int_eq(mpcl_normalize_u8(ctx, y, u8, &pc), MPCL_ERR_SHAPE);
+        pc.std[1] = 0.0f;
+        ck_assert_int_eq(mpcl_normalize_u8(ctx, yc, u, &pc), MPCL_ERR_ARGUMENT);
+        ck_assert_msg(strstr(mpcl_last_error(ctx), "channel 1"), "%s", mpcl_last_error(ctx));
+        free(gc);
+        mpcl_tensor_destroy(u);
+        mpcl_tensor_destroy(yc);
+    }
     free(bytes);
     free(got);
     free(want);

@@ -1,11 +1,13 @@
 /* test_train.c — the mixed-precision training step: overflow handling (skip,
  * back off, weights untouched, then convergence), scale growth, injected
- * non-finite gradients, determinism, and accuracy well above chance on a
- * Fashion-MNIST subset in every mode the device runs. */
+ * non-finite gradients, determinism, accuracy well above chance on a
+ * Fashion-MNIST subset in every mode the device runs, and mpcl_fit's
+ * bit-exact resume from a mid-epoch checkpoint. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "optest.h"
 
@@ -23,14 +25,17 @@ static void make(mpcl_context *ctx, size_t batch, const mpcl_train_options *o, m
     char err[256];
     ck_assert_msg(mpcl_model_spec_parse(SEED_CNN, "seed-cnn", &spec, err, sizeof err) == MPCL_OK, "%s", err);
     ck_assert_msg(mpcl_model_create(ctx, &spec, batch, 1, m) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    mpcl_normalization n;
+    mpcl_normalization_init(&n);
+    n.mean[0] = data_mean;
+    n.std[0] = data_std;
+    ck_assert_msg(mpcl_model_set_normalization(*m, &n) == MPCL_OK, "%s", mpcl_last_error(ctx));
     ck_assert_msg(mpcl_trainer_create(*m, o, t) == MPCL_OK, "%s", mpcl_last_error(ctx));
 }
 
 static void options(mpcl_train_options *o, mpcl_precision p)
 {
     mpcl_train_options_init(o, p);
-    o->input_mean = data_mean;
-    o->input_std = data_std;
 }
 
 static const uint8_t *images(size_t first) { return data.train_images.data + first * 784; }
@@ -197,8 +202,7 @@ START_TEST(learns)
     }
     double acc = 0, loss = 0;
     uint64_t confusion[100];
-    ck_assert_msg(mpcl_model_evaluate(m, data.test_images.data, data.test_labels.data, 1000, B, data_mean,
-                                      data_std, &loss, &acc, confusion) == MPCL_OK,
+    ck_assert_msg(mpcl_model_evaluate(m, data.test_images.data, data.test_labels.data, 1000, B, &loss, &acc, confusion) == MPCL_OK,
                   "%s", mpcl_last_error(ctx));
     printf("%s: 1 epoch of %zu samples: test accuracy %.1f%%, loss %.3f\n", optest_modes[_i].name, n, 100 * acc,
            loss);
@@ -249,6 +253,135 @@ START_TEST(bf16_range)
 }
 END_TEST
 
+/* mpcl_fit: two epochs of 10 steps with augmentation, against the same
+ * fit stopped at step 13 (mid-epoch 2, checkpoint written) and resumed by a
+ * new trainer made with the default normalisation, as an app would: the
+ * same final weights, bit for bit, and the same test accuracy. A step
+ * callback that asks to stop ends the fit there. */
+typedef struct {
+    int steps, stop_at, epochs;
+} fit_count;
+
+static int count_step(void *user, const mpcl_fit_step_info *si)
+{
+    fit_count *c = user;
+    c->steps++;
+    ck_assert_uint_eq(si->step, (uint64_t)c->steps);
+    ck_assert_uint_eq(si->steps_per_epoch, 10);
+    return c->stop_at && c->steps == c->stop_at;
+}
+
+static int count_epoch(void *user, const mpcl_fit_epoch_info *ei)
+{
+    fit_count *c = user;
+    c->epochs++;
+    ck_assert(ei->test_accuracy >= 0.0 && ei->test_accuracy <= 1.0 && ei->confusion);
+    return 0;
+}
+
+static void fit_options(mpcl_fit_options *fo)
+{
+    mpcl_fit_options_init(fo);
+    fo->epochs = 2;
+    fo->batch = 32;
+    fo->seed = 7;
+    fo->train_limit = 320;
+    fo->test_limit = 200;
+    fo->augment = (mpcl_augment_options){.pad = 2, .flip = 1};
+}
+
+START_TEST(fit_resumes_mid_epoch_exactly)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    mpcl_train_options o;
+    options(&o, optest_modes[_i].mode);
+    mpcl_model *ma, *mb, *mc;
+    mpcl_trainer *ta, *tb, *tc;
+    make(ctx, 32, &o, &ma, &ta);
+    make(ctx, 32, &o, &mb, &tb);
+    mpcl_fit_options fo;
+    fit_options(&fo);
+    fit_count ca = {0, 0, 0};
+    mpcl_fit_callbacks cb = {count_step, count_epoch, &ca};
+    mpcl_fit_result ra, rb, rc;
+    ck_assert_msg(mpcl_fit(ta, &data, &fo, &cb, &ra) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    ck_assert_int_eq(ra.end, MPCL_FIT_COMPLETE);
+    ck_assert_int_eq(ca.steps, 20);
+    ck_assert_int_eq(ca.epochs, 2);
+    ck_assert_uint_eq(ra.images, 640);
+    ck_assert(ra.evaluated);
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/fit-%d-%d.st", getenv("MPCL_TEST_TMPDIR") ? getenv("MPCL_TEST_TMPDIR") : "/tmp",
+             (int)getpid(), _i);
+    fo.max_steps = 13;
+    fo.save_path = path;
+    ck_assert_msg(mpcl_fit(tb, &data, &fo, NULL, &rb) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    ck_assert_int_eq(rb.end, MPCL_FIT_MAX_STEPS);
+    ck_assert_uint_eq(rb.epochs_done, 1);
+    ck_assert_uint_eq(rb.epoch_step, 3);
+    ck_assert(rb.saved);
+
+    /* a new trainer with the default normalisation resumes from the file */
+    mpcl_model_spec spec;
+    ck_assert_int_eq(mpcl_model_spec_parse(SEED_CNN, "seed-cnn", &spec, NULL, 0), MPCL_OK);
+    ck_assert_int_eq(mpcl_model_create(ctx, &spec, 32, 99, &mc), MPCL_OK);
+    ck_assert_int_eq(mpcl_trainer_create(mc, &o, &tc), MPCL_OK);
+    mpcl_checkpoint *c;
+    ck_assert_msg(mpcl_checkpoint_open(ctx, path, &c) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    mpcl_fit_options fr;
+    fit_options(&fr);
+    fr.seed = 12345;     /* the checkpoint's seed wins */
+    fr.augment.pad = 0;  /* and its augmentation */
+    ck_assert_msg(mpcl_fit_resume(c, tc, &fr) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    mpcl_checkpoint_close(c);
+    ck_assert_uint_eq(fr.epochs_done, 1);
+    ck_assert_uint_eq(fr.epoch_step, 3);
+    ck_assert_uint_eq(fr.seed, 7);
+    ck_assert_int_eq(fr.augment.pad, 2);
+    ck_assert_msg(mpcl_fit(tc, &data, &fr, NULL, &rc) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    ck_assert_int_eq(rc.end, MPCL_FIT_COMPLETE);
+    ck_assert_uint_eq(rc.steps, 20);
+    ck_assert_uint_eq(rc.images, 7 * 32);
+    float *wa = optest_download(mpcl_model_master(ma)), *wc = optest_download(mpcl_model_master(mc));
+    ck_assert_msg(memcmp(wa, wc, mpcl_tensor_numel(mpcl_model_master(ma)) * sizeof *wa) == 0,
+                  "[%s] the resumed fit's weights differ from the uninterrupted fit's", optest_modes[_i].name);
+    ck_assert(ra.test_accuracy == rc.test_accuracy && ra.test_loss == rc.test_loss);
+    free(wa);
+    free(wc);
+
+    /* a mid-epoch checkpoint refuses another batch; a callback stops a fit */
+    ck_assert_int_eq(mpcl_checkpoint_open(ctx, path, &c), MPCL_OK);
+    fit_options(&fr);
+    fr.batch = 16;
+    ck_assert_int_eq(mpcl_fit_resume(c, tc, &fr), MPCL_ERR_ARGUMENT);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "batch 32") && strstr(mpcl_last_error(ctx), "batch 16"), "%s",
+                  mpcl_last_error(ctx));
+    mpcl_checkpoint_close(c);
+    remove(path);
+    fit_count cs = {0, 4, 0};
+    mpcl_fit_callbacks stopper = {count_step, NULL, &cs};
+    fit_options(&fo);
+    mpcl_trainer_destroy(ta);
+    mpcl_model_destroy(ma);
+    make(ctx, 32, &o, &ma, &ta);
+    ck_assert_int_eq(mpcl_fit(ta, &data, &fo, &stopper, &ra), MPCL_OK);
+    ck_assert_int_eq(ra.end, MPCL_FIT_STOPPED);
+    ck_assert_uint_eq(ra.steps, 4);
+    ck_assert_uint_eq(ra.epoch_step, 4);
+    /* bad options: nothing runs */
+    fo.batch = 64;
+    ck_assert_int_eq(mpcl_fit(ta, &data, &fo, NULL, NULL), MPCL_ERR_ARGUMENT);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "batch 64"), "%s", mpcl_last_error(ctx));
+    mpcl_trainer_destroy(ta);
+    mpcl_trainer_destroy(tb);
+    mpcl_trainer_destroy(tc);
+    mpcl_model_destroy(ma);
+    mpcl_model_destroy(mb);
+    mpcl_model_destroy(mc);
+}
+END_TEST
+
 int main(void)
 {
     char err[512];
@@ -264,6 +397,7 @@ int main(void)
     tcase_add_loop_test(tc, scale_grows, 0, optest_nmodes);
     tcase_add_loop_test(tc, deterministic, 0, optest_nmodes);
     tcase_add_loop_test(tc, bf16_range, 0, optest_nmodes);
+    tcase_add_loop_test(tc, fit_resumes_mid_epoch_exactly, 0, optest_nmodes);
     if (!optest_small())
         tcase_add_loop_test(tc, learns, 0, optest_nmodes);
     suite_add_tcase(s, tc);

@@ -1,0 +1,390 @@
+/* train_args.c — `mpcl train`'s help text and option parsing (the run
+ * itself: cmd_train.c). */
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "mpcl.h"
+
+#include "cli.h"
+#include "train_args.h"
+
+/* ================================================================= train */
+
+static const char TRAIN_HELP[] =
+    "usage: mpcl train [options]\n"
+    "\n"
+    "Trains a model (default: the seed CNN) on an MNIST-layout data set (default:\n"
+    "Fashion-MNIST) or CIFAR-10, evaluates it on the test set after every epoch, and\n"
+    "prints the test accuracy, a confusion matrix, speed, device memory and the backend\n"
+    "choice. See docs/train.md.\n"
+    "\n"
+    "data and model:\n"
+    "  --model FILE        model spec; a name without '/' that is not a file is looked up\n"
+    "                      as NAME or NAME.txt in $MPCL_MODEL_DIR, the installed models and\n"
+    "                      the source tree's data/models (default: seed-cnn)\n"
+    "  --data DIR          an MNIST-layout directory (four IDX files) or CIFAR-10's binary\n"
+    "                      version (cifar-10-batches-bin: data_batch_N.bin, test_batch.bin)\n"
+    "                      (default: " MPCL_DEFAULT_DATA_DIR ")\n"
+    "  --augment LIST      training images only: none, or a comma-separated list of cropN\n"
+    "                      (zero-pad N pixels, crop back at a random offset; crop = crop4)\n"
+    "                      and flip (mirror left-right, probability 1/2), e.g. crop4,flip\n"
+    "                      (default: crop4,flip for CIFAR-10, none for MNIST layouts; with\n"
+    "                      --resume, the checkpoint's); each image's draw depends only on\n"
+    "                      the seed, the epoch and the image, so a resumed run sees the\n"
+    "                      images an uninterrupted one does\n"
+    "  --limit N           train on the first N training samples only (default: all)\n"
+    "  --test-limit N      evaluate on the first N test samples only (default: all)\n"
+    "\n"
+    "training:\n"
+    "  --epochs N          passes over the training samples, 1..100000 (default: 3)\n"
+    "  --batch N           samples per step, 1..65536 (default: 64); the last batch of an\n"
+    "                      epoch may be smaller\n"
+    "  --optimizer NAME    sgd, adam or adamw (default: adam)\n"
+    "  --lr X              learning rate, > 0 (default: sgd 0.01, adam and adamw 0.001)\n"
+    "  --weight-decay X    >= 0 (default: sgd and adam 0, adamw 0.01)\n"
+    "  --momentum X        sgd only, 0 <= X < 1 (default: 0)\n"
+    "  --nesterov          sgd only, Nesterov momentum (needs --momentum > 0)\n"
+    "  --schedule NAME     constant, step or cosine (default: constant); cosine reaches 0\n"
+    "                      after epochs x steps per epoch steps\n"
+    "  --step-size N       step schedule: multiply the rate by --gamma every N steps\n"
+    "                      (default: 1000)\n"
+    "  --gamma X           step schedule: the factor, 0 < X <= 1 (default: 0.1)\n"
+    "  --warmup N          linear warm-up over the first N steps (default: 0)\n"
+    "  --clip X            clip gradients to global L2 norm X, >= 0 (default: 0, off)\n"
+    "  --label-smoothing X 0 <= X < 1 (default: 0)\n"
+    "  --seed N            seeds initialisation, shuffling and dropout (default: 1)\n"
+    "\n"
+    "precision and device:\n"
+    "  --device SEL        P:D, gpu, cpu, accelerator or part of a device or platform name\n"
+    "                      (default: $MPCL_DEVICE, else the first GPU, else the first device)\n"
+    "  --no-tune           do not tune CLBlast's GEMMs at first use on a device (also\n"
+    "                      MPCL_TUNE=0; docs/tune.md)\n"
+    "  --precision MODE    auto, fp16, fp16-storage, fp32 or bf16 (default: auto; bf16\n"
+    "                      is never chosen by auto: bfloat16 storage, float math,\n"
+    "                      static loss scale 1 unless --loss-scale says otherwise)\n"
+    "  --loss-scale S      dynamic, or a number > 0 for a static scale (default: dynamic\n"
+    "                      in the fp16 modes, a static 1 in fp32 and bf16)\n"
+    "  --init-scale X      the initial dynamic scale, 2^-24..2^24 (default: 65536);\n"
+    "                      implies --loss-scale dynamic\n"
+    "\n"
+    "checkpoints (safetensors, see docs/checkpoints.md):\n"
+    "  --save FILE         write a checkpoint after every epoch, and when stopped by\n"
+    "                      SIGINT or SIGTERM (atomically: a failed write keeps the old file)\n"
+    "  --save-every N      with --save: also every N steps\n"
+    "  --max-steps N       stop once the run (resumed runs included) reaches step N,\n"
+    "                      writing the --save checkpoint there\n"
+    "  --resume FILE       continue the training in FILE: weights, optimizer and loss\n"
+    "                      scaler state, step, seed and position in the epoch; --epochs is\n"
+    "                      the total, so an epoch-1 checkpoint with --epochs 2 trains one\n"
+    "                      more epoch; the model is the checkpoint's unless --model is given\n"
+    "\n"
+    "output:\n"
+    "  --log FILE          write JSON lines: one per step, one per epoch\n"
+    "  --quiet             print only the final summary\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "SIGINT or SIGTERM (Ctrl-C) stops after the current step, writes the --save\n"
+    "checkpoint and exits with 130 or 143; a second signal stops at once.\n"
+    "\n"
+    "exit codes: 0 success, 1 runtime failure (data, model, OpenCL, checkpoint), 2 usage\n"
+    "error, 3 no device, 4 precision refused by the device, 130/143 stopped by a signal\n";
+
+enum {
+    TRAIN_MODEL = OPT_BASE,
+    TRAIN_DATA,
+    TRAIN_AUGMENT,
+    TRAIN_EPOCHS,
+    TRAIN_BATCH,
+    TRAIN_LR,
+    TRAIN_OPTIMIZER,
+    TRAIN_WEIGHT_DECAY,
+    TRAIN_MOMENTUM,
+    TRAIN_NESTEROV,
+    TRAIN_SCHEDULE,
+    TRAIN_STEP_SIZE,
+    TRAIN_GAMMA,
+    TRAIN_WARMUP,
+    TRAIN_PRECISION,
+    TRAIN_LOSS_SCALE,
+    TRAIN_INIT_SCALE,
+    TRAIN_CLIP,
+    TRAIN_LABEL_SMOOTHING,
+    TRAIN_SEED,
+    TRAIN_DEVICE,
+    TRAIN_NO_TUNE,
+    TRAIN_LIMIT,
+    TRAIN_TEST_LIMIT,
+    TRAIN_LOG,
+    TRAIN_SAVE,
+    TRAIN_SAVE_EVERY,
+    TRAIN_RESUME,
+    TRAIN_MAX_STEPS,
+    TRAIN_QUIET,
+    TRAIN_HELP_OPT
+};
+
+static const struct option TRAIN_OPTIONS[] = {
+    {"model", required_argument, NULL, TRAIN_MODEL},
+    {"data", required_argument, NULL, TRAIN_DATA},
+    {"augment", required_argument, NULL, TRAIN_AUGMENT},
+    {"epochs", required_argument, NULL, TRAIN_EPOCHS},
+    {"batch", required_argument, NULL, TRAIN_BATCH},
+    {"lr", required_argument, NULL, TRAIN_LR},
+    {"optimizer", required_argument, NULL, TRAIN_OPTIMIZER},
+    {"weight-decay", required_argument, NULL, TRAIN_WEIGHT_DECAY},
+    {"momentum", required_argument, NULL, TRAIN_MOMENTUM},
+    {"nesterov", no_argument, NULL, TRAIN_NESTEROV},
+    {"schedule", required_argument, NULL, TRAIN_SCHEDULE},
+    {"step-size", required_argument, NULL, TRAIN_STEP_SIZE},
+    {"gamma", required_argument, NULL, TRAIN_GAMMA},
+    {"warmup", required_argument, NULL, TRAIN_WARMUP},
+    {"precision", required_argument, NULL, TRAIN_PRECISION},
+    {"loss-scale", required_argument, NULL, TRAIN_LOSS_SCALE},
+    {"init-scale", required_argument, NULL, TRAIN_INIT_SCALE},
+    {"clip", required_argument, NULL, TRAIN_CLIP},
+    {"label-smoothing", required_argument, NULL, TRAIN_LABEL_SMOOTHING},
+    {"seed", required_argument, NULL, TRAIN_SEED},
+    {"device", required_argument, NULL, TRAIN_DEVICE},
+    {"no-tune", no_argument, NULL, TRAIN_NO_TUNE},
+    {"limit", required_argument, NULL, TRAIN_LIMIT},
+    {"test-limit", required_argument, NULL, TRAIN_TEST_LIMIT},
+    {"log", required_argument, NULL, TRAIN_LOG},
+    {"save", required_argument, NULL, TRAIN_SAVE},
+    {"save-every", required_argument, NULL, TRAIN_SAVE_EVERY},
+    {"resume", required_argument, NULL, TRAIN_RESUME},
+    {"max-steps", required_argument, NULL, TRAIN_MAX_STEPS},
+    {"quiet", no_argument, NULL, TRAIN_QUIET},
+    {"help", no_argument, NULL, TRAIN_HELP_OPT},
+    {NULL, 0, NULL, 0},
+};
+
+
+
+
+
+
+static int schedule_parse(const char *name, mpcl_schedule *out)
+{
+    static const mpcl_schedule all[] = {MPCL_SCHEDULE_CONSTANT, MPCL_SCHEDULE_STEP,
+                                        MPCL_SCHEDULE_COSINE};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(name, mpcl_schedule_name(all[i])) == 0) {
+            *out = all[i];
+            return 1;
+        }
+    return 0;
+}
+
+/* Parses train's options into *a; returns -1 to go on, else an exit code. */
+int train_parse(int argc, char **argv, train_args *a)
+{
+    const char *cmd = "train";
+    memset(a, 0, sizeof *a);
+    a->epochs = 3;
+    a->batch = 64;
+    a->optimizer = MPCL_OPT_ADAM;
+    a->schedule = MPCL_SCHEDULE_CONSTANT;
+    a->precision = MPCL_PRECISION_AUTO;
+    a->seed = 1;
+
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", TRAIN_OPTIONS, NULL)) != -1) {
+        unsigned long u = 0;
+        double x = 0;
+        switch (c) {
+        case TRAIN_MODEL:
+            if (!*optarg)
+                return usage_error(cmd, "--model: the value is empty; it accepts a model spec "
+                                        "file or the name of a shipped model (seed-cnn, lenet5, ...)");
+            a->model = optarg;
+            break;
+        case TRAIN_DATA:
+            if (!*optarg)
+                return usage_error(cmd, "--data: the value is empty; it accepts a directory "
+                                        "with the four MNIST-layout IDX files or CIFAR-10's "
+                                        "batches");
+            a->data = optarg;
+            break;
+        case TRAIN_AUGMENT: {
+            char why[256];
+            if (mpcl_augment_parse(optarg, &a->aug, why, sizeof why) != MPCL_OK)
+                return usage_error(cmd, "--augment: %s", why);
+            a->augment_set = 1;
+            break;
+        }
+        case TRAIN_EPOCHS:
+            if (!parse_uint(optarg, 1, TRAIN_MAX_EPOCHS, &u))
+                return usage_error(cmd, "--epochs: '%s' is not valid; it accepts an integer from "
+                                        "1 to %lu", optarg, TRAIN_MAX_EPOCHS);
+            a->epochs = u;
+            a->epochs_set = 1;
+            break;
+        case TRAIN_BATCH:
+            if (!parse_uint(optarg, 1, TRAIN_MAX_BATCH, &u))
+                return usage_error(cmd, "--batch: '%s' is not valid; it accepts an integer from "
+                                        "1 to %lu", optarg, TRAIN_MAX_BATCH);
+            a->batch = u;
+            break;
+        case TRAIN_LR:
+            if (!parse_real(optarg, 0.0, 1, 1e6, &a->lr))
+                return usage_error(cmd, "--lr: '%s' is not valid; it accepts a number greater "
+                                        "than 0 (e.g. 0.001)", optarg);
+            a->lr_set = 1;
+            break;
+        case TRAIN_OPTIMIZER:
+            if (mpcl_optimizer_parse(optarg, &a->optimizer) != MPCL_OK)
+                return usage_error(cmd, "--optimizer: '%s' is not an optimizer; it accepts sgd, "
+                                        "adam or adamw", optarg);
+            break;
+        case TRAIN_WEIGHT_DECAY:
+            if (!parse_real(optarg, 0.0, 0, 1e6, &a->weight_decay))
+                return usage_error(cmd, "--weight-decay: '%s' is not valid; it accepts a number "
+                                        ">= 0", optarg);
+            a->weight_decay_set = 1;
+            break;
+        case TRAIN_MOMENTUM:
+            if (!parse_real(optarg, 0.0, 0, 1.0, &x) || x >= 1.0)
+                return usage_error(cmd, "--momentum: '%s' is not valid; it accepts a number from "
+                                        "0 up to (not including) 1", optarg);
+            a->momentum = x;
+            a->momentum_set = 1;
+            break;
+        case TRAIN_NESTEROV: a->nesterov = 1; break;
+        case TRAIN_SCHEDULE:
+            if (!schedule_parse(optarg, &a->schedule))
+                return usage_error(cmd, "--schedule: '%s' is not a schedule; it accepts "
+                                        "constant, step or cosine", optarg);
+            break;
+        case TRAIN_STEP_SIZE:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->step_size))
+                return usage_error(cmd, "--step-size: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (steps)", optarg);
+            a->step_size_set = 1;
+            break;
+        case TRAIN_GAMMA:
+            if (!parse_real(optarg, 0.0, 1, 1.0, &a->gamma))
+                return usage_error(cmd, "--gamma: '%s' is not valid; it accepts a number greater "
+                                        "than 0 and at most 1", optarg);
+            a->gamma_set = 1;
+            break;
+        case TRAIN_WARMUP:
+            if (!parse_uint(optarg, 0, ULONG_MAX, &a->warmup))
+                return usage_error(cmd, "--warmup: '%s' is not valid; it accepts an integer "
+                                        ">= 0 (steps)", optarg);
+            break;
+        case TRAIN_PRECISION:
+            if (mpcl_precision_parse(optarg, &a->precision) != MPCL_OK)
+                return usage_error(cmd, "--precision: '%s' is not a precision mode; it accepts "
+                                        "auto, fp16, fp16-storage, fp32 or bf16", optarg);
+            break;
+        case TRAIN_LOSS_SCALE:
+            if (strcmp(optarg, "dynamic") == 0) {
+                a->scale = SCALE_DYNAMIC;
+            } else if (parse_real(optarg, 0.0, 1, SCALE_MAX, &a->loss_scale)) {
+                a->scale = SCALE_STATIC;
+            } else {
+                return usage_error(cmd, "--loss-scale: '%s' is not valid; it accepts 'dynamic' or "
+                                        "a static scale greater than 0 and at most 16777216 (2^24)",
+                                   optarg);
+            }
+            break;
+        case TRAIN_INIT_SCALE:
+            if (!parse_real(optarg, SCALE_MIN, 0, SCALE_MAX, &a->init_scale))
+                return usage_error(cmd, "--init-scale: '%s' is not valid; it accepts a number "
+                                        "from 2^-24 to 2^24 (16777216)", optarg);
+            a->init_scale_set = 1;
+            break;
+        case TRAIN_CLIP:
+            if (!parse_real(optarg, 0.0, 0, 1e30, &a->clip))
+                return usage_error(cmd, "--clip: '%s' is not valid; it accepts a number >= 0 "
+                                        "(0: no clipping)", optarg);
+            break;
+        case TRAIN_LABEL_SMOOTHING:
+            if (!parse_real(optarg, 0.0, 0, 1.0, &x) || x >= 1.0)
+                return usage_error(cmd, "--label-smoothing: '%s' is not valid; it accepts a "
+                                        "number from 0 up to (not including) 1", optarg);
+            a->label_smoothing = x;
+            break;
+        case TRAIN_SEED:
+            if (!parse_u64(optarg, &a->seed))
+                return usage_error(cmd, "--seed: '%s' is not valid; it accepts an integer from 0 "
+                                        "to 18446744073709551615", optarg);
+            a->seed_set = 1;
+            break;
+        case TRAIN_DEVICE:
+            if (!*optarg)
+                return usage_error(cmd, "--device: the selector is empty; it accepts P:D, gpu, "
+                                        "cpu, accelerator or part of a device or platform name");
+            a->device = optarg;
+            break;
+        case TRAIN_NO_TUNE:
+            a->no_tune = 1;
+            break;
+        case TRAIN_LIMIT:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->limit))
+                return usage_error(cmd, "--limit: '%s' is not valid; it accepts an integer >= 1 "
+                                        "(training samples)", optarg);
+            break;
+        case TRAIN_TEST_LIMIT:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->test_limit))
+                return usage_error(cmd, "--test-limit: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (test samples)", optarg);
+            break;
+        case TRAIN_LOG:
+            if (!*optarg)
+                return usage_error(cmd, "--log: the file name is empty");
+            a->log = optarg;
+            break;
+        case TRAIN_SAVE:
+        case TRAIN_RESUME:
+            if (!*optarg)
+                return usage_error(cmd, "--%s: the file name is empty",
+                                   c == TRAIN_SAVE ? "save" : "resume");
+            *(c == TRAIN_SAVE ? &a->save : &a->resume) = optarg;
+            break;
+        case TRAIN_SAVE_EVERY:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->save_every))
+                return usage_error(cmd, "--save-every: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (steps)", optarg);
+            break;
+        case TRAIN_MAX_STEPS:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->max_steps))
+                return usage_error(cmd, "--max-steps: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (steps)", optarg);
+            break;
+        case TRAIN_QUIET: a->quiet = 1; break;
+        case 'h':
+        case TRAIN_HELP_OPT: fputs(TRAIN_HELP, stdout); return EXIT_OK;
+        default: return option_error(cmd, TRAIN_OPTIONS, c, argc, argv);
+        }
+    }
+    if (optind < argc)
+        return usage_error(cmd, "unexpected argument '%s'; train takes only options (the model "
+                                "is --model FILE)", argv[optind]);
+    /* combinations */
+    if (a->momentum_set && a->optimizer != MPCL_OPT_SGD)
+        return usage_error(cmd, "--momentum applies to --optimizer sgd only (adam and adamw "
+                                "have their own betas)");
+    if (a->nesterov && a->optimizer != MPCL_OPT_SGD)
+        return usage_error(cmd, "--nesterov applies to --optimizer sgd only");
+    if (a->nesterov && !(a->momentum > 0.0))
+        return usage_error(cmd, "--nesterov needs --momentum greater than 0");
+    if ((a->step_size_set || a->gamma_set) && a->schedule != MPCL_SCHEDULE_STEP)
+        return usage_error(cmd, "--step-size and --gamma apply to --schedule step only");
+    if (a->init_scale_set && a->scale == SCALE_STATIC)
+        return usage_error(cmd, "--init-scale is the initial dynamic scale; it does not go with "
+                                "a static --loss-scale %g", a->loss_scale);
+    if (a->init_scale_set)
+        a->scale = SCALE_DYNAMIC;
+    if (a->save_every && !a->save)
+        return usage_error(cmd, "--save-every needs --save FILE (where to write)");
+    return -1;
+}

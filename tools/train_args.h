@@ -1,0 +1,79 @@
+/* train_args.h — `mpcl train`'s options (train_args.c parses them), its
+ * progress line and its log (train_log.c). */
+#ifndef MPCL_TOOLS_TRAIN_ARGS_H
+#define MPCL_TOOLS_TRAIN_ARGS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mpcl.h"
+
+#define TRAIN_MAX_EPOCHS 100000UL
+#define TRAIN_MAX_BATCH 65536UL
+#define SCALE_MIN 0x1p-24
+#define SCALE_MAX 0x1p24
+
+typedef enum { SCALE_DEFAULT = 0, SCALE_DYNAMIC, SCALE_STATIC } scale_mode;
+
+typedef struct {
+    const char *model;  /* as given; NULL: the default model */
+    const char *data;   /* NULL: MPCL_DEFAULT_DATA_DIR */
+    int augment_set;    /* --augment given: aug holds it */
+    mpcl_augment_options aug;
+    unsigned long epochs, batch;
+    mpcl_optimizer optimizer;
+    int lr_set, weight_decay_set, momentum_set, nesterov;
+    double lr, weight_decay, momentum;
+    mpcl_schedule schedule;
+    int step_size_set, gamma_set;
+    unsigned long step_size;
+    double gamma;
+    unsigned long warmup;
+    mpcl_precision precision;
+    scale_mode scale;
+    double loss_scale;
+    int init_scale_set;
+    double init_scale;
+    double clip, label_smoothing;
+    uint64_t seed;
+    const char *device;
+    int no_tune;
+    unsigned long limit, test_limit; /* 0: all */
+    const char *log;
+    const char *save, *resume;
+    unsigned long save_every; /* 0: at epoch ends only */
+    unsigned long max_steps;  /* 0: no limit */
+    int seed_set, epochs_set;
+    int quiet;
+} train_args;
+
+/* The progress line on stderr (a terminal), redrawn in place. */
+typedef struct {
+    int on;            /* stderr is a terminal and not --quiet */
+    double last;       /* when it was last drawn */
+    int width;         /* characters of the last line drawn */
+} progress;
+
+#define PROGRESS_BAR 20
+#define PROGRESS_INTERVAL_S 0.1
+
+void progress_draw(progress *p, unsigned long epoch, unsigned long epochs, size_t step, size_t steps,
+                   double loss, double img_s, float scale, double eta_s);
+void progress_clear(progress *p);
+
+/* The JSON-lines log: one line per step and per epoch; 0 on a write failure. */
+typedef struct {
+    unsigned long epoch;
+    uint64_t steps, skipped, images;
+    double train_loss, test_loss, test_accuracy, img_s, seconds;
+    double first_step_s; /* the run's first step, in its first epoch; else < 0 */
+    float loss_scale;
+} epoch_record;
+int log_step(FILE *f, uint64_t step, unsigned long epoch, const mpcl_step_stats *st, double img_s);
+int log_epoch(FILE *f, const epoch_record *e);
+
+/* Parses train's options into *a; returns -1 to go on, else an exit code
+ * (help printed, or a usage error reported). */
+int train_parse(int argc, char **argv, train_args *a);
+
+#endif
