@@ -355,6 +355,58 @@ static char *write_ppm(const char *dir, const char *name, int binary, int w, int
     return path;
 }
 
+/* ResNet-20 (data/models/resnet20.txt) on a CIFAR-format set written here:
+ * each image's class sets which colour channel is brighter (class % 3) and
+ * its texture (class / 3: flat, horizontal stripes, vertical stripes,
+ * checks, 4 pixels wide), under noise. Three epochs of 256 images must
+ * reach well above chance (10%) on 128 test images: the graph trains. One
+ * convolution algorithm (im2col) for every layer: no first-use measuring
+ * of its 21 geometries inside the suite. */
+static void write_pattern_cifar(const char *dir, const char *name, size_t n, uint64_t *st)
+{
+    unsigned char *buf = malloc(n * CIFAR_REC);
+    ck_assert_ptr_nonnull(buf);
+    for (size_t r = 0; r < n; r++) {
+        unsigned char *rec = buf + r * CIFAR_REC;
+        unsigned k = (unsigned)(tu_rand(st) % 10), ch = k % 3, pat = k / 3;
+        rec[0] = (unsigned char)k;
+        for (unsigned c = 0; c < 3; c++)
+            for (unsigned y = 0; y < 32; y++)
+                for (unsigned x = 0; x < 32; x++) {
+                    unsigned v = 60 + (unsigned)(tu_rand(st) % 40) + (c == ch ? 50 : 0);
+                    int on = pat == 1 ? (y / 4) % 2 : pat == 2 ? (x / 4) % 2 : pat == 3 ? (x / 4 + y / 4) % 2 : 0;
+                    rec[1 + c * 1024 + y * 32 + x] = (unsigned char)(v + (on ? 60 : 0));
+                }
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ck_assert_int_eq(tu_write_file(path, buf, n * CIFAR_REC), 0);
+    free(buf);
+}
+
+START_TEST(test_resnet20_learns_cifar_patterns)
+{
+    char *dir = tu_mkdtemp("r20");
+    uint64_t st = 5;
+    write_pattern_cifar(dir, "data_batch_1.bin", 256, &st);
+    write_pattern_cifar(dir, "test_batch.bin", 128, &st);
+    char algo[] = "MPCL_CONV_ALGO=im2col";
+    char *const env[] = {algo, NULL};
+    result r = mpcl_run(env, "train", "--data", dir, "--model", "resnet20", "--epochs", "3", "--batch", "32",
+                        "--augment", "none", "--precision", "fp32", NULL);
+    RC(r, 0);
+    HAS(r.out, "resnet20.txt: 73 layers, 272474 parameters");
+    HAS(r.out, "with one buffer per tensor)");
+    const char *acc = strstr(r.out, "test accuracy ");
+    ck_assert_ptr_nonnull(acc);
+    double pct = strtod(acc + strlen("test accuracy "), NULL);
+    ck_assert_msg(pct >= 40.0, "ResNet-20 reached %.2f%% on 10 classes (chance: 10%%):\n%s", pct, r.out);
+    result_free(&r);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* ----------------------------------------------------- model and data */
 
 START_TEST(test_model_mismatch)
@@ -602,6 +654,7 @@ int main(void)
         tcase_add_test(tc, test_train_log);
         tcase_add_test(tc, test_cifar_train_and_predict);
         tcase_add_test(tc, test_cifar_resume_mid_epoch);
+        tcase_add_test(tc, test_resnet20_learns_cifar_patterns);
         suite_add_tcase(s, tc);
     }
     int rc = tu_run_suite(s);
