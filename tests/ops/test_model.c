@@ -190,6 +190,23 @@ static const char *GRAPH_SPEC = "input 2x6x6\n"
 START_TEST(graph_backward_matches_finite_differences) { check_backward(_i, GRAPH_SPEC); }
 END_TEST
 
+/* A flatten that is not its input's last reader (so it has a gradient
+ * buffer of its own, added into its input's), a concat of flat features,
+ * dropout and max-pooling on a branch. */
+static const char *FLAT_SPEC = "input 2x6x6\n"
+                               "a: conv2d out=2 kernel=3 padding=1\n"
+                               "flatten\n"
+                               "f: linear out=3\n"
+                               "maxpool2d from=a kernel=2\n"
+                               "dropout p=0.25\n"
+                               "global_avgpool\n"
+                               "flatten\n"
+                               "concat from=f\n"
+                               "linear out=4\n";
+
+START_TEST(flat_graph_backward_matches_finite_differences) { check_backward(_i, FLAT_SPEC); }
+END_TEST
+
 START_TEST(bad_arguments)
 {
     mpcl_context *ctx = optest_modes[_i].ctx;
@@ -529,6 +546,7 @@ int main(void)
     tcase_add_loop_test(tc, initialisation, 0, optest_nmodes);
     tcase_add_loop_test(tc, fused_batchnorm_relu, 0, optest_nmodes);
     tcase_add_loop_test(tc, graph_backward_matches_finite_differences, 0, optest_nmodes);
+    tcase_add_loop_test(tc, flat_graph_backward_matches_finite_differences, 0, optest_nmodes);
     tcase_add_loop_test(tc, graph_matches_sequential_equivalent, 0, optest_nmodes);
     tcase_add_loop_test(tc, memory_plan, 0, optest_nmodes);
     suite_add_tcase(s, tc);
