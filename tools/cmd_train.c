@@ -417,6 +417,11 @@ int cmd_train(int argc, char **argv)
     /* the loop: the library's */
     install_stop_handlers();
     ui.prog.on = !a.quiet && isatty(STDERR_FILENO);
+    if (ui.prog.on) { /* the first step builds kernels and measures convolutions: may take minutes */
+        ui.prog.width = fprintf(stderr, "first step: building kernels and measuring each convolution's "
+                                        "algorithm (kept in the cache for later runs)...");
+        fflush(stderr);
+    }
     mpcl_fit_callbacks cb = {on_step, on_epoch, &ui};
     mpcl_fit_result res;
     s = mpcl_fit(tr, &data, &fo, &cb, &res);
