@@ -1087,6 +1087,11 @@ typedef struct {
 MPCL_API void mpcl_model_memory_info(const mpcl_model *m, mpcl_model_memory *out);
 MPCL_API void mpcl_model_destroy(mpcl_model *m);
 MPCL_API const mpcl_model_spec *mpcl_model_get_spec(const mpcl_model *m);
+/* The context the model lives on; its seed (initialisation, dropout masks),
+ * which a resumed checkpoint restores. */
+MPCL_API mpcl_context *mpcl_model_context(const mpcl_model *m);
+MPCL_API uint64_t mpcl_model_seed(const mpcl_model *m);
+MPCL_API void mpcl_model_set_seed(mpcl_model *m, uint64_t seed);
 /* Number of parameters (without padding). */
 MPCL_API size_t mpcl_model_param_count(const mpcl_model *m);
 

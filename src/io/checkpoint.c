@@ -21,8 +21,6 @@
 
 #include "internal.h"
 #include "io/safetensors.h"
-#include "nn/model.h"
-#include "train/trainer.h"
 
 #define FORMAT_NAME "mpcl"
 #define FORMAT_VERSION "1"
@@ -97,7 +95,9 @@ static void meta_norm(meta_out *mo, const char *key, const float *v, size_t n)
 
 static void meta_trainer(meta_out *mo, const mpcl_trainer *t)
 {
-    const mpcl_train_options *o = &t->opt;
+    const mpcl_train_options *o = mpcl_trainer_options(t);
+    mpcl_scaler_state sc;
+    mpcl_trainer_scaler(t, &sc);
     const mpcl_optimizer_options *op = &o->optimizer;
     meta_str(mo, "optimizer", mpcl_optimizer_name(op->kind));
     meta_float(mo, "lr", op->lr);
@@ -113,7 +113,7 @@ static void meta_trainer(meta_out *mo, const mpcl_trainer *t)
     meta_float(mo, "gamma", o->gamma);
     meta_u64(mo, "warmup_steps", o->warmup_steps);
     meta_str(mo, "loss_scaling", o->dynamic_scale ? "dynamic" : "static");
-    meta_float(mo, "loss_scale", t->scaler.scale);
+    meta_float(mo, "loss_scale", sc.scale);
     meta_float(mo, "growth_factor", o->growth_factor);
     meta_float(mo, "backoff_factor", o->backoff_factor);
     meta_u64(mo, "growth_interval", o->growth_interval);
@@ -121,16 +121,16 @@ static void meta_trainer(meta_out *mo, const mpcl_trainer *t)
     meta_float(mo, "max_scale", o->max_scale);
     meta_float(mo, "clip_norm", o->clip_norm);
     meta_float(mo, "label_smoothing", o->label_smoothing);
-    meta_u64(mo, "step", t->scaler.steps);
-    meta_u64(mo, "optimizer_steps", t->scaler.optimizer_steps);
-    meta_u64(mo, "skipped_steps", t->scaler.skipped_steps);
-    meta_u64(mo, "growth_tracker", t->scaler.growth_tracker);
+    meta_u64(mo, "step", sc.steps);
+    meta_u64(mo, "optimizer_steps", sc.optimizer_steps);
+    meta_u64(mo, "skipped_steps", sc.skipped_steps);
+    meta_u64(mo, "growth_tracker", sc.growth_tracker);
 }
 
 /* Names of the optimizer state tensors of a trainer: which = 0 (state1) or 1. */
 static const char *state_name(const mpcl_trainer *t, int which)
 {
-    if (t->opt.optimizer.kind == MPCL_OPT_SGD)
+    if (mpcl_trainer_options(t)->optimizer.kind == MPCL_OPT_SGD)
         return which == 0 ? "momentum_buffer" : NULL;
     return which == 0 ? "exp_avg" : "exp_avg_sq";
 }
@@ -140,7 +140,7 @@ static const char *state_name(const mpcl_trainer *t, int which)
 static mpcl_status save(mpcl_model *m, mpcl_trainer *t, const char *path, const mpcl_meta *extra,
                         size_t nextra)
 {
-    mpcl_context *ctx = m->ctx;
+    mpcl_context *ctx = mpcl_model_context(m);
     const char *op = t ? "mpcl_checkpoint_save" : "mpcl_model_save";
     if (!path || !*path)
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: no path", op);
@@ -156,9 +156,9 @@ static mpcl_status save(mpcl_model *m, mpcl_trainer *t, const char *path, const 
     mpcl_param_info info;
     while (mpcl_model_param(m, np, &info) == MPCL_OK)
         np++;
-    size_t P = m->padded;
+    size_t P = mpcl_tensor_numel(mpcl_model_master(m));
     int nstate = 0;
-    mpcl_tensor *state[2] = {t ? t->state1 : NULL, t ? t->state2 : NULL};
+    mpcl_tensor *state[2] = {t ? mpcl_trainer_state(t, 0) : NULL, t ? mpcl_trainer_state(t, 1) : NULL};
     nstate = (state[0] != NULL) + (state[1] != NULL);
     size_t cap = np * (size_t)(1 + nstate);
     float *host = malloc((size_t)(1 + nstate) * P * sizeof *host);
@@ -173,7 +173,7 @@ static mpcl_status save(mpcl_model *m, mpcl_trainer *t, const char *path, const 
         s = mpcl_set_error(ctx, MPCL_ERR_NOMEM, "%s: out of host memory", op);
         goto done;
     }
-    s = mpcl_tensor_read(m->master, host, P * sizeof *host);
+    s = mpcl_tensor_read(mpcl_model_master(m), host, P * sizeof *host);
     for (int k = 0; k < 2 && s == MPCL_OK; k++)
         if (state[k])
             s = mpcl_tensor_read(state[k], host + (size_t)(1 + (k == 1 && state[0])) * P,
@@ -215,22 +215,24 @@ static mpcl_status save(mpcl_model *m, mpcl_trainer *t, const char *path, const 
     if (s != MPCL_OK)
         goto done;
 
-    size_t need = mpcl_model_spec_format(&m->spec, NULL, 0) + 1;
+    size_t need = mpcl_model_spec_format(mpcl_model_get_spec(m), NULL, 0) + 1;
     spec = malloc(need);
     if (!spec) {
         s = mpcl_set_error(ctx, MPCL_ERR_NOMEM, "%s: out of host memory", op);
         goto done;
     }
-    mpcl_model_spec_format(&m->spec, spec, need);
+    mpcl_model_spec_format(mpcl_model_get_spec(m), spec, need);
     meta_str(mo, "format", FORMAT_NAME);
     meta_str(mo, "format_version", FORMAT_VERSION);
     meta_str(mo, "mpcl_version", mpcl_version());
     meta_str(mo, "kind", t ? "trainer" : "model");
     meta_str(mo, "model_spec", spec);
     meta_str(mo, "precision", mpcl_precision_name(mpcl_precision_chosen(ctx, NULL)));
-    meta_u64(mo, "seed", m->seed);
-    meta_norm(mo, "input_mean", m->norm.mean, m->norm.channels);
-    meta_norm(mo, "input_std", m->norm.std, m->norm.channels);
+    mpcl_normalization norm;
+    mpcl_model_normalization(m, &norm);
+    meta_u64(mo, "seed", mpcl_model_seed(m));
+    meta_norm(mo, "input_mean", norm.mean, norm.channels);
+    meta_norm(mo, "input_std", norm.std, norm.channels);
     if (t)
         meta_trainer(mo, t);
     for (size_t i = 0; i < nextra; i++)
@@ -256,7 +258,7 @@ done:
 mpcl_status mpcl_checkpoint_save(mpcl_trainer *t, const char *path, const mpcl_meta *extra,
                                  size_t nextra)
 {
-    return t ? save(t->model, t, path, extra, nextra) : MPCL_ERR_ARGUMENT;
+    return t ? save(mpcl_trainer_model(t), t, path, extra, nextra) : MPCL_ERR_ARGUMENT;
 }
 
 mpcl_status mpcl_model_save(mpcl_model *m, const char *path, const mpcl_meta *extra, size_t nextra)
@@ -428,7 +430,7 @@ static mpcl_status read_norm(const mpcl_checkpoint *c, const mpcl_model *m, mpcl
         mean[0] = 0.0f;
     if (!sv)
         std[0] = 1.0f;
-    int fits = nm == 1 || nm == m->spec.input[0];
+    int fits = nm == 1 || nm == mpcl_model_get_spec(m)->input[0];
     if (!nm || !fits)
         return bad_meta(c, "input_mean", "one finite number, or one per input channel");
     if (!ns || ns != nm)
@@ -499,7 +501,8 @@ static mpcl_status model_data_read(const mpcl_checkpoint *c, mpcl_model *m, mode
     mpcl_param_info info;
     while (mpcl_model_param(m, d->np, &info) == MPCL_OK)
         d->np++;
-    d->master = calloc(m->padded ? m->padded : 1, sizeof *d->master);
+    size_t P = mpcl_tensor_numel(mpcl_model_master(m));
+    d->master = calloc(P ? P : 1, sizeof *d->master);
     d->bufs = calloc(d->np ? d->np : 1, sizeof *d->bufs);
     int ok = d->master && d->bufs;
     for (size_t i = 0; ok && i < d->np; i++) {
@@ -519,17 +522,18 @@ static mpcl_status model_data_read(const mpcl_checkpoint *c, mpcl_model *m, mode
 
 static mpcl_status model_data_apply(model_data *d, mpcl_model *m)
 {
-    mpcl_status s = mpcl_tensor_write(m->master, d->master, m->padded * sizeof(float));
+    mpcl_tensor *master = mpcl_model_master(m), *working = mpcl_model_working(m);
+    mpcl_status s = mpcl_tensor_write(master, d->master, mpcl_tensor_numel(master) * sizeof(float));
     mpcl_param_info info;
     for (size_t i = 0; s == MPCL_OK && i < d->np; i++) {
         mpcl_model_param(m, i, &info);
         if (info.buffer)
             s = mpcl_tensor_write(info.buffer, d->bufs[i], info.numel * sizeof(float));
     }
-    if (s == MPCL_OK && m->working != m->master)
-        s = mpcl_refresh_working(m->ctx, m->working, m->master);
+    if (s == MPCL_OK && working != master)
+        s = mpcl_refresh_working(mpcl_model_context(m), working, master);
     if (s == MPCL_OK)
-        m->norm = d->norm;
+        s = mpcl_model_set_normalization(m, &d->norm);
     return s;
 }
 
@@ -550,7 +554,7 @@ mpcl_status mpcl_checkpoint_load_trainer(const mpcl_checkpoint *c, mpcl_trainer 
     if (!c || !t)
         return MPCL_ERR_ARGUMENT;
     const st_file *f = &c->f;
-    mpcl_model *m = t->model;
+    mpcl_model *m = mpcl_trainer_model(t);
     const char *kind = st_meta(f, "kind");
     if (!kind || strcmp(kind, "trainer") != 0)
         return mpcl_set_error(c->ctx, MPCL_ERR_FORMAT, "%s: not a training checkpoint (metadata "
@@ -558,7 +562,7 @@ mpcl_status mpcl_checkpoint_load_trainer(const mpcl_checkpoint *c, mpcl_trainer 
                                                        "scaler state to resume from", f->path,
                               kind ? kind : "missing");
     const char *opt = st_meta(f, "optimizer");
-    const char *mine = mpcl_optimizer_name(t->opt.optimizer.kind);
+    const char *mine = mpcl_optimizer_name(mpcl_trainer_options(t)->optimizer.kind);
     if (!opt || strcmp(opt, mine) != 0)
         return mpcl_set_error(c->ctx, MPCL_ERR_ARGUMENT, "%s: written with optimizer '%s', but this "
                                                          "training uses '%s'", f->path,
@@ -582,8 +586,8 @@ mpcl_status mpcl_checkpoint_load_trainer(const mpcl_checkpoint *c, mpcl_trainer 
         return bad_meta(c, "seed", "an integer");
 
     /* the optimizer state, checked before anything changes */
-    size_t P = m->padded;
-    mpcl_tensor *state[2] = {t->state1, t->state2};
+    size_t P = mpcl_tensor_numel(mpcl_model_master(m));
+    mpcl_tensor *state[2] = {mpcl_trainer_state(t, 0), mpcl_trainer_state(t, 1)};
     float *host[2] = {NULL, NULL};
     model_data d;
     mpcl_status s = model_data_read(c, m, &d);
@@ -623,8 +627,8 @@ mpcl_status mpcl_checkpoint_load_trainer(const mpcl_checkpoint *c, mpcl_trainer 
         if (state[k])
             s = mpcl_tensor_write(state[k], host[k], P * sizeof(float));
     if (s == MPCL_OK) {
-        t->scaler = sc;
-        m->seed = seed;
+        mpcl_trainer_set_scaler(t, &sc);
+        mpcl_model_set_seed(m, seed);
     }
     model_data_free(&d);
     free(host[0]);

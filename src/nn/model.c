@@ -543,6 +543,13 @@ void mpcl_model_memory_info(const mpcl_model *m, mpcl_model_memory *out)
 
 const mpcl_model_spec *mpcl_model_get_spec(const mpcl_model *m) { return m ? &m->spec : NULL; }
 size_t mpcl_model_param_count(const mpcl_model *m) { return m ? m->spec.params : 0; }
+mpcl_context *mpcl_model_context(const mpcl_model *m) { return m ? m->ctx : NULL; }
+uint64_t mpcl_model_seed(const mpcl_model *m) { return m ? m->seed : 0; }
+void mpcl_model_set_seed(mpcl_model *m, uint64_t seed)
+{
+    if (m)
+        m->seed = seed;
+}
 mpcl_tensor *mpcl_model_master(mpcl_model *m) { return m ? m->master : NULL; }
 mpcl_tensor *mpcl_model_working(mpcl_model *m) { return m ? m->working : NULL; }
 mpcl_tensor *mpcl_model_grad(mpcl_model *m) { return m ? m->grad : NULL; }
