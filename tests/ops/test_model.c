@@ -125,7 +125,9 @@ static void check_backward(int mode, const char *text)
         for (size_t i = 0; mpcl_model_param(r.m, i, &pi) == MPCL_OK; i++) {
             if (pi.buffer)
                 continue;
-            for (size_t j = 0; j < pi.numel && j < 2; j++) {
+            /* two entries of every tensor; one under oclgrind (small
+             * runs), where the point is the kernels' memory accesses */
+            for (size_t j = 0; j < pi.numel && j < (optest_small() ? 1u : 2u); j++) {
                 size_t k = pi.offset + (j * 7) % pi.numel;
                 const float h = 1e-2f;
                 float save = w[k];
@@ -142,7 +144,7 @@ static void check_backward(int mode, const char *text)
                 checked++;
             }
         }
-        ck_assert_int_ge(checked, 10);
+        ck_assert_int_ge(checked, optest_small() ? 5 : 10);
     } else {
         /* the same model and data in fp32 (the harness's first mode) */
         rig ref;
