@@ -406,26 +406,6 @@ void print_confusion(const uint64_t *conf, const char *const *names)
 
 /* ------------------------------------------------------------ data */
 
-/* Mean and standard deviation of x / 255 over `bytes` bytes, in double,
- * through a histogram (exact counts). */
-void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std)
-{
-    uint64_t hist[256] = {0};
-    for (size_t i = 0; i < bytes; i++)
-        hist[p[i]]++;
-    double m = 0.0;
-    for (int v = 0; v < 256; v++)
-        m += (double)hist[v] * ((double)v / 255.0);
-    m /= (double)bytes;
-    double var = 0.0;
-    for (int v = 0; v < 256; v++) {
-        double d = (double)v / 255.0 - m;
-        var += (double)hist[v] * d * d;
-    }
-    var /= (double)bytes;
-    *mean = m;
-    *std = sqrt(var);
-}
 
 /* Monotonic seconds, for timing. */
 double now_s(void)

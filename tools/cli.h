@@ -71,8 +71,6 @@ int parse_u64(const char *s, uint64_t *out);
 #define CLI_DEFAULT_MODEL "seed-cnn"
 int resolve_model(const char *arg, char *dst, size_t len, char *searched, size_t slen);
 
-/* Mean and standard deviation of x / 255 over `bytes` bytes, in double. */
-void pixel_stats(const uint8_t *p, size_t bytes, double *mean, double *std);
 
 /* Rows: true class ("3 Dress"), columns: predicted class (by index). */
 void print_confusion(const uint64_t *conf, const char *const *names);

@@ -361,7 +361,7 @@ typedef struct {
     const char *model_path, *data_desc;
     const mpcl_caps *caps;
     size_t params, n_samples;
-    double mean, std;
+    mpcl_normalization norm;
     const char *skipped_mode[BENCH_MAX_MODES];
     char skipped_why[BENCH_MAX_MODES][512];
     int nskipped;
@@ -581,9 +581,8 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
         goto done;
     }
     rep.n_samples = bd.n;
-    pixel_stats(bd.images, bd.n * bd.sample, &rep.mean, &rep.std);
-    if (!(rep.std > 1e-12))
-        rep.std = 1.0;
+    /* per channel (up to 4), as mpcl train measures it */
+    mpcl_normalization_measure(&rep.norm, bd.images, bd.n, spec->input[0], spec->input[1] * spec->input[2]);
     img = malloc(a.batch * bd.sample);
     lab = malloc(a.batch);
     if (!img || !lab) {
@@ -622,11 +621,7 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
         if (s == MPCL_OK) {
             mpcl_train_options_init(&to, m->chosen);
             mpcl_optimizer_options_init(&to.optimizer, MPCL_OPT_ADAM);
-            mpcl_normalization nz;
-            mpcl_normalization_init(&nz);
-            nz.mean[0] = (float)rep.mean;
-            nz.std[0] = (float)rep.std;
-            s = mpcl_model_set_normalization(m->model, &nz);
+            s = mpcl_model_set_normalization(m->model, &rep.norm);
             if (s == MPCL_OK)
                 s = mpcl_trainer_create(m->model, &to, &m->tr);
         }
