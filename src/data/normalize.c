@@ -35,15 +35,16 @@ void mpcl_normalization_measure(mpcl_normalization *n, const uint8_t *images, si
                     hist[p[g * plane + k]]++;
             }
         }
-        double total = 0, sum = 0, sum2 = 0;
+        /* two passes over the histogram: the mean, then the squared deviations */
+        double total = 0, sum = 0, var = 0;
         for (int v = 0; v < 256; v++) {
-            double x = v / 255.0;
             total += (double)hist[v];
-            sum += (double)hist[v] * x;
-            sum2 += (double)hist[v] * x * x;
+            sum += (double)hist[v] * (v / 255.0);
         }
-        double mean = sum / total, var = sum2 / total - mean * mean;
-        double sd = var > 0 ? sqrt(var) : 0.0;
+        double mean = sum / total;
+        for (int v = 0; v < 256; v++)
+            var += (double)hist[v] * (v / 255.0 - mean) * (v / 255.0 - mean);
+        double sd = sqrt(var / total);
         n->mean[g] = (float)mean;
         n->std[g] = sd > 1e-12 ? (float)sd : 1.0f;
     }
