@@ -5,6 +5,7 @@
  * reference written here (brute force over every crop), and the prefetch
  * thread against the serial gather. */
 #include <check.h>
+#include <math.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -820,6 +821,49 @@ START_TEST(prefetch_misuse)
 }
 END_TEST
 
+/* mpcl_normalization_measure against the mean and population standard
+ * deviation computed here in double, per channel for 3 channels, over all
+ * channels for 5; a flat channel gets std 1. */
+START_TEST(normalization_measure)
+{
+    enum { N = 7, PLANE = 11 };
+    uint8_t img[N * 5 * PLANE];
+    uint64_t st = 99;
+    for (size_t i = 0; i < sizeof img; i++)
+        img[i] = (uint8_t)(tu_rand(&st) % 256);
+    for (size_t i = 0; i < N; i++) /* channel 2 of the 3-channel layout: flat */
+        memset(img + i * 3 * PLANE + 2 * PLANE, 77, PLANE);
+    mpcl_normalization n;
+    mpcl_normalization_measure(&n, img, N, 3, PLANE);
+    ck_assert_uint_eq(n.channels, 3);
+    for (size_t c = 0; c < 3; c++) {
+        double sum = 0, sq = 0;
+        for (size_t i = 0; i < N; i++)
+            for (size_t k = 0; k < PLANE; k++)
+                sum += img[i * 3 * PLANE + c * PLANE + k] / 255.0;
+        double mean = sum / (N * PLANE);
+        for (size_t i = 0; i < N; i++)
+            for (size_t k = 0; k < PLANE; k++) {
+                double d = img[i * 3 * PLANE + c * PLANE + k] / 255.0 - mean;
+                sq += d * d;
+            }
+        double sd = sqrt(sq / (N * PLANE));
+        ck_assert_msg(fabs(n.mean[c] - mean) < 1e-6, "channel %zu mean %g, want %g", c, (double)n.mean[c], mean);
+        if (c == 2)
+            ck_assert(n.std[c] == 1.0f); /* flat: only centred */
+        else
+            ck_assert_msg(fabs(n.std[c] - sd) < 1e-6, "channel %zu std %g, want %g", c, (double)n.std[c], sd);
+    }
+    /* more channels than MPCL_MAX_NORM_CHANNELS: one value over all */
+    mpcl_normalization_measure(&n, img, N, 5, PLANE);
+    ck_assert_uint_eq(n.channels, 1);
+    double sum = 0;
+    for (size_t i = 0; i < sizeof img; i++)
+        sum += img[i] / 255.0;
+    ck_assert(fabs(n.mean[0] - sum / sizeof img) < 1e-6);
+}
+END_TEST
+
 int main(void)
 {
     tu_clean_env();
@@ -837,6 +881,7 @@ int main(void)
     tcase_add_test(tc, cifar_reads_batches);
     tcase_add_test(tc, cifar_defects);
     tcase_add_test(tc, ppm_images);
+    tcase_add_test(tc, normalization_measure);
     suite_add_tcase(s, tc);
     tc = tcase_create("augment");
     tcase_add_test(tc, augment_plain_gather);
