@@ -15,7 +15,8 @@ A reference tool only: mpcl never depends on PyTorch.
         [--rounds 1] [--threads 2] [--seed 1]
 
 With --epochs N it trains instead: N epochs over the training set,
-shuffled each epoch, batch --batch, Adam at --lr with --schedule constant or
+shuffled each epoch, batch --batch, --optimizer adam, adamw or sgd
+(--momentum, --nesterov, --weight-decay) at --lr with --schedule constant or
 cosine (to 0 at the last step, as `mpcl train --schedule cosine`), and
 reports each epoch's test accuracy and the training speed: the reference
 for `mpcl train` with the same settings.
@@ -283,7 +284,14 @@ def train_epochs(a, paths, precisions, torch, nn, images, labels, test_images, t
         for prec in precisions:
             torch.manual_seed(a.seed)
             model, _ = build_model(path, nn)
-            opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+            wd = a.weight_decay if a.weight_decay is not None else (0.01 if a.optimizer == "adamw" else 0.0)
+            if a.optimizer == "sgd":
+                opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum,
+                                      nesterov=a.nesterov, weight_decay=wd)
+            elif a.optimizer == "adamw":
+                opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=wd)
+            else:
+                opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=wd)
             total = a.epochs * steps_per_epoch
             sched = (torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda t: 0.5 * (1 + __import__("math").cos(__import__("math").pi * min(t, total) / total)))
@@ -324,7 +332,8 @@ def train_epochs(a, paths, precisions, torch, nn, images, labels, test_images, t
                          "img_s": a.epochs * n / train_s})
     return {"engine": "pytorch", "torch_version": torch.__version__, "threads": torch.get_num_threads(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "blas": blas_info(torch),
-            "settings": {"batch": a.batch, "epochs": a.epochs, "optimizer": "adam", "lr": a.lr,
+            "settings": {"batch": a.batch, "epochs": a.epochs, "optimizer": a.optimizer, "lr": a.lr,
+                         "momentum": a.momentum, "nesterov": a.nesterov, "weight_decay": a.weight_decay,
                          "schedule": a.schedule, "seed": a.seed, "data": a.data},
             "runs": runs}
 
@@ -344,6 +353,11 @@ def main():
     ap.add_argument("--epochs", type=int, default=0, help="train N epochs and test (default: time steps)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--schedule", default="constant", choices=("constant", "cosine"))
+    ap.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    ap.add_argument("--momentum", type=float, default=0.0)
+    ap.add_argument("--nesterov", action="store_true")
+    ap.add_argument("--weight-decay", type=float, default=None,
+                    help="default: 0 for sgd and adam, 0.01 for adamw (as mpcl train)")
     a = ap.parse_args()
     if min(a.batch, a.steps, a.rounds, a.threads) < 1 or a.warmup < 0:
         ap.error("--batch, --steps, --rounds and --threads must be >= 1, --warmup >= 0")
