@@ -305,13 +305,17 @@ def train_epochs(a, paths, precisions, torch, nn, images, labels, test_images, t
                 t0, loss_sum = time.perf_counter(), 0.0
                 for i in range(0, n, a.batch):
                     idx = order[i:i + a.batch]
+                    xb = x[idx]
+                    if a.flip:
+                        m = torch.rand(len(idx), generator=g) < 0.5
+                        xb = torch.where(m[:, None, None, None], xb.flip(3), xb)
                     opt.zero_grad(set_to_none=True)
                     if prec == "bf16":
                         with torch.autocast("cpu", dtype=torch.bfloat16):
-                            out = model(x[idx])
+                            out = model(xb)
                         loss = loss_fn(out.float(), labels[idx])
                     else:
-                        loss = loss_fn(model(x[idx]), labels[idx])
+                        loss = loss_fn(model(xb), labels[idx])
                     loss.backward()
                     opt.step()
                     if sched:
@@ -334,7 +338,7 @@ def train_epochs(a, paths, precisions, torch, nn, images, labels, test_images, t
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "blas": blas_info(torch),
             "settings": {"batch": a.batch, "epochs": a.epochs, "optimizer": a.optimizer, "lr": a.lr,
                          "momentum": a.momentum, "nesterov": a.nesterov, "weight_decay": a.weight_decay,
-                         "schedule": a.schedule, "seed": a.seed, "data": a.data},
+                         "schedule": a.schedule, "flip": a.flip, "seed": a.seed, "data": a.data},
             "runs": runs}
 
 
@@ -354,6 +358,9 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--schedule", default="constant", choices=("constant", "cosine"))
     ap.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    ap.add_argument("--flip", action="store_true",
+                    help="--epochs: mirror each training image left-right with probability 1/2 "
+                         "(as mpcl train --augment flip; other draws)")
     ap.add_argument("--momentum", type=float, default=0.0)
     ap.add_argument("--nesterov", action="store_true")
     ap.add_argument("--weight-decay", type=float, default=None,
