@@ -221,6 +221,19 @@ char *mpcl_strfmt(char *dst, size_t len, const char *fmt, ...) MPCL_PRINTF(3, 4)
 /* Seconds on the monotonic clock (for timing builds, launches, searches). */
 double mpcl_now_s(void);
 
+/* splitmix64 (Steele, Lea and Flood): mpcl_mix64 is its finaliser, a
+ * bijection of 64-bit words that mixes well; mpcl_splitmix64 the next value
+ * of the stream in *state. Weight initialisation, epoch orders and
+ * augmentation draw from them. */
+static inline uint64_t mpcl_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t mpcl_splitmix64(uint64_t *state) { return mpcl_mix64(*state += 0x9e3779b97f4a7c15ULL); }
+
 /* device.c */
 /* Reads a device info string into dst (always terminated). */
 void mpcl_device_string(cl_device_id d, cl_device_info what, char *dst, size_t len);

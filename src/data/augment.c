@@ -16,19 +16,11 @@
 /* Keeps these draws apart from other users of the same seed (the shuffle). */
 #define AUGMENT_DOMAIN 0x61756d656e74ULL /* "augment" */
 
-/* splitmix64's finaliser: a bijection of 64-bit words that mixes well. */
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static uint64_t image_hash(uint64_t seed, uint64_t epoch, uint64_t index)
 {
-    uint64_t h = mix64(seed + GOLDEN * AUGMENT_DOMAIN);
-    h = mix64(h + GOLDEN * (epoch + 1));
-    return mix64(h + GOLDEN * (index + 1));
+    uint64_t h = mpcl_mix64(seed + GOLDEN * AUGMENT_DOMAIN);
+    h = mpcl_mix64(h + GOLDEN * (epoch + 1));
+    return mpcl_mix64(h + GOLDEN * (index + 1));
 }
 
 /* A value in [0, n) from 24 bits of the hash (n <= 2 * MPCL_AUGMENT_MAX_PAD + 1). */

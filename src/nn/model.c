@@ -19,18 +19,9 @@
 
 static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
-/* splitmix64: the model's initialisation stream from its seed. */
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static float uniform(uint64_t *s, float bound)
 {
-    double u = (double)(splitmix(s) >> 11) * 0x1p-53; /* [0, 1) */
+    double u = (double)(mpcl_splitmix64(s) >> 11) * 0x1p-53; /* [0, 1) */
     return (float)((2.0 * u - 1.0) * bound);
 }
 

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
 #include "nn/model.h"
@@ -22,27 +21,12 @@ void mpcl_fit_options_init(mpcl_fit_options *o)
     o->seed = 1;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Uniform in [0, bound) without modulo bias (rejection). */
 static uint64_t uniform_below(uint64_t *state, uint64_t bound)
 {
     uint64_t threshold = (0 - bound) % bound; /* 2^64 mod bound */
     for (;;) {
-        uint64_t r = splitmix64(state);
+        uint64_t r = mpcl_splitmix64(state);
         if (r >= threshold)
             return r % bound;
     }
@@ -54,7 +38,7 @@ static uint64_t uniform_below(uint64_t *state, uint64_t bound)
 static void epoch_order(size_t *idx, size_t n, uint64_t seed, unsigned long epoch)
 {
     uint64_t st = seed;
-    st = splitmix64(&st) ^ (uint64_t)epoch;
+    st = mpcl_splitmix64(&st) ^ (uint64_t)epoch;
     for (size_t i = 0; i < n; i++)
         idx[i] = i;
     for (size_t i = n; i > 1; i--) {
@@ -193,7 +177,7 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
     unsigned long first_epoch = o->epochs_done + 1;
     int stop = 0, ended = 0;
     for (unsigned long epoch = first_epoch; epoch <= o->epochs && !ended; epoch++) {
-        double ep_start = now_s(), ep_train = 0.0, loss_sum = 0.0;
+        double ep_start = mpcl_now_s(), ep_train = 0.0, loss_sum = 0.0;
         uint64_t loss_n = 0, skipped = 0, images = 0;
         size_t k = epoch == first_epoch ? o->epoch_step : 0, done = 0;
         epoch_order(order, f.n_train, o->seed, epoch);
@@ -217,9 +201,9 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
             }
             mpcl_fit_step_info si;
             memset(&si, 0, sizeof si);
-            double t0 = now_s();
+            double t0 = mpcl_now_s();
             s = mpcl_trainer_step(t, bimg, blab, b, &si.stats);
-            double dt = now_s() - t0;
+            double dt = mpcl_now_s() - t0;
             if (s != MPCL_OK)
                 break;
             done++;
@@ -301,7 +285,7 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
             .test_loss = r->test_loss,
             .test_accuracy = r->test_accuracy,
             .img_s = ep_train > 0 ? (double)images / ep_train : 0.0,
-            .seconds = now_s() - ep_start,
+            .seconds = mpcl_now_s() - ep_start,
             .first_step_s = epoch == first_epoch ? r->first_step_s : -1.0,
             .loss_scale = sc.scale,
             .confusion = r->confusion,
