@@ -689,6 +689,55 @@ MPCL_API mpcl_status mpcl_softmax_cross_entropy(mpcl_context *ctx, mpcl_tensor *
                                                 const mpcl_tensor *labels, float smoothing,
                                                 float grad_scale);
 
+/* Transformer ops (src/ops/attention.c; docs/ops/attention.md). Letters: B
+ * sequences of T positions, N = B T rows, C the width, H heads of width
+ * E = C / H, V vocabulary.
+ *
+ * Token + position embedding: y (N, C) = wte[tokens[n]] + wpe[n % T]
+ * (summed in float); tokens i32 (N); wte (V, C); wpe (P, C) with P >= T. A
+ * token outside [0, V) makes its row NaN. */
+MPCL_API mpcl_status mpcl_embedding_forward(mpcl_context *ctx, mpcl_tensor *y,
+                                            const mpcl_tensor *tokens, const mpcl_tensor *wte,
+                                            const mpcl_tensor *wpe, size_t T);
+/* The index the embedding's backward pass needs, on the host: order (n)
+ * lists the rows grouped by token (ascending within a token), start
+ * (vocab + 1) where each token's rows begin. MPCL_ERR_ARGUMENT, with a
+ * message in err naming the row, for a token outside [0, vocab). */
+MPCL_API mpcl_status mpcl_embedding_index(const int32_t *tokens, size_t n, size_t vocab,
+                                          int32_t *order, int32_t *start, char *err,
+                                          size_t err_len);
+/* dwte[v] += the sum of dy's rows whose token is v, dwpe[t] += the sum of
+ * dy's rows at position t (either may be NULL). order (N) and start (V + 1)
+ * i32 from mpcl_embedding_index. Each gradient value is summed by one work
+ * item in row order: no atomics, the same bits on every run. */
+MPCL_API mpcl_status mpcl_embedding_backward(mpcl_context *ctx, mpcl_tensor *dwte,
+                                             mpcl_tensor *dwpe, const mpcl_tensor *dy,
+                                             const mpcl_tensor *order, const mpcl_tensor *start,
+                                             size_t T);
+/* Causal multi-head self-attention on a QKV projection's output qkv
+ * (N, 3 C), whose rows are [q | k | v] with head h at columns h E .. h E +
+ * E - 1 of each: y (N, C) = per head softmax(mask(q k^T / sqrt(E))) v, the
+ * heads side by side. Position i attends to positions <= i of its own
+ * sequence. The scores are float (f32) in every mode and the softmax
+ * subtracts the row maximum and sums in float; probs (B H, T, T, storage
+ * dtype) receives the probabilities, which backward needs. */
+MPCL_API mpcl_status mpcl_attention_forward(mpcl_context *ctx, mpcl_tensor *y, mpcl_tensor *probs,
+                                            const mpcl_tensor *qkv, size_t T, size_t heads);
+/* dqkv (N, 3 C) = the gradient of qkv (assigned), from dy (N, C), the
+ * forward's qkv and probs. */
+MPCL_API mpcl_status mpcl_attention_backward(mpcl_context *ctx, mpcl_tensor *dqkv,
+                                             const mpcl_tensor *dy, const mpcl_tensor *qkv,
+                                             const mpcl_tensor *probs, size_t T, size_t heads);
+/* Attention for decoding with a key / value cache: qkv (B Tq, 3 C) holds Tq
+ * new positions pos .. pos + Tq - 1 of B sequences; their keys and values are
+ * written into kcache and vcache (B H, Tmax, E) at those positions, and y
+ * (B Tq, C) is their attention over positions 0 .. pos + Tq - 1 of the
+ * caches (causal within the new ones). pos + Tq <= Tmax. The same
+ * arithmetic as mpcl_attention_forward over the whole prefix. */
+MPCL_API mpcl_status mpcl_attention_decode(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *qkv,
+                                           mpcl_tensor *kcache, mpcl_tensor *vcache, size_t pos,
+                                           size_t heads);
+
 typedef enum { MPCL_REDUCE_SUM = 0, MPCL_REDUCE_MEAN, MPCL_REDUCE_MAX_ABS } mpcl_reduction;
 /* out (f32, 1) = the reduction of every element of x, accumulated in float. */
 MPCL_API mpcl_status mpcl_reduce(mpcl_context *ctx, mpcl_reduction r, mpcl_tensor *out,

@@ -605,6 +605,17 @@ mpcl_status mpcl_gemm_raw_c32(mpcl_context *ctx, const char *what, mpcl_dtype dt
                         b_off, ldb, 0, beta, c, c_off, ldc, 0, 1);
 }
 
+mpcl_status mpcl_gemm_batched_raw_c32(mpcl_context *ctx, const char *what, mpcl_dtype dtype,
+                                      int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                                      float alpha, cl_mem a, size_t a_off, size_t lda,
+                                      size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
+                                      size_t b_stride, float beta, cl_mem c, size_t c_off,
+                                      size_t ldc, size_t c_stride, size_t batch)
+{
+    return gemm_batched(ctx, what, dtype, 1, trans_a, trans_b, m, n, k, alpha, a, a_off, lda,
+                        a_stride, b, b_off, ldb, b_stride, beta, c, c_off, ldc, c_stride, batch);
+}
+
 /* ------------------------------------------------------------ public */
 
 static mpcl_status gemm_shape_error(mpcl_context *ctx, const char *why, int trans_a, int trans_b,

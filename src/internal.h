@@ -51,7 +51,7 @@ struct mpcl_prof_rec {
 
 #define MPCL_MAX_PROGRAMS 32
 #define MPCL_MAX_KERNELS 160
-#define MPCL_SCRATCH_SLOTS 14
+#define MPCL_SCRATCH_SLOTS 20
 
 typedef struct {
     const char *family; /* string literals only */
@@ -423,6 +423,14 @@ mpcl_status mpcl_gemm_batched_raw(mpcl_context *ctx, const char *what, mpcl_dtyp
                                   cl_mem b, size_t b_off, size_t ldb, size_t b_stride, float beta,
                                   cl_mem c, size_t c_off, size_t ldc, size_t c_stride,
                                   size_t batch);
+
+/* mpcl_gemm_batched_raw with C in float (as mpcl_gemm_raw_c32). */
+mpcl_status mpcl_gemm_batched_raw_c32(mpcl_context *ctx, const char *what, mpcl_dtype dtype,
+                                      int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                                      float alpha, cl_mem a, size_t a_off, size_t lda,
+                                      size_t a_stride, cl_mem b, size_t b_off, size_t ldb,
+                                      size_t b_stride, float beta, cl_mem c, size_t c_off,
+                                      size_t ldc, size_t c_stride, size_t batch);
 
 /* The GEMM router owns scratch slots 0..3 (float copies of half operands on
  * the convert path: 0 A, 1 B, 2 C; 3 CLBlast's temporary buffer); conv uses
