@@ -828,6 +828,56 @@ MPCL_API mpcl_status mpcl_dataset_load(const char *dir, mpcl_dataset *out, char 
 MPCL_API mpcl_status mpcl_cifar10_load(const char *dir, mpcl_dataset *out, char *err, size_t err_len);
 MPCL_API void mpcl_dataset_free(mpcl_dataset *d);
 
+/* ------------------------------------------------------------ text
+ *
+ * Text for language models, read as bytes (UTF-8 stays bytes: the
+ * vocabulary is the 256 byte values). The last part of the text is held
+ * out for validation. Training batches are random windows; every window's
+ * start is a splitmix64 hash of (seed, step, sequence index), so a batch is
+ * the same bytes whenever it is made again and a resumed run needs only its
+ * step count. Validation reads fixed consecutive windows. */
+#define MPCL_DEFAULT_TEXT_DIR "/usr/share/games/fortunes"
+
+typedef struct {
+    uint8_t *bytes;      /* the whole text: training part, then validation part */
+    size_t size;         /* bytes */
+    size_t train_size;   /* bytes[0 .. train_size - 1] train, the rest validates */
+    size_t files;        /* files read */
+    char source[1024];   /* the path it came from */
+} mpcl_text;
+
+typedef enum { MPCL_TEXT_TRAIN = 0, MPCL_TEXT_VALID = 1 } mpcl_text_split;
+
+/* Reads path as bytes: a file (plain, or gzip when its name ends in .gz),
+ * or a directory, whose regular files (not symbolic links, not hidden, not
+ * ending in .dat: the fortune index files) are read in name order and
+ * joined. NULL or "": MPCL_DEFAULT_TEXT_DIR (Debian's fortunes). The last
+ * valid_fraction (0 < f < 1; 0: the default 0.1) of the bytes is held out
+ * for validation. Each part must hold at least context + 1 bytes (one
+ * window and its next byte): otherwise MPCL_ERR_FORMAT naming the path, the
+ * sizes and the context. Errors name the file (missing, unreadable,
+ * damaged gzip, empty). */
+MPCL_API mpcl_status mpcl_text_load(const char *path, double valid_fraction, size_t context,
+                                    mpcl_text *out, char *err, size_t err_len);
+MPCL_API void mpcl_text_free(mpcl_text *t);
+/* The bytes of one part and their count. */
+MPCL_API const uint8_t *mpcl_text_part(const mpcl_text *t, mpcl_text_split split, size_t *size);
+/* A training batch of b windows of T positions: window i starts at a
+ * position drawn uniformly from [0, size - T - 1] of the split by a hash
+ * of (seed, step, i); tokens (b T, i32) are its bytes, targets (b T) the
+ * bytes one position later. MPCL_ERR_ARGUMENT when the part is too short. */
+MPCL_API mpcl_status mpcl_text_batch(const mpcl_text *t, mpcl_text_split split, uint64_t seed,
+                                     uint64_t step, size_t b, size_t T, int32_t *tokens,
+                                     int32_t *targets);
+/* Consecutive windows for evaluation: window w starts at w T; there are
+ * (size - 1) / T of them (each needs its next byte). */
+MPCL_API size_t mpcl_text_windows(const mpcl_text *t, mpcl_text_split split, size_t T);
+/* Windows first .. first + b - 1 as tokens and targets (b T each).
+ * MPCL_ERR_ARGUMENT past the last window. */
+MPCL_API mpcl_status mpcl_text_window_batch(const mpcl_text *t, mpcl_text_split split, size_t first,
+                                            size_t b, size_t T, int32_t *tokens,
+                                            int32_t *targets);
+
 /* The normalisation of input bytes: y = (x / 255 - mean[c]) / std[c] for
  * channel c, with one value for every channel (channels 1) or one per
  * channel (channels = the images' channels, at most MPCL_MAX_NORM_CHANNELS,
