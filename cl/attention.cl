@@ -25,17 +25,17 @@
 #define ATT_WG_MAX 256
 #endif
 
-/* y[n, d] = wte[tokens[n], d] + wpe[n % T, d], summed in float; a token
- * outside [0, V) is never read through: its row is NaN. Range (D, N). */
+/* y[n, d] = wte[tokens[n], d] + wpe[pos + n % T, d], summed in float; a
+ * token outside [0, V) is never read through: its row is NaN. Range (D, N). */
 kernel void embed_forward(global store_t *y,         /* (N, D) */
                           global const int *tokens,  /* (N) */
                           global const store_t *wte, /* (V, D) */
-                          global const store_t *wpe, /* (>= T, D) */
-                          uint T, uint D, uint V)
+                          global const store_t *wpe, /* (>= pos + T, D) */
+                          uint T, uint D, uint V, uint pos)
 {
     uint d = get_global_id(0), n = get_global_id(1);
     int tok = tokens[n];
-    uint t = n % T;
+    uint t = pos + n % T;
     float p = LOADF(wpe, t * D + d);
     float v = (tok >= 0 && (uint)tok < V) ? LOADF(wte, (uint)tok * D + d) + p : NAN;
     STOREF(y, n * D + d, v);

@@ -693,12 +693,13 @@ MPCL_API mpcl_status mpcl_softmax_cross_entropy(mpcl_context *ctx, mpcl_tensor *
  * sequences of T positions, N = B T rows, C the width, H heads of width
  * E = C / H, V vocabulary.
  *
- * Token + position embedding: y (N, C) = wte[tokens[n]] + wpe[n % T]
- * (summed in float); tokens i32 (N); wte (V, C); wpe (P, C) with P >= T. A
- * token outside [0, V) makes its row NaN. */
+ * Token + position embedding: y (N, C) = wte[tokens[n]] + wpe[pos + n % T]
+ * (summed in float); tokens i32 (N); wte (V, C); wpe (P, C) with P >= pos +
+ * T (pos: the first position, 0 but when decoding). A token outside [0, V)
+ * makes its row NaN. */
 MPCL_API mpcl_status mpcl_embedding_forward(mpcl_context *ctx, mpcl_tensor *y,
                                             const mpcl_tensor *tokens, const mpcl_tensor *wte,
-                                            const mpcl_tensor *wpe, size_t T);
+                                            const mpcl_tensor *wpe, size_t T, size_t pos);
 /* The index the embedding's backward pass needs, on the host: order (n)
  * lists the rows grouped by token (ascending within a token), start
  * (vocab + 1) where each token's rows begin. MPCL_ERR_ARGUMENT, with a
@@ -1073,14 +1074,37 @@ typedef struct {
     int inputs[MPCL_MAX_INPUTS];    /* layer indices (earlier layers); -1: the model's input */
 } mpcl_layer_spec;
 
+/* A GPT-style decoder-only transformer (docs/models.md), one spec line:
+ *
+ *     gpt vocab=256 context=128 layers=4 heads=4 width=128 [hidden=512]
+ *
+ * token and learned position embeddings, `layers` pre-norm blocks (layer
+ * norm, causal self-attention with `heads` heads, residual add; layer norm,
+ * a GELU MLP of `hidden` units (default 4 x width), residual add), a final
+ * layer norm and an output head tied to the token embedding. Layer norms
+ * use eps 1e-5; every linear layer has a bias. */
 typedef struct {
-    size_t input[3]; /* C, H, W */
-    int nlayers;
+    size_t vocab, context, layers, heads, width, hidden;
+    int line; /* in the spec text */
+} mpcl_gpt_spec;
+
+typedef enum {
+    MPCL_MODEL_LAYERS = 0, /* a sequence or graph of layers over images or features */
+    MPCL_MODEL_GPT         /* a language model over tokens (mpcl_gpt_spec) */
+} mpcl_model_kind;
+
+typedef struct {
+    size_t input[3]; /* C, H, W (a gpt: 1, 1, context) */
+    int nlayers;     /* 0 for a gpt */
     mpcl_layer_spec layers[MPCL_MAX_LAYERS];
     size_t params;   /* total parameter count */
+    mpcl_model_kind kind;
+    mpcl_gpt_spec gpt; /* kind MPCL_MODEL_GPT */
 } mpcl_model_spec;
 
 MPCL_API const char *mpcl_layer_kind_name(mpcl_layer_kind k); /* "conv2d", ... */
+/* The parameters of a gpt (the tied output head counted once). */
+MPCL_API size_t mpcl_gpt_param_count(const mpcl_gpt_spec *g);
 /* Parses and shape-checks a spec; name is used in messages (a file name). */
 MPCL_API mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model_spec *out,
                                            char *err, size_t err_len);
@@ -1207,6 +1231,27 @@ MPCL_API mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int
 MPCL_API mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits);
 MPCL_API mpcl_status mpcl_model_zero_grad(mpcl_model *m);
 
+/* Language models (a "gpt" spec; src/nn/gpt.c, docs/lm.md). tokens: B
+ * sequences of T token ids each (B <= max_batch, T <= the context), row
+ * after row; *logits (B T, vocab), owned by the model and valid until the
+ * next call. training 1 prepares the backward pass (the embedding's index,
+ * on the host). A token outside the vocabulary is MPCL_ERR_ARGUMENT naming
+ * the sequence and position; nothing is enqueued. */
+MPCL_API mpcl_status mpcl_lm_forward(mpcl_model *m, const int32_t *tokens, size_t B, size_t T,
+                                     int training, mpcl_tensor **logits);
+/* Back-propagates dlogits (B T, vocab) through the last training forward,
+ * accumulating into the gradient buffer (the tied head and the embedding
+ * both add to transformer.wte.weight's gradient). */
+MPCL_API mpcl_status mpcl_lm_backward(mpcl_model *m, const mpcl_tensor *dlogits);
+/* Decoding with a key / value cache: tokens (B x Tq) at positions pos ..
+ * pos + Tq - 1 of B sequences whose earlier positions went through earlier
+ * calls (pos 0 starts them: a prompt of Tq tokens, then one token per
+ * call). *logits (B Tq, vocab). pos + Tq <= the context. The same
+ * arithmetic as mpcl_lm_forward on the whole prefix, without recomputing
+ * it. */
+MPCL_API mpcl_status mpcl_lm_decode(mpcl_model *m, const int32_t *tokens, size_t B, size_t Tq,
+                                    size_t pos, mpcl_tensor **logits);
+
 /* The flat buffers (owned by the model): master weights (f32, P), working
  * copy (storage dtype, P; the master itself in fp32) and gradients (storage
  * dtype, P). P includes alignment padding, whose values stay zero. */
@@ -1299,6 +1344,15 @@ MPCL_API void mpcl_trainer_destroy(mpcl_trainer *t);
 /* images: b samples of C*H*W bytes each; labels: b bytes, 0..classes-1. */
 MPCL_API mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint8_t *labels,
                                        size_t b, mpcl_step_stats *stats);
+/* A language model's step (a "gpt" spec): B sequences of T tokens and
+ * their targets (the next token at each position), B <= max_batch, T <=
+ * the context; the loss is the mean cross-entropy over the B T positions.
+ * Where the model spares parameters from weight decay (a gpt: embeddings,
+ * biases, layer norms; see docs/lm.md), the optimizer decays the rest
+ * only. */
+MPCL_API mpcl_status mpcl_trainer_step_lm(mpcl_trainer *t, const int32_t *tokens,
+                                          const int32_t *targets, size_t B, size_t T,
+                                          mpcl_step_stats *stats);
 MPCL_API void mpcl_trainer_scaler(const mpcl_trainer *t, mpcl_scaler_state *out);
 /* Restores the scaler's state (a resumed run). */
 MPCL_API void mpcl_trainer_set_scaler(mpcl_trainer *t, const mpcl_scaler_state *s);

@@ -434,6 +434,25 @@ mpcl_status mpcl_model_create_with(mpcl_context *ctx, const mpcl_model_spec *spe
     mpcl_status s = mpcl_check_ctx(ctx, op);
     if (s != MPCL_OK)
         return s;
+    if (spec && o && out && spec->kind == MPCL_MODEL_GPT && o->max_batch >= 1) {
+        *out = NULL;
+        mpcl_model *m = calloc(1, sizeof *m);
+        if (!m)
+            return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "%s: out of host memory", op);
+        m->ctx = ctx;
+        m->spec = *spec;
+        m->opt = *o;
+        m->max_batch = o->max_batch;
+        m->seed = o->seed;
+        mpcl_normalization_init(&m->norm);
+        s = mpcl_gpt_build(m);
+        if (s != MPCL_OK) {
+            mpcl_model_destroy(m);
+            return s;
+        }
+        *out = m;
+        return MPCL_OK;
+    }
     if (!spec || !o || !out || spec->nlayers < 1 || spec->nlayers > MPCL_MAX_LAYERS || o->max_batch < 1)
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
                               "%s: spec, options and out must be set, with 1..%d layers and max_batch >= 1",
@@ -464,6 +483,7 @@ mpcl_status mpcl_model_create_with(mpcl_context *ctx, const mpcl_model_spec *spe
     m->seed = o->seed;
     mpcl_normalization_init(&m->norm);
     s = build(m);
+    m->decay_numel = m->padded; /* every parameter, as PyTorch's optimizers over model.parameters() */
     if (s == MPCL_OK)
         s = init_params(m, o->seed);
     if (s == MPCL_OK)
@@ -498,6 +518,7 @@ void mpcl_model_destroy(mpcl_model *m)
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
             mpcl_tensor_destroy(all[i]);
     }
+    mpcl_gpt_destroy(m->gpt);
     free(m->layers);
     free(m->plan);
     free(m->grad_started);
@@ -516,6 +537,10 @@ void mpcl_model_memory_info(const mpcl_model *m, mpcl_model_memory *out)
     memset(out, 0, sizeof *out);
     if (!m)
         return;
+    if (m->gpt) {
+        mpcl_gpt_memory(m, out);
+        return;
+    }
     size_t sd = mpcl_dtype_size(mpcl_storage_dtype(m->ctx));
     out->parameters = (uint64_t)m->padded * (4 + (m->working != m->master ? sd : 0) + sd);
     out->activations = (uint64_t)m->arena_numel * sd;
@@ -598,6 +623,9 @@ mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training
     if (!m || !logits)
         return MPCL_ERR_ARGUMENT;
     mpcl_context *ctx = m->ctx;
+    if (m->gpt)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: a language model (gpt) takes tokens: use mpcl_lm_forward", op);
     size_t in[4] = {0, m->spec.input[0], m->spec.input[1], m->spec.input[2]};
     mpcl_status s = mpcl_check_tensor(ctx, op, "x", x, mpcl_storage_dtype(ctx), 4, in);
     if (s != MPCL_OK)
@@ -733,6 +761,9 @@ mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits)
     if (!m)
         return MPCL_ERR_ARGUMENT;
     mpcl_context *ctx = m->ctx;
+    if (m->gpt)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: a language model (gpt) goes back with mpcl_lm_backward", op);
     if (m->opt.inference)
         return mpcl_set_error(ctx, MPCL_ERR_STATE, "%s: the model was created for inference only", op);
     if (!m->input)
@@ -835,6 +866,8 @@ mpcl_status mpcl_model_param(const mpcl_model *m, size_t i, mpcl_param_info *out
 {
     if (!m || !out)
         return MPCL_ERR_ARGUMENT;
+    if (m->gpt)
+        return mpcl_gpt_param(m, i, out);
     size_t k = 0;
     for (int l = 0; l < m->spec.nlayers; l++) {
         const mpcl_layer *ly = &m->layers[l];

@@ -37,8 +37,13 @@ typedef struct {
     int start, end;
 } mpcl_planned;
 
+/* nn/gpt.c: a language model's insides (a "gpt" spec). */
+typedef struct mpcl_gpt mpcl_gpt;
+
 struct mpcl_model {
     mpcl_context *ctx;
+    mpcl_gpt *gpt;       /* a gpt spec's model, else NULL (and layers are used) */
+    size_t decay_numel;  /* weight decay applies to the flat buffers' first decay_numel values */
     mpcl_model_spec spec;
     mpcl_model_options opt;
     size_t max_batch, batch;
@@ -57,5 +62,11 @@ struct mpcl_model {
     uint64_t seed;
     mpcl_normalization norm; /* of the input bytes (mpcl_model_set_normalization) */
 };
+
+/* nn/gpt.c */
+mpcl_status mpcl_gpt_build(mpcl_model *m); /* buffers, views, initial weights */
+void mpcl_gpt_destroy(mpcl_gpt *g);
+mpcl_status mpcl_gpt_param(const mpcl_model *m, size_t i, mpcl_param_info *out);
+void mpcl_gpt_memory(const mpcl_model *m, mpcl_model_memory *out);
 
 #endif

@@ -463,6 +463,138 @@ static mpcl_status scan_labels(parser *ps, const char *text, label **out, int *c
     return MPCL_OK;
 }
 
+/* ------------------------------------------------------------ gpt */
+
+/* The first word of the first line with content, copied to dst. */
+static void first_word(const char *text, char *dst, size_t len)
+{
+    dst[0] = '\0';
+    const char *p = text;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        if (*p == '#') {
+            while (*p && *p != '\n')
+                p++;
+            continue;
+        }
+        size_t n = 0;
+        while (p[n] && !isspace((unsigned char)p[n]) && p[n] != '#')
+            n++;
+        snprintf(dst, len, "%.*s", (int)(n < len ? n : len - 1), p);
+        return;
+    }
+}
+
+size_t mpcl_gpt_param_count(const mpcl_gpt_spec *g)
+{
+    size_t C = g->width, F = g->hidden;
+    size_t block = 2 * C                 /* ln_1 */
+                   + 3 * C * C + 3 * C   /* attn.c_attn */
+                   + C * C + C           /* attn.c_proj */
+                   + 2 * C               /* ln_2 */
+                   + F * C + F           /* mlp.c_fc */
+                   + C * F + C;          /* mlp.c_proj */
+    return g->vocab * C + g->context * C + g->layers * block + 2 * C;
+}
+
+/* The one 'gpt' line of a spec, checked. */
+static mpcl_status parse_gpt(const char *text, const char *name, mpcl_model_spec *out, char *err,
+                             size_t err_len)
+{
+    char *copy = strdup(text);
+    if (!copy) {
+        mpcl_strfmt(err, err_len, "%s: out of host memory", name);
+        return MPCL_ERR_NOMEM;
+    }
+    mpcl_gpt_spec *g = &out->gpt;
+    int line = 0, seen = 0;
+    mpcl_status s = MPCL_OK;
+    char *save = NULL;
+    for (char *ln = copy; ln && s == MPCL_OK; ln = save) {
+        line++;
+        save = strchr(ln, '\n');
+        if (save)
+            *save++ = '\0';
+        char *hash = strchr(ln, '#');
+        if (hash)
+            *hash = '\0';
+        char *l = trim(ln);
+        if (!*l)
+            continue;
+        if (seen) {
+            mpcl_strfmt(err, err_len,
+                        "%s:%d: a gpt spec is one 'gpt ...' line (line %d); found '%s' after it", name,
+                        line, g->line, l);
+            s = MPCL_ERR_FORMAT;
+            break;
+        }
+        seen = 1;
+        g->line = line;
+        l += 3; /* "gpt" */
+        static const char *keys[6] = {"vocab", "context", "layers", "heads", "width", "hidden"};
+        static const long max[6] = {1L << 24, 1L << 16, 1024, 1024, 1L << 16, 1L << 20};
+        size_t *dst[6] = {&g->vocab, &g->context, &g->layers, &g->heads, &g->width, &g->hidden};
+        int have[6] = {0};
+        char *tok, *tsave = NULL;
+        for (tok = strtok_r(l, " \t\r", &tsave); tok && s == MPCL_OK; tok = strtok_r(NULL, " \t\r", &tsave)) {
+            char *eq = strchr(tok, '=');
+            int k = -1;
+            if (eq) {
+                *eq = '\0';
+                for (int i = 0; i < 6; i++)
+                    if (strcmp(tok, keys[i]) == 0)
+                        k = i;
+            }
+            if (k < 0) {
+                mpcl_strfmt(err, err_len,
+                            "%s:%d: gpt: unknown option '%s' (expected vocab=, context=, layers=, "
+                            "heads=, width= and optionally hidden=)",
+                            name, line, tok);
+                s = MPCL_ERR_FORMAT;
+                break;
+            }
+            long v;
+            if (have[k]) {
+                mpcl_strfmt(err, err_len, "%s:%d: gpt: %s= given twice", name, line, keys[k]);
+                s = MPCL_ERR_FORMAT;
+                break;
+            }
+            int used = parse_uint(eq + 1, max[k], &v);
+            if (used <= 0 || eq[1 + used] != '\0' || v < (k == 0 ? 2 : 1)) {
+                mpcl_strfmt(err, err_len, "%s:%d: gpt: %s=%s must be an integer %d..%ld", name, line,
+                            keys[k], eq + 1, k == 0 ? 2 : 1, max[k]);
+                s = MPCL_ERR_FORMAT;
+                break;
+            }
+            *dst[k] = (size_t)v;
+            have[k] = 1;
+        }
+        for (int i = 0; i < 5 && s == MPCL_OK; i++)
+            if (!have[i]) {
+                mpcl_strfmt(err, err_len, "%s:%d: gpt: %s= is missing (e.g. 'gpt vocab=256 context=128 "
+                            "layers=4 heads=4 width=128')",
+                            name, line, keys[i]);
+                s = MPCL_ERR_FORMAT;
+            }
+        if (s == MPCL_OK && !have[5])
+            g->hidden = 4 * g->width;
+        if (s == MPCL_OK && g->width % g->heads != 0) {
+            mpcl_strfmt(err, err_len, "%s:%d: gpt: width=%zu is not a multiple of heads=%zu", name,
+                        line, g->width, g->heads);
+            s = MPCL_ERR_FORMAT;
+        }
+    }
+    free(copy);
+    if (s != MPCL_OK)
+        return s;
+    out->kind = MPCL_MODEL_GPT;
+    out->input[0] = out->input[1] = 1;
+    out->input[2] = g->context;
+    out->params = mpcl_gpt_param_count(g);
+    return MPCL_OK;
+}
+
 mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model_spec *out, char *err,
                                   size_t err_len)
 {
@@ -478,6 +610,10 @@ mpcl_status mpcl_model_spec_parse(const char *text, const char *name, mpcl_model
     }
     parser ps = {.name = name ? name : "(spec)", .err = err, .err_len = err_len, .line = 0};
     memset(out, 0, sizeof *out);
+    char word0[8];
+    first_word(text, word0, sizeof word0);
+    if (strcmp(word0, "gpt") == 0)
+        return parse_gpt(text, ps.name, out, err, err_len);
     label *labels = NULL;
     int nlabels = 0;
     mpcl_status s = scan_labels(&ps, text, &labels, &nlabels);
@@ -733,6 +869,12 @@ size_t mpcl_model_spec_format(const mpcl_model_spec *s, char *dst, size_t len)
         dst[0] = '\0';
     else
         len = 0;
+    if (s->kind == MPCL_MODEL_GPT) {
+        const mpcl_gpt_spec *g = &s->gpt;
+        put(dst, len, &used, "gpt vocab=%zu context=%zu layers=%zu heads=%zu width=%zu hidden=%zu\n",
+            g->vocab, g->context, g->layers, g->heads, g->width, g->hidden);
+        return used;
+    }
     put(dst, len, &used, "input %zux%zux%zu\n", s->input[0], s->input[1], s->input[2]);
     for (int i = 0; i < s->nlayers; i++) {
         const mpcl_layer_spec *l = &s->layers[i];

@@ -90,7 +90,8 @@ static mpcl_status check_rows_of(mpcl_context *ctx, const char *op, size_t n, si
 }
 
 mpcl_status mpcl_embedding_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl_tensor *tokens,
-                                   const mpcl_tensor *wte, const mpcl_tensor *wpe, size_t T)
+                                   const mpcl_tensor *wte, const mpcl_tensor *wpe, size_t T,
+                                   size_t pos)
 {
     mpcl_status s = mpcl_check_ctx(ctx, EMB_FWD);
     if (s != MPCL_OK)
@@ -107,19 +108,19 @@ mpcl_status mpcl_embedding_forward(mpcl_context *ctx, mpcl_tensor *y, const mpcl
         (s = mpcl_check_u32(ctx, EMB_FWD, "y", y->numel)) != MPCL_OK ||
         (s = mpcl_check_u32(ctx, EMB_FWD, "wte", wte->numel)) != MPCL_OK)
         return s;
-    if (wpe->shape[0] < T)
+    if (pos > wpe->shape[0] || wpe->shape[0] - pos < T)
         return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
-                              "%s: wpe holds %zu positions, the sequences have T = %zu", EMB_FWD,
-                              wpe->shape[0], T);
+                              "%s: wpe holds %zu positions, the sequences need positions %zu..%zu",
+                              EMB_FWD, wpe->shape[0], pos, pos + T - 1);
     if (N == 0)
         return MPCL_OK;
     cl_kernel k;
     if ((s = mpcl_kernel_get(ctx, "attention", mpcl_ctx_variant(ctx), "embed_forward", &k)) != MPCL_OK)
         return s;
-    cl_uint t = (cl_uint)T, d = (cl_uint)D, v = (cl_uint)V;
-    cl_int rc = mpcl_kernel_args(k, 7, sizeof(cl_mem), &y->mem, sizeof(cl_mem), &tokens->mem,
+    cl_uint t = (cl_uint)T, d = (cl_uint)D, v = (cl_uint)V, p0 = (cl_uint)pos;
+    cl_int rc = mpcl_kernel_args(k, 8, sizeof(cl_mem), &y->mem, sizeof(cl_mem), &tokens->mem,
                                  sizeof(cl_mem), &wte->mem, sizeof(cl_mem), &wpe->mem, sizeof t,
-                                 &t, sizeof d, &d, sizeof v, &v);
+                                 &t, sizeof d, &d, sizeof v, &v, sizeof p0, &p0);
     if (rc != CL_SUCCESS)
         return arg_error(ctx, EMB_FWD, "embed_forward", rc);
     return mpcl_launch_rows(ctx, k, EMB_FWD, D, N, 1);

@@ -62,9 +62,12 @@ void mpcl_trainer_destroy(mpcl_trainer *t)
     if (!t)
         return;
     mpcl_tensor *all[] = {t->x_u8, t->y_u8, t->x, t->labels, t->loss, t->flag,
-                          t->dlogits, t->state1, t->state2, t->inf_probe};
+                          t->dlogits, t->state1, t->state2, t->inf_probe, t->targets};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         mpcl_tensor_destroy(all[i]);
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 5; k++)
+            mpcl_tensor_destroy(t->split[r][k]);
     free(t);
 }
 
@@ -94,17 +97,23 @@ mpcl_status mpcl_trainer_create(mpcl_model *m, const mpcl_train_options *o, mpcl
     t->scaler.scale = o->loss_scale;
     t->max_batch = m->max_batch;
     const mpcl_model_spec *sp = &m->spec;
+    int lm = sp->kind == MPCL_MODEL_GPT;
+    /* a language model: a row per position, the vocabulary as classes */
+    size_t rows = lm ? t->max_batch * sp->gpt.context : t->max_batch;
     t->sample_bytes = sp->input[0] * sp->input[1] * sp->input[2];
-    t->classes = sp->layers[sp->nlayers - 1].out_shape[0];
+    t->classes = lm ? sp->gpt.vocab : sp->layers[sp->nlayers - 1].out_shape[0];
     size_t xs[4] = {t->max_batch, sp->input[0], sp->input[1], sp->input[2]};
-    size_t ys[1] = {t->max_batch}, one[1] = {1}, ds[2] = {t->max_batch, t->classes};
+    size_t ys[1] = {rows}, one[1] = {1}, ds[2] = {rows, t->classes};
     size_t p[1] = {m->padded};
     mpcl_dtype sd = mpcl_storage_dtype(ctx);
-    mpcl_status s = mpcl_tensor_create(ctx, MPCL_U8, 4, xs, MPCL_MEM_ACTIVATIONS, &t->x_u8);
-    if (s == MPCL_OK)
-        s = mpcl_tensor_create(ctx, MPCL_U8, 1, ys, MPCL_MEM_ACTIVATIONS, &t->y_u8);
-    if (s == MPCL_OK)
-        s = mpcl_tensor_create(ctx, sd, 4, xs, MPCL_MEM_ACTIVATIONS, &t->x);
+    mpcl_status s = MPCL_OK;
+    if (!lm) {
+        s = mpcl_tensor_create(ctx, MPCL_U8, 4, xs, MPCL_MEM_ACTIVATIONS, &t->x_u8);
+        if (s == MPCL_OK)
+            s = mpcl_tensor_create(ctx, MPCL_U8, 1, ys, MPCL_MEM_ACTIVATIONS, &t->y_u8);
+        if (s == MPCL_OK)
+            s = mpcl_tensor_create(ctx, sd, 4, xs, MPCL_MEM_ACTIVATIONS, &t->x);
+    }
     if (s == MPCL_OK)
         s = mpcl_tensor_create(ctx, MPCL_I32, 1, ys, MPCL_MEM_ACTIVATIONS, &t->labels);
     if (s == MPCL_OK)
@@ -125,6 +134,15 @@ mpcl_status mpcl_trainer_create(mpcl_model *m, const mpcl_train_options *o, mpcl
         s = mpcl_tensor_fill(t->state2, 0.0f);
     if (s == MPCL_OK && o->inject_inf_step)
         s = mpcl_tensor_view(m->grad, 0, 1, one, &t->inf_probe);
+    if (s == MPCL_OK && m->decay_numel < m->padded) {
+        mpcl_tensor *whole[5] = {m->master, m->working == m->master ? NULL : m->working, m->grad,
+                                 t->state1, t->state2};
+        size_t lo[2] = {0, m->decay_numel}, n[2] = {m->decay_numel, m->padded - m->decay_numel};
+        for (int r = 0; r < 2 && s == MPCL_OK; r++)
+            for (int k = 0; k < 5 && s == MPCL_OK; k++)
+                if (whole[k] && n[r])
+                    s = mpcl_tensor_view(whole[k], lo[r], 1, &n[r], &t->split[r][k]);
+    }
     if (s != MPCL_OK) {
         mpcl_trainer_destroy(t);
         return s;
@@ -224,40 +242,34 @@ static void scaler_update(mpcl_trainer *t, int finite)
     }
 }
 
-mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint8_t *labels, size_t b,
-                              mpcl_step_stats *stats)
+/* The step after the backward pass: the unscale and overflow check, the
+ * one read of the step (loss and flag), then the optimizer (with clipping)
+ * or a skip, and the scaler's update. */
+static mpcl_status optimizer_step(mpcl_trainer *t, float lr, float grad_mul)
 {
-    const char *op = "mpcl_trainer_step";
-    if (!t || !images || !labels)
-        return MPCL_ERR_ARGUMENT;
-    mpcl_context *ctx = t->ctx;
-    if (b < 1 || b > t->max_batch)
-        return mpcl_set_error(ctx, MPCL_ERR_SHAPE, "%s: batch of %zu samples; the model takes 1 to %zu", op, b,
-                              t->max_batch);
-    for (size_t i = 0; i < b; i++)
-        if (labels[i] >= t->classes)
-            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: label %u of sample %zu is outside 0..%zu", op,
-                                  labels[i], i, t->classes - 1);
-    batch_views v;
-    mpcl_status s = views_make(t, b, &v);
-    if (s != MPCL_OK)
-        return s;
     mpcl_model *m = t->model;
-    float scale = t->scaler.scale;
-    uint64_t step = t->scaler.steps; /* 0-based */
-    mpcl_tensor *logits = NULL;
+    const mpcl_optimizer_options *oo = &t->opt.optimizer;
+    uint64_t n = t->scaler.optimizer_steps + 1;
+    if (!t->split[0][0] || oo->weight_decay == 0.0f)
+        return mpcl_optimizer_step(t->ctx, oo, lr, n, m->master, m->working == m->master ? NULL : m->working,
+                                   m->grad, t->state1, t->state2, grad_mul);
+    mpcl_optimizer_options spared = *oo;
+    spared.weight_decay = 0.0f;
+    mpcl_tensor *const *a = t->split[0], *const *b = t->split[1];
+    mpcl_status s = mpcl_optimizer_step(t->ctx, oo, lr, n, a[0], a[1], a[2], a[3], a[4], grad_mul);
+    if (s == MPCL_OK && b[0])
+        s = mpcl_optimizer_step(t->ctx, &spared, lr, n, b[0], b[1], b[2], b[3], b[4], grad_mul);
+    return s;
+}
+
+static mpcl_status finish_step(mpcl_trainer *t, float scale, uint64_t step, mpcl_step_stats *stats)
+{
+    mpcl_context *ctx = t->ctx;
+    mpcl_model *m = t->model;
     int32_t finite = 0;
     float loss = NAN;
-    s = upload_batch(ctx, &v, images, labels, b, t->sample_bytes, &m->norm);
-    if (s == MPCL_OK)
-        s = mpcl_model_zero_grad(m);
-    if (s == MPCL_OK)
-        s = mpcl_model_forward(m, v.x, 1, step + 1, &logits);
-    if (s == MPCL_OK)
-        s = mpcl_softmax_cross_entropy(ctx, t->loss, v.dlogits, logits, v.labels, t->opt.label_smoothing, scale);
-    if (s == MPCL_OK)
-        s = mpcl_model_backward(m, v.dlogits);
-    if (s == MPCL_OK && t->inf_probe && step + 1 == t->opt.inject_inf_step)
+    mpcl_status s = MPCL_OK;
+    if (t->inf_probe && step + 1 == t->opt.inject_inf_step)
         s = mpcl_tensor_fill(t->inf_probe, INFINITY);
     if (s == MPCL_OK)
         s = mpcl_tensor_fill(t->flag, 1.0f);
@@ -279,11 +291,8 @@ mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint
         }
         lr = mpcl_schedule_lr(&t->opt, t->scaler.optimizer_steps);
         if (s == MPCL_OK)
-            s = mpcl_optimizer_step(ctx, &t->opt.optimizer, lr, t->scaler.optimizer_steps + 1, m->master,
-                                    m->working == m->master ? NULL : m->working, m->grad, t->state1,
-                                    t->state2, grad_mul);
+            s = optimizer_step(t, lr, grad_mul);
     }
-    views_free(&v);
     if (s != MPCL_OK)
         return s;
     scaler_update(t, finite != 0);
@@ -295,6 +304,96 @@ mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint
         stats->grad_norm = norm;
     }
     return MPCL_OK;
+}
+
+mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint8_t *labels, size_t b,
+                              mpcl_step_stats *stats)
+{
+    const char *op = "mpcl_trainer_step";
+    if (!t || !images || !labels)
+        return MPCL_ERR_ARGUMENT;
+    mpcl_context *ctx = t->ctx;
+    if (t->model->gpt)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: a language model trains on tokens: use mpcl_trainer_step_lm", op);
+    if (b < 1 || b > t->max_batch)
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE, "%s: batch of %zu samples; the model takes 1 to %zu", op, b,
+                              t->max_batch);
+    for (size_t i = 0; i < b; i++)
+        if (labels[i] >= t->classes)
+            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: label %u of sample %zu is outside 0..%zu", op,
+                                  labels[i], i, t->classes - 1);
+    batch_views v;
+    mpcl_status s = views_make(t, b, &v);
+    if (s != MPCL_OK)
+        return s;
+    mpcl_model *m = t->model;
+    float scale = t->scaler.scale;
+    uint64_t step = t->scaler.steps; /* 0-based */
+    mpcl_tensor *logits = NULL;
+    s = upload_batch(ctx, &v, images, labels, b, t->sample_bytes, &m->norm);
+    if (s == MPCL_OK)
+        s = mpcl_model_zero_grad(m);
+    if (s == MPCL_OK)
+        s = mpcl_model_forward(m, v.x, 1, step + 1, &logits);
+    if (s == MPCL_OK)
+        s = mpcl_softmax_cross_entropy(ctx, t->loss, v.dlogits, logits, v.labels, t->opt.label_smoothing, scale);
+    if (s == MPCL_OK)
+        s = mpcl_model_backward(m, v.dlogits);
+    if (s == MPCL_OK)
+        s = finish_step(t, scale, step, stats);
+    views_free(&v);
+    return s;
+}
+
+mpcl_status mpcl_trainer_step_lm(mpcl_trainer *t, const int32_t *tokens, const int32_t *targets,
+                                 size_t B, size_t T, mpcl_step_stats *stats)
+{
+    const char *op = "mpcl_trainer_step_lm";
+    if (!t || !tokens || !targets)
+        return MPCL_ERR_ARGUMENT;
+    mpcl_context *ctx = t->ctx;
+    mpcl_model *m = t->model;
+    if (!m->gpt)
+        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                              "%s: the model is not a language model (a 'gpt' spec): use "
+                              "mpcl_trainer_step",
+                              op);
+    size_t rows = B * T;
+    if (B < 1 || B > t->max_batch || T < 1 || T > m->spec.gpt.context)
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
+                              "%s: %zu sequences of %zu tokens; the model takes 1 to %zu sequences "
+                              "of 1 to %zu",
+                              op, B, T, t->max_batch, m->spec.gpt.context);
+    for (size_t i = 0; i < rows; i++)
+        if (targets[i] < 0 || (size_t)targets[i] >= t->classes)
+            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                                  "%s: target %ld of sequence %zu (position %zu) is outside the "
+                                  "vocabulary 0..%zu",
+                                  op, (long)targets[i], i / T, i % T, t->classes - 1);
+    size_t ys[1] = {rows}, ds[2] = {rows, t->classes};
+    mpcl_tensor *labels = NULL, *dlogits = NULL, *logits = NULL;
+    float scale = t->scaler.scale;
+    uint64_t step = t->scaler.steps;
+    mpcl_status s = mpcl_tensor_view(t->labels, 0, 1, ys, &labels);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_view(t->dlogits, 0, 2, ds, &dlogits);
+    if (s == MPCL_OK)
+        s = mpcl_tensor_write(labels, targets, rows * sizeof *targets);
+    if (s == MPCL_OK)
+        s = mpcl_model_zero_grad(m);
+    if (s == MPCL_OK)
+        s = mpcl_lm_forward(m, tokens, B, T, 1, &logits);
+    if (s == MPCL_OK)
+        s = mpcl_softmax_cross_entropy(ctx, t->loss, dlogits, logits, labels, t->opt.label_smoothing,
+                                       scale);
+    if (s == MPCL_OK)
+        s = mpcl_lm_backward(m, dlogits);
+    if (s == MPCL_OK)
+        s = finish_step(t, scale, step, stats);
+    mpcl_tensor_destroy(labels);
+    mpcl_tensor_destroy(dlogits);
+    return s;
 }
 
 mpcl_model *mpcl_trainer_model(mpcl_trainer *t) { return t ? t->model : NULL; }

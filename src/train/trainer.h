@@ -17,6 +17,13 @@ struct mpcl_trainer {
     mpcl_tensor *dlogits;         /* (B, classes) storage dtype */
     mpcl_tensor *state1, *state2; /* optimizer state (f32, P) */
     mpcl_tensor *inf_probe;       /* (1) view of the gradient buffer, for inject_inf_step */
+    /* Where weight decay spares part of the parameters (m->decay_numel <
+     * P: a gpt's embeddings, biases and norms), the optimizer steps the two
+     * runs separately through views [0] decayed and [1] spared of master,
+     * working, grad, state1, state2 (NULL where the whole buffer is one). */
+    mpcl_tensor *split[2][5];
+    /* Language models: the targets (B T, i32) */
+    mpcl_tensor *targets;
 };
 
 #endif

@@ -100,7 +100,7 @@ START_TEST(test_embedding)
     mpcl_tensor *twte = held(ctx, wte, V, D, 0), *twpe = held(ctx, wpe, P, D, 0);
     mpcl_tensor *tdy = held(ctx, dy, N, D, 0), *ttok = i32_tensor(ctx, tok, N);
     mpcl_tensor *ty = optest_tensor(ctx, mpcl_storage_dtype(ctx), MPCL_MEM_ACTIVATIONS, NULL, N, D, 0, 0);
-    mpcl_status s = mpcl_embedding_forward(ctx, ty, ttok, twte, twpe, T);
+    mpcl_status s = mpcl_embedding_forward(ctx, ty, ttok, twte, twpe, T, 0);
     ck_assert_msg(s == MPCL_OK, "forward: %s", mpcl_last_error(ctx));
     float *y = optest_download(ty);
     double *ref = dalloc(N * D);
@@ -166,7 +166,7 @@ START_TEST(test_embedding)
     /* a token outside the vocabulary makes its row NaN */
     tok[4] = (int32_t)V;
     mpcl_tensor *tbad = i32_tensor(ctx, tok, N);
-    s = mpcl_embedding_forward(ctx, ty, tbad, twte, twpe, T);
+    s = mpcl_embedding_forward(ctx, ty, tbad, twte, twpe, T, 0);
     ck_assert_msg(s == MPCL_OK, "forward: %s", mpcl_last_error(ctx));
     y = optest_download(ty);
     for (size_t d = 0; d < D; d++) {
@@ -174,12 +174,30 @@ START_TEST(test_embedding)
         ck_assert_msg(!isnan(y[5 * D + d]), "the next row is NaN");
     }
     /* shape errors name the op */
-    s = mpcl_embedding_forward(ctx, ty, ttok, twte, twpe, 4);
+    s = mpcl_embedding_forward(ctx, ty, ttok, twte, twpe, 4, 0);
     ck_assert_int_eq(s, MPCL_ERR_SHAPE);
     ck_assert_msg(strstr(mpcl_last_error(ctx), "mpcl_embedding_forward"), "%s", mpcl_last_error(ctx));
-    s = mpcl_embedding_forward(ctx, ty, ttok, twte, twpe, 15); /* wpe has 7 positions */
+    s = mpcl_embedding_forward(ctx, ty, ttok, twte, twpe, 15, 0); /* wpe has 7 positions */
     ck_assert_int_eq(s, MPCL_ERR_SHAPE);
     ck_assert_msg(strstr(mpcl_last_error(ctx), "wpe holds 7 positions"), "%s", mpcl_last_error(ctx));
+    s = mpcl_embedding_forward(ctx, ty, ttok, twte, twpe, 5, 3); /* positions 3..7 of 0..6 */
+    ck_assert_int_eq(s, MPCL_ERR_SHAPE);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "positions 3..7"), "%s", mpcl_last_error(ctx));
+    /* from position 2: the rows of position t use wpe[2 + t] */
+    tok[4] = 2;
+    mpcl_tensor *tok2 = i32_tensor(ctx, tok, N);
+    s = mpcl_embedding_forward(ctx, ty, tok2, twte, twpe, T, 2);
+    ck_assert_msg(s == MPCL_OK, "forward at 2: %s", mpcl_last_error(ctx));
+    float *y2 = optest_download(ty);
+    for (size_t n = 0; n < N; n++)
+        for (size_t d = 0; d < D; d++) {
+            double want = (double)wte[tok[n] * D + d] + wpe[(2 + n % T) * D + d];
+            ck_assert_msg(fabs(y2[n * D + d] - want) <= 2 * unit(mode) * fabs(want) + 1e-7,
+                          "[%s] y[%zu, %zu] from position 2 = %g, expected %g",
+                          optest_modes[_i].name, n, d, (double)y2[n * D + d], want);
+        }
+    free(y2);
+    mpcl_tensor_destroy(tok2);
 
     free(y);
     free(gw);
