@@ -95,17 +95,17 @@ kernel void span_f32_f16(global const float *src, /* (N) */
 
 /* ------------------------------------------------------------ linear */
 
-/* y[b][o] += bias[o]. Global size B * O. */
+/* y[b][o] += bias[o]. An exact range (O, B) (mpcl_launch_rows): no bounds
+ * check and no division, so that a CPU device vectorises it along o. */
 kernel void bias_add_rows(global store_t *y,          /* (B, O) */
                           global const store_t *bias, /* (O) */
                           uint rows, uint cols)
 {
-    size_t i = get_global_id(0);
-    if (i >= (size_t)rows * cols)
-        return;
-    uint o = (uint)(i % cols);
+    uint o = get_global_id(0), b = get_global_id(1);
+    size_t i = (size_t)b * cols + o;
     acc_t v = LOADF(y, i) + LOADF(bias, o);
     STOREF(y, i, v);
+    (void)rows;
 }
 
 /* db[o] += sum over b of dy[b][o], the sum in float. Global size O. */

@@ -28,7 +28,7 @@ static mpcl_status bias_kernel(mpcl_context *ctx, const char *op, int grad, cl_m
     if (rc != CL_SUCCESS)
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "%s: %s arguments: %s", op,
                               grad ? "bias_grad_rows" : "bias_add_rows", mpcl_cl_error_name(rc));
-    return mpcl_launch_1d(ctx, k, op, grad ? o : bsz * o);
+    return grad ? mpcl_launch_1d(ctx, k, op, o) : mpcl_launch_rows(ctx, k, op, o, bsz, 1);
 }
 
 static mpcl_status check_sizes(mpcl_context *ctx, const char *op, size_t bsz, size_t i, size_t o)
