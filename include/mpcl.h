@@ -1119,8 +1119,10 @@ MPCL_API size_t mpcl_model_spec_format(const mpcl_model_spec *spec, char *dst, s
 /* ----------------------------------------------------------- optimizers
  *
  * Steps over flat parameter buffers: FP32 master weights and FP32 state,
- * gradients in the storage dtype (already unscaled), and the working copy in
- * the storage dtype refreshed in the same pass (fused). */
+ * gradients in the storage dtype (read in float and multiplied by grad_mul:
+ * the trainer passes 1 / loss scale there, so that gradients are unscaled
+ * in float, never rounded to half at their unscaled size), and the working
+ * copy in the storage dtype refreshed in the same pass (fused). */
 
 typedef enum { MPCL_OPT_SGD = 0, MPCL_OPT_ADAM, MPCL_OPT_ADAMW } mpcl_optimizer;
 
@@ -1252,6 +1254,23 @@ MPCL_API mpcl_status mpcl_lm_backward(mpcl_model *m, const mpcl_tensor *dlogits)
 MPCL_API mpcl_status mpcl_lm_decode(mpcl_model *m, const int32_t *tokens, size_t B, size_t Tq,
                                     size_t pos, mpcl_tensor **logits);
 
+/* Sampling from a language model (src/nn/generate.c). */
+typedef struct {
+    float temperature; /* > 0: sample from softmax(logits / temperature); 0: greedy (argmax, lowest index on ties) */
+    size_t top_k;      /* > 0: sample among the k most likely tokens only; 0: all */
+    uint64_t seed;     /* the draws: a splitmix64 hash of (seed, token index), so a generation is repeatable */
+} mpcl_sample_options;
+MPCL_API void mpcl_sample_options_init(mpcl_sample_options *o); /* temperature 0.8, top_k 40, seed 1 */
+/* Generates `count` tokens after a prompt of n >= 1 tokens, one sequence, with the key/value cache:
+ * the prompt in one mpcl_lm_decode call, then one token per call. out (count tokens) may be NULL;
+ * on_token (may be NULL) gets each new token as it is made; a non-zero return stops early
+ * (*made, may be NULL, receives how many were made). When the cache is full (the context), the last
+ * context/2 tokens are read again in one call from position 0 and generation goes on from there.
+ * A prompt longer than the context keeps its last context tokens. */
+MPCL_API mpcl_status mpcl_lm_generate(mpcl_model *m, const int32_t *prompt, size_t n, size_t count,
+                                      const mpcl_sample_options *o, int32_t *out, size_t *made,
+                                      int (*on_token)(void *user, int32_t token), void *user);
+
 /* The flat buffers (owned by the model): master weights (f32, P), working
  * copy (storage dtype, P; the master itself in fp32) and gradients (storage
  * dtype, P). P includes alignment padding, whose values stay zero. */
@@ -1282,12 +1301,16 @@ MPCL_API mpcl_status mpcl_model_param(const mpcl_model *m, size_t i, mpcl_param_
 /* -------------------------------------------------------------- trainer
  *
  * One training step: bytes to the device, normalise + cast there, forward,
- * fused softmax + cross-entropy with the loss scaled, backward, fused
- * unscale + all-finite check over the flat gradient buffer, then either skip
- * the step (non-finite gradients: the dynamic loss scale backs off and the
- * weights stay as they are) or clip, step the optimizer on the FP32 master
- * weights and refresh the working copy. One small read per step brings the
- * loss and the overflow flag to the host. */
+ * fused softmax + cross-entropy with the loss scaled, backward, an
+ * all-finite check over the flat gradient buffer, then either skip the step
+ * (non-finite gradients: the dynamic loss scale backs off and the weights
+ * stay as they are) or clip, step the optimizer on the FP32 master weights
+ * and refresh the working copy. The gradients stay at the loss scale in
+ * their buffer: the optimizer unscales them in float as it reads them (as
+ * PyTorch's GradScaler unscales into FP32 gradients), so a gradient of
+ * 1e-7 keeps its half-precision bits instead of being rounded after
+ * unscaling, where half flushes values below 6e-8 to zero. One small read
+ * per step brings the loss and the overflow flag to the host. */
 
 typedef enum {
     MPCL_SCHEDULE_CONSTANT = 0,
@@ -1549,6 +1572,84 @@ MPCL_API mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const m
  * checkpoint's batch and training-sample count (MPCL_ERR_ARGUMENT names
  * both). */
 MPCL_API mpcl_status mpcl_fit_resume(const mpcl_checkpoint *c, mpcl_trainer *t, mpcl_fit_options *o);
+
+/* --------------------------------------------------- language models
+ *
+ * The training loop of `mpcl train --task lm`: steps over random windows
+ * of a text's training part (mpcl_text_batch: a hash of the seed and the
+ * step, so the windows depend on nothing else), validation on consecutive
+ * windows of its held-out part every eval_every steps and at the end,
+ * checkpoints at each validation, every save_every steps and when stopped,
+ * and stop requests. A fit resumed from its checkpoint (mpcl_fit_lm_resume)
+ * takes the same steps on the same windows as one that never stopped. */
+
+typedef struct {
+    uint64_t steps;         /* the trainer's step count to reach (default 2000) */
+    size_t batch;           /* sequences per step (0: the model's max_batch) */
+    size_t context;         /* positions per sequence (0: the model's context) */
+    uint64_t seed;          /* the windows' draws (default 1) */
+    uint64_t eval_every;    /* validate every N steps (default 200; 0: at the end only) */
+    size_t eval_windows;    /* validation windows per evaluation (default 64; 0: all) */
+    const char *save_path;  /* checkpoint file (written atomically); NULL: none */
+    uint64_t save_every;    /* also every N steps; 0: at validations only */
+    const mpcl_meta *save_meta;
+    size_t save_nmeta;
+    const volatile sig_atomic_t *stop; /* non-zero: stop after the current step */
+} mpcl_fit_lm_options;
+
+typedef struct {
+    uint64_t step, steps;   /* the trainer's step count after this step; the target */
+    mpcl_step_stats stats;
+    double seconds, tokens_s;
+    float loss_scale;       /* after the step */
+} mpcl_fit_lm_step_info;
+
+typedef struct {
+    uint64_t step, steps;
+    double valid_loss;      /* mean cross-entropy per token (nats) on the validation windows */
+    double train_loss;      /* mean over the finite steps since the last validation (NAN: none) */
+    double tokens_s;        /* training speed since the last validation */
+    uint64_t skipped;       /* skipped steps since the last validation */
+    float loss_scale;
+    int saved;
+} mpcl_fit_lm_eval_info;
+
+typedef struct {
+    int (*step)(void *user, const mpcl_fit_lm_step_info *info); /* non-zero: stop */
+    int (*eval)(void *user, const mpcl_fit_lm_eval_info *info); /* non-zero: stop */
+    void *user;
+} mpcl_fit_lm_callbacks;
+
+typedef struct {
+    mpcl_fit_end end;
+    uint64_t steps;             /* taken in this call */
+    uint64_t total_steps;       /* the trainer's step count */
+    uint64_t skipped;           /* skipped (non-finite gradients) in this call */
+    uint64_t nonfinite_applied; /* applied steps whose loss was not finite (0 unless broken) */
+    uint64_t tokens;            /* trained in this call */
+    double first_step_s;        /* the first step (kernel builds); -1: none */
+    double train_seconds;       /* the later steps' time ... */
+    uint64_t later_tokens;      /* ... and tokens: steady speed */
+    int evaluated;
+    double valid_loss;          /* the last validation */
+    int saved;                  /* a checkpoint of the end position was written */
+} mpcl_fit_lm_result;
+
+MPCL_API void mpcl_fit_lm_options_init(mpcl_fit_lm_options *o);
+/* Trains t's model (a gpt spec, vocabulary >= 256: text is bytes) on
+ * text; cb and res may be NULL. */
+MPCL_API mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_lm_options *o,
+                                 const mpcl_fit_lm_callbacks *cb, mpcl_fit_lm_result *res);
+/* Restores a checkpoint written by mpcl_fit_lm into t and sets o's batch,
+ * context and seed from it (steps, eval and save settings stay the
+ * caller's). */
+MPCL_API mpcl_status mpcl_fit_lm_resume(const mpcl_checkpoint *c, mpcl_trainer *t,
+                                        mpcl_fit_lm_options *o);
+/* The mean cross-entropy per token over the first max_windows (0: all)
+ * consecutive windows of T positions (0: the context) of a text's part,
+ * in batches of up to `batch` windows (0: max_batch). */
+MPCL_API mpcl_status mpcl_lm_evaluate(mpcl_model *m, const mpcl_text *text, mpcl_text_split split,
+                                      size_t T, size_t batch, size_t max_windows, double *loss);
 
 /* ------------------------------------------------------------ profiling
  *

@@ -265,6 +265,30 @@ START_TEST(graph_errors)
 }
 END_TEST
 
+/* The shipped language models and the wide residual net: parameter counts
+ * computed by hand. gpt: wte V C + wpe T C + L (12 C^2 + 13 C) + ln_f 2 C
+ * (hidden 4 C: c_attn 3C^2 + 3C, c_proj C^2 + C, c_fc 4C^2 + 4C, mlp c_proj
+ * 4C^2 + C, two layer norms 4C). */
+START_TEST(shipped_gpt_and_wide)
+{
+    mpcl_model_spec m;
+    load("gpt-tiny.txt", &m);
+    ck_assert_int_eq(m.kind, MPCL_MODEL_GPT);
+    ck_assert_uint_eq(m.gpt.hidden, 512);
+    ck_assert_uint_eq(m.params, 256 * 128 + 128 * 128 + 4 * (12 * 128 * 128 + 13 * 128) + 2 * 128);
+    load("gpt-small.txt", &m);
+    ck_assert_uint_eq(m.params, 256 * 384 + 256 * 384 + 6 * (12 * 384 * 384 + 13 * 384) + 2 * 384);
+    load("resnet8-wide.txt", &m);
+    ck_assert_int_eq(m.kind, MPCL_MODEL_LAYERS);
+    /* stem 9*24; stage 1: 2 x 9*24*24; stage 2: 9*24*48 + 9*48*48 + 1x1 24*48; stage 3:
+     * 9*48*96 + 9*96*96 + 1x1 48*96; batch norms 2 C each: 24 x 3, 48 x 3, 96 x 3; linear 96*10+10 */
+    size_t conv = 9 * 24 + 2 * 9 * 24 * 24 + 9 * 24 * 48 + 9 * 48 * 48 + 24 * 48 + 9 * 48 * 96 +
+                  9 * 96 * 96 + 48 * 96;
+    size_t bn = 2 * (24 * 3 + 48 * 3 + 96 * 3);
+    ck_assert_uint_eq(m.params, conv + bn + 96 * 10 + 10);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("spec");
@@ -276,6 +300,7 @@ int main(void)
     tcase_add_test(tc, resnets);
     tcase_add_test(tc, graphs);
     tcase_add_test(tc, graph_errors);
+    tcase_add_test(tc, shipped_gpt_and_wide);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -98,6 +98,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 /* First-use CLBlast tuning for train and bench (cmd_tune.c): when the
  * cache has no entry for the device, searches over the GEMMs of one step of

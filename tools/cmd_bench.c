@@ -517,6 +517,12 @@ static int bench_model(const bench_args *ap, const char *model_arg, cJSON **doc)
         rc = runtime_error(s, err);
         goto done;
     }
+    if (spec->kind == MPCL_MODEL_GPT) {
+        fprintf(stderr, "mpcl: %s is a language model: bench train times image models; "
+                        "`mpcl train --task lm` reports a language model's tokens/s\n", model_path);
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
     const mpcl_layer_spec *last = &spec->layers[spec->nlayers - 1];
     if (last->out_ndim != 1 || last->out_shape[0] < 2 || last->out_shape[0] > 256) {
         fprintf(stderr, "mpcl: %s:%d: the model must end in 2..256 class outputs\n", model_path,
@@ -809,6 +815,13 @@ static int bench_train(int argc, char **argv)
     }
     for (size_t i = 0; rc == EXIT_OK && arr && i < n; i++) {
         cJSON *doc = NULL;
+        mpcl_model_spec *sp = calloc(1, sizeof *sp);
+        char why[256];
+        int lm = sp && mpcl_model_spec_load(paths[i], sp, why, sizeof why) == MPCL_OK &&
+                 sp->kind == MPCL_MODEL_GPT;
+        free(sp);
+        if (lm)
+            continue; /* language models: tokens, not images */
         rc = bench_model(&a, paths[i], &doc);
         if (rc == EXIT_OK && !cJSON_AddItemToArray(arr, doc)) {
             cJSON_Delete(doc);

@@ -28,7 +28,7 @@ static double mib(uint64_t bytes) { return (double)bytes / (double)MIB; }
 
 /* SIGINT / SIGTERM: the first asks the loop to stop after its step, the
  * second stops at once (the default action). */
-static volatile sig_atomic_t stop_signal = 0;
+volatile sig_atomic_t stop_signal = 0;
 
 static void on_stop_signal(int sig)
 {
@@ -43,7 +43,7 @@ static void on_stop_signal(int sig)
     (void)w;
 }
 
-static void install_stop_handlers(void)
+void install_stop_handlers(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -119,9 +119,10 @@ static void schedule_text(const mpcl_train_options *to, char *dst, size_t len)
                  to->warmup_steps);
 }
 
-/* The trainer's options from the command line. */
-static void train_options(const train_args *a, mpcl_precision chosen, size_t steps_per_epoch,
-                          mpcl_train_options *to)
+/* The trainer's options from the command line; total_steps: where a
+ * cosine schedule reaches 0. */
+void train_options(const train_args *a, mpcl_precision chosen, uint64_t total_steps,
+                   mpcl_train_options *to)
 {
     mpcl_train_options_init(to, chosen);
     mpcl_optimizer_options_init(&to->optimizer, a->optimizer);
@@ -134,7 +135,7 @@ static void train_options(const train_args *a, mpcl_precision chosen, size_t ste
     to->optimizer.nesterov = a->nesterov;
     to->schedule = a->schedule;
     if (a->schedule == MPCL_SCHEDULE_COSINE)
-        to->total_steps = (uint64_t)a->epochs * steps_per_epoch;
+        to->total_steps = total_steps;
     if (a->step_size_set)
         to->step_size = a->step_size;
     if (a->gamma_set)
@@ -175,6 +176,8 @@ int cmd_train(int argc, char **argv)
     if (rc >= 0)
         return rc;
     double t_start = now_s();
+    if (a.lm)
+        return train_lm(&a, t_start);
 
     char model_path[4096], searched[2048], err[2048];
     mpcl_model_spec *spec = NULL;
@@ -299,7 +302,7 @@ int cmd_train(int argc, char **argv)
     cli_autotune(ctx, spec, a.batch, a.no_tune);
     size_t steps_per_epoch = (n_train + a.batch - 1) / a.batch;
     mpcl_train_options to;
-    train_options(&a, chosen, steps_per_epoch, &to);
+    train_options(&a, chosen, (uint64_t)a.epochs * steps_per_epoch, &to);
     s = mpcl_model_create(ctx, spec, a.batch, a.seed, &model);
     if (s == MPCL_OK)
         s = mpcl_trainer_create(model, &to, &tr);

@@ -7,7 +7,7 @@ PKGS="meson ninja-build pkg-config gcc
 ocl-icd-opencl-dev opencl-c-headers ocl-icd-libopencl1 pocl-opencl-icd clinfo
 libclblast-dev zlib1g-dev libcjson-dev check
 clang-15 oclgrind
-dataset-fashion-mnist
+dataset-fashion-mnist fortunes
 python3 python3-venv python3-pip
 git ca-certificates"
 

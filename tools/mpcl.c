@@ -73,6 +73,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"train", cmd_train, "train a model on Fashion-MNIST (or another MNIST-layout set)"},
     {"eval", cmd_eval, "accuracy and confusion matrix of a checkpoint on a labelled set"},
     {"predict", cmd_predict, "classify PGM images or an IDX file with a checkpoint"},
+    {"generate", cmd_generate, "generate text with a language-model checkpoint"},
     {"bench", cmd_bench, "measure training speed per precision mode (mpcl bench train)"},
     {"tune", cmd_tune, "search CLBlast's GEMM parameters on the device and cache them"},
     {"version", cmd_version, "print the version"},

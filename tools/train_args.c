@@ -74,6 +74,21 @@ static const char TRAIN_HELP[] =
     "  --init-scale X      the initial dynamic scale, 2^-24..2^24 (default: 65536);\n"
     "                      implies --loss-scale dynamic\n"
     "\n"
+    "language models (--task lm, docs/lm.md):\n"
+    "  --task NAME         image (default) or lm: train a language model (a 'gpt' spec;\n"
+    "                      default model gpt-tiny) on text read as bytes\n"
+    "  --text PATH         a text file (or .gz), or a directory of them, joined; the last\n"
+    "                      10%% is held out for validation (default: " MPCL_DEFAULT_TEXT_DIR ",\n"
+    "                      Debian's fortunes)\n"
+    "  --steps N           the step count to reach (default: 2000); --epochs does not apply\n"
+    "  --context N         positions per sequence, up to the model's (default: the model's)\n"
+    "  --eval-every N      validate every N steps and at the end (default: 200)\n"
+    "  --eval-windows N    validation windows of the context length per validation\n"
+    "                      (default: 64; 0: all)\n"
+    "                      defaults for lm: --batch 16, --optimizer adamw, --lr 0.001,\n"
+    "                      --weight-decay 0.1 (block matrices only), --clip 1, --warmup 100,\n"
+    "                      --schedule cosine to 0 at --steps\n"
+    "\n"
     "checkpoints (safetensors, see docs/checkpoints.md):\n"
     "  --save FILE         write a checkpoint after every epoch, and when stopped by\n"
     "                      SIGINT or SIGTERM (atomically: a failed write keeps the old file)\n"
@@ -127,6 +142,12 @@ enum {
     TRAIN_RESUME,
     TRAIN_MAX_STEPS,
     TRAIN_QUIET,
+    TRAIN_TASK,
+    TRAIN_TEXT,
+    TRAIN_STEPS,
+    TRAIN_CONTEXT,
+    TRAIN_EVAL_EVERY,
+    TRAIN_EVAL_WINDOWS,
     TRAIN_HELP_OPT
 };
 
@@ -161,6 +182,12 @@ static const struct option TRAIN_OPTIONS[] = {
     {"resume", required_argument, NULL, TRAIN_RESUME},
     {"max-steps", required_argument, NULL, TRAIN_MAX_STEPS},
     {"quiet", no_argument, NULL, TRAIN_QUIET},
+    {"task", required_argument, NULL, TRAIN_TASK},
+    {"text", required_argument, NULL, TRAIN_TEXT},
+    {"steps", required_argument, NULL, TRAIN_STEPS},
+    {"context", required_argument, NULL, TRAIN_CONTEXT},
+    {"eval-every", required_argument, NULL, TRAIN_EVAL_EVERY},
+    {"eval-windows", required_argument, NULL, TRAIN_EVAL_WINDOWS},
     {"help", no_argument, NULL, TRAIN_HELP_OPT},
     {NULL, 0, NULL, 0},
 };
@@ -232,6 +259,7 @@ int train_parse(int argc, char **argv, train_args *a)
                 return usage_error(cmd, "--batch: '%s' is not valid; it accepts an integer from "
                                         "1 to %lu", optarg, TRAIN_MAX_BATCH);
             a->batch = u;
+            a->batch_set = 1;
             break;
         case TRAIN_LR:
             if (!parse_real(optarg, 0.0, 1, 1e6, &a->lr))
@@ -243,6 +271,7 @@ int train_parse(int argc, char **argv, train_args *a)
             if (mpcl_optimizer_parse(optarg, &a->optimizer) != MPCL_OK)
                 return usage_error(cmd, "--optimizer: '%s' is not an optimizer; it accepts sgd, "
                                         "adam or adamw", optarg);
+            a->optimizer_set = 1;
             break;
         case TRAIN_WEIGHT_DECAY:
             if (!parse_real(optarg, 0.0, 0, 1e6, &a->weight_decay))
@@ -262,6 +291,7 @@ int train_parse(int argc, char **argv, train_args *a)
             if (!schedule_parse(optarg, &a->schedule))
                 return usage_error(cmd, "--schedule: '%s' is not a schedule; it accepts "
                                         "constant, step or cosine", optarg);
+            a->schedule_set = 1;
             break;
         case TRAIN_STEP_SIZE:
             if (!parse_uint(optarg, 1, ULONG_MAX, &a->step_size))
@@ -279,6 +309,7 @@ int train_parse(int argc, char **argv, train_args *a)
             if (!parse_uint(optarg, 0, ULONG_MAX, &a->warmup))
                 return usage_error(cmd, "--warmup: '%s' is not valid; it accepts an integer "
                                         ">= 0 (steps)", optarg);
+            a->warmup_set = 1;
             break;
         case TRAIN_PRECISION:
             if (mpcl_precision_parse(optarg, &a->precision) != MPCL_OK)
@@ -306,6 +337,7 @@ int train_parse(int argc, char **argv, train_args *a)
             if (!parse_real(optarg, 0.0, 0, 1e30, &a->clip))
                 return usage_error(cmd, "--clip: '%s' is not valid; it accepts a number >= 0 "
                                         "(0: no clipping)", optarg);
+            a->clip_set = 1;
             break;
         case TRAIN_LABEL_SMOOTHING:
             if (!parse_real(optarg, 0.0, 0, 1.0, &x) || x >= 1.0)
@@ -361,6 +393,47 @@ int train_parse(int argc, char **argv, train_args *a)
                                         ">= 1 (steps)", optarg);
             break;
         case TRAIN_QUIET: a->quiet = 1; break;
+        case TRAIN_TASK:
+            if (strcmp(optarg, "lm") == 0)
+                a->lm = 1;
+            else if (strcmp(optarg, "image") == 0)
+                a->lm = 0;
+            else
+                return usage_error(cmd, "--task: '%s' is not a task; it accepts image or lm",
+                                   optarg);
+            break;
+        case TRAIN_TEXT:
+            if (!*optarg)
+                return usage_error(cmd, "--text: the value is empty; it accepts a text file or a "
+                                        "directory of text files");
+            a->text = optarg;
+            break;
+        case TRAIN_STEPS:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->steps))
+                return usage_error(cmd, "--steps: '%s' is not valid; it accepts an integer >= 1",
+                                   optarg);
+            a->steps_set = 1;
+            break;
+        case TRAIN_CONTEXT:
+            if (!parse_uint(optarg, 1, 1UL << 16, &a->context))
+                return usage_error(cmd, "--context: '%s' is not valid; it accepts an integer "
+                                        "from 1 to the model's context",
+                                   optarg);
+            break;
+        case TRAIN_EVAL_EVERY:
+            if (!parse_uint(optarg, 0, ULONG_MAX, &a->eval_every))
+                return usage_error(cmd, "--eval-every: '%s' is not valid; it accepts an integer "
+                                        ">= 0 (0: at the end only)",
+                                   optarg);
+            a->eval_every_set = 1;
+            break;
+        case TRAIN_EVAL_WINDOWS:
+            if (!parse_uint(optarg, 0, ULONG_MAX, &a->eval_windows))
+                return usage_error(cmd, "--eval-windows: '%s' is not valid; it accepts an "
+                                        "integer >= 0 (0: all)",
+                                   optarg);
+            a->eval_windows_set = 1;
+            break;
         case 'h':
         case TRAIN_HELP_OPT: fputs(TRAIN_HELP, stdout); return EXIT_OK;
         default: return option_error(cmd, TRAIN_OPTIONS, c, argc, argv);
@@ -386,5 +459,35 @@ int train_parse(int argc, char **argv, train_args *a)
         a->scale = SCALE_DYNAMIC;
     if (a->save_every && !a->save)
         return usage_error(cmd, "--save-every needs --save FILE (where to write)");
+    if (!a->lm && (a->text || a->steps_set || a->context || a->eval_every_set || a->eval_windows_set))
+        return usage_error(cmd, "--text, --steps, --context, --eval-every and --eval-windows "
+                                "apply to --task lm only");
+    if (a->lm && (a->data || a->epochs_set || a->limit || a->test_limit || a->augment_set ||
+                  a->max_steps || a->label_smoothing > 0))
+        return usage_error(cmd, "--data, --epochs, --limit, --test-limit, --augment, --max-steps "
+                                "and --label-smoothing apply to image training; a language model "
+                                "takes --text and --steps");
+    if (a->lm) { /* the usual recipe for small GPTs (nanoGPT's) */
+        if (!a->steps_set)
+            a->steps = 2000;
+        if (!a->batch_set)
+            a->batch = 16;
+        if (!a->optimizer_set)
+            a->optimizer = MPCL_OPT_ADAMW;
+        if (!a->weight_decay_set && a->optimizer == MPCL_OPT_ADAMW) {
+            a->weight_decay = 0.1;
+            a->weight_decay_set = 1;
+        }
+        if (!a->clip_set)
+            a->clip = 1.0;
+        if (!a->warmup_set)
+            a->warmup = 100;
+        if (!a->schedule_set)
+            a->schedule = MPCL_SCHEDULE_COSINE;
+        if (!a->eval_every_set)
+            a->eval_every = 200;
+        if (!a->eval_windows_set)
+            a->eval_windows = 64;
+    }
     return -1;
 }

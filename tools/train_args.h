@@ -45,6 +45,15 @@ typedef struct {
     unsigned long max_steps;  /* 0: no limit */
     int seed_set, epochs_set;
     int quiet;
+    /* --task lm: a language model on text */
+    int lm;
+    const char *text;          /* NULL: MPCL_DEFAULT_TEXT_DIR */
+    unsigned long steps;       /* the step count to reach (default 2000) */
+    unsigned long eval_every;  /* default 200 */
+    unsigned long eval_windows; /* default 64; 0: all */
+    unsigned long context;     /* 0: the model's */
+    int batch_set, optimizer_set, schedule_set, warmup_set, clip_set, steps_set;
+    int eval_every_set, eval_windows_set;
 } train_args;
 
 /* The progress line on stderr (a terminal), redrawn in place. */
@@ -75,5 +84,17 @@ int log_epoch(FILE *f, const epoch_record *e);
 /* Parses train's options into *a; returns -1 to go on, else an exit code
  * (help printed, or a usage error reported). */
 int train_parse(int argc, char **argv, train_args *a);
+
+/* cmd_train.c: SIGINT / SIGTERM ask the loop to stop after its step (the
+ * signal's number in stop_signal); the trainer's options from a. */
+#include <signal.h>
+extern volatile sig_atomic_t stop_signal;
+void install_stop_handlers(void);
+void train_options(const train_args *a, mpcl_precision chosen, uint64_t total_steps,
+                   mpcl_train_options *to);
+/* train_lm.c: `mpcl train --task lm` */
+int train_lm(const train_args *a, double t_start);
+/* "0:07", "12:34", "1:02:03" (train_log.c) */
+void fmt_duration(char *dst, size_t len, double s);
 
 #endif

@@ -13,7 +13,7 @@
 #include "train_args.h"
 
 /* "0:07", "12:34", "1:02:03" */
-static void fmt_duration(char *dst, size_t len, double s)
+void fmt_duration(char *dst, size_t len, double s)
 {
     if (!(s >= 0) || s > 1e8)
         s = 0;

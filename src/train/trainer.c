@@ -271,10 +271,14 @@ static mpcl_status finish_step(mpcl_trainer *t, float scale, uint64_t step, mpcl
     mpcl_status s = MPCL_OK;
     if (t->inf_probe && step + 1 == t->opt.inject_inf_step)
         s = mpcl_tensor_fill(t->inf_probe, INFINITY);
+    /* The gradients stay at the loss scale: the optimizer reads them in
+     * float and multiplies by 1 / scale there. Unscaling them in place
+     * would round each to the storage dtype again at its unscaled size,
+     * where half flushes values below 6e-8 to 0 and keeps few bits of those
+     * near it (as PyTorch's GradScaler unscales into FP32 gradients). */
+    const mpcl_tensor *grads[1] = {m->grad};
     if (s == MPCL_OK)
-        s = mpcl_tensor_fill(t->flag, 1.0f);
-    if (s == MPCL_OK)
-        s = mpcl_unscale(ctx, m->grad, 1.0f / scale, t->flag);
+        s = mpcl_all_finite(ctx, t->flag, grads, 1);
     /* the one read of the step: loss and overflow flag */
     if (s == MPCL_OK)
         s = mpcl_tensor_read(t->loss, &loss, sizeof loss);
@@ -283,11 +287,12 @@ static mpcl_status finish_step(mpcl_trainer *t, float scale, uint64_t step, mpcl
     double norm = 0;
     float lr = 0.0f;
     if (s == MPCL_OK && finite) {
-        float grad_mul = 1.0f;
+        float grad_mul = 1.0f / scale; /* a power of two: exact */
         if (t->opt.clip_norm > 0.0f) {
             s = mpcl_grad_norm(ctx, m->grad, &norm);
+            norm /= (double)scale; /* the unscaled gradients' norm */
             if (s == MPCL_OK && norm > t->opt.clip_norm)
-                grad_mul = (float)(t->opt.clip_norm / (norm + 1e-6));
+                grad_mul = (float)((double)grad_mul * (t->opt.clip_norm / (norm + 1e-6)));
         }
         lr = mpcl_schedule_lr(&t->opt, t->scaler.optimizer_steps);
         if (s == MPCL_OK)
