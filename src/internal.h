@@ -314,6 +314,9 @@ mpcl_status mpcl_halfconv_choose(mpcl_context *ctx);
  * bf16) -> f32 (to_float) or f32 -> storage dtype, in the context's variant (no checks; op names the caller). */
 mpcl_status mpcl_cast_raw(mpcl_context *ctx, const char *op, int to_float, cl_mem src, cl_mem dst,
                           size_t n);
+/* io/checkpoint.c: a metadata value that is a whole number (digits only, in
+ * range) into *out; 0 for NULL or anything else. */
+int mpcl_parse_u64(const char *v, uint64_t *out);
 /* 64-bit FNV-1a, used for cache keys and checksums. */
 uint64_t mpcl_hash64(const void *data, size_t len, uint64_t seed);
 #define MPCL_HASH_SEED 0xcbf29ce484222325ULL

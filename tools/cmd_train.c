@@ -477,8 +477,6 @@ int cmd_train(int argc, char **argv)
     /* ------------------------------------------------------- summary */
     mpcl_scaler_state sc;
     mpcl_trainer_scaler(tr, &sc);
-    mpcl_mem_stats mem;
-    mpcl_memory_stats(ctx, &mem);
     uint64_t correct = 0;
     for (int i = 0; i < MPCL_DATASET_CLASSES; i++)
         correct += res.confusion[i * MPCL_DATASET_CLASSES + i];
@@ -505,13 +503,7 @@ int cmd_train(int argc, char **argv)
     fieldf("skipped steps", "%" PRIu64 " of %" PRIu64, sc.skipped_steps, sc.steps);
     fieldf("final loss scale", "%g (%s)", (double)sc.scale, to.dynamic_scale ? "dynamic" : "static");
     print_confusion(res.confusion, data.class_names);
-    printf("\nPeak device memory\n");
-    for (int t = 0; t < MPCL_MEM_TAG_COUNT; t++)
-        fieldf(mpcl_mem_tag_name((mpcl_mem_tag)t), "%.2f MiB", mib(mem.peak[t]));
-    fieldf("total", "%.2f MiB (the peak of the sum)", mib(mem.peak_total));
-    printf("\nBackend\n");
-    fieldf("precision", "%s (requested %s)", mpcl_precision_name(chosen), mpcl_precision_name(a.precision));
-    field("why", why);
+    print_memory_and_backend(ctx, chosen, a.precision, why);
     rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 
 done:

@@ -94,6 +94,10 @@ void train_options(const train_args *a, mpcl_precision chosen, uint64_t total_st
                    mpcl_train_options *to);
 /* train_lm.c: `mpcl train --task lm` */
 int train_lm(const train_args *a, double t_start);
+/* The summary's last sections: peak device memory per tag and the
+ * backend choice (train_log.c). */
+void print_memory_and_backend(mpcl_context *ctx, mpcl_precision chosen, mpcl_precision requested,
+                              const char *why);
 /* "0:07", "12:34", "1:02:03" (train_log.c) */
 void fmt_duration(char *dst, size_t len, double s);
 

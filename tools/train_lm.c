@@ -283,8 +283,6 @@ int train_lm(const train_args *a, double t_start)
 
     mpcl_scaler_state sc;
     mpcl_trainer_scaler(tr, &sc);
-    mpcl_mem_stats mem;
-    mpcl_memory_stats(ctx, &mem);
     if (!a->quiet)
         printf("\n");
     printf("Result\n");
@@ -305,14 +303,7 @@ int train_lm(const train_args *a, double t_start)
     if (res.first_step_s >= 0)
         fieldf("first step", "%.2f s (builds the kernels the cache lacks, and CLBlast's)",
                res.first_step_s);
-    printf("\nPeak device memory\n");
-    for (int t = 0; t < MPCL_MEM_TAG_COUNT; t++)
-        fieldf(mpcl_mem_tag_name((mpcl_mem_tag)t), "%.2f MiB", (double)mem.peak[t] / MIB);
-    fieldf("total", "%.2f MiB (the peak of the sum)", (double)mem.peak_total / MIB);
-    printf("\nBackend\n");
-    fieldf("precision", "%s (requested %s)", mpcl_precision_name(chosen),
-           mpcl_precision_name(a->precision));
-    field("why", why);
+    print_memory_and_backend(ctx, chosen, a->precision, why);
     rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 
 done:

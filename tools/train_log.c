@@ -144,3 +144,17 @@ int log_epoch(FILE *f, const epoch_record *e)
     }
     return log_line(f, o);
 }
+
+void print_memory_and_backend(mpcl_context *ctx, mpcl_precision chosen, mpcl_precision requested,
+                              const char *why)
+{
+    mpcl_mem_stats mem;
+    mpcl_memory_stats(ctx, &mem);
+    printf("\nPeak device memory\n");
+    for (int t = 0; t < MPCL_MEM_TAG_COUNT; t++)
+        fieldf(mpcl_mem_tag_name((mpcl_mem_tag)t), "%.2f MiB", (double)mem.peak[t] / MIB);
+    fieldf("total", "%.2f MiB (the peak of the sum)", (double)mem.peak_total / MIB);
+    printf("\nBackend\n");
+    fieldf("precision", "%s (requested %s)", mpcl_precision_name(chosen), mpcl_precision_name(requested));
+    field("why", why);
+}

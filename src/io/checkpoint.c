@@ -382,7 +382,7 @@ static int parse_f(const char *v, float *out)
     return 1;
 }
 
-static int parse_u(const char *v, uint64_t *out)
+int mpcl_parse_u64(const char *v, uint64_t *out)
 {
     if (!v || *v < '0' || *v > '9')
         return 0;
@@ -572,17 +572,17 @@ mpcl_status mpcl_checkpoint_load_trainer(const mpcl_checkpoint *c, mpcl_trainer 
     uint64_t tracker = 0, seed = 0;
     if (!parse_f(st_meta(f, "loss_scale"), &sc.scale) || !(sc.scale > 0))
         return bad_meta(c, "loss_scale", "a number > 0");
-    if (!parse_u(st_meta(f, "growth_tracker"), &tracker) || tracker > UINT32_MAX)
+    if (!mpcl_parse_u64(st_meta(f, "growth_tracker"), &tracker) || tracker > UINT32_MAX)
         return bad_meta(c, "growth_tracker", "an integer");
     sc.growth_tracker = (uint32_t)tracker;
-    if (!parse_u(st_meta(f, "step"), &sc.steps))
+    if (!mpcl_parse_u64(st_meta(f, "step"), &sc.steps))
         return bad_meta(c, "step", "an integer");
-    if (!parse_u(st_meta(f, "optimizer_steps"), &sc.optimizer_steps) || sc.optimizer_steps > sc.steps)
+    if (!mpcl_parse_u64(st_meta(f, "optimizer_steps"), &sc.optimizer_steps) || sc.optimizer_steps > sc.steps)
         return bad_meta(c, "optimizer_steps", "an integer <= step");
-    if (!parse_u(st_meta(f, "skipped_steps"), &sc.skipped_steps) ||
+    if (!mpcl_parse_u64(st_meta(f, "skipped_steps"), &sc.skipped_steps) ||
         sc.skipped_steps + sc.optimizer_steps != sc.steps)
         return bad_meta(c, "skipped_steps", "step - optimizer_steps");
-    if (!parse_u(st_meta(f, "seed"), &seed))
+    if (!mpcl_parse_u64(st_meta(f, "seed"), &seed))
         return bad_meta(c, "seed", "an integer");
 
     /* the optimizer state, checked before anything changes */
@@ -650,7 +650,7 @@ mpcl_status mpcl_model_load(mpcl_context *ctx, const char *path, size_t max_batc
     if (s == MPCL_OK)
         s = mpcl_checkpoint_spec(c, spec);
     uint64_t seed = 0;
-    if (s == MPCL_OK && st_meta(&c->f, "seed") && !parse_u(st_meta(&c->f, "seed"), &seed))
+    if (s == MPCL_OK && st_meta(&c->f, "seed") && !mpcl_parse_u64(st_meta(&c->f, "seed"), &seed))
         s = bad_meta(c, "seed", "an integer");
     mpcl_model_options o;
     mpcl_model_options_init(&o);

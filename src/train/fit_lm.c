@@ -269,28 +269,16 @@ mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_l
     return s;
 }
 
-/* A whole-number metadata value; 0 when absent or not a number. */
-static int meta_u64(const mpcl_checkpoint *c, const char *key, uint64_t *out)
-{
-    const char *v = mpcl_checkpoint_meta(c, key);
-    if (!v)
-        return 0;
-    char *end;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (end == v || *end)
-        return 0;
-    *out = x;
-    return 1;
-}
-
 mpcl_status mpcl_fit_lm_resume(const mpcl_checkpoint *c, mpcl_trainer *t, mpcl_fit_lm_options *o)
 {
     if (!c || !t || !o)
         return MPCL_ERR_ARGUMENT;
     const char *task = mpcl_checkpoint_meta(c, "task");
     uint64_t batch, ctxlen, seed;
-    if (!task || strcmp(task, "lm") != 0 || !meta_u64(c, "lm_batch", &batch) ||
-        !meta_u64(c, "lm_context", &ctxlen) || !meta_u64(c, "lm_seed", &seed))
+    if (!task || strcmp(task, "lm") != 0 ||
+        !mpcl_parse_u64(mpcl_checkpoint_meta(c, "lm_batch"), &batch) ||
+        !mpcl_parse_u64(mpcl_checkpoint_meta(c, "lm_context"), &ctxlen) ||
+        !mpcl_parse_u64(mpcl_checkpoint_meta(c, "lm_seed"), &seed))
         return mpcl_set_error(t->ctx, MPCL_ERR_FORMAT,
                               "mpcl_fit_lm_resume: the checkpoint has no language-model position "
                               "(task lm, lm_batch, lm_context, lm_seed)");
