@@ -273,3 +273,40 @@ void optest_assert_close(const char *what, const float *got, const double *ref, 
                   what, bad, n, atol, rtol, first, (double)got[first], ref[first], worst_i,
                   (double)got[worst_i], ref[worst_i]);
 }
+
+mpcl_model *optest_model(mpcl_context *ctx, const char *text, const char *name, size_t max_batch,
+                         int inference)
+{
+    mpcl_model_spec spec;
+    char err[256];
+    ck_assert_msg(mpcl_model_spec_parse(text, name, &spec, err, sizeof err) == MPCL_OK, "%s", err);
+    mpcl_model_options o;
+    mpcl_model_options_init(&o);
+    o.max_batch = max_batch;
+    o.seed = 3;
+    o.inference = inference;
+    mpcl_model *m = NULL;
+    mpcl_status s = mpcl_model_create_with(ctx, &spec, &o, &m);
+    ck_assert_msg(s == MPCL_OK, "create: %s", mpcl_last_error(ctx));
+    return m;
+}
+
+void optest_set_weights(mpcl_model *m, uint64_t seed, float bound)
+{
+    mpcl_tensor *master = mpcl_model_master(m);
+    size_t p = mpcl_tensor_numel(master);
+    float *w = calloc(p, sizeof *w);
+    ck_assert_ptr_nonnull(w);
+    mpcl_param_info pi;
+    for (size_t i = 0; mpcl_model_param(m, i, &pi) == MPCL_OK; i++) {
+        optest_fill_uniform(w + pi.offset, pi.numel, seed + i, -bound, bound);
+        if (strstr(pi.name, "ln_") && strstr(pi.name, ".weight"))
+            for (size_t j = 0; j < pi.numel; j++)
+                w[pi.offset + j] += 1.0f;
+    }
+    ck_assert_int_eq(mpcl_tensor_upload(master, w, p), MPCL_OK);
+    mpcl_tensor *working = mpcl_model_working(m);
+    if (working != master)
+        ck_assert_int_eq(mpcl_refresh_working(mpcl_model_context(m), working, master), MPCL_OK);
+    free(w);
+}

@@ -67,4 +67,14 @@ double optest_rtol(mpcl_precision mode);
 void optest_assert_close(const char *what, const float *got, const double *ref, size_t n,
                          double atol, double rtol);
 
+/* A model of the spec text (parsed as "name"), created with max_batch,
+ * seed 3 and inference as given; fails the test on error. */
+mpcl_model *optest_model(mpcl_context *ctx, const char *text, const char *name, size_t max_batch,
+                         int inference);
+/* Every parameter uniform in [-bound, bound) (seeded per tensor from
+ * seed), layer-norm weights ("ln_*.weight") shifted by 1; the working copy
+ * refreshed. Larger than GPT-2's initialisation, so that gradients stand
+ * above finite differences' noise and logits are not all alike. */
+void optest_set_weights(mpcl_model *m, uint64_t seed, float bound);
+
 #endif

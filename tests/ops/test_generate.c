@@ -17,49 +17,10 @@
 #define CTX 8
 static const char *SPEC = "gpt vocab=11 context=8 layers=2 heads=2 width=8\n";
 
-static mpcl_model *make_model(mpcl_context *ctx)
-{
-    mpcl_model_spec spec;
-    char err[256];
-    ck_assert_msg(mpcl_model_spec_parse(SPEC, "tiny", &spec, err, sizeof err) == MPCL_OK, "%s", err);
-    mpcl_model_options o;
-    mpcl_model_options_init(&o);
-    o.max_batch = 1;
-    o.seed = 3;
-    o.inference = 1;
-    mpcl_model *m = NULL;
-    mpcl_status s = mpcl_model_create_with(ctx, &spec, &o, &m);
-    ck_assert_msg(s == MPCL_OK, "create: %s", mpcl_last_error(ctx));
-    return m;
-}
-
-/* Weights uniform in [-1, 1) (with GPT-2's 0.02 every logit is nearly the
- * same, and greedy decoding repeats one token), layer-norm weights around
- * 1. */
-static void set_weights(mpcl_model *m, uint64_t seed)
-{
-    mpcl_tensor *master = mpcl_model_master(m);
-    size_t p = mpcl_tensor_numel(master);
-    float *w = calloc(p, sizeof *w);
-    ck_assert_ptr_nonnull(w);
-    mpcl_param_info pi;
-    for (size_t i = 0; mpcl_model_param(m, i, &pi) == MPCL_OK; i++) {
-        optest_fill_uniform(w + pi.offset, pi.numel, seed + i, -1.0f, 1.0f);
-        if (strstr(pi.name, "ln_") && strstr(pi.name, ".weight"))
-            for (size_t j = 0; j < pi.numel; j++)
-                w[pi.offset + j] += 1.0f;
-    }
-    ck_assert_int_eq(mpcl_tensor_upload(master, w, p), MPCL_OK);
-    mpcl_tensor *working = mpcl_model_working(m);
-    if (working != master)
-        ck_assert_int_eq(mpcl_refresh_working(mpcl_model_context(m), working, master), MPCL_OK);
-    free(w);
-}
-
 static mpcl_model *ready_model(int mi)
 {
-    mpcl_model *m = make_model(optest_modes[mi].ctx);
-    set_weights(m, 10);
+    mpcl_model *m = optest_model(optest_modes[mi].ctx, SPEC, "tiny", 1, 1);
+    optest_set_weights(m, 10, 1.0f);
     return m;
 }
 

@@ -13,45 +13,6 @@
 
 static const char *TINY = "# a small gpt\ngpt vocab=7 context=5 layers=2 heads=2 width=8 hidden=12\n";
 
-static mpcl_model *make_model(mpcl_context *ctx, const char *text, size_t max_batch, int inference)
-{
-    mpcl_model_spec spec;
-    char err[256];
-    ck_assert_msg(mpcl_model_spec_parse(text, "tiny", &spec, err, sizeof err) == MPCL_OK, "%s", err);
-    mpcl_model_options o;
-    mpcl_model_options_init(&o);
-    o.max_batch = max_batch;
-    o.seed = 3;
-    o.inference = inference;
-    mpcl_model *m = NULL;
-    mpcl_status s = mpcl_model_create_with(ctx, &spec, &o, &m);
-    ck_assert_msg(s == MPCL_OK, "create: %s", mpcl_last_error(ctx));
-    return m;
-}
-
-/* Weights uniform in [-0.5, 0.5) (larger than GPT-2's 0.02, so that every
- * gradient is well above finite differences' noise); layer-norm weights
- * around 1. */
-static void set_weights(mpcl_model *m, uint64_t seed)
-{
-    mpcl_tensor *master = mpcl_model_master(m);
-    size_t p = mpcl_tensor_numel(master);
-    float *w = calloc(p, sizeof *w);
-    ck_assert_ptr_nonnull(w);
-    mpcl_param_info pi;
-    for (size_t i = 0; mpcl_model_param(m, i, &pi) == MPCL_OK; i++) {
-        optest_fill_uniform(w + pi.offset, pi.numel, seed + i, -0.5f, 0.5f);
-        if (strstr(pi.name, "ln_") && strstr(pi.name, ".weight"))
-            for (size_t j = 0; j < pi.numel; j++)
-                w[pi.offset + j] += 1.0f;
-    }
-    ck_assert_int_eq(mpcl_tensor_upload(master, w, p), MPCL_OK);
-    mpcl_tensor *working = mpcl_model_working(m);
-    if (working != master)
-        ck_assert_int_eq(mpcl_refresh_working(mpcl_model_context(m), working, master), MPCL_OK);
-    free(w);
-}
-
 static const int32_t TOK[10] = {1, 4, 4, 0, 6, 2, 2, 5, 3, 1};
 static const int32_t TGT[10] = {4, 4, 0, 6, 2, 2, 5, 3, 1, 0};
 
@@ -95,7 +56,7 @@ static double lm_loss(mpcl_model *m, size_t B, size_t T, int with_grad)
 START_TEST(spec_and_parameters)
 {
     mpcl_context *ctx = optest_modes[_i].ctx;
-    mpcl_model *m = make_model(ctx, TINY, 2, 0);
+    mpcl_model *m = optest_model(ctx, TINY, "tiny", 2, 0);
     const mpcl_model_spec *sp = mpcl_model_get_spec(m);
     ck_assert_int_eq(sp->kind, MPCL_MODEL_GPT);
     /* C 8, F 12, V 7, context 5: 7*8 + 5*8 + 2 * (16 + 192 + 24 + 64 + 8 + 16 + 96 + 12 + 96 + 8) + 16 */
@@ -170,8 +131,8 @@ END_TEST
 static void backward_case(int mi, size_t T)
 {
     mpcl_context *ctx = optest_modes[mi].ctx;
-    mpcl_model *m = make_model(ctx, TINY, 2, 0);
-    set_weights(m, 10);
+    mpcl_model *m = optest_model(ctx, TINY, "tiny", 2, 0);
+    optest_set_weights(m, 10, 0.5f);
     mpcl_tensor *master = mpcl_model_master(m);
     size_t p = mpcl_tensor_numel(master);
     lm_loss(m, 2, T, 1);
@@ -208,8 +169,8 @@ static void backward_case(int mi, size_t T)
         ck_assert_int_ge(checked, 28 * 3);
         free(w);
     } else {
-        mpcl_model *ref = make_model(optest_modes[0].ctx, TINY, 2, 0);
-        set_weights(ref, 10);
+        mpcl_model *ref = optest_model(optest_modes[0].ctx, TINY, "tiny", 2, 0);
+        optest_set_weights(ref, 10, 0.5f);
         /* the 16-bit run's weights as the device holds them, in fp32 too */
         float *w16 = optest_download(mpcl_model_working(m));
         ck_assert_int_eq(mpcl_tensor_upload(mpcl_model_master(ref), w16, p), MPCL_OK);
@@ -246,8 +207,8 @@ END_TEST
 START_TEST(decode_matches_forward)
 {
     mpcl_context *ctx = optest_modes[_i].ctx;
-    mpcl_model *m = make_model(ctx, TINY, 2, 1);
-    set_weights(m, 20);
+    mpcl_model *m = optest_model(ctx, TINY, "tiny", 2, 1);
+    optest_set_weights(m, 20, 0.5f);
     mpcl_tensor *logits;
     mpcl_status s = mpcl_lm_forward(m, TOK, 2, 5, 0, &logits);
     ck_assert_msg(s == MPCL_OK, "forward: %s", mpcl_last_error(ctx));
@@ -298,8 +259,8 @@ START_TEST(adamw_spares_embeddings_biases_norms)
     const float lr = 0.01f, wd = 0.1f;
     mpcl_model *keep = NULL;
     for (int k = 0; k < 2; k++) {
-        mpcl_model *m = make_model(ctx, TINY, 2, 0);
-        set_weights(m, 30);
+        mpcl_model *m = optest_model(ctx, TINY, "tiny", 2, 0);
+        optest_set_weights(m, 30, 0.5f);
         if (!before)
             before = optest_download(mpcl_model_master(m));
         mpcl_train_options o;
@@ -350,7 +311,7 @@ END_TEST
 START_TEST(training_lowers_the_loss)
 {
     mpcl_context *ctx = optest_modes[_i].ctx;
-    mpcl_model *m = make_model(ctx, TINY, 2, 0);
+    mpcl_model *m = optest_model(ctx, TINY, "tiny", 2, 0);
     mpcl_train_options o;
     mpcl_train_options_init(&o, optest_modes[_i].mode);
     mpcl_optimizer_options_init(&o.optimizer, MPCL_OPT_ADAMW);
