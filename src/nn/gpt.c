@@ -74,8 +74,6 @@ struct mpcl_gpt {
     int forwarded;  /* a training forward ran since the last backward */
 };
 
-static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
-
 /* The shape of a block parameter. */
 static int block_shape(const mpcl_gpt_spec *c, int p, size_t *shape)
 {
@@ -223,18 +221,18 @@ mpcl_status mpcl_gpt_build(mpcl_model *m)
         for (int p = 0; p < P_COUNT; p++)
             if (is_matrix(p)) {
                 g->blocks[l].off[p] = off;
-                off = round_up(off + numel_of(block_shape(c, p, shape), shape), align);
+                off = mpcl_round_up(off + numel_of(block_shape(c, p, shape), shape), align);
             }
     m->decay_numel = off;
     for (int p = 0; p < T_COUNT; p++) {
         g->off[p] = off;
-        off = round_up(off + numel_of(top_shape(c, p, shape), shape), align);
+        off = mpcl_round_up(off + numel_of(top_shape(c, p, shape), shape), align);
     }
     for (size_t l = 0; l < c->layers; l++)
         for (int p = 0; p < P_COUNT; p++)
             if (!is_matrix(p)) {
                 g->blocks[l].off[p] = off;
-                off = round_up(off + numel_of(block_shape(c, p, shape), shape), align);
+                off = mpcl_round_up(off + numel_of(block_shape(c, p, shape), shape), align);
             }
     m->padded = off;
     mpcl_dtype sd = mpcl_storage_dtype(ctx);

@@ -17,8 +17,6 @@
 
 /* ------------------------------------------------------------ creation */
 
-static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
-
 static float uniform(uint64_t *s, float bound)
 {
     double u = (double)(mpcl_splitmix64(s) >> 11) * 0x1p-53; /* [0, 1) */
@@ -159,7 +157,7 @@ static size_t place(mpcl_planned *p, int n, size_t align, int reuse)
         }
     for (int i = 0; i < n; i++) {
         mpcl_planned *t = &p[order[i]];
-        size_t size = round_up(t->numel, align), off = 0;
+        size_t size = mpcl_round_up(t->numel, align), off = 0;
         if (!reuse) {
             t->offset = total;
             total += size;
@@ -176,7 +174,7 @@ static size_t place(mpcl_planned *p, int n, size_t align, int reuse)
                     lo[2 * k + 1] = lo[2 * (k - 1) + 1];
                 }
                 lo[2 * k] = u->offset;
-                lo[2 * k + 1] = u->offset + round_up(u->numel, align);
+                lo[2 * k + 1] = u->offset + mpcl_round_up(u->numel, align);
             }
         }
         for (int k = 0; k < nb; k++) {
@@ -280,7 +278,7 @@ static mpcl_status plan(mpcl_model *m)
     size_t align = mpcl_view_alignment(m->ctx, mpcl_storage_dtype(m->ctx));
     m->unshared_numel = 0;
     for (int i = 0; i < m->nplanned; i++)
-        m->unshared_numel += round_up(m->plan[i].numel, align);
+        m->unshared_numel += mpcl_round_up(m->plan[i].numel, align);
     m->arena_numel = place(m->plan, m->nplanned, align, m->opt.reuse_memory);
     if (m->nplanned && !m->arena_numel)
         return mpcl_set_error(m->ctx, MPCL_ERR_NOMEM, "mpcl_model_create: out of host memory");
@@ -346,11 +344,11 @@ static mpcl_status build(mpcl_model *m)
             for (int i = 0; i < wn; i++)
                 ly->w_numel *= ws[i];
             ly->w_off = off;
-            off = round_up(off + ly->w_numel, align);
+            off = mpcl_round_up(off + ly->w_numel, align);
             if (has_bias(&ly->spec)) {
                 ly->b_numel = ly->spec.kind == MPCL_LAYER_BATCHNORM2D ? ly->w_numel : ly->spec.out;
                 ly->b_off = off;
-                off = round_up(off + ly->b_numel, align);
+                off = mpcl_round_up(off + ly->b_numel, align);
             }
         }
         ly->out_ndim = ly->spec.out_ndim == 3 ? 4 : 2;

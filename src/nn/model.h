@@ -37,6 +37,10 @@ typedef struct {
     int start, end;
 } mpcl_planned;
 
+/* x rounded up to a multiple of a: parameter and activation offsets that a
+ * sub-buffer view accepts (model.c, gpt.c). */
+static inline size_t mpcl_round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
 /* nn/gpt.c: a language model's insides (a "gpt" spec). */
 typedef struct mpcl_gpt mpcl_gpt;
 
