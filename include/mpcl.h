@@ -68,7 +68,8 @@ MPCL_API const char *mpcl_version(void);
     X(ERR_IO, 9, "file I/O failed")                                           \
     X(ERR_FORMAT, 10, "malformed input")                                      \
     X(ERR_SHAPE, 11, "shapes do not match")                                   \
-    X(ERR_STATE, 12, "object in the wrong state for this call")
+    X(ERR_STATE, 12, "object in the wrong state for this call")               \
+    X(ERR_TIMEOUT, 13, "no answer from another process in time")
 
 typedef enum {
 #define MPCL_STATUS_ENUM_(name, value, text) MPCL_##name = value,
@@ -1335,6 +1336,7 @@ typedef struct {
     float clip_norm;       /* > 0: clip the unscaled gradients to this global L2 norm */
     float label_smoothing;
     uint64_t inject_inf_step; /* testing: put an inf into the gradient at this step (0: never) */
+    uint64_t inject_error_step; /* testing: the step fails at this step as a device would (0: never) */
 } mpcl_train_options;
 
 /* Defaults: Adam at 1e-3, constant schedule, no clipping; dynamic loss
@@ -1572,6 +1574,95 @@ MPCL_API mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const m
  * checkpoint's batch and training-sample count (MPCL_ERR_ARGUMENT names
  * both). */
 MPCL_API mpcl_status mpcl_fit_resume(const mpcl_checkpoint *c, mpcl_trainer *t, mpcl_fit_options *o);
+
+/* ------------------------------------------- data parallelism over MPI
+ *
+ * One training run over N processes (ranks), each with its own OpenCL
+ * device, started by MPI's launcher (`mpirun -np N mpcl train ...`; see
+ * docs/distributed.md). Every rank holds the same weights (rank 0's, sent
+ * to all by mpcl_trainer_set_dist) and takes a disjoint shard of each
+ * global batch; after the backward pass the flat gradient buffer is summed
+ * over the ranks in float (an allreduce, in buckets that start while the
+ * backward pass still runs), so every rank applies the same update and
+ * skips the same overflowing steps. mpcl_fit and mpcl_fit_lm shard the
+ * batches and the evaluation and write checkpoints from rank 0 alone when
+ * the trainer has a group. A failure on one rank (a device error, host
+ * memory) reaches every rank as an error naming that rank; a rank that
+ * does not answer for timeout_s makes the others fail with
+ * MPCL_ERR_TIMEOUT. The library never ends a process: an app that gets
+ * MPCL_ERR_TIMEOUT should end the job (MPI_Abort), since a hung rank cannot
+ * be recovered.
+ *
+ * Without MPI at build time (-Dmpi=disabled, or no libopenmpi-dev),
+ * mpcl_dist_built() is 0 and mpcl_dist_init returns MPCL_ERR_UNSUPPORTED. */
+
+typedef struct mpcl_dist mpcl_dist;
+
+typedef enum {
+    MPCL_WIRE_F32 = 0, /* gradients sent and summed as float (default) */
+    MPCL_WIRE_F16,     /* as half, summed in float and rounded per addition: half the bytes */
+    MPCL_WIRE_BF16     /* as bfloat16: half the bytes, float's range, 8 bits of precision */
+} mpcl_wire;
+
+typedef struct {
+    mpcl_wire wire;
+    size_t bucket_bytes;  /* gradient bytes (on the wire) per allreduce (default 4 MiB) */
+    uint64_t check_every; /* every N steps, compare a checksum of the weights and the scaler
+                           * across ranks (MPCL_ERR_STATE when they differ); 0: never */
+    double timeout_s;     /* longest wait for the other ranks in a collective (default 1800:
+                           * a first step builds kernels and measures convolutions) */
+} mpcl_dist_options;
+
+typedef struct {
+    int rank, size;             /* this process and the group's size */
+    int local_rank, local_size; /* among the ranks on this machine */
+    char host[64];
+    uint64_t steps;             /* gradient exchanges so far */
+    uint64_t wire_bytes;        /* gradient bytes this rank sent into allreduces */
+    double exchange_s;          /* wall time from the end of each backward pass's enqueue to
+                                 * the reduced gradients written back (overlaps the device) */
+    double exposed_s;           /* of that, the time after the device finished the backward
+                                 * pass: communication not hidden behind compute */
+    uint64_t checks;            /* weight checksums compared (check_every) */
+    uint64_t checksum;          /* the last one (equal on every rank) */
+} mpcl_dist_info;
+
+/* 1 when mpcl was built with MPI. */
+MPCL_API int mpcl_dist_built(void);
+/* 1 when this process was started by an MPI launcher (Open MPI's mpirun,
+ * MPICH's mpiexec, Slurm's srun with PMI): its environment says so. */
+MPCL_API int mpcl_dist_launched(void);
+/* Joins the group (MPI_Init_thread unless the app did, then a copy of
+ * MPI_COMM_WORLD). err gets a message on failure. */
+MPCL_API mpcl_status mpcl_dist_init(int *argc, char ***argv, mpcl_dist **out, char *err, size_t errlen);
+/* Leaves the group (MPI_Finalize if mpcl_dist_init called MPI_Init). A
+ * collective: every rank calls it. */
+MPCL_API void mpcl_dist_finalize(mpcl_dist *d);
+MPCL_API void mpcl_dist_options_init(mpcl_dist_options *o);
+MPCL_API const char *mpcl_wire_name(mpcl_wire w); /* "f32", "f16", "bf16" */
+MPCL_API mpcl_status mpcl_wire_parse(const char *s, mpcl_wire *out);
+MPCL_API void mpcl_dist_get_info(const mpcl_dist *d, mpcl_dist_info *out);
+/* Every rank's first..first+count-1 of n items split as evenly as the
+ * ranks allow (rank r: [n r / N, n (r + 1) / N)). */
+MPCL_API void mpcl_dist_shard(const mpcl_dist *d, size_t n, size_t *first, size_t *count);
+/* A collective that makes every rank agree on how a phase went: each
+ * passes its own status and message; all return the lowest failing rank's
+ * status with "rank R (host): its message" in msg (MPCL_OK when all
+ * succeeded). Use it where ranks may fail on their own (device set-up)
+ * before they meet in a step. */
+MPCL_API mpcl_status mpcl_dist_agree(mpcl_dist *d, mpcl_status local, char *msg, size_t msglen);
+/* Any rank's flag set: 1 on every rank (a collective). */
+MPCL_API mpcl_status mpcl_dist_any(mpcl_dist *d, int local, int *any);
+/* Makes t's training data-parallel over d (a collective): rank 0's weights,
+ * batch-norm statistics, normalisation, optimizer state, scaler and seed
+ * go to every rank. From then on mpcl_trainer_step and
+ * mpcl_trainer_step_lm take this rank's shard (which may be empty: b 0),
+ * and their statistics describe the whole global batch. */
+MPCL_API mpcl_status mpcl_trainer_set_dist(mpcl_trainer *t, mpcl_dist *d, const mpcl_dist_options *o);
+MPCL_API mpcl_dist *mpcl_trainer_dist(const mpcl_trainer *t); /* NULL: one process */
+/* Sends rank 0's batch-norm running statistics to every rank (a
+ * collective; before an evaluation or a checkpoint). */
+MPCL_API mpcl_status mpcl_trainer_sync_buffers(mpcl_trainer *t);
 
 /* --------------------------------------------------- language models
  *

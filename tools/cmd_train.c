@@ -153,6 +153,8 @@ void train_options(const train_args *a, mpcl_precision chosen, uint64_t total_st
         to->loss_scale = (float)a->init_scale;
     to->clip_norm = (float)a->clip;
     to->label_smoothing = (float)a->label_smoothing;
+    to->inject_error_step = a->inject_error_step;
+    to->inject_inf_step = a->inject_inf_step;
 }
 
 /* "mean 0.2860 std 0.3530" or, per channel, "mean 0.4914,0.4822,0.4465 std ..." */
@@ -176,8 +178,12 @@ int cmd_train(int argc, char **argv)
     if (rc >= 0)
         return rc;
     double t_start = now_s();
+    cli_dist cd;
+    if ((rc = cli_dist_start(&a, &argc, &argv, &cd)) >= 0)
+        return rc;
     if (a.lm)
-        return train_lm(&a, t_start);
+        return cli_dist_end(&cd, train_lm(&a, t_start, &cd));
+    char dev_buf[64];
 
     char model_path[4096], searched[2048], err[2048];
     mpcl_model_spec *spec = NULL;
@@ -192,7 +198,7 @@ int cmd_train(int argc, char **argv)
     mpcl_status s;
     mpcl_options opt;
     mpcl_options_init(&opt);
-    opt.device = a.device;
+    opt.device = cli_dist_device(&cd, a.device, dev_buf, sizeof dev_buf);
     opt.precision = a.precision;
     opt.seed = a.seed;
 
@@ -395,6 +401,7 @@ int cmd_train(int argc, char **argv)
         fieldf("batches", "%lu epoch%s of %zu steps, batch %lu%s", a.epochs,
                a.epochs == 1 ? "" : "s", steps_per_epoch, a.batch,
                n_train % a.batch ? " (the last one smaller)" : "");
+        cli_dist_header(&cd, &a, mpcl_model_param_count(model), chosen);
         printf("\n");
         if (a.resume) {
             mpcl_scaler_state rs;
@@ -417,6 +424,12 @@ int cmd_train(int argc, char **argv)
     mpcl_checkpoint_close(ck);
     ck = NULL;
 
+    /* data parallel: every rank set up, then rank 0's weights to all */
+    if (cd.d && (s = cli_dist_join(&cd, tr, &a, err, sizeof err)) != MPCL_OK) {
+        rc = runtime_error(s, err);
+        goto done;
+    }
+
     /* the loop: the library's */
     install_stop_handlers();
     ui.prog.on = !a.quiet && isatty(STDERR_FILENO);
@@ -427,15 +440,20 @@ int cmd_train(int argc, char **argv)
     }
     mpcl_fit_callbacks cb = {on_step, on_epoch, &ui};
     mpcl_fit_result res;
-    s = mpcl_fit(tr, &data, &fo, &cb, &res);
+    s = mpcl_fit(tr, &data, &fo, cd.info.rank == 0 ? &cb : NULL, &res);
     progress_clear(&ui.prog);
     if (s != MPCL_OK) {
+        cli_dist_fail(&cd, s, mpcl_last_error(ctx));
         rc = runtime_error(s, mpcl_last_error(ctx));
         goto done;
     }
     if (ui.log_failed) {
         fprintf(stderr, "mpcl: %s: cannot write the log: %s\n", a.log, strerror(ui.log_failed));
         rc = EXIT_RUNTIME;
+        goto done;
+    }
+    if (res.end == MPCL_FIT_STOPPED && cd.info.rank != 0) {
+        rc = 128 + (stop_signal ? stop_signal : SIGINT);
         goto done;
     }
     if (res.end == MPCL_FIT_STOPPED) {
@@ -474,6 +492,11 @@ int cmd_train(int argc, char **argv)
         }
     }
 
+    if (cd.info.rank != 0) { /* rank 0 reports */
+        rc = EXIT_OK;
+        goto done;
+    }
+
     /* ------------------------------------------------------- summary */
     mpcl_scaler_state sc;
     mpcl_trainer_scaler(tr, &sc);
@@ -500,6 +523,7 @@ int cmd_train(int argc, char **argv)
                res.later_epochs == 1 ? "" : "s", res.later_seconds);
     if (res.first_step_s >= 0)
         fieldf("first step", "%.2f s (builds the kernels the cache lacks, and CLBlast's)", res.first_step_s);
+    cli_dist_report(&cd, res.train_seconds);
     fieldf("skipped steps", "%" PRIu64 " of %" PRIu64, sc.skipped_steps, sc.steps);
     fieldf("final loss scale", "%g (%s)", (double)sc.scale, to.dynamic_scale ? "dynamic" : "static");
     print_confusion(res.confusion, data.class_names);
@@ -516,5 +540,5 @@ done:
     if (have_data)
         mpcl_dataset_free(&data);
     free(spec);
-    return rc;
+    return cli_dist_end(&cd, rc);
 }

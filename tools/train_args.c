@@ -100,6 +100,16 @@ static const char TRAIN_HELP[] =
     "                      the total, so an epoch-1 checkpoint with --epochs 2 trains one\n"
     "                      more epoch; the model is the checkpoint's unless --model is given\n"
     "\n"
+    "data parallel (under mpirun -np N; docs/distributed.md):\n"
+    "  --device A,B,...    a list: rank r on this machine takes entry r mod its length\n"
+    "                      (default: the r-th device of the preferred type, r mod count)\n"
+    "  --dist-wire TYPE    gradients sent as f32, f16 or bf16 (default: f32; the 16-bit\n"
+    "                      types halve the bytes and round each partial sum)\n"
+    "  --dist-bucket-mib N gradient MiB (on the wire) per allreduce, 0.001..1024 (default: 4)\n"
+    "  --dist-check N      compare weight checksums across ranks every N steps (default: 0)\n"
+    "  --dist-timeout S    end the job when another rank is silent for S seconds (default:\n"
+    "                      1800: a first step builds kernels and measures convolutions)\n"
+    "\n"
     "output:\n"
     "  --log FILE          write JSON lines: one per step, one per epoch\n"
     "  --quiet             print only the final summary\n"
@@ -148,6 +158,12 @@ enum {
     TRAIN_CONTEXT,
     TRAIN_EVAL_EVERY,
     TRAIN_EVAL_WINDOWS,
+    TRAIN_DIST_WIRE,
+    TRAIN_DIST_BUCKET,
+    TRAIN_DIST_CHECK,
+    TRAIN_DIST_TIMEOUT,
+    TRAIN_INJECT_ERROR,
+    TRAIN_INJECT_INF,
     TRAIN_HELP_OPT
 };
 
@@ -188,6 +204,12 @@ static const struct option TRAIN_OPTIONS[] = {
     {"context", required_argument, NULL, TRAIN_CONTEXT},
     {"eval-every", required_argument, NULL, TRAIN_EVAL_EVERY},
     {"eval-windows", required_argument, NULL, TRAIN_EVAL_WINDOWS},
+    {"dist-wire", required_argument, NULL, TRAIN_DIST_WIRE},
+    {"dist-bucket-mib", required_argument, NULL, TRAIN_DIST_BUCKET},
+    {"dist-check", required_argument, NULL, TRAIN_DIST_CHECK},
+    {"dist-timeout", required_argument, NULL, TRAIN_DIST_TIMEOUT},
+    {"inject-error-step", required_argument, NULL, TRAIN_INJECT_ERROR}, /* tests: not in the help */
+    {"inject-inf-step", required_argument, NULL, TRAIN_INJECT_INF},
     {"help", no_argument, NULL, TRAIN_HELP_OPT},
     {NULL, 0, NULL, 0},
 };
@@ -393,6 +415,39 @@ int train_parse(int argc, char **argv, train_args *a)
                                         ">= 1 (steps)", optarg);
             break;
         case TRAIN_QUIET: a->quiet = 1; break;
+        case TRAIN_DIST_WIRE:
+            if (mpcl_wire_parse(optarg, &a->wire) != MPCL_OK)
+                return usage_error(cmd, "--dist-wire: '%s' is not one of f32, f16, bf16", optarg);
+            break;
+        case TRAIN_DIST_BUCKET: {
+            char *end = NULL;
+            double mb = strtod(optarg, &end);
+            if (!*optarg || *end || !(mb >= 0.001 && mb <= 1024))
+                return usage_error(cmd, "--dist-bucket-mib: '%s' is not valid; it accepts a number "
+                                        "from 0.001 to 1024 (MiB)", optarg);
+            a->bucket_bytes = (size_t)(mb * 1048576.0);
+            break;
+        }
+        case TRAIN_DIST_CHECK:
+            if (!parse_uint(optarg, 1, ULONG_MAX, &a->dist_check))
+                return usage_error(cmd, "--dist-check: '%s' is not valid; it accepts an integer "
+                                        ">= 1 (steps)", optarg);
+            break;
+        case TRAIN_DIST_TIMEOUT: {
+            char *end = NULL;
+            double t = strtod(optarg, &end);
+            if (!*optarg || *end || !(t >= 1 && t <= 1e6))
+                return usage_error(cmd, "--dist-timeout: '%s' is not valid; it accepts seconds from "
+                                        "1 to 1000000", optarg);
+            a->dist_timeout = t;
+            break;
+        }
+        case TRAIN_INJECT_ERROR:
+        case TRAIN_INJECT_INF:
+            if (!parse_uint(optarg, 1, ULONG_MAX, c == TRAIN_INJECT_INF ? &a->inject_inf_step : &a->inject_error_step))
+                return usage_error(cmd, "--inject-%s-step: '%s' is not an integer >= 1",
+                                   c == TRAIN_INJECT_INF ? "inf" : "error", optarg);
+            break;
         case TRAIN_TASK:
             if (strcmp(optarg, "lm") == 0)
                 a->lm = 1;

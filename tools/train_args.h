@@ -54,6 +54,13 @@ typedef struct {
     unsigned long context;     /* 0: the model's */
     int batch_set, optimizer_set, schedule_set, warmup_set, clip_set, steps_set;
     int eval_every_set, eval_windows_set;
+    /* data parallel (mpirun) */
+    mpcl_wire wire;
+    size_t bucket_bytes;            /* 0: the library's default */
+    unsigned long dist_check;       /* 0: never */
+    double dist_timeout;            /* 0: the library's default */
+    unsigned long inject_error_step; /* tests: this rank's step fails there */
+    unsigned long inject_inf_step;   /* tests: an inf in this rank's gradients there */
 } train_args;
 
 /* The progress line on stderr (a terminal), redrawn in place. */
@@ -92,8 +99,32 @@ extern volatile sig_atomic_t stop_signal;
 void install_stop_handlers(void);
 void train_options(const train_args *a, mpcl_precision chosen, uint64_t total_steps,
                    mpcl_train_options *to);
+/* train_dist.c: `mpcl train` under mpirun (docs/distributed.md) */
+typedef struct {
+    mpcl_dist *d;       /* NULL: one process */
+    mpcl_dist_info info;
+    int agreed;         /* the set-up agreement took place */
+} cli_dist;
+/* Joins the group when started by an MPI launcher with more than one
+ * process (ranks other than 0 turn quiet, without a log); returns an exit
+ * code, or -1 to go on. */
+int cli_dist_start(train_args *a, int *argc, char ***argv, cli_dist *cd);
+/* This rank's device selector (buf holds it where chosen here). */
+const char *cli_dist_device(const cli_dist *cd, const char *device, char *buf, size_t len);
+/* After the set-up: agrees with the other ranks that all went well, then
+ * makes tr data-parallel; msg gets the reason on failure. */
+mpcl_status cli_dist_join(cli_dist *cd, mpcl_trainer *tr, const train_args *a, char *msg, size_t len);
+/* A failed run: a timeout ends the job (MPI_Abort); other errors reached
+ * every rank already. */
+void cli_dist_fail(cli_dist *cd, mpcl_status s, const char *msg);
+/* The end on every path: a rank that failed before joining tells the
+ * others, then leaves the group. Returns rc. */
+int cli_dist_end(cli_dist *cd, int rc);
+void cli_dist_header(const cli_dist *cd, const train_args *a, size_t params, mpcl_precision p);
+void cli_dist_report(const cli_dist *cd, double train_seconds);
+
 /* train_lm.c: `mpcl train --task lm` */
-int train_lm(const train_args *a, double t_start);
+int train_lm(train_args *a, double t_start, cli_dist *cd);
 /* The summary's last sections: peak device memory per tag and the
  * backend choice (train_log.c). */
 void print_memory_and_backend(mpcl_context *ctx, mpcl_precision chosen, mpcl_precision requested,

@@ -82,8 +82,9 @@ static int on_eval(void *user, const mpcl_fit_lm_eval_info *ei)
     return 0;
 }
 
-int train_lm(const train_args *a, double t_start)
+int train_lm(train_args *a, double t_start, cli_dist *cd)
 {
+    char dev_buf[64];
     const char *cmd = "train";
     char model_path[4096], searched[2048], err[2048];
     mpcl_model_spec *spec = calloc(1, sizeof *spec);
@@ -98,7 +99,7 @@ int train_lm(const train_args *a, double t_start)
     int rc = EXIT_RUNTIME;
     mpcl_options opt;
     mpcl_options_init(&opt);
-    opt.device = a->device;
+    opt.device = cli_dist_device(cd, a->device, dev_buf, sizeof dev_buf);
     opt.precision = a->precision;
     opt.seed = a->seed;
     if (!spec) {
@@ -240,6 +241,7 @@ int train_lm(const train_args *a, double t_start)
         if (fo.eval_every)
             snprintf(when, sizeof when, "every %" PRIu64 " steps and at the end", fo.eval_every);
         fieldf("validation", "%s, on %s windows of %zu bytes", when, wins, fo.context);
+        cli_dist_header(cd, a, mpcl_model_param_count(model), chosen);
         if (ck) {
             mpcl_scaler_state rs;
             mpcl_trainer_scaler(tr, &rs);
@@ -255,14 +257,24 @@ int train_lm(const train_args *a, double t_start)
     mpcl_checkpoint_close(ck);
     ck = NULL;
 
+    /* data parallel: every rank set up, then rank 0's weights to all */
+    if (cd->d && (s = cli_dist_join(cd, tr, a, err, sizeof err)) != MPCL_OK) {
+        rc = runtime_error(s, err);
+        goto done;
+    }
     install_stop_handlers();
     ui.prog.on = !a->quiet && isatty(STDERR_FILENO);
     mpcl_fit_lm_callbacks cb = {on_step, on_eval, &ui};
     mpcl_fit_lm_result res;
-    s = mpcl_fit_lm(tr, &text, &fo, &cb, &res);
+    s = mpcl_fit_lm(tr, &text, &fo, cd->info.rank == 0 ? &cb : NULL, &res);
     progress_clear(&ui.prog);
     if (s != MPCL_OK) {
+        cli_dist_fail(cd, s, mpcl_last_error(ctx));
         rc = runtime_error(s, mpcl_last_error(ctx));
+        goto done;
+    }
+    if (cd->info.rank != 0) { /* rank 0 reports */
+        rc = res.end == MPCL_FIT_STOPPED ? 128 + (stop_signal ? stop_signal : SIGINT) : EXIT_OK;
         goto done;
     }
     if (ui.log_failed || (ui.logf && fclose(ui.logf) != 0)) {
@@ -294,6 +306,7 @@ int train_lm(const train_args *a, double t_start)
                             " applied with a non-finite loss",
            sc.skipped_steps, sc.steps, res.nonfinite_applied);
     fieldf("final loss scale", "%g (%s)", (double)sc.scale, to.dynamic_scale ? "dynamic" : "static");
+    cli_dist_report(cd, res.train_seconds);
     if (a->save)
         fieldf("checkpoint", "%s", a->save);
     fieldf("wall time", "%.1f s", now_s() - t_start);

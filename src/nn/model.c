@@ -605,7 +605,8 @@ static int activation_of(mpcl_layer_kind k, mpcl_activation *f)
  * into the seed. */
 static uint64_t dropout_seed(const mpcl_model *m, int l)
 {
-    return m->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)(l + 1) * 0xd1b54a32d192ed03ULL;
+    return m->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)(l + 1) * 0xd1b54a32d192ed03ULL +
+           m->dropout_stream * 0x8cb92ba72f3d8dd7ULL;
 }
 
 static const mpcl_tensor *input_of(const mpcl_model *m, const mpcl_layer_spec *sp, int k)
@@ -854,6 +855,10 @@ mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits)
         }
         if (s == MPCL_OK && dx)
             s = contributed(m, sp, 0);
+        if (s == MPCL_OK && m->grad_ready && (ly->w_numel || ly->b_numel)) {
+            m->grad_ready(m->grad_ready_user, ly->w_off, ly->w_numel);
+            m->grad_ready(m->grad_ready_user, ly->b_off, ly->b_numel);
+        }
     }
     return s;
 }

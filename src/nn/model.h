@@ -65,6 +65,12 @@ struct mpcl_model {
     int training;
     uint64_t seed;
     mpcl_normalization norm; /* of the input bytes (mpcl_model_set_normalization) */
+    /* Data parallelism (train/dist.c): called during the backward pass as
+     * each layer's parameter gradients (values lo .. lo + n - 1 of the flat
+     * buffer) are enqueued, so their exchange can start behind them. */
+    void (*grad_ready)(void *user, size_t lo, size_t n);
+    void *grad_ready_user;
+    uint64_t dropout_stream; /* mixed into dropout masks: a rank's own */
 };
 
 /* nn/gpt.c */

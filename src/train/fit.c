@@ -131,16 +131,90 @@ typedef struct {
     size_t n_train, n_test, steps_per_epoch;
 } fit_run;
 
+/* The test set; data parallel: each rank evaluates its shard (with rank
+ * 0's batch-norm statistics) and the sums are reduced. */
 static mpcl_status evaluate(fit_run *f)
 {
-    mpcl_status s = mpcl_model_evaluate(f->t->model, f->d->test_images.data, f->d->test_labels.data, f->n_test,
-                                        f->o->batch, &f->r->test_loss, &f->r->test_accuracy, f->r->confusion);
+    mpcl_trainer *t = f->t;
+    mpcl_dist *d = mpcl_trainer_dist(t);
+    mpcl_fit_result *r = f->r;
+    const mpcl_idx *im = &f->d->test_images;
+    size_t first = 0, n = f->n_test;
+    mpcl_dist_shard(d, f->n_test, &first, &n);
+    mpcl_status s = mpcl_trainer_sync_buffers(t);
+    if (!d) {
+        if (s == MPCL_OK)
+            s = mpcl_model_evaluate(t->model, im->data, f->d->test_labels.data, n, f->o->batch, &r->test_loss,
+                                    &r->test_accuracy, r->confusion);
+    } else {
+        enum { C = MPCL_DATASET_CLASSES };
+        double sums[1 + C * C + 1];
+        memset(sums, 0, sizeof sums);
+        size_t sample = (im->channels ? im->channels : 1) * im->rows * im->cols;
+        if (s == MPCL_OK && n)
+            s = mpcl_model_evaluate(t->model, im->data + first * sample, f->d->test_labels.data + first, n,
+                                    f->o->batch, &r->test_loss, &r->test_accuracy, r->confusion);
+        if (s == MPCL_OK && n) {
+            sums[0] = r->test_loss * (double)n;
+            for (size_t i = 0; i < C * C; i++)
+                sums[1 + i] = (double)r->confusion[i];
+        }
+        sums[1 + C * C] = s != MPCL_OK;
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", s != MPCL_OK ? mpcl_last_error(t->ctx) : "");
+        mpcl_status a = mpcl_dist_agree(d, s, msg, sizeof msg);
+        if (a != MPCL_OK)
+            return mpcl_set_error(t->ctx, a, "%s", msg);
+        if ((s = mpcl_dist_reduce_sum(t, sums, sizeof sums / sizeof sums[0])) != MPCL_OK)
+            return s;
+        uint64_t correct = 0;
+        for (size_t i = 0; i < C * C; i++)
+            r->confusion[i] = (uint64_t)sums[1 + i];
+        for (size_t i = 0; i < C; i++)
+            correct += r->confusion[i * C + i];
+        r->test_loss = sums[0] / (double)f->n_test;
+        r->test_accuracy = (double)correct / (double)f->n_test;
+    }
     if (s == MPCL_OK)
-        f->r->evaluated = 1;
+        r->evaluated = 1;
     return s;
 }
 
-static int stop_requested(const fit_run *f) { return f->o->stop && *f->o->stop; }
+/* The stop flag; data parallel: any rank's, so that all stop at the same
+ * step. */
+static mpcl_status stop_requested(const fit_run *f, int *stop)
+{
+    *stop |= f->o->stop && *f->o->stop;
+    mpcl_dist *d = mpcl_trainer_dist(f->t);
+    return d ? mpcl_dist_any(d, *stop, stop) : MPCL_OK;
+}
+
+/* A checkpoint: rank 0 writes it, and every rank learns how that went. */
+static mpcl_status save_at(fit_run *f, unsigned long epochs_done, size_t epoch_step)
+{
+    mpcl_dist *d = mpcl_trainer_dist(f->t);
+    mpcl_status s = mpcl_trainer_sync_buffers(f->t);
+    mpcl_dist_info di;
+    mpcl_dist_get_info(d, &di);
+    if (s == MPCL_OK && di.rank == 0)
+        s = save(f->t, f->o, f->n_train, epochs_done, epoch_step);
+    if (!d)
+        return s;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", s != MPCL_OK ? mpcl_last_error(f->t->ctx) : "");
+    mpcl_status a = mpcl_dist_agree(d, s, msg, sizeof msg);
+    return a == MPCL_OK ? MPCL_OK : mpcl_set_error(f->t->ctx, a, "%s", msg);
+}
+
+/* Queues the gather of the batch that starts at order[first]: this rank's
+ * shard of it (all of it for one process; nothing for an empty shard). */
+static mpcl_status submit(const fit_run *f, mpcl_prefetch *pf, const size_t *order, size_t first,
+                          unsigned long epoch)
+{
+    size_t b = f->n_train - first < f->o->batch ? f->n_train - first : f->o->batch, lo, n;
+    mpcl_dist_shard(mpcl_trainer_dist(f->t), b, &lo, &n);
+    return n ? mpcl_prefetch_submit(pf, order + first + lo, n, epoch) : MPCL_OK;
+}
 
 mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_options *o,
                      const mpcl_fit_callbacks *cb, mpcl_fit_result *res)
@@ -181,22 +255,24 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
         uint64_t loss_n = 0, skipped = 0, images = 0;
         size_t k = epoch == first_epoch ? o->epoch_step : 0, done = 0;
         epoch_order(order, f.n_train, o->seed, epoch);
-        if (k * o->batch < f.n_train) {
-            size_t b = f.n_train - k * o->batch < o->batch ? f.n_train - k * o->batch : o->batch;
-            s = mpcl_prefetch_submit(pf, order + k * o->batch, b, epoch);
-        }
+        if (k * o->batch < f.n_train)
+            s = submit(&f, pf, order, k * o->batch, epoch);
         int epoch_complete = 0;
         for (size_t first = k * o->batch; s == MPCL_OK && first < f.n_train; first += o->batch, k++) {
             const uint8_t *bimg = NULL, *blab = NULL;
-            size_t b = 0;
-            /* this step's batch, then the next one's gather while the device computes */
-            s = mpcl_prefetch_next(pf, &bimg, &blab, &b);
+            size_t b = 0, global_b = f.n_train - first < o->batch ? f.n_train - first : o->batch;
+            /* this step's batch (this rank's shard of it), then the next
+             * one's gather while the device computes */
+            size_t shard_first, shard_n;
+            mpcl_dist_shard(mpcl_trainer_dist(t), global_b, &shard_first, &shard_n);
+            if (shard_n)
+                s = mpcl_prefetch_next(pf, &bimg, &blab, &b);
             size_t next = first + o->batch;
             if (s == MPCL_OK && next < f.n_train)
-                s = mpcl_prefetch_submit(pf, order + next,
-                                         f.n_train - next < o->batch ? f.n_train - next : o->batch, epoch);
+                s = submit(&f, pf, order, next, epoch);
             if (s != MPCL_OK) {
                 s = mpcl_set_error(t->ctx, s, "mpcl_fit: the batch prefetch failed");
+                s = mpcl_trainer_step_failed(t, s); /* data parallel: the others are in the step */
                 break;
             }
             mpcl_fit_step_info si;
@@ -204,6 +280,7 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
             double t0 = mpcl_now_s();
             s = mpcl_trainer_step(t, bimg, blab, b, &si.stats);
             double dt = mpcl_now_s() - t0;
+            b = global_b;
             if (s != MPCL_OK)
                 break;
             done++;
@@ -235,11 +312,12 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
             si.loss_scale = sc.scale;
             if (cb && cb->step && cb->step(cb->user, &si))
                 stop = 1;
-            stop |= stop_requested(&f);
+            if ((s = stop_requested(&f, &stop)) != MPCL_OK)
+                break;
             int last = k + 1 == f.steps_per_epoch;
             int at_max = o->max_steps && sc.steps >= o->max_steps;
             if (o->save_path && !last && (stop || at_max || (o->save_every && sc.steps % o->save_every == 0))) {
-                if ((s = save(t, o, f.n_train, epoch - 1, k + 1)) != MPCL_OK)
+                if ((s = save_at(&f, epoch - 1, k + 1)) != MPCL_OK)
                     break;
                 r->saved = 1;
             }
@@ -271,7 +349,7 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
             break;
         r->saved = 0;
         if (o->save_path) {
-            if ((s = save(t, o, f.n_train, epoch, 0)) != MPCL_OK)
+            if ((s = save_at(&f, epoch, 0)) != MPCL_OK)
                 break;
             r->saved = 1;
         }
@@ -293,7 +371,8 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
         };
         if (cb && cb->epoch && cb->epoch(cb->user, &ei))
             stop = 1;
-        stop |= stop_requested(&f);
+        if ((s = stop_requested(&f, &stop)) != MPCL_OK)
+            break;
         if (stop) {
             r->end = MPCL_FIT_STOPPED;
             break;

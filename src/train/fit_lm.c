@@ -26,6 +26,9 @@ void mpcl_fit_lm_options_init(mpcl_fit_lm_options *o)
     o->eval_windows = 64;
 }
 
+static mpcl_status lm_loss_sum(mpcl_model *m, const mpcl_text *text, mpcl_text_split split, size_t T,
+                               size_t batch, size_t first, size_t n, double *out);
+
 mpcl_status mpcl_lm_evaluate(mpcl_model *m, const mpcl_text *text, mpcl_text_split split, size_t T,
                              size_t batch, size_t max_windows, double *loss)
 {
@@ -49,7 +52,22 @@ mpcl_status mpcl_lm_evaluate(mpcl_model *m, const mpcl_text *text, mpcl_text_spl
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
                               "%s: the %s text of %s holds no window of %zu positions", op,
                               split == MPCL_TEXT_VALID ? "validation" : "training", text->source, T);
+    double sum = 0;
+    mpcl_status s = lm_loss_sum(m, text, split, T, batch, 0, n, &sum);
+    if (s == MPCL_OK)
+        *loss = sum / (double)n;
+    return s;
+}
+
+/* The summed loss of windows first .. first + n - 1 (each window's mean
+ * over its positions). */
+static mpcl_status lm_loss_sum(mpcl_model *m, const mpcl_text *text, mpcl_text_split split, size_t T,
+                               size_t batch, size_t first, size_t n, double *out)
+{
+    const char *op = "mpcl_lm_evaluate";
+    mpcl_context *ctx = m->ctx;
     size_t rows = batch * T, one = 1;
+    *out = 0;
     int32_t *tok = malloc(rows * sizeof *tok), *tgt = malloc(rows * sizeof *tgt);
     mpcl_tensor *labels = NULL, *lt = NULL;
     mpcl_status s = (tok && tgt) ? MPCL_OK : mpcl_set_error(ctx, MPCL_ERR_NOMEM, "%s: out of host memory", op);
@@ -58,8 +76,8 @@ mpcl_status mpcl_lm_evaluate(mpcl_model *m, const mpcl_text *text, mpcl_text_spl
     if (s == MPCL_OK)
         s = mpcl_tensor_create(ctx, MPCL_F32, 1, &one, MPCL_MEM_SCRATCH, &lt);
     double sum = 0;
-    for (size_t w = 0; w < n && s == MPCL_OK; w += batch) {
-        size_t b = n - w < batch ? n - w : batch, r = b * T;
+    for (size_t w = first; w < first + n && s == MPCL_OK; w += batch) {
+        size_t b = first + n - w < batch ? first + n - w : batch, r = b * T;
         mpcl_tensor *lab = NULL, *logits = NULL;
         float l = NAN;
         s = mpcl_text_window_batch(text, split, w, b, T, tok, tgt);
@@ -82,8 +100,33 @@ mpcl_status mpcl_lm_evaluate(mpcl_model *m, const mpcl_text *text, mpcl_text_spl
     mpcl_tensor_destroy(lt);
     free(tok);
     free(tgt);
-    if (s == MPCL_OK)
-        *loss = sum / (double)n;
+    *out = sum;
+    return s;
+}
+
+/* Validation: data parallel, each rank sums its shard of the windows. */
+static mpcl_status lm_validate(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_lm_options *o, double *loss)
+{
+    mpcl_dist *d = mpcl_trainer_dist(t);
+    if (!d)
+        return mpcl_lm_evaluate(t->model, text, MPCL_TEXT_VALID, o->context, o->batch, o->eval_windows, loss);
+    size_t n = mpcl_text_windows(text, MPCL_TEXT_VALID, o->context);
+    if (o->eval_windows && n > o->eval_windows)
+        n = o->eval_windows;
+    if (n == 0)
+        return mpcl_set_error(t->ctx, MPCL_ERR_ARGUMENT, "mpcl_fit_lm: the validation text of %s holds no window "
+                              "of %zu positions", text->source, o->context);
+    size_t first, count;
+    mpcl_dist_shard(d, n, &first, &count);
+    double v[1] = {0};
+    mpcl_status s = count ? lm_loss_sum(t->model, text, MPCL_TEXT_VALID, o->context, o->batch, first, count, v)
+                          : MPCL_OK;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", s != MPCL_OK ? mpcl_last_error(t->ctx) : "");
+    if ((s = mpcl_dist_agree(d, s, msg, sizeof msg)) != MPCL_OK)
+        return mpcl_set_error(t->ctx, s, "%s", msg);
+    if ((s = mpcl_dist_reduce_sum(t, v, 1)) == MPCL_OK)
+        *loss = v[0] / (double)n;
     return s;
 }
 
@@ -109,6 +152,21 @@ static mpcl_status save(mpcl_trainer *t, const mpcl_fit_lm_options *o)
     mpcl_status s = mpcl_checkpoint_save(t, o->save_path, meta, n);
     free(meta);
     return s;
+}
+
+/* A checkpoint: rank 0 writes it, and every rank learns how that went. */
+static mpcl_status save_at(mpcl_trainer *t, const mpcl_fit_lm_options *o)
+{
+    mpcl_dist *d = mpcl_trainer_dist(t);
+    mpcl_dist_info di;
+    mpcl_dist_get_info(d, &di);
+    mpcl_status s = di.rank == 0 ? save(t, o) : MPCL_OK;
+    if (!d)
+        return s;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", s != MPCL_OK ? mpcl_last_error(t->ctx) : "");
+    mpcl_status a = mpcl_dist_agree(d, s, msg, sizeof msg);
+    return a == MPCL_OK ? MPCL_OK : mpcl_set_error(t->ctx, a, "%s", msg);
 }
 
 static mpcl_status check(mpcl_trainer *t, const mpcl_text *text, mpcl_fit_lm_options *o)
@@ -154,7 +212,7 @@ mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_l
     if (s != MPCL_OK)
         return s;
     mpcl_context *ctx = t->ctx;
-    mpcl_model *m = t->model;
+    mpcl_dist *dist = mpcl_trainer_dist(t);
     mpcl_fit_lm_result r;
     memset(&r, 0, sizeof r);
     r.valid_loss = NAN;
@@ -174,7 +232,7 @@ mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_l
         mpcl_trainer_scaler(t, &sc);
         if (sc.steps >= o.steps)
             break;
-        if (o.stop && *o.stop) {
+        if (o.stop && *o.stop && !dist) { /* data parallel: agreed after each step */
             r.end = MPCL_FIT_STOPPED;
             break;
         }
@@ -183,11 +241,15 @@ mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_l
         if (s != MPCL_OK) {
             s = mpcl_set_error(ctx, s, "mpcl_fit_lm: the windows of step %" PRIu64 " of %s", step,
                                text->source);
+            s = mpcl_trainer_step_failed(t, s); /* data parallel: the others are in the step */
             break;
         }
         double t0 = mpcl_now_s();
         mpcl_step_stats st;
-        if ((s = mpcl_trainer_step_lm(t, tok, tgt, o.batch, o.context, &st)) != MPCL_OK)
+        size_t lo, nseq; /* this rank's sequences of the global batch */
+        mpcl_dist_shard(dist, o.batch, &lo, &nseq);
+        if ((s = mpcl_trainer_step_lm(t, tok + lo * o.context, tgt + lo * o.context, nseq, o.context, &st)) !=
+            MPCL_OK)
             break;
         double dt = mpcl_now_s() - t0;
         if (r.first_step_s < 0)
@@ -220,18 +282,19 @@ mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_l
         }
         int last = sc.steps >= o.steps;
         int stop_req = stop || (o.stop && *o.stop);
+        if (dist && (s = mpcl_dist_any(dist, stop_req, &stop_req)) != MPCL_OK)
+            break;
         int eval = last || (o.eval_every && sc.steps % o.eval_every == 0);
         int saved = 0;
         if (eval) {
             double vl = NAN;
-            if ((s = mpcl_lm_evaluate(m, text, MPCL_TEXT_VALID, o.context, o.batch, o.eval_windows,
-                                      &vl)) != MPCL_OK)
+            if ((s = lm_validate(t, text, &o, &vl)) != MPCL_OK)
                 break;
             r.valid_loss = vl;
             r.evaluated = 1;
         }
         if (o.save_path && (eval || stop_req || (o.save_every && sc.steps % o.save_every == 0))) {
-            if ((s = save(t, &o)) != MPCL_OK)
+            if ((s = save_at(t, &o)) != MPCL_OK)
                 break;
             saved = 1;
         }
@@ -251,7 +314,7 @@ mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_l
         }
         if (stop_req && !last) {
             if (o.save_path && !saved) {
-                if ((s = save(t, &o)) != MPCL_OK)
+                if ((s = save_at(t, &o)) != MPCL_OK)
                     break;
                 r.saved = 1;
             }

@@ -1,5 +1,6 @@
 /* trainer.c — the mixed-precision training step, the dynamic loss scaler
  * and learning-rate schedules. (Inference: nn/infer.c.) */
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,11 @@ void mpcl_trainer_destroy(mpcl_trainer *t)
     for (int r = 0; r < 2; r++)
         for (int k = 0; k < 5; k++)
             mpcl_tensor_destroy(t->split[r][k]);
+    mpcl_dist_state_free(t->ds);
+    if (t->model && t->model->grad_ready_user == t) {
+        t->model->grad_ready = NULL;
+        t->model->grad_ready_user = NULL;
+    }
     free(t);
 }
 
@@ -262,15 +268,30 @@ static mpcl_status optimizer_step(mpcl_trainer *t, float lr, float grad_mul)
     return s;
 }
 
-static mpcl_status finish_step(mpcl_trainer *t, float scale, uint64_t step, mpcl_step_stats *stats)
+/* After the backward pass (or its failure: s): the gradient exchange of a
+ * data-parallel trainer, which leaves the sum over the ranks in the
+ * gradient buffer and the global batch's loss in *loss; every rank gets
+ * the same status. One process: the loss is read with the flag. */
+static mpcl_status after_backward(mpcl_trainer *t, mpcl_status s, uint64_t step, size_t b, float *loss)
+{
+    if (s == MPCL_OK && step + 1 == t->opt.inject_error_step)
+        s = mpcl_set_error(t->ctx, MPCL_ERR_OPENCL,
+                           "step %" PRIu64 ": an injected device failure (inject_error_step, a test hook)", step + 1);
+    if (s == MPCL_OK && t->inf_probe && step + 1 == t->opt.inject_inf_step)
+        s = mpcl_tensor_fill(t->inf_probe, INFINITY);
+    *loss = NAN;
+    if (!t->dist)
+        return s;
+    return mpcl_dist_step_reduce(t, s, b, loss);
+}
+
+static mpcl_status finish_step(mpcl_trainer *t, float scale, float dist_loss, mpcl_step_stats *stats)
 {
     mpcl_context *ctx = t->ctx;
     mpcl_model *m = t->model;
     int32_t finite = 0;
-    float loss = NAN;
+    float loss = dist_loss;
     mpcl_status s = MPCL_OK;
-    if (t->inf_probe && step + 1 == t->opt.inject_inf_step)
-        s = mpcl_tensor_fill(t->inf_probe, INFINITY);
     /* The gradients stay at the loss scale: the optimizer reads them in
      * float and multiplies by 1 / scale there. Unscaling them in place
      * would round each to the storage dtype again at its unscaled size,
@@ -280,7 +301,7 @@ static mpcl_status finish_step(mpcl_trainer *t, float scale, uint64_t step, mpcl
     if (s == MPCL_OK)
         s = mpcl_all_finite(ctx, t->flag, grads, 1);
     /* the one read of the step: loss and overflow flag */
-    if (s == MPCL_OK)
+    if (s == MPCL_OK && !t->dist)
         s = mpcl_tensor_read(t->loss, &loss, sizeof loss);
     if (s == MPCL_OK)
         s = mpcl_tensor_read(t->flag, &finite, sizeof finite);
@@ -301,6 +322,8 @@ static mpcl_status finish_step(mpcl_trainer *t, float scale, uint64_t step, mpcl
     if (s != MPCL_OK)
         return s;
     scaler_update(t, finite != 0);
+    if (t->dist && (s = mpcl_dist_step_check(t)) != MPCL_OK)
+        return s;
     if (stats) {
         stats->loss = loss;
         stats->lr = lr;
@@ -311,42 +334,86 @@ static mpcl_status finish_step(mpcl_trainer *t, float scale, uint64_t step, mpcl
     return MPCL_OK;
 }
 
+/* A data-parallel step's start: the global batch B over the ranks, and
+ * this shard's weight b / B in the loss gradient, so that the gradients'
+ * sum over the ranks is the global batch's mean (1 for one process). */
+static mpcl_status dist_begin(mpcl_trainer *t, size_t b, float *weight)
+{
+    *weight = 1.0f;
+    if (!t->dist)
+        return MPCL_OK;
+    size_t global = 0;
+    mpcl_status s = mpcl_dist_step_begin(t, b, &global);
+    if (s == MPCL_OK && global == 0)
+        s = mpcl_set_error(t->ctx, MPCL_ERR_ARGUMENT, "mpcl_trainer_step: every rank's shard is empty");
+    if (s == MPCL_OK)
+        *weight = (float)((double)b / (double)global);
+    return s;
+}
+
+mpcl_status mpcl_trainer_step_failed(mpcl_trainer *t, mpcl_status why)
+{
+    if (!t->dist)
+        return why;
+    float weight, loss;
+    mpcl_status s = dist_begin(t, 0, &weight);
+    if (s == MPCL_OK || s == MPCL_ERR_ARGUMENT) /* (every shard empty: the failure is the news) */
+        s = after_backward(t, why, t->scaler.steps, 0, &loss);
+    return s;
+}
+
 mpcl_status mpcl_trainer_step(mpcl_trainer *t, const uint8_t *images, const uint8_t *labels, size_t b,
                               mpcl_step_stats *stats)
 {
     const char *op = "mpcl_trainer_step";
-    if (!t || !images || !labels)
+    if (!t || ((!images || !labels) && !(t->dist && b == 0)))
         return MPCL_ERR_ARGUMENT;
     mpcl_context *ctx = t->ctx;
     if (t->model->gpt)
         return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
                               "%s: a language model trains on tokens: use mpcl_trainer_step_lm", op);
-    if (b < 1 || b > t->max_batch)
-        return mpcl_set_error(ctx, MPCL_ERR_SHAPE, "%s: batch of %zu samples; the model takes 1 to %zu", op, b,
-                              t->max_batch);
-    for (size_t i = 0; i < b; i++)
+    /* A data-parallel rank meets the others even with bad input: its error
+     * then reaches every rank (after_backward) instead of leaving them
+     * waiting. */
+    mpcl_status bad = MPCL_OK;
+    if ((b < 1 && !t->dist) || b > t->max_batch)
+        bad = mpcl_set_error(ctx, MPCL_ERR_SHAPE, "%s: batch of %zu samples; the model takes %d to %zu", op, b,
+                             t->dist ? 0 : 1, t->max_batch);
+    for (size_t i = 0; bad == MPCL_OK && i < b; i++)
         if (labels[i] >= t->classes)
-            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: label %u of sample %zu is outside 0..%zu", op,
-                                  labels[i], i, t->classes - 1);
-    batch_views v;
-    mpcl_status s = views_make(t, b, &v);
-    if (s != MPCL_OK)
-        return s;
+            bad = mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: label %u of sample %zu is outside 0..%zu", op,
+                                 labels[i], i, t->classes - 1);
+    if (bad != MPCL_OK && !t->dist)
+        return bad;
     mpcl_model *m = t->model;
     float scale = t->scaler.scale;
     uint64_t step = t->scaler.steps; /* 0-based */
+    float weight = 1.0f, loss = NAN;
+    mpcl_status s = dist_begin(t, bad == MPCL_OK ? b : 0, &weight);
+    if (s != MPCL_OK)
+        return s;
+    batch_views v;
+    memset(&v, 0, sizeof v);
     mpcl_tensor *logits = NULL;
-    s = upload_batch(ctx, &v, images, labels, b, t->sample_bytes, &m->norm);
-    if (s == MPCL_OK)
+    if (bad != MPCL_OK)
+        s = bad;
+    else if (b == 0) /* an empty shard: no gradient of its own */
         s = mpcl_model_zero_grad(m);
+    else if ((s = views_make(t, b, &v)) == MPCL_OK) {
+        s = upload_batch(ctx, &v, images, labels, b, t->sample_bytes, &m->norm);
+        if (s == MPCL_OK)
+            s = mpcl_model_zero_grad(m);
+        if (s == MPCL_OK)
+            s = mpcl_model_forward(m, v.x, 1, step + 1, &logits);
+        if (s == MPCL_OK)
+            s = mpcl_softmax_cross_entropy(ctx, t->loss, v.dlogits, logits, v.labels, t->opt.label_smoothing,
+                                           scale * weight);
+        if (s == MPCL_OK)
+            s = mpcl_model_backward(m, v.dlogits);
+    }
+    s = after_backward(t, s, step, b, &loss);
     if (s == MPCL_OK)
-        s = mpcl_model_forward(m, v.x, 1, step + 1, &logits);
-    if (s == MPCL_OK)
-        s = mpcl_softmax_cross_entropy(ctx, t->loss, v.dlogits, logits, v.labels, t->opt.label_smoothing, scale);
-    if (s == MPCL_OK)
-        s = mpcl_model_backward(m, v.dlogits);
-    if (s == MPCL_OK)
-        s = finish_step(t, scale, step, stats);
+        s = finish_step(t, scale, loss, stats);
     views_free(&v);
     return s;
 }
@@ -355,7 +422,7 @@ mpcl_status mpcl_trainer_step_lm(mpcl_trainer *t, const int32_t *tokens, const i
                                  size_t B, size_t T, mpcl_step_stats *stats)
 {
     const char *op = "mpcl_trainer_step_lm";
-    if (!t || !tokens || !targets)
+    if (!t || ((!tokens || !targets) && !(t->dist && B == 0)))
         return MPCL_ERR_ARGUMENT;
     mpcl_context *ctx = t->ctx;
     mpcl_model *m = t->model;
@@ -365,37 +432,50 @@ mpcl_status mpcl_trainer_step_lm(mpcl_trainer *t, const int32_t *tokens, const i
                               "mpcl_trainer_step",
                               op);
     size_t rows = B * T;
-    if (B < 1 || B > t->max_batch || T < 1 || T > m->spec.gpt.context)
-        return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
-                              "%s: %zu sequences of %zu tokens; the model takes 1 to %zu sequences "
-                              "of 1 to %zu",
-                              op, B, T, t->max_batch, m->spec.gpt.context);
-    for (size_t i = 0; i < rows; i++)
+    mpcl_status bad = MPCL_OK; /* data parallel: reported through the exchange (see mpcl_trainer_step) */
+    if ((B < 1 && !t->dist) || B > t->max_batch || T < 1 || T > m->spec.gpt.context)
+        bad = mpcl_set_error(ctx, MPCL_ERR_SHAPE,
+                             "%s: %zu sequences of %zu tokens; the model takes %d to %zu sequences "
+                             "of 1 to %zu",
+                             op, B, T, t->dist ? 0 : 1, t->max_batch, m->spec.gpt.context);
+    for (size_t i = 0; bad == MPCL_OK && i < rows; i++)
         if (targets[i] < 0 || (size_t)targets[i] >= t->classes)
-            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                                  "%s: target %ld of sequence %zu (position %zu) is outside the "
-                                  "vocabulary 0..%zu",
-                                  op, (long)targets[i], i / T, i % T, t->classes - 1);
+            bad = mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
+                                 "%s: target %ld of sequence %zu (position %zu) is outside the "
+                                 "vocabulary 0..%zu",
+                                 op, (long)targets[i], i / T, i % T, t->classes - 1);
+    if (bad != MPCL_OK && !t->dist)
+        return bad;
     size_t ys[1] = {rows}, ds[2] = {rows, t->classes};
     mpcl_tensor *labels = NULL, *dlogits = NULL, *logits = NULL;
-    float scale = t->scaler.scale;
+    float scale = t->scaler.scale, weight = 1.0f, loss = NAN;
     uint64_t step = t->scaler.steps;
-    mpcl_status s = mpcl_tensor_view(t->labels, 0, 1, ys, &labels);
-    if (s == MPCL_OK)
-        s = mpcl_tensor_view(t->dlogits, 0, 2, ds, &dlogits);
-    if (s == MPCL_OK)
-        s = mpcl_tensor_write(labels, targets, rows * sizeof *targets);
-    if (s == MPCL_OK)
+    mpcl_status s = dist_begin(t, bad == MPCL_OK ? B : 0, &weight);
+    if (s != MPCL_OK)
+        return s;
+    if (bad != MPCL_OK)
+        s = bad;
+    else if (B == 0)
         s = mpcl_model_zero_grad(m);
+    else {
+        s = mpcl_tensor_view(t->labels, 0, 1, ys, &labels);
+        if (s == MPCL_OK)
+            s = mpcl_tensor_view(t->dlogits, 0, 2, ds, &dlogits);
+        if (s == MPCL_OK)
+            s = mpcl_tensor_write(labels, targets, rows * sizeof *targets);
+        if (s == MPCL_OK)
+            s = mpcl_model_zero_grad(m);
+        if (s == MPCL_OK)
+            s = mpcl_lm_forward(m, tokens, B, T, 1, &logits);
+        if (s == MPCL_OK)
+            s = mpcl_softmax_cross_entropy(ctx, t->loss, dlogits, logits, labels, t->opt.label_smoothing,
+                                           scale * weight);
+        if (s == MPCL_OK)
+            s = mpcl_lm_backward(m, dlogits);
+    }
+    s = after_backward(t, s, step, B, &loss);
     if (s == MPCL_OK)
-        s = mpcl_lm_forward(m, tokens, B, T, 1, &logits);
-    if (s == MPCL_OK)
-        s = mpcl_softmax_cross_entropy(ctx, t->loss, dlogits, logits, labels, t->opt.label_smoothing,
-                                       scale);
-    if (s == MPCL_OK)
-        s = mpcl_lm_backward(m, dlogits);
-    if (s == MPCL_OK)
-        s = finish_step(t, scale, step, stats);
+        s = finish_step(t, scale, loss, stats);
     mpcl_tensor_destroy(labels);
     mpcl_tensor_destroy(dlogits);
     return s;
