@@ -6,6 +6,7 @@ set -eu
 PKGS="meson ninja-build pkg-config gcc
 ocl-icd-opencl-dev opencl-c-headers ocl-icd-libopencl1 pocl-opencl-icd clinfo
 libclblast-dev zlib1g-dev libcjson-dev check
+openmpi-bin libopenmpi-dev
 clang-15 oclgrind
 dataset-fashion-mnist fortunes
 python3 python3-venv python3-pip

@@ -104,6 +104,8 @@ typedef struct {
     mpcl_dist *d;       /* NULL: one process */
     mpcl_dist_info info;
     int agreed;         /* the set-up agreement took place */
+    int argc;           /* the command line, compared across ranks */
+    char **argv;
 } cli_dist;
 /* Joins the group when started by an MPI launcher with more than one
  * process (ranks other than 0 turn quiet, without a log); returns an exit

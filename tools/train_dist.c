@@ -27,6 +27,8 @@ int cli_dist_start(train_args *a, int *argc, char ***argv, cli_dist *cd)
                         "-Dmpi=enabled), or run mpcl train without mpirun\n");
         return EXIT_RUNTIME;
     }
+    cd->argc = *argc;
+    cd->argv = *argv;
     char err[512];
     mpcl_status s = mpcl_dist_init(argc, argv, &cd->d, err, sizeof err);
     if (s != MPCL_OK)
@@ -88,10 +90,42 @@ const char *cli_dist_device(const cli_dist *cd, const char *device, char *buf, s
     return device;
 }
 
+/* A hash of the command line without what may differ between ranks (the
+ * device, the log, --quiet, the test hooks): every rank must run the same
+ * training, or their collectives would not match. */
+static uint64_t command_hash(int argc, char **argv)
+{
+    static const char *own[] = {"--device", "--log", "--inject-error-step", "--inject-inf-step"};
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 1; i < argc; i++) {
+        int skip = strcmp(argv[i], "--quiet") == 0;
+        for (size_t k = 0; k < sizeof own / sizeof own[0] && !skip; k++) {
+            size_t n = strlen(own[k]);
+            if (strncmp(argv[i], own[k], n) == 0 && (argv[i][n] == '=' || argv[i][n] == '\0')) {
+                skip = 1;
+                i += argv[i][n] == '\0'; /* and its value */
+            }
+        }
+        for (const char *p = argv[i]; !skip && p; p = *p ? p + 1 : NULL)
+            h = (h ^ (unsigned char)*p) * 1099511628211ULL; /* FNV-1a, with each NUL */
+    }
+    return h;
+}
+
 mpcl_status cli_dist_join(cli_dist *cd, mpcl_trainer *tr, const train_args *a, char *msg, size_t len)
 {
     cd->agreed = 1;
     mpcl_status s = mpcl_dist_agree(cd->d, MPCL_OK, msg, len);
+    if (s != MPCL_OK)
+        return s;
+    uint64_t mine = command_hash(cd->argc, cd->argv), root = mine;
+    if ((s = mpcl_dist_bcast(cd->d, &root, sizeof root)) != MPCL_OK) {
+        snprintf(msg, len, "could not compare the ranks' command lines");
+        return s;
+    }
+    snprintf(msg, len, "its command line differs from rank 0's (beyond --device, --log and --quiet): every "
+                       "rank must run the same training");
+    s = mpcl_dist_agree(cd->d, mine == root ? MPCL_OK : MPCL_ERR_ARGUMENT, msg, len);
     if (s != MPCL_OK)
         return s;
     mpcl_dist_options o;

@@ -113,6 +113,11 @@ mpcl_status mpcl_dist_agree(mpcl_dist *d, mpcl_status local, char *msg, size_t m
     (void)d, (void)msg, (void)msglen;
     return local;
 }
+mpcl_status mpcl_dist_bcast(mpcl_dist *d, void *buf, size_t bytes)
+{
+    (void)d, (void)buf, (void)bytes;
+    return MPCL_OK;
+}
 mpcl_status mpcl_dist_any(mpcl_dist *d, int local, int *any)
 {
     (void)d;
@@ -370,6 +375,13 @@ static mpcl_status bcast(mpcl_dist *d, mpcl_context *ctx, void *buf, size_t byte
         bytes -= (size_t)n;
     }
     return MPCL_OK;
+}
+
+mpcl_status mpcl_dist_bcast(mpcl_dist *d, void *buf, size_t bytes)
+{
+    if (!d || (!buf && bytes))
+        return MPCL_ERR_ARGUMENT;
+    return bcast(d, NULL, buf, bytes, "a broadcast from rank 0");
 }
 
 mpcl_status mpcl_dist_any(mpcl_dist *d, int local, int *any)
