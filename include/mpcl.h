@@ -1651,6 +1651,8 @@ MPCL_API void mpcl_dist_shard(const mpcl_dist *d, size_t n, size_t *first, size_
  * succeeded). Use it where ranks may fail on their own (device set-up)
  * before they meet in a step. */
 MPCL_API mpcl_status mpcl_dist_agree(mpcl_dist *d, mpcl_status local, char *msg, size_t msglen);
+/* (The collectives below take d NULL as a group of one: an app's code
+ * path need not change without MPI.) */
 /* Rank 0's bytes to every rank (a collective). */
 MPCL_API mpcl_status mpcl_dist_bcast(mpcl_dist *d, void *buf, size_t bytes);
 /* Any rank's flag set: 1 on every rank (a collective). */

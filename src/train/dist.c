@@ -115,14 +115,15 @@ mpcl_status mpcl_dist_agree(mpcl_dist *d, mpcl_status local, char *msg, size_t m
 }
 mpcl_status mpcl_dist_bcast(mpcl_dist *d, void *buf, size_t bytes)
 {
-    (void)d, (void)buf, (void)bytes;
-    return MPCL_OK;
+    (void)d;
+    return !buf && bytes ? MPCL_ERR_ARGUMENT : MPCL_OK;
 }
 mpcl_status mpcl_dist_any(mpcl_dist *d, int local, int *any)
 {
     (void)d;
-    if (any)
-        *any = local != 0;
+    if (!any)
+        return MPCL_ERR_ARGUMENT;
+    *any = local != 0;
     return MPCL_OK;
 }
 mpcl_status mpcl_trainer_set_dist(mpcl_trainer *t, mpcl_dist *d, const mpcl_dist_options *o)
@@ -304,9 +305,15 @@ void mpcl_dist_shard(const mpcl_dist *d, size_t n, size_t *first, size_t *count)
         *count = hi - lo;
 }
 
-static void nap(void)
+/* A pause between polls, growing with the time waited so far: 20 us while
+ * an answer is due soon, up to 1 ms while another rank is busy for long (a
+ * first step's kernel builds), so that a waiting rank leaves the cores to
+ * the device's threads and to other ranks on the machine. */
+static void nap(double waited_s)
 {
-    struct timespec ts = {0, 20000}; /* 20 us: the device threads keep the cores */
+    double s = waited_s / 100.0;
+    s = s < 20e-6 ? 20e-6 : s > 1e-3 ? 1e-3 : s;
+    struct timespec ts = {0, (long)(s * 1e9)};
     nanosleep(&ts, NULL);
 }
 
@@ -331,7 +338,7 @@ static int wait_req(mpcl_dist *d, MPI_Request *req, const char *what, char *err,
                      d->rank, d->host, what, d->timeout_s);
             return (int)MPCL_ERR_TIMEOUT;
         }
-        nap();
+        nap(mpcl_now_s() - start);
     }
 }
 
@@ -379,15 +386,19 @@ static mpcl_status bcast(mpcl_dist *d, mpcl_context *ctx, void *buf, size_t byte
 
 mpcl_status mpcl_dist_bcast(mpcl_dist *d, void *buf, size_t bytes)
 {
-    if (!d || (!buf && bytes))
+    if (!buf && bytes)
         return MPCL_ERR_ARGUMENT;
-    return bcast(d, NULL, buf, bytes, "a broadcast from rank 0");
+    return d ? bcast(d, NULL, buf, bytes, "a broadcast from rank 0") : MPCL_OK; /* NULL: a group of one */
 }
 
 mpcl_status mpcl_dist_any(mpcl_dist *d, int local, int *any)
 {
-    if (!d || !any)
+    if (!any)
         return MPCL_ERR_ARGUMENT;
+    if (!d) { /* a group of one */
+        *any = local != 0;
+        return MPCL_OK;
+    }
     int v = local != 0;
     mpcl_status s = allreduce(d, NULL, &v, 1, MPI_INT, MPI_MAX, "a stop request");
     *any = v;
@@ -825,7 +836,7 @@ mpcl_status mpcl_dist_step_reduce(mpcl_trainer *t, mpcl_status local, size_t b, 
                                       "after %.0f s (a rank hung or died); end the job",
                      d->rank, d->host, d->timeout_s);
         } else
-            nap();
+            nap(mpcl_now_s() - last_progress);
     }
     clFlush(q);
     for (size_t k = 0; k < done; k++)
