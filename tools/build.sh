@@ -3,6 +3,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 if [ ! -f build/build.ninja ]; then
-    meson setup build -Dwerror=true
+    meson setup build -Dwerror=true -Dmpi=enabled # install-deps.sh installs Open MPI
 fi
 meson compile -C build
