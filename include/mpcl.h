@@ -1606,7 +1606,10 @@ typedef enum {
 
 typedef struct {
     mpcl_wire wire;
-    size_t bucket_bytes;  /* gradient bytes (on the wire) per allreduce (default 4 MiB) */
+    size_t bucket_bytes;  /* gradient bytes (on the wire) per allreduce; 0 (the default): an
+                           * eighth of the gradients, within 64 KiB .. 4 MiB, so that the
+                           * exchange of the last layers' buckets overlaps the backward pass
+                           * of the first layers */
     uint64_t check_every; /* every N steps, compare a checksum of the weights and the scaler
                            * across ranks (MPCL_ERR_STATE when they differ); 0: never */
     double timeout_s;     /* longest wait for the other ranks in a collective (default 1800:
@@ -1623,6 +1626,7 @@ typedef struct {
                                  * the reduced gradients written back (overlaps the device) */
     double exposed_s;           /* of that, the time after the device finished the backward
                                  * pass: communication not hidden behind compute */
+    size_t buckets, bucket_bytes; /* the trainer's gradient buckets (mpcl_trainer_set_dist) */
     uint64_t checks;            /* weight checksums compared (check_every) */
     uint64_t checksum;          /* the last one (equal on every rank) */
 } mpcl_dist_info;

@@ -33,7 +33,7 @@ START_TEST(option_defaults)
     memset(&o, 0xff, sizeof o);
     mpcl_dist_options_init(&o);
     ck_assert_int_eq(o.wire, MPCL_WIRE_F32);
-    ck_assert_uint_eq(o.bucket_bytes, 4u << 20);
+    ck_assert_uint_eq(o.bucket_bytes, 0); /* auto */
     ck_assert_uint_eq(o.check_every, 0);
     ck_assert(o.timeout_s == 1800.0);
 }

@@ -366,6 +366,12 @@ int cmd_train(int argc, char **argv)
     fo.save_meta = meta;
     fo.save_nmeta = sizeof meta / sizeof meta[0];
 
+    /* data parallel: every rank set up, then rank 0's weights to all */
+    if (cd.d && (s = cli_dist_join(&cd, tr, &a, err, sizeof err)) != MPCL_OK) {
+        rc = runtime_error(s, err);
+        goto done;
+    }
+
     if (!a.quiet) {
         printf("mpcl %s train\n\n", mpcl_version());
         fieldf("data", "%s (%s): %zu of %zu training and %zu of %zu test images, %zux%zux%zu",
@@ -423,12 +429,6 @@ int cmd_train(int argc, char **argv)
     }
     mpcl_checkpoint_close(ck);
     ck = NULL;
-
-    /* data parallel: every rank set up, then rank 0's weights to all */
-    if (cd.d && (s = cli_dist_join(&cd, tr, &a, err, sizeof err)) != MPCL_OK) {
-        rc = runtime_error(s, err);
-        goto done;
-    }
 
     /* the loop: the library's */
     install_stop_handlers();

@@ -175,12 +175,14 @@ void cli_dist_header(const cli_dist *cd, const train_args *a, size_t params, mpc
 {
     if (!cd->d)
         return;
-    size_t bucket = a->bucket_bytes ? a->bucket_bytes : (size_t)4 << 20;
+    mpcl_dist_info di; /* after cli_dist_join: the trainer's buckets */
+    mpcl_dist_get_info(cd->d, &di);
     size_t wsize = a->wire == MPCL_WIRE_F32 ? 4 : 2;
     fieldf("data parallel", "%d ranks (%d on this machine), one device each; batch %lu split over them; "
-                            "%s gradients (%.2f MB a step) in buckets of %.2f MiB",
+                            "%s gradients (%.2f MB a step) in %zu bucket%s of up to %.3f MiB",
            cd->info.size, cd->info.local_size, a->batch, mpcl_wire_name(a->wire),
-           (double)(params * wsize) / 1e6, (double)bucket / 1048576.0);
+           (double)(params * wsize) / 1e6, di.buckets, di.buckets == 1 ? "" : "s",
+           (double)di.bucket_bytes / 1048576.0);
     (void)p;
 }
 

@@ -206,6 +206,11 @@ int train_lm(train_args *a, double t_start, cli_dist *cd)
     size_t train_bytes, valid_bytes;
     mpcl_text_part(&text, MPCL_TEXT_TRAIN, &train_bytes);
     mpcl_text_part(&text, MPCL_TEXT_VALID, &valid_bytes);
+    /* data parallel: every rank set up, then rank 0's weights to all */
+    if (cd->d && (s = cli_dist_join(cd, tr, a, err, sizeof err)) != MPCL_OK) {
+        rc = runtime_error(s, err);
+        goto done;
+    }
     if (!a->quiet) {
         printf("mpcl %s train --task lm\n\n", mpcl_version());
         fieldf("text", "%s: %zu file%s, %zu bytes (%zu training, %zu validation)", text.source,
@@ -257,11 +262,6 @@ int train_lm(train_args *a, double t_start, cli_dist *cd)
     mpcl_checkpoint_close(ck);
     ck = NULL;
 
-    /* data parallel: every rank set up, then rank 0's weights to all */
-    if (cd->d && (s = cli_dist_join(cd, tr, a, err, sizeof err)) != MPCL_OK) {
-        rc = runtime_error(s, err);
-        goto done;
-    }
     install_stop_handlers();
     ui.prog.on = !a->quiet && isatty(STDERR_FILENO);
     mpcl_fit_lm_callbacks cb = {on_step, on_eval, &ui};
