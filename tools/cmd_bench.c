@@ -964,7 +964,8 @@ static int parse_shapes(const char *cmd, const char *list, gemm_args *a)
         char *save2 = NULL;
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", tok);
-        int bad = tok[0] == 'x' || tok[strlen(tok) - 1] == 'x' || strstr(tok, "xx");
+        /* (":nt" alone leaves tok empty) */
+        int bad = !*tok || tok[0] == 'x' || tok[strlen(tok) - 1] == 'x' || strstr(tok, "xx");
         for (char *d = strtok_r(tmp, "x", &save2); d && !bad; d = strtok_r(NULL, "x", &save2)) {
             if (nd == 3 || strlen(d) >= sizeof dims[0])
                 bad = 1;
@@ -1053,8 +1054,8 @@ static int gemm_parse(int argc, char **argv, gemm_args *a)
             a->seed = v;
             break;
         }
-        case 'h':
         case GEMM_NO_TUNE: a->no_tune = 1; break;
+        case 'h':
         case GEMM_HELP_OPT: fputs(GEMM_HELP, stdout); return EXIT_OK;
         default: return option_error(cmd, GEMM_OPTIONS, c, argc, argv);
         }

@@ -135,6 +135,15 @@ mpcl_status mpcl_idx_load(const char *path, mpcl_idx *out, char *err, size_t err
                     path, header + total, total);
         goto fail;
     }
+    /* gzread gives what it has of a cut gzip stream and keeps Z_BUF_ERROR
+     * for gzerror: the data is all there, but the stream's end (its CRC
+     * and length) is missing */
+    gzerror(f, &zerr);
+    if (zerr == Z_BUF_ERROR) {
+        mpcl_strfmt(err, err_len, "%s: the gzip stream is truncated after the %zu data bytes (its CRC and "
+                    "length are missing)", path, total);
+        goto fail;
+    }
     gzclose(f);
     out->ndim = ndim;
     out->count = dims[0];

@@ -3,29 +3,21 @@
  * out-of-bounds access, leak or undefined behaviour (AddressSanitizer +
  * UBSan, built by tools/fuzz.sh image). An image that reads holds exactly
  * channels x rows x cols bytes. */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
+#include "fuzz_util.h"
 
 #include "mpcl.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/tmp/mpcl-fuzz-image-%d", (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        abort();
-    if (size && fwrite(data, 1, size, f) != size)
-        abort();
-    fclose(f);
+    char path[FUZZ_PATH_LEN];
+    fuzz_tmp_path(path, sizeof path, "image");
+    fuzz_write_file(path, data, size);
     mpcl_idx im;
     char err[512];
-    if (mpcl_image_load(path, &im, err, sizeof err) == MPCL_OK) {
+    err[0] = 'x';
+    if (mpcl_image_load(path, &im, err, sizeof err) != MPCL_OK) {
+        FUZZ_CHECK(err[0] != '\0' && memchr(err, '\0', sizeof err)); /* an error says what */
+    } else {
         if (im.count != 1 || !im.data || (im.channels != 1 && im.channels != 3) || !im.rows || !im.cols)
             abort();
         volatile uint8_t sum = 0;

@@ -1,8 +1,9 @@
 /* fuzz_spec.c — libFuzzer target for the model spec parser (sequences and
- * graphs): any text must parse or give an error, with no out-of-bounds
- * access, leak or undefined behaviour (AddressSanitizer + UBSan, built by
- * tools/fuzz.sh spec). A spec that parses must format to text that parses
- * back to the same graph: the same layers, inputs and shapes. */
+ * graphs, and the one-line 'gpt' spec): any text must parse or give an
+ * error, with no out-of-bounds access, leak or undefined behaviour
+ * (AddressSanitizer + UBSan, built by tools/fuzz.sh spec). A spec that
+ * parses must format to text that parses back to the same model: the same
+ * kind, input, layers, inputs and shapes, or the same gpt sizes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,8 +31,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mpcl_model_spec_format(&a, out, need);
         if (mpcl_model_spec_parse(out, "formatted", &b, err, sizeof err) != MPCL_OK)
             abort(); /* the formatted text does not read back */
-        if (a.nlayers != b.nlayers || a.params != b.params)
+        if (a.nlayers != b.nlayers || a.params != b.params || a.kind != b.kind ||
+            memcmp(a.input, b.input, sizeof a.input))
             abort();
+        if (a.kind == MPCL_MODEL_GPT) {
+            const mpcl_gpt_spec *x = &a.gpt, *y = &b.gpt;
+            if (a.nlayers != 0 || x->vocab != y->vocab || x->context != y->context ||
+                x->layers != y->layers || x->heads != y->heads || x->width != y->width ||
+                x->hidden != y->hidden || x->width % x->heads != 0 || x->vocab < 2 ||
+                a.params != mpcl_gpt_param_count(x) || a.input[2] != x->context)
+                abort(); /* another gpt, or one the parser should have refused */
+        } else if (a.kind != MPCL_MODEL_LAYERS || a.nlayers < 1) {
+            abort();
+        }
         for (int i = 0; i < a.nlayers; i++) {
             const mpcl_layer_spec *x = &a.layers[i], *y = &b.layers[i];
             if (x->kind != y->kind || x->ninputs != y->ninputs ||
