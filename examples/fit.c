@@ -112,7 +112,7 @@ int main(int argc, char **argv)
     }
 
     signal(SIGINT, on_sigint);
-    mpcl_fit_callbacks cb = {NULL, on_epoch, NULL};
+    mpcl_fit_callbacks cb = {NULL, on_epoch, NULL, NULL};
     mpcl_fit_result res;
     if (mpcl_fit(trainer, &data, &fo, &cb, &res) != MPCL_OK)
         return fail(ctx, "training");

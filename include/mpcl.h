@@ -69,7 +69,8 @@ MPCL_API const char *mpcl_version(void);
     X(ERR_FORMAT, 10, "malformed input")                                      \
     X(ERR_SHAPE, 11, "shapes do not match")                                   \
     X(ERR_STATE, 12, "object in the wrong state for this call")               \
-    X(ERR_TIMEOUT, 13, "no answer from another process in time")
+    X(ERR_TIMEOUT, 13, "no answer from another process in time")              \
+    X(ERR_DEVICE_MEMORY, 14, "out of device memory")
 
 typedef enum {
 #define MPCL_STATUS_ENUM_(name, value, text) MPCL_##name = value,
@@ -406,6 +407,22 @@ MPCL_API mpcl_status mpcl_tensor_read(const mpcl_tensor *t, void *dst, size_t by
 MPCL_API mpcl_status mpcl_tensor_fill(mpcl_tensor *t, float value);
 
 MPCL_API void mpcl_memory_stats(const mpcl_context *ctx, mpcl_mem_stats *out);
+
+/* The on-disk cache of a context (compiled programs, tuning results,
+ * measured choices; $XDG_CACHE_HOME/mpcl): what it served, and the files it
+ * could not use or write. A damaged entry (from another version, a crash or
+ * a bad disk) is checked before any driver sees it, ignored and rebuilt; a
+ * write that fails (a full disk, no permission) leaves the entry as it was
+ * and the run goes on. */
+typedef struct {
+    unsigned hits, misses;  /* programs loaded from the cache; built from source */
+    unsigned written;       /* program entries written */
+    unsigned rejected;      /* entries found damaged (header, key, length, checksum) and ignored */
+    unsigned write_failed;  /* cache files that could not be written */
+    char last_rejected[640];      /* "PATH: REASON" of the last one; "" for none */
+    char last_write_failure[640]; /* "PATH: REASON" of the last one; "" for none */
+} mpcl_cache_report;
+MPCL_API void mpcl_cache_report_get(const mpcl_context *ctx, mpcl_cache_report *out);
 /* Waits for all work queued on the context. */
 MPCL_API mpcl_status mpcl_finish(mpcl_context *ctx);
 
@@ -1536,6 +1553,10 @@ typedef struct {
     int (*step)(void *user, const mpcl_fit_step_info *info);
     int (*epoch)(void *user, const mpcl_fit_epoch_info *info);
     void *user;
+    /* a checkpoint that could not be written (a full disk, a file size
+     * limit: MPCL_ERR_IO naming the path); the file on disk is the previous
+     * checkpoint, untouched, and training goes on. NULL: none. */
+    void (*save_failed)(void *user, const char *message);
 } mpcl_fit_callbacks;
 
 typedef enum {
@@ -1559,6 +1580,9 @@ typedef struct {
     int evaluated;              /* test_* hold the last evaluation */
     double test_loss, test_accuracy;
     uint64_t confusion[MPCL_DATASET_CLASSES * MPCL_DATASET_CLASSES];
+    uint64_t save_failures;     /* checkpoints that could not be written (training went on) */
+    int last_save_failed;       /* the last checkpoint attempted is not on disk */
+    char save_error[512];       /* the last failure's message */
 } mpcl_fit_result;
 
 MPCL_API void mpcl_fit_options_init(mpcl_fit_options *o);
@@ -1717,6 +1741,7 @@ typedef struct {
     int (*step)(void *user, const mpcl_fit_lm_step_info *info); /* non-zero: stop */
     int (*eval)(void *user, const mpcl_fit_lm_eval_info *info); /* non-zero: stop */
     void *user;
+    void (*save_failed)(void *user, const char *message); /* as mpcl_fit_callbacks' */
 } mpcl_fit_lm_callbacks;
 
 typedef struct {
@@ -1732,6 +1757,9 @@ typedef struct {
     int evaluated;
     double valid_loss;          /* the last validation */
     int saved;                  /* a checkpoint of the end position was written */
+    uint64_t save_failures;     /* checkpoints that could not be written (training went on) */
+    int last_save_failed;
+    char save_error[512];
 } mpcl_fit_lm_result;
 
 MPCL_API void mpcl_fit_lm_options_init(mpcl_fit_lm_options *o);

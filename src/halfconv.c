@@ -141,7 +141,7 @@ mpcl_status mpcl_halfconv_choose(mpcl_context *ctx)
             char tmp[MPCL_CACHE_TMP_LEN];
             FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
             if (f)
-                mpcl_cache_tmp_commit(f, fprintf(f, "%s %.6f %.6f\n", builtin ? "builtin" : "integer",
+                mpcl_cache_tmp_commit(ctx, f, fprintf(f, "%s %.6f %.6f\n", builtin ? "builtin" : "integer",
                                                  t_soft, t_builtin) > 0,
                                       tmp, path);
         }

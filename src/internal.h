@@ -99,6 +99,7 @@ typedef struct {
     unsigned binaries;  /* binaries handed to clCreateProgramWithBinary (each verified first) */
     unsigned rejected;  /* entries refused before the driver saw them (header, key, length, checksum) */
     unsigned declined;  /* programs built from source whose binary was not stored (store_binaries 0) */
+    unsigned write_failed; /* cache files that could not be written (a full disk): the run goes on */
 } mpcl_cache_stats;
 
 /* One kernel family's verdict on storing binaries (program.c). */
@@ -128,6 +129,7 @@ struct mpcl_context {
     mpcl_cache_stats cache;
     unsigned cache_tmp_seq; /* names the temporary files of cache writes */
     char cache_rejected_why[MPCL_PATH_LEN + 128]; /* "PATH: REASON" of the last rejected entry */
+    char cache_write_why[MPCL_PATH_LEN + 128];    /* "PATH: REASON" of the last failed cache write */
     /* Whether programs built from source have their binary stored
      * (program.c): MPCL_STORE_BINARIES (1, 0; -1 auto), else per family as
      * measured on the device. */
@@ -300,9 +302,15 @@ void mpcl_spec_release(mpcl_context *ctx);
  * removes it; 1 when path now holds the new file. */
 #define MPCL_CACHE_TMP_LEN (MPCL_PATH_LEN + 64)
 FILE *mpcl_cache_tmp_open(mpcl_context *ctx, const char *path, char *tmp, const char *mode);
-int mpcl_cache_tmp_commit(FILE *f, int ok, const char *tmp, const char *path);
+int mpcl_cache_tmp_commit(mpcl_context *ctx, FILE *f, int ok, const char *tmp, const char *path);
 void mpcl_cache_header(unsigned char hdr[64], uint64_t key, uint64_t dev, const void *bin,
                        size_t len);
+/* The validation of a program cache entry (header fields and checksums,
+ * length, key and device hash) on the len bytes of a whole entry in memory:
+ * NULL when it is sound, with *bin_len its binary's length; else the reason
+ * (program.c; for the fuzz target tests/fuzz/fuzz_program_cache.c). */
+const char *mpcl_cache_entry_problem(const unsigned char *entry, uint64_t len, uint64_t key,
+                                     uint64_t dev, uint64_t *bin_len);
 /* A hash of the platform, device and driver (names and versions): what
  * cache entries are written for. */
 uint64_t mpcl_device_hash(const mpcl_context *ctx);

@@ -67,7 +67,7 @@ static void write_tuned(mpcl_context *ctx, size_t wg)
     tune_path(ctx, path, sizeof path);
     FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
     if (f)
-        mpcl_cache_tmp_commit(f, fprintf(f, "mpcl-launch 1 wg_1d %zu\n", wg) > 0, tmp, path);
+        mpcl_cache_tmp_commit(ctx, f, fprintf(f, "mpcl-launch 1 wg_1d %zu\n", wg) > 0, tmp, path);
 }
 
 static int by_double(const void *a, const void *b)

@@ -228,6 +228,23 @@ static const char *header_problem(const unsigned char *h, uint64_t file_len, uin
     return NULL;
 }
 
+/* The checks read_entry makes, on an entry of len bytes in memory: NULL when
+ * it is a whole, uncorrupted entry for (key, dev), with *bin_len its
+ * binary's length (the bytes after the header); else what is wrong. */
+const char *mpcl_cache_entry_problem(const unsigned char *entry, uint64_t len, uint64_t key,
+                                     uint64_t dev, uint64_t *bin_len)
+{
+    if (len < CACHE_HEADER)
+        return "shorter than a header";
+    uint64_t n = 0;
+    const char *why = header_problem(entry, len, key, dev, &n);
+    if (!why && get_u64(entry + 40) != mpcl_hash64(entry + CACHE_HEADER, (size_t)n, key))
+        why = "binary checksum";
+    if (!why)
+        *bin_len = n;
+    return why;
+}
+
 static void fill_build_log(mpcl_context *ctx, cl_program prog, char *dst, size_t len)
 {
     size_t n = 0;
@@ -358,15 +375,32 @@ static int mkdir_p(const char *dir)
 FILE *mpcl_cache_tmp_open(mpcl_context *ctx, const char *path, char *tmp, const char *mode)
 {
     mpcl_strfmt(tmp, MPCL_CACHE_TMP_LEN, "%s.tmp.%ld.%u", path, (long)getpid(), ++ctx->cache_tmp_seq);
-    return mkdir_p(ctx->cache_dir) == 0 ? fopen(tmp, mode) : NULL;
+    FILE *f = mkdir_p(ctx->cache_dir) == 0 ? fopen(tmp, mode) : NULL;
+    if (!f) {
+        ctx->cache.write_failed++;
+        mpcl_strfmt(ctx->cache_write_why, sizeof ctx->cache_write_why, "%s: %s", tmp, strerror(errno));
+    }
+    return f;
 }
 
-int mpcl_cache_tmp_commit(FILE *f, int ok, const char *tmp, const char *path)
+int mpcl_cache_tmp_commit(mpcl_context *ctx, FILE *f, int ok, const char *tmp, const char *path)
 {
+    int e = ok ? 0 : errno; /* the caller's failed write */
+    if (ok && fflush(f) != 0) {
+        ok = 0;
+        e = errno;
+    }
     ok = fclose(f) == 0 && ok;
+    if (!e)
+        e = errno;
     if (ok && rename(tmp, path) == 0)
         return 1;
+    if (!e)
+        e = errno;
     remove(tmp);
+    ctx->cache.write_failed++; /* the entry stays as it was (or absent): the run goes on */
+    mpcl_strfmt(ctx->cache_write_why, sizeof ctx->cache_write_why, "%s: %s", path,
+                e ? strerror(e) : "write failed");
     return 0;
 }
 
@@ -453,7 +487,7 @@ static void store_write(mpcl_context *ctx)
         ok = ok && fprintf(f, "%s store %d build_ms %.3f fetch_ms %.3f\n", v->family, v->store,
                            v->build_ms, v->fetch_ms) > 0;
     }
-    mpcl_cache_tmp_commit(f, ok, tmp, path);
+    mpcl_cache_tmp_commit(ctx, f, ok, tmp, path);
 }
 
 int mpcl_store_binaries(mpcl_context *ctx, const char *family, double *build_ms,
@@ -499,7 +533,7 @@ static double store_cached(mpcl_context *ctx, const char *path, uint64_t key, cl
     mpcl_cache_header(buf, key, mpcl_device_hash(ctx), buf + CACHE_HEADER, size);
     char tmp[MPCL_CACHE_TMP_LEN];
     FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "wb");
-    if (f && mpcl_cache_tmp_commit(f, fwrite(buf, 1, size + CACHE_HEADER, f) == size + CACHE_HEADER,
+    if (f && mpcl_cache_tmp_commit(ctx, f, fwrite(buf, 1, size + CACHE_HEADER, f) == size + CACHE_HEADER,
                                    tmp, path))
         ctx->cache.written++;
     free(buf);
@@ -615,4 +649,21 @@ mpcl_status mpcl_kernel_create(mpcl_context *ctx, const char *family, mpcl_varia
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "clCreateKernel('%s' in %s.cl, %s) failed: %s",
                               kernel, family, mpcl_variant_name(variant), mpcl_cl_error_name(rc));
     return MPCL_OK;
+}
+
+void mpcl_cache_report_get(const mpcl_context *ctx, mpcl_cache_report *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!ctx)
+        return;
+    out->hits = ctx->cache.hits;
+    out->misses = ctx->cache.misses;
+    out->written = ctx->cache.written;
+    out->rejected = ctx->cache.rejected;
+    out->write_failed = ctx->cache.write_failed;
+    mpcl_strfmt(out->last_rejected, sizeof out->last_rejected, "%s", ctx->cache.rejected ? ctx->cache_rejected_why : "");
+    mpcl_strfmt(out->last_write_failure, sizeof out->last_write_failure, "%s",
+                ctx->cache.write_failed ? ctx->cache_write_why : "");
 }

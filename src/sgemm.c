@@ -350,7 +350,7 @@ static void choice_write(mpcl_context *ctx, const sg_line *add)
                      l->v[0], l->v[1], l->v[2], l->v[3], l->v[4], l->cfg.mr, l->cfg.vw, l->cfg.nv,
                      l->cfg.kc) > 0;
     }
-    mpcl_cache_tmp_commit(f, ok, tmp, path);
+    mpcl_cache_tmp_commit(ctx, f, ok, tmp, path);
     free(have);
 }
 

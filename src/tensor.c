@@ -95,6 +95,66 @@ static void account(mpcl_context *ctx, mpcl_mem_tag tag, long long delta)
         m->peak_total = m->current_total;
 }
 
+/* The device memory mpcl may use: the device's global memory, or less
+ * where MPCL_DEVICE_MEMORY says so (bytes, or with a K, M or G suffix: to
+ * keep room for other work on the device, or to try a small device's
+ * limits on a large one). */
+static uint64_t memory_budget(const mpcl_context *ctx, int *capped)
+{
+    uint64_t have = ctx->caps.global_mem_bytes ? ctx->caps.global_mem_bytes : UINT64_MAX;
+    const char *e = getenv("MPCL_DEVICE_MEMORY");
+    *capped = 0;
+    if (e && *e) {
+        char *end = NULL;
+        double v = strtod(e, &end);
+        double mul = *end == 'K' || *end == 'k' ? 1024.0 : *end == 'M' || *end == 'm' ? 1048576.0
+                   : *end == 'G' || *end == 'g' ? 1073741824.0 : 1.0;
+        if (v > 0 && v * mul < (double)have) {
+            have = (uint64_t)(v * mul);
+            *capped = 1;
+        }
+    }
+    return have;
+}
+
+/* Device memory for `bytes` more of `tag`: MPCL_ERR_DEVICE_MEMORY naming
+ * the request, what the device has and what mpcl holds, when it does not
+ * fit (one allocation over the device's largest, or the total over its
+ * global memory), or when the driver refused it (rc). */
+static mpcl_status no_room(mpcl_context *ctx, const char *what, size_t bytes, mpcl_mem_tag tag, cl_int rc)
+{
+    int capped;
+    uint64_t have = memory_budget(ctx, &capped);
+    const mpcl_mem_stats *m = &ctx->mem;
+    char held[256];
+    size_t used = 0;
+    held[0] = '\0';
+    for (int k = 0; k < MPCL_MEM_TAG_COUNT && used < sizeof held; k++)
+        if (m->current[k])
+            used += (size_t)snprintf(held + used, sizeof held - used, "%s%s %.1f MiB", used ? ", " : "",
+                                     mpcl_mem_tag_name((mpcl_mem_tag)k), (double)m->current[k] / 1048576.0);
+    return mpcl_set_error(ctx, MPCL_ERR_DEVICE_MEMORY,
+                          "%s: out of device memory: %.1f MiB of %s asked%s%s; the device (%s) has %.1f MiB of "
+                          "global memory%s, at most %.1f MiB in one allocation, and mpcl holds %.1f MiB (%s)%s",
+                          what, (double)bytes / 1048576.0, mpcl_mem_tag_name(tag), rc != CL_SUCCESS ? ", refused: " : "",
+                          rc != CL_SUCCESS ? mpcl_cl_error_name(rc) : "", ctx->desc.name, (double)have / 1048576.0,
+                          capped ? " (capped by MPCL_DEVICE_MEMORY)" : "",
+                          (double)ctx->caps.max_alloc_bytes / 1048576.0, (double)m->current_total / 1048576.0,
+                          used ? held : "nothing yet",
+                          tag == MPCL_MEM_ACTIVATIONS || tag == MPCL_MEM_SCRATCH ? ": a smaller batch needs less" : "");
+}
+
+static int fits(const mpcl_context *ctx, size_t bytes)
+{
+    int capped;
+    return bytes <= ctx->caps.max_alloc_bytes && ctx->mem.current_total + bytes <= memory_budget(ctx, &capped);
+}
+
+static int allocation_failure(cl_int rc)
+{
+    return rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES || rc == CL_INVALID_BUFFER_SIZE;
+}
+
 mpcl_status mpcl_tensor_create(mpcl_context *ctx, mpcl_dtype dtype, int ndim, const size_t *shape,
                                mpcl_mem_tag tag, mpcl_tensor **out)
 {
@@ -110,13 +170,12 @@ mpcl_status mpcl_tensor_create(mpcl_context *ctx, mpcl_dtype dtype, int ndim, co
     mpcl_status s = check_shape(ctx, "mpcl_tensor_create", ndim, shape, &numel);
     if (s != MPCL_OK)
         return s;
+    if (numel > SIZE_MAX / mpcl_dtype_size(dtype))
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE, "mpcl_tensor_create: %zu elements of %s overflow a size",
+                              numel, mpcl_dtype_name(dtype));
     size_t bytes = numel * mpcl_dtype_size(dtype);
-    if (numel > SIZE_MAX / mpcl_dtype_size(dtype) || bytes > ctx->caps.max_alloc_bytes)
-        return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                              "mpcl_tensor_create: %zu elements of %s exceed the device's largest "
-                              "allocation (%llu bytes)",
-                              numel, mpcl_dtype_name(dtype),
-                              (unsigned long long)ctx->caps.max_alloc_bytes);
+    if (!fits(ctx, bytes))
+        return no_room(ctx, "mpcl_tensor_create", bytes, tag, CL_SUCCESS);
     mpcl_tensor *t = calloc(1, sizeof *t);
     if (!t)
         return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "mpcl_tensor_create: out of host memory");
@@ -124,6 +183,8 @@ mpcl_status mpcl_tensor_create(mpcl_context *ctx, mpcl_dtype dtype, int ndim, co
     t->mem = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &rc);
     if (!t->mem || rc != CL_SUCCESS) {
         free(t);
+        if (allocation_failure(rc))
+            return no_room(ctx, "mpcl_tensor_create", bytes, tag, rc);
         return mpcl_set_error(ctx, MPCL_ERR_OPENCL,
                               "mpcl_tensor_create: clCreateBuffer of %zu bytes (%s) failed: %s", bytes,
                               mpcl_mem_tag_name(tag), mpcl_cl_error_name(rc));
@@ -364,11 +425,9 @@ mpcl_status mpcl_scratch(mpcl_context *ctx, int slot, size_t bytes, cl_mem *out)
     if (bytes == 0)
         bytes = 4;
     if (ctx->scratch_bytes[slot] < bytes) {
-        if (bytes > ctx->caps.max_alloc_bytes)
-            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                                  "a scratch buffer of %zu bytes exceeds the device's largest "
-                                  "allocation (%llu bytes)",
-                                  bytes, (unsigned long long)ctx->caps.max_alloc_bytes);
+        size_t old = ctx->scratch_bytes[slot]; /* released before the new one */
+        if (bytes > ctx->caps.max_alloc_bytes || !fits(ctx, bytes - old))
+            return no_room(ctx, "a scratch buffer", bytes, MPCL_MEM_SCRATCH, CL_SUCCESS);
         if (ctx->scratch[slot]) {
             clReleaseMemObject(ctx->scratch[slot]); /* in-order queue: later use is safe */
             account(ctx, MPCL_MEM_SCRATCH, -(long long)ctx->scratch_bytes[slot]);
@@ -378,8 +437,10 @@ mpcl_status mpcl_scratch(mpcl_context *ctx, int slot, size_t bytes, cl_mem *out)
         cl_int rc;
         cl_mem m = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &rc);
         if (!m || rc != CL_SUCCESS)
-            return mpcl_set_error(ctx, MPCL_ERR_OPENCL, "scratch buffer of %zu bytes: clCreateBuffer: %s",
-                                  bytes, mpcl_cl_error_name(rc));
+            return allocation_failure(rc) ? no_room(ctx, "a scratch buffer", bytes, MPCL_MEM_SCRATCH, rc)
+                                          : mpcl_set_error(ctx, MPCL_ERR_OPENCL,
+                                                           "scratch buffer of %zu bytes: clCreateBuffer: %s", bytes,
+                                                           mpcl_cl_error_name(rc));
         ctx->scratch[slot] = m;
         ctx->scratch_bytes[slot] = bytes;
         account(ctx, MPCL_MEM_SCRATCH, (long long)bytes);

@@ -476,7 +476,7 @@ static mpcl_status store(search *S, cJSON *entry, char *path, size_t path_len)
         return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "mpcl_tune: out of host memory for %s", path);
     char tmp[MPCL_CACHE_TMP_LEN];
     FILE *f = mpcl_cache_tmp_open(ctx, path, tmp, "w");
-    const int ok = f && mpcl_cache_tmp_commit(f, fputs(text, f) >= 0 && fputc('\n', f) != EOF, tmp, path);
+    const int ok = f && mpcl_cache_tmp_commit(ctx, f, fputs(text, f) >= 0 && fputc('\n', f) != EOF, tmp, path);
     free(text);
     if (!ok) {
         return mpcl_set_error(ctx, MPCL_ERR_IO, "mpcl_tune: cannot write the tuning cache %s", path);

@@ -221,7 +221,7 @@ START_TEST(test_status_names)
 #undef ROW_
     };
     size_t n = sizeof all / sizeof all[0];
-    ck_assert_uint_eq(n, 14);
+    ck_assert_uint_eq(n, 15);
     for (size_t i = 0; i < n; i++) {
         ck_assert_int_eq((int)all[i].s, all[i].value);
         ck_assert_str_eq(mpcl_status_name(all[i].s), all[i].name);

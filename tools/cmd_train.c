@@ -105,6 +105,15 @@ static int on_epoch(void *user, const mpcl_fit_epoch_info *ei)
     return 0;
 }
 
+/* A checkpoint that could not be written: training goes on (the file on
+ * disk is the previous checkpoint); the run's exit code says so at the end
+ * if the last one failed too. */
+static void on_save_failed(void *user, const char *message)
+{
+    run_ui *u = user;
+    warn_save_failed(&u->prog, message);
+}
+
 /* The schedule in words, for the header. */
 static void schedule_text(const mpcl_train_options *to, char *dst, size_t len)
 {
@@ -438,7 +447,7 @@ int cmd_train(int argc, char **argv)
                                         "algorithm (kept in the cache for later runs)...");
         fflush(stderr);
     }
-    mpcl_fit_callbacks cb = {on_step, on_epoch, &ui};
+    mpcl_fit_callbacks cb = {on_step, on_epoch, &ui, on_save_failed};
     mpcl_fit_result res;
     s = mpcl_fit(tr, &data, &fo, cd.info.rank == 0 ? &cb : NULL, &res);
     progress_clear(&ui.prog);
@@ -449,6 +458,12 @@ int cmd_train(int argc, char **argv)
     }
     if (ui.log_failed) {
         fprintf(stderr, "mpcl: %s: cannot write the log: %s\n", a.log, strerror(ui.log_failed));
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+    if (res.last_save_failed) { /* the run trained, but its end is not on disk */
+        fprintf(stderr, "mpcl: the last checkpoint could not be written (%" PRIu64 " failed writes in all): %s\n",
+                res.save_failures, res.save_error);
         rc = EXIT_RUNTIME;
         goto done;
     }

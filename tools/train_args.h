@@ -76,6 +76,8 @@ typedef struct {
 void progress_draw(progress *p, unsigned long epoch, unsigned long epochs, size_t step, size_t steps,
                    double loss, double img_s, float scale, double eta_s);
 void progress_clear(progress *p);
+/* A checkpoint that could not be written, on stderr: training goes on. */
+void warn_save_failed(progress *p, const char *message);
 
 /* The JSON-lines log: one line per step and per epoch; 0 on a write failure. */
 typedef struct {

@@ -58,6 +58,12 @@ static int on_step(void *user, const mpcl_fit_lm_step_info *si)
     return 0;
 }
 
+static void on_save_failed(void *user, const char *message)
+{
+    lm_ui *u = user;
+    warn_save_failed(&u->prog, message);
+}
+
 static int on_eval(void *user, const mpcl_fit_lm_eval_info *ei)
 {
     lm_ui *u = user;
@@ -264,7 +270,7 @@ int train_lm(train_args *a, double t_start, cli_dist *cd)
 
     install_stop_handlers();
     ui.prog.on = !a->quiet && isatty(STDERR_FILENO);
-    mpcl_fit_lm_callbacks cb = {on_step, on_eval, &ui};
+    mpcl_fit_lm_callbacks cb = {on_step, on_eval, &ui, on_save_failed};
     mpcl_fit_lm_result res;
     s = mpcl_fit_lm(tr, &text, &fo, cd->info.rank == 0 ? &cb : NULL, &res);
     progress_clear(&ui.prog);
@@ -284,6 +290,11 @@ int train_lm(train_args *a, double t_start, cli_dist *cd)
         goto done;
     }
     ui.logf = NULL;
+    if (res.last_save_failed) { /* the run trained, but its end is not on disk */
+        fprintf(stderr, "mpcl: the last checkpoint could not be written (%" PRIu64 " failed writes in all): %s\n",
+                res.save_failures, res.save_error);
+        goto done;
+    }
     if (res.end == MPCL_FIT_STOPPED) {
         fprintf(stderr, "mpcl: stopped by %s at step %" PRIu64 "%s%s%s\n",
                 stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", res.total_steps,

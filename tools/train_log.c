@@ -157,4 +157,18 @@ void print_memory_and_backend(mpcl_context *ctx, mpcl_precision chosen, mpcl_pre
     printf("\nBackend\n");
     fieldf("precision", "%s (requested %s)", mpcl_precision_name(chosen), mpcl_precision_name(requested));
     field("why", why);
+    mpcl_cache_report cr;
+    mpcl_cache_report_get(ctx, &cr);
+    if (cr.rejected)
+        fieldf("cache", "%u damaged entr%s ignored and rebuilt (last: %s)", cr.rejected, cr.rejected == 1 ? "y" : "ies",
+               cr.last_rejected);
+    if (cr.write_failed)
+        fieldf("cache", "%u file%s could not be written; the run went on without them (last: %s)", cr.write_failed,
+               cr.write_failed == 1 ? "" : "s", cr.last_write_failure);
+}
+
+void warn_save_failed(progress *p, const char *message)
+{
+    progress_clear(p);
+    fprintf(stderr, "mpcl: warning: %s; training goes on\n", message);
 }

@@ -1022,7 +1022,7 @@ static void choice_write(mpcl_context *ctx, const conv_dims *d, int pass, conv_a
                        algo_name(algo), (unsigned long long)nb, rows ? 1 : 0, v[0], v[1], v[2],
                        v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12],
                        v[13]) > 0;
-    mpcl_cache_tmp_commit(f, ok, tmp, path);
+    mpcl_cache_tmp_commit(ctx, f, ok, tmp, path);
     free(have);
 }
 

@@ -191,6 +191,12 @@ struct mpcl_dist_state {
     int failed;             /* this rank's step failed: send zeros */
     double t_backward;      /* the backward pass enqueued */
     size_t global_batch, local_batch;
+    /* the exchange's bookkeeping, per bucket (allocated once: a step
+     * never runs out of host memory half-way through its collectives) */
+    cl_event *writes;
+    MPI_Request *reqs;
+    int *idx;
+    size_t *which;
 };
 
 int mpcl_dist_built(void) { return 1; }
@@ -227,6 +233,11 @@ mpcl_status mpcl_dist_init(int *argc, char ***argv, mpcl_dist **out, char *err, 
     if (!out)
         return MPCL_ERR_ARGUMENT;
     *out = NULL;
+    char spare[8];
+    if (!err || !errlen) { /* the message is optional */
+        err = spare;
+        errlen = sizeof spare;
+    }
     mpcl_dist *d = calloc(1, sizeof *d);
     if (!d) {
         snprintf(err, errlen, "out of host memory");
@@ -241,7 +252,7 @@ mpcl_status mpcl_dist_init(int *argc, char ***argv, mpcl_dist **out, char *err, 
             mpi_text(rc, m, sizeof m);
             snprintf(err, errlen, "MPI_Init_thread failed: %s", m);
             free(d);
-            return MPCL_ERR_UNSUPPORTED;
+            return MPCL_ERR_IO;
         }
         d->own_init = 1;
     }
@@ -342,6 +353,14 @@ static int wait_req(mpcl_dist *d, MPI_Request *req, const char *what, char *err,
     }
 }
 
+/* A collective that failed (w: wait_req's answer): MPCL_ERR_TIMEOUT or
+ * MPCL_ERR_IO, with the message in ctx where there is one. */
+static mpcl_status failed(mpcl_context *ctx, int w, const char *err)
+{
+    mpcl_status s = w == (int)MPCL_ERR_TIMEOUT ? MPCL_ERR_TIMEOUT : MPCL_ERR_IO;
+    return ctx ? mpcl_set_error(ctx, s, "%s", err) : s;
+}
+
 /* A blocking allreduce through the non-blocking one, with the timeout. */
 static mpcl_status allreduce(mpcl_dist *d, mpcl_context *ctx, void *buf, int n, MPI_Datatype t, MPI_Op op,
                              const char *what)
@@ -356,11 +375,7 @@ static mpcl_status allreduce(mpcl_dist *d, mpcl_context *ctx, void *buf, int n, 
         return ctx ? mpcl_set_error(ctx, MPCL_ERR_IO, "%s", err) : MPCL_ERR_IO;
     }
     int w = wait_req(d, &req, what, err, sizeof err);
-    if (w == (int)MPCL_ERR_TIMEOUT)
-        return ctx ? mpcl_set_error(ctx, MPCL_ERR_TIMEOUT, "%s", err) : MPCL_ERR_TIMEOUT;
-    if (w)
-        return ctx ? mpcl_set_error(ctx, MPCL_ERR_IO, "%s", err) : MPCL_ERR_IO;
-    return MPCL_OK;
+    return w ? failed(ctx, w, err) : MPCL_OK;
 }
 
 static mpcl_status bcast(mpcl_dist *d, mpcl_context *ctx, void *buf, size_t bytes, const char *what)
@@ -375,9 +390,7 @@ static mpcl_status bcast(mpcl_dist *d, mpcl_context *ctx, void *buf, size_t byte
         if (rc != MPI_SUCCESS)
             snprintf(err, sizeof err, "rank %d (%s): MPI_Ibcast failed in %s", d->rank, d->host, what);
         if (w)
-            return ctx ? mpcl_set_error(ctx, w == (int)MPCL_ERR_TIMEOUT ? MPCL_ERR_TIMEOUT : MPCL_ERR_IO, "%s",
-                                        err)
-                       : MPCL_ERR_IO;
+            return failed(ctx, w, err);
         p += n;
         bytes -= (size_t)n;
     }
@@ -431,12 +444,14 @@ static mpcl_status agree(mpcl_dist *d, mpcl_context *ctx, mpcl_status local, con
     char err[512];
     int rc = MPI_Ibcast(&e, (int)sizeof e, MPI_BYTE, who, d->comm, &req);
     int w = rc != MPI_SUCCESS ? (int)MPCL_ERR_IO : wait_req(d, &req, "an agreement on errors", err, sizeof err);
-    if (w)
-        return ctx ? mpcl_set_error(ctx, w == (int)MPCL_ERR_TIMEOUT ? MPCL_ERR_TIMEOUT : MPCL_ERR_IO, "%s", err)
-                   : MPCL_ERR_IO;
+    if (w) {
+        if (out && outlen)
+            snprintf(out, outlen, "%s", err);
+        return failed(ctx, w, err);
+    }
     if (out && outlen)
         snprintf(out, outlen, "%s", e.text);
-    mpcl_status st = e.status > 0 && e.status <= (int)MPCL_ERR_TIMEOUT ? (mpcl_status)e.status : MPCL_ERR_STATE;
+    mpcl_status st = e.status > 0 && e.status <= (int)MPCL_ERR_DEVICE_MEMORY ? (mpcl_status)e.status : MPCL_ERR_STATE;
     return ctx ? mpcl_set_error(ctx, st, "%s", e.text) : st;
 }
 
@@ -460,6 +475,10 @@ void mpcl_dist_state_free(mpcl_dist_state *s)
             clReleaseEvent(s->b[i].ev);
     free(s->b);
     free(s->pcount);
+    free(s->writes);
+    free(s->reqs);
+    free(s->idx);
+    free(s->which);
     free(s->stage);
     free(s->wire);
     free(s);
@@ -613,7 +632,11 @@ mpcl_status mpcl_trainer_set_dist(mpcl_trainer *t, mpcl_dist *d, const mpcl_dist
     ds->wire = malloc(ds->P * ds->wsize + 1);
     ds->b = calloc(ds->nb + 1, sizeof *ds->b);
     ds->pcount = calloc(ds->nb + 1, sizeof *ds->pcount);
-    if (!ds->stage || !ds->wire || !ds->b || !ds->pcount) {
+    ds->writes = calloc(ds->nb + 1, sizeof *ds->writes);
+    ds->reqs = calloc(ds->nb + 1, sizeof *ds->reqs);
+    ds->idx = calloc(ds->nb + 1, sizeof *ds->idx);
+    ds->which = calloc(ds->nb + 1, sizeof *ds->which);
+    if (!ds->stage || !ds->wire || !ds->b || !ds->pcount || !ds->writes || !ds->reqs || !ds->idx || !ds->which) {
         mpcl_dist_state_free(ds);
         return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "%s: out of host memory for %zu gradient values", op, ds->P);
     }
@@ -647,6 +670,7 @@ mpcl_status mpcl_trainer_set_dist(mpcl_trainer *t, mpcl_dist *d, const mpcl_dist
     mpcl_status s = sync_from_root(t);
     if (s != MPCL_OK) {
         m->grad_ready = NULL;
+        m->grad_ready_user = NULL;
         t->dist = NULL;
         t->ds = NULL;
         mpcl_dist_state_free(ds);
@@ -769,16 +793,11 @@ mpcl_status mpcl_dist_step_reduce(mpcl_trainer *t, mpcl_status local, size_t b, 
     size_t next = ds->nb, done = 0, started = 0;
     char err[512] = "";
     int timeout = 0, mpi_failed = 0;
-    cl_event *writes = calloc(ds->nb + 1, sizeof *writes);
-    MPI_Request *reqs = malloc((ds->nb + 1) * sizeof *reqs);
-    int *idx = malloc((ds->nb + 1) * sizeof *idx);
-    size_t *which = malloc((ds->nb + 1) * sizeof *which);
-    if (!writes || !reqs || !idx || !which) {
-        free(writes), free(reqs), free(idx), free(which);
-        /* cannot take part: the others time out; say why here */
-        return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "rank %d (%s): gradient exchange: out of host memory", d->rank,
-                              d->host);
-    }
+    cl_event *writes = ds->writes;
+    MPI_Request *reqs = ds->reqs;
+    int *idx = ds->idx;
+    size_t *which = ds->which;
+    memset(writes, 0, (ds->nb + 1) * sizeof *writes);
     MPI_Datatype dt = ds->o.wire == MPCL_WIRE_F32 ? MPI_FLOAT : MPI_UINT16_T;
     MPI_Op opr = ds->o.wire == MPCL_WIRE_F32 ? MPI_SUM : ds->o.wire == MPCL_WIRE_F16 ? d->op_f16 : d->op_bf16;
     double last_progress = mpcl_now_s();
@@ -860,7 +879,6 @@ mpcl_status mpcl_dist_step_reduce(mpcl_trainer *t, mpcl_status local, size_t b, 
             }
             clReleaseEvent(writes[k]);
         }
-    free(writes), free(reqs), free(idx), free(which);
     double t1 = mpcl_now_s();
     if (timeout || mpi_failed)
         return mpcl_set_error(ctx, timeout ? MPCL_ERR_TIMEOUT : MPCL_ERR_IO, "%s", err);

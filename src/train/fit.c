@@ -189,15 +189,28 @@ static mpcl_status stop_requested(const fit_run *f, int *stop)
     return d ? mpcl_dist_any(d, *stop, stop) : MPCL_OK;
 }
 
-/* A checkpoint: rank 0 writes it, and every rank learns how that went. */
+/* A checkpoint: rank 0 writes it, and every rank learns how that went. A
+ * write that fails (MPCL_ERR_IO: a full disk, a file size limit) leaves the
+ * previous checkpoint on disk as it was (mpcl_checkpoint_save is atomic):
+ * it is reported (the result, the save_failed callback) and training goes
+ * on, to try again at the next checkpoint. */
 static mpcl_status save_at(fit_run *f, unsigned long epochs_done, size_t epoch_step)
 {
     mpcl_dist *d = mpcl_trainer_dist(f->t);
     mpcl_status s = mpcl_trainer_sync_buffers(f->t);
     mpcl_dist_info di;
     mpcl_dist_get_info(d, &di);
-    if (s == MPCL_OK && di.rank == 0)
+    if (s == MPCL_OK && di.rank == 0) {
         s = save(f->t, f->o, f->n_train, epochs_done, epoch_step);
+        f->r->last_save_failed = s == MPCL_ERR_IO;
+        if (s == MPCL_ERR_IO) {
+            f->r->save_failures++;
+            snprintf(f->r->save_error, sizeof f->r->save_error, "%s", mpcl_last_error(f->t->ctx));
+            if (f->cb && f->cb->save_failed)
+                f->cb->save_failed(f->cb->user, f->r->save_error);
+            s = MPCL_OK;
+        }
+    }
     if (!d)
         return s;
     char msg[1024];
@@ -319,7 +332,7 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
             if (o->save_path && !last && (stop || at_max || (o->save_every && sc.steps % o->save_every == 0))) {
                 if ((s = save_at(&f, epoch - 1, k + 1)) != MPCL_OK)
                     break;
-                r->saved = 1;
+                r->saved = !r->last_save_failed;
             }
             if (last) {
                 epoch_complete = 1;
@@ -351,7 +364,7 @@ mpcl_status mpcl_fit(mpcl_trainer *t, const mpcl_dataset *data, const mpcl_fit_o
         if (o->save_path) {
             if ((s = save_at(&f, epoch, 0)) != MPCL_OK)
                 break;
-            r->saved = 1;
+            r->saved = !r->last_save_failed;
         }
         mpcl_fit_epoch_info ei = {
             .epoch = epoch,

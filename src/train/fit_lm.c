@@ -154,13 +154,24 @@ static mpcl_status save(mpcl_trainer *t, const mpcl_fit_lm_options *o)
     return s;
 }
 
-/* A checkpoint: rank 0 writes it, and every rank learns how that went. */
-static mpcl_status save_at(mpcl_trainer *t, const mpcl_fit_lm_options *o)
+/* A checkpoint: rank 0 writes it, and every rank learns how that went; a
+ * write that fails with MPCL_ERR_IO is reported and training goes on (see
+ * mpcl_fit's save_at). */
+static mpcl_status save_at(mpcl_trainer *t, const mpcl_fit_lm_options *o, const mpcl_fit_lm_callbacks *cb,
+                           mpcl_fit_lm_result *r)
 {
     mpcl_dist *d = mpcl_trainer_dist(t);
     mpcl_dist_info di;
     mpcl_dist_get_info(d, &di);
     mpcl_status s = di.rank == 0 ? save(t, o) : MPCL_OK;
+    r->last_save_failed = s == MPCL_ERR_IO;
+    if (s == MPCL_ERR_IO) {
+        r->save_failures++;
+        snprintf(r->save_error, sizeof r->save_error, "%s", mpcl_last_error(t->ctx));
+        if (cb && cb->save_failed)
+            cb->save_failed(cb->user, r->save_error);
+        s = MPCL_OK;
+    }
     if (!d)
         return s;
     char msg[1024];
@@ -294,9 +305,9 @@ mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_l
             r.evaluated = 1;
         }
         if (o.save_path && (eval || stop_req || (o.save_every && sc.steps % o.save_every == 0))) {
-            if ((s = save_at(t, &o)) != MPCL_OK)
+            if ((s = save_at(t, &o, cb, &r)) != MPCL_OK)
                 break;
-            saved = 1;
+            saved = !r.last_save_failed;
         }
         r.saved = saved;
         if (eval) {
@@ -314,9 +325,9 @@ mpcl_status mpcl_fit_lm(mpcl_trainer *t, const mpcl_text *text, const mpcl_fit_l
         }
         if (stop_req && !last) {
             if (o.save_path && !saved) {
-                if ((s = save_at(t, &o)) != MPCL_OK)
+                if ((s = save_at(t, &o, cb, &r)) != MPCL_OK)
                     break;
-                r.saved = 1;
+                r.saved = !r.last_save_failed;
             }
             r.end = MPCL_FIT_STOPPED;
             break;

@@ -302,7 +302,7 @@ START_TEST(fit_resumes_mid_epoch_exactly)
     mpcl_fit_options fo;
     fit_options(&fo);
     fit_count ca = {0, 0, 0};
-    mpcl_fit_callbacks cb = {count_step, count_epoch, &ca};
+    mpcl_fit_callbacks cb = {count_step, count_epoch, &ca, NULL};
     mpcl_fit_result ra, rb, rc;
     ck_assert_msg(mpcl_fit(ta, &data, &fo, &cb, &ra) == MPCL_OK, "%s", mpcl_last_error(ctx));
     ck_assert_int_eq(ra.end, MPCL_FIT_COMPLETE);
@@ -360,7 +360,7 @@ START_TEST(fit_resumes_mid_epoch_exactly)
     mpcl_checkpoint_close(c);
     remove(path);
     fit_count cs = {0, 4, 0};
-    mpcl_fit_callbacks stopper = {count_step, NULL, &cs};
+    mpcl_fit_callbacks stopper = {count_step, NULL, &cs, NULL};
     fit_options(&fo);
     mpcl_trainer_destroy(ta);
     mpcl_model_destroy(ma);
