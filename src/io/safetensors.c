@@ -432,13 +432,25 @@ mpcl_status st_write(const char *path, const st_entry *entries, size_t n, const 
                     path);
     size_t hl = strlen(hdr);
     size_t padded = (hl + 7) / 8 * 8; /* the data region starts 8-byte aligned */
+    /* A new temporary file beside the target, made with mode 0666 so that
+     * the process's umask applies as to any ordinary file (mkstemp's 0600
+     * would need the umask read, and changing the umask to read it is not
+     * safe while an app's other threads create files). */
     char tmp[4200];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= (int)sizeof tmp) {
-        free(hdr);
-        return fail(err, len, MPCL_ERR_ARGUMENT, "cannot write %.200s...: the path is too long",
-                    path);
+    int fd = -1;
+    static unsigned seq;
+    for (int attempt = 0; fd < 0 && attempt < 64; attempt++) {
+        uint64_t r = ((uint64_t)getpid() << 32) ^ (uint64_t)__atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED) ^
+                     ((uint64_t)(uintptr_t)tmp << 7) ^ (uint64_t)attempt * 0x9e3779b97f4a7c15ULL;
+        if (snprintf(tmp, sizeof tmp, "%s.tmp-%012llx", path, (unsigned long long)(r & 0xffffffffffffULL)) >=
+            (int)sizeof tmp) {
+            free(hdr);
+            return fail(err, len, MPCL_ERR_ARGUMENT, "cannot write %.200s...: the path is too long", path);
+        }
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
     }
-    int fd = mkstemp(tmp);
     if (fd < 0) {
         int e = errno;
         free(hdr);
@@ -463,12 +475,6 @@ mpcl_status st_write(const char *path, const st_entry *entries, size_t n, const 
     if (!bad) {
         step = "fsync";
         bad = fsync(fd) != 0;
-    }
-    if (!bad) {
-        /* mkstemp makes 0600; a checkpoint is an ordinary file */
-        mode_t um = umask(0);
-        umask(um);
-        (void)fchmod(fd, 0666 & ~um);
     }
     int e = errno;
     if (close(fd) != 0 && !bad) {
