@@ -484,7 +484,10 @@ void mpcl_dist_state_free(mpcl_dist_state *s)
     free(s);
 }
 
-static size_t dtype_size(mpcl_dtype t) { return t == MPCL_F32 || t == MPCL_I32 ? 4 : t == MPCL_U8 ? 1 : 2; }
+static mpcl_dtype wire_dtype(mpcl_wire w)
+{
+    return w == MPCL_WIRE_F16 ? MPCL_F16 : w == MPCL_WIRE_BF16 ? MPCL_BF16 : MPCL_F32;
+}
 
 /* Rank 0's state to every rank: weights, buffers, normalisation, the
  * optimizer state, the scaler and the seed. */
@@ -612,8 +615,8 @@ mpcl_status mpcl_trainer_set_dist(mpcl_trainer *t, mpcl_dist *d, const mpcl_dist
     ds->o = *o;
     ds->P = m->padded;
     ds->sd = m->grad->dtype;
-    ds->esize = dtype_size(ds->sd);
-    ds->wsize = o->wire == MPCL_WIRE_F32 ? 4 : 2;
+    ds->esize = mpcl_dtype_size(ds->sd);
+    ds->wsize = mpcl_dtype_size(wire_dtype(o->wire));
     /* auto: about eight buckets (measured on resnet8-wide, 2 ranks: the
      * exchange after the backward pass took 12.4 ms a step with one 4 MiB
      * bucket, 2.7 ms with 64 KiB ones), but no bucket under 64 KiB (each
@@ -697,65 +700,46 @@ mpcl_status mpcl_dist_step_begin(mpcl_trainer *t, size_t b, size_t *global)
     return s;
 }
 
-static void pack(mpcl_dist_state *ds, size_t lo, size_t n)
+/* n values from one dtype (f32, f16 or bf16) to another, through float:
+ * a plain copy where they are the same. */
+static void convert(unsigned char *dst, mpcl_dtype dt, const unsigned char *src, mpcl_dtype st, size_t n)
 {
-    const unsigned char *src = ds->stage + lo * ds->esize;
-    unsigned char *dst = ds->wire + lo * ds->wsize;
-    if (ds->failed) {
-        memset(dst, 0, n * ds->wsize);
-        return;
-    }
-    mpcl_wire w = ds->o.wire;
-    if ((w == MPCL_WIRE_F32 && ds->sd == MPCL_F32) || (w == MPCL_WIRE_F16 && ds->sd == MPCL_F16) ||
-        (w == MPCL_WIRE_BF16 && ds->sd == MPCL_BF16)) {
-        memcpy(dst, src, n * ds->esize);
+    if (dt == st) {
+        memcpy(dst, src, n * mpcl_dtype_size(st));
         return;
     }
     for (size_t i = 0; i < n; i++) {
         float v;
-        if (ds->sd == MPCL_F32)
+        uint16_t h;
+        if (st == MPCL_F32)
             memcpy(&v, src + 4 * i, 4);
         else {
-            uint16_t h;
             memcpy(&h, src + 2 * i, 2);
-            v = ds->sd == MPCL_F16 ? mpcl_half_to_float(h) : mpcl_bf16_to_float(h);
+            v = st == MPCL_F16 ? mpcl_half_to_float(h) : mpcl_bf16_to_float(h);
         }
-        if (w == MPCL_WIRE_F32)
+        if (dt == MPCL_F32)
             memcpy(dst + 4 * i, &v, 4);
         else {
-            uint16_t h = w == MPCL_WIRE_F16 ? mpcl_half_from_float(v) : mpcl_bf16_from_float(v);
+            h = dt == MPCL_F16 ? mpcl_half_from_float(v) : mpcl_bf16_from_float(v);
             memcpy(dst + 2 * i, &h, 2);
         }
     }
 }
 
+/* A bucket onto the wire (zeros from a rank whose step failed). */
+static void pack(mpcl_dist_state *ds, size_t lo, size_t n)
+{
+    unsigned char *dst = ds->wire + lo * ds->wsize;
+    if (ds->failed)
+        memset(dst, 0, n * ds->wsize);
+    else
+        convert(dst, wire_dtype(ds->o.wire), ds->stage + lo * ds->esize, ds->sd, n);
+}
+
 /* The sum back into the storage dtype: one rounding. */
 static void unpack(mpcl_dist_state *ds, size_t lo, size_t n)
 {
-    const unsigned char *src = ds->wire + lo * ds->wsize;
-    unsigned char *dst = ds->stage + lo * ds->esize;
-    mpcl_wire w = ds->o.wire;
-    if ((w == MPCL_WIRE_F32 && ds->sd == MPCL_F32) || (w == MPCL_WIRE_F16 && ds->sd == MPCL_F16) ||
-        (w == MPCL_WIRE_BF16 && ds->sd == MPCL_BF16)) {
-        memcpy(dst, src, n * ds->esize);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        float v;
-        if (w == MPCL_WIRE_F32)
-            memcpy(&v, src + 4 * i, 4);
-        else {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            v = w == MPCL_WIRE_F16 ? mpcl_half_to_float(h) : mpcl_bf16_to_float(h);
-        }
-        if (ds->sd == MPCL_F32)
-            memcpy(dst + 4 * i, &v, 4);
-        else {
-            uint16_t h = ds->sd == MPCL_F16 ? mpcl_half_from_float(v) : mpcl_bf16_from_float(v);
-            memcpy(dst + 2 * i, &h, 2);
-        }
-    }
+    convert(ds->stage + lo * ds->esize, ds->sd, ds->wire + lo * ds->wsize, wire_dtype(ds->o.wire), n);
 }
 
 mpcl_status mpcl_dist_step_reduce(mpcl_trainer *t, mpcl_status local, size_t b, float *loss)
