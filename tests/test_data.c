@@ -143,6 +143,39 @@ START_TEST(rejects_defects_with_offsets)
 }
 END_TEST
 
+/* Files larger than the reader's first buffer (1 MiB) read whole, through
+ * the buffer's growth; one byte short or long is still refused; a tiny file
+ * that announces 1.5 GB fails at its end (its buffer grows only with what
+ * the file holds). */
+START_TEST(large_files_grow_the_buffer)
+{
+    uint32_t dims[3] = {3, 700, 1000}; /* 2.1 MB: 1 MiB, 2 MiB, then all */
+    const size_t total = 3u * 700u * 1000u;
+    for (int gz = 0; gz < 2; gz++) {
+        char *p = write_idx(gz ? "big.gz" : "big", 0x803, 3, dims, total, 253, gz);
+        mpcl_idx idx;
+        char err[256];
+        ck_assert_msg(mpcl_idx_load(p, &idx, err, sizeof err) == MPCL_OK, "%s", err);
+        ck_assert_uint_eq(idx.count * mpcl_idx_sample_bytes(&idx), total);
+        for (size_t i = 0; i < total; i++)
+            if (idx.data[i] != (i * 7 + 3) % 253)
+                ck_abort_msg("byte %zu is %u, expected %zu", i, idx.data[i], (i * 7 + 3) % 253);
+        mpcl_idx_free(&idx);
+        free(p);
+        p = write_idx(gz ? "short.gz" : "short", 0x803, 3, dims, total - 1, 253, gz);
+        expect_error(p, MPCL_ERR_FORMAT, "ends at byte 2100015", "2100000 data bytes");
+        free(p);
+        p = write_idx(gz ? "long.gz" : "long", 0x803, 3, dims, total + 1, 253, gz);
+        expect_error(p, MPCL_ERR_FORMAT, "after byte 2100016", NULL);
+        free(p);
+    }
+    uint32_t huge[3] = {1500, 1000, 1000};
+    char *p = write_idx("announces-1.5GB", 0x803, 3, huge, 5, 256, 0);
+    expect_error(p, MPCL_ERR_FORMAT, "ends at byte 21", "1500000000 data bytes");
+    free(p);
+}
+END_TEST
+
 static void write_dataset(unsigned label_mod, uint32_t test_count_labels)
 {
     uint32_t tr[3] = {12, 4, 3}, te[3] = {6, 4, 3}, ntr = 12, nte = test_count_labels;
@@ -872,6 +905,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, reads_plain_and_gzip);
     tcase_add_test(tc, rejects_defects_with_offsets);
+    tcase_add_test(tc, large_files_grow_the_buffer);
     tcase_add_test(tc, dataset_directory);
     tcase_add_test(tc, dataset_defects);
     tcase_add_test(tc, default_fashion_mnist);

@@ -154,10 +154,10 @@ max_len_of() {
 }
 
 # AddressSanitizer's options where the user sets none. IDX and text files
-# may announce up to 2 GiB (the readers' limits), which the readers then
-# allocate before they find the file short: allocations above 256 MiB fail
-# instead (the readers' out-of-memory paths), as a slow 2 GiB one each time
-# would take most of the run.
+# may announce or hold up to 2 GiB (the readers' limits); the readers' buffers
+# grow with the data they find, and allocations above 256 MiB fail instead
+# (the readers' out-of-memory paths), as a slow 2 GiB one would take most of
+# the run.
 user_asan=${ASAN_OPTIONS:-}
 asan_of() {
     case $1 in

@@ -114,17 +114,31 @@ mpcl_status mpcl_idx_load(const char *path, mpcl_idx *out, char *err, size_t err
         total *= dims[i];
     }
     size_t header = 4 + (size_t)ndim * 4;
-    out->data = malloc(total + 1);
-    if (!out->data) {
-        mpcl_strfmt(err, err_len, "%s: out of host memory for %zu bytes", path, total);
-        st = MPCL_ERR_NOMEM;
-        goto fail;
+    /* The buffer grows with what the file really holds (doubling from
+     * 1 MiB up to the announced size): a short or damaged file that
+     * announces gigabytes fails at its end without asking for them. */
+    size_t cap = total + 1 < ((size_t)1 << 20) ? total + 1 : ((size_t)1 << 20);
+    size_t got = 0;
+    for (;;) {
+        unsigned char *grown = realloc(out->data, cap);
+        if (!grown) {
+            mpcl_strfmt(err, err_len, "%s: out of host memory for %zu bytes", path, cap);
+            st = MPCL_ERR_NOMEM;
+            goto fail;
+        }
+        out->data = grown;
+        n = read_full(f, out->data + got, cap - got); /* total + 1: detects trailing bytes */
+        if (n < 0) {
+            mpcl_strfmt(err, err_len, "%s: read error after byte %zu: %s", path, header + got,
+                        gzerror(f, &zerr));
+            goto fail;
+        }
+        got += (size_t)n;
+        if (got < cap || cap == total + 1)
+            break;
+        cap = cap > (total + 1) / 2 ? total + 1 : 2 * cap;
     }
-    n = read_full(f, out->data, total + 1); /* one more: detects trailing bytes */
-    if (n < 0) {
-        mpcl_strfmt(err, err_len, "%s: read error after byte %zu: %s", path, header, gzerror(f, &zerr));
-        goto fail;
-    }
+    n = (long)got;
     if ((size_t)n < total) {
         mpcl_strfmt(err, err_len, "%s: file ends at byte %zu, but the header announces %zu data bytes (up to byte %zu)",
                     path, header + (size_t)n, total, header + total);
