@@ -9,7 +9,7 @@ libclblast-dev zlib1g-dev libcjson-dev check
 openmpi-bin libopenmpi-dev
 clang-15 oclgrind
 dataset-fashion-mnist fortunes
-python3 python3-venv python3-pip
+python3 python3-venv python3-pip python3-matplotlib
 git ca-certificates"
 
 SUDO=""

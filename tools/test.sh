@@ -20,7 +20,7 @@ meson configure build "-Dtest_icds=$icds"
 ./tools/test-icds.sh
 # the interoperability test and every implementation that was set up must
 # not skip in CI for want of packages
-export MPCL_REQUIRE_INTEROP=1 MPCL_REQUIRE_ICDS=1
+export MPCL_REQUIRE_INTEROP=1 MPCL_REQUIRE_ICDS=1 MPCL_REQUIRE_PLOT=1
 rc=0
 meson test -C build -v --print-errorlogs "$@" || rc=$?
 python3 tools/test-summary.py build/meson-logs/testlog.json || true
