@@ -1316,6 +1316,97 @@ typedef struct {
 } mpcl_param_info;
 MPCL_API mpcl_status mpcl_model_param(const mpcl_model *m, size_t i, mpcl_param_info *out);
 
+/* ------------------------------------------------------ precision report
+ *
+ * What half precision would do to each tensor of a model (src/train/
+ * precision.c; docs/precision.md): N batches run forward and backward in
+ * FP32 on the model's own context (create it with MPCL_PRECISION_FP32), and
+ * every weight, layer output ("activation"), layer-output gradient and
+ * weight gradient is read back and measured: the range of its magnitudes,
+ * a histogram of base-2 exponents, and the share of its values that fp16
+ * would flush to zero, make subnormal or overflow, and that bf16 would
+ * round with a relative error above 2^-8 (what its 8-bit significand
+ * keeps). Gradients are measured twice: as computed (unscaled) and times
+ * the loss scale. The weights are not changed (no optimizer step), but a
+ * training-mode forward pass updates batch-norm running statistics and
+ * draws dropout masks, as training would. A language model ("gpt" spec)
+ * is not supported (MPCL_ERR_UNSUPPORTED). */
+#define MPCL_EXP_MIN (-149) /* floor(log2) of the smallest float subnormal */
+#define MPCL_EXP_MAX 127    /* of the largest float */
+#define MPCL_EXP_BINS (MPCL_EXP_MAX - MPCL_EXP_MIN + 1)
+typedef enum {
+    MPCL_ROLE_WEIGHT,              /* a parameter (master weights) */
+    MPCL_ROLE_ACTIVATION,          /* a layer's output */
+    MPCL_ROLE_ACTIVATION_GRADIENT, /* the loss's gradient at a layer's output */
+    MPCL_ROLE_WEIGHT_GRADIENT      /* a parameter's gradient */
+} mpcl_tensor_role;
+/* "weight", "activation", "activation_gradient", "weight_gradient" */
+MPCL_API const char *mpcl_tensor_role_name(mpcl_tensor_role r);
+/* Counts over values (all batches). The fp16 and bf16 counts are of non-zero
+ * finite values, rounded to nearest even as mpcl's conversions do. */
+typedef struct {
+    uint64_t count;     /* all values */
+    uint64_t zeros;     /* exactly zero */
+    uint64_t nonfinite; /* inf or NaN (in FP32 already) */
+    double min_nonzero, median, max; /* of |x| over non-zero finite values (0 where none) */
+    uint64_t exponents[MPCL_EXP_BINS]; /* [e - MPCL_EXP_MIN]: values with floor(log2|x|) = e */
+    uint64_t f16_zero;      /* round to zero in fp16: |x| <= 2^-25 */
+    uint64_t f16_subnormal; /* round to an fp16 subnormal (below 2^-14) */
+    uint64_t f16_overflow;  /* round to inf in fp16: |x| >= 65520 */
+    uint64_t bf16_lossy;    /* |bf16(x) - x| > 2^-8 |x| (bf16 subnormals, overflow) */
+} mpcl_value_stats;
+typedef struct {
+    char name[64];          /* "0.weight", "3.out", "3.out.grad", "0.weight.grad" */
+    mpcl_tensor_role role;
+    int layer;              /* the layer's index in the spec */
+    int ndim;
+    size_t shape[4];        /* activations: one sample's (the batch left out) */
+    mpcl_value_stats v;      /* as computed in FP32 */
+    mpcl_value_stats scaled; /* gradients times the loss scale; zero for the others */
+} mpcl_precision_tensor;
+/* The advice, from the tensors above. Loss scales are powers of two. */
+typedef struct {
+    /* The loss scales at which no gradient value overflows fp16
+     * (scale_max: the largest) and at most 1 in 1000 of the non-zero
+     * gradient values flushes to zero (scale_min: the smallest); both
+     * within the trainer's limits 2^-24 .. 2^24. scale_min > scale_max:
+     * no scale does both. */
+    double scale_min, scale_max;
+    double dynamic_start;  /* the dynamic scaler's start, 2^16 */
+    int start_inside;      /* scale_min <= dynamic_start <= scale_max */
+    size_t overflow_tensors; /* weights and activations with values fp16 cannot hold */
+    double flushed_at_start; /* share of non-zero gradient values fp16 flushes at dynamic_start */
+    /* MPCL_PRECISION_FP16_STORAGE where fp16 is safe with dynamic loss
+     * scaling, MPCL_PRECISION_BF16 where a weight or an activation overflows
+     * fp16 or no loss scale fits */
+    mpcl_precision recommend;
+} mpcl_precision_advice;
+typedef struct mpcl_precision_report mpcl_precision_report;
+/* A report on model m (created for training, on an FP32 context; else
+ * MPCL_ERR_ARGUMENT), with the gradients also measured at loss_scale (> 0,
+ * e.g. the scale a checkpoint's scaler reached, or 65536, the dynamic
+ * scaler's start). The report keeps every value it measures on the host
+ * (4 bytes each) for the medians and mpcl_precision_report_values. */
+MPCL_API mpcl_status mpcl_precision_report_create(mpcl_model *m, float loss_scale,
+                                                  mpcl_precision_report **out);
+MPCL_API mpcl_status mpcl_precision_report_add_batch(mpcl_precision_report *r, const uint8_t *images,
+                                                     const uint8_t *labels, size_t b);
+/* The tensors: the weights (in mpcl_model_param order), the layers'
+ * outputs (forward order), the output gradients (from the last layer back)
+ * and the weight gradients; the median is computed on first access. NULL
+ * for i >= the count (0 before the first batch). */
+MPCL_API size_t mpcl_precision_report_count(const mpcl_precision_report *r);
+MPCL_API const mpcl_precision_tensor *mpcl_precision_report_tensor(mpcl_precision_report *r, size_t i);
+MPCL_API void mpcl_precision_report_advice(mpcl_precision_report *r, mpcl_precision_advice *out);
+MPCL_API size_t mpcl_precision_report_batches(const mpcl_precision_report *r);
+MPCL_API float mpcl_precision_report_loss_scale(const mpcl_precision_report *r);
+/* Tensor i's values, unscaled, of all batches one after another. */
+MPCL_API const float *mpcl_precision_report_values(const mpcl_precision_report *r, size_t i, size_t *n);
+/* Writes every tensor's values (as above) to a safetensors file of 1-D F32
+ * tensors named as the report's, atomically; MPCL_ERR_IO naming the path. */
+MPCL_API mpcl_status mpcl_precision_report_save_values(const mpcl_precision_report *r, const char *path);
+MPCL_API void mpcl_precision_report_destroy(mpcl_precision_report *r);
+
 /* -------------------------------------------------------------- trainer
  *
  * One training step: bytes to the device, normalise + cast there, forward,

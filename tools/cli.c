@@ -476,3 +476,18 @@ mpcl_status cli_probe(mpcl_context *ctx, const mpcl_probe_options *opt, mpcl_cap
     cli_quiet_end(&q);
     return s;
 }
+
+/* The context's device: the only one there is (quick), else the probe's facts. */
+void cli_device_name(mpcl_context *ctx, char *dst, size_t len)
+{
+    mpcl_device_desc d[2];
+    size_t count = 0;
+    char err[256];
+    if (mpcl_device_list(d, 2, &count, err, sizeof err) == MPCL_OK && count == 1) {
+        snprintf(dst, len, "%s", d[0].name);
+        return;
+    }
+    mpcl_caps *caps = calloc(1, sizeof *caps);
+    snprintf(dst, len, "%s", caps && cli_probe(ctx, NULL, caps) == MPCL_OK ? caps->device : "?");
+    free(caps);
+}

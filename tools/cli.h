@@ -90,6 +90,9 @@ void cli_quiet_end(cli_quiet *q);
  * unless MPCL_DRIVER_OUTPUT=1. */
 mpcl_status cli_context_create(const mpcl_options *opt, mpcl_context **ctx);
 mpcl_status cli_probe(mpcl_context *ctx, const mpcl_probe_options *opt, mpcl_caps *caps);
+/* The context's device name: the only device there is (quick), else the
+ * probe's facts ("?" when neither answers). */
+void cli_device_name(mpcl_context *ctx, char *dst, size_t len);
 
 /* The subcommands: argv starts at the subcommand's own name. */
 int cmd_probe(int argc, char **argv);
@@ -99,6 +102,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_precision(int argc, char **argv);
 
 /* First-use CLBlast tuning for train and bench (cmd_tune.c): when the
  * cache has no entry for the device, searches over the GEMMs of one step of

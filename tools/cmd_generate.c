@@ -129,21 +129,6 @@ static int load_lm(mpcl_context *ctx, const char *path, mpcl_model **out)
     return rc;
 }
 
-/* The context's device: the only one there is (quick), else the probe's facts. */
-static void device_name(mpcl_context *ctx, char *dst, size_t len)
-{
-    mpcl_device_desc d[2];
-    size_t count = 0;
-    char err[256];
-    if (mpcl_device_list(d, 2, &count, err, sizeof err) == MPCL_OK && count == 1) {
-        snprintf(dst, len, "%s", d[0].name);
-        return;
-    }
-    mpcl_caps *caps = calloc(1, sizeof *caps);
-    snprintf(dst, len, "%s", caps && cli_probe(ctx, NULL, caps) == MPCL_OK ? caps->device : "?");
-    free(caps);
-}
-
 int cmd_generate(int argc, char **argv)
 {
     const char *cmd = "generate", *prompt = "\n", *device = NULL;
@@ -251,7 +236,7 @@ int cmd_generate(int argc, char **argv)
                   : t1 > t0                          ? (double)e.made / (t1 - t0)
                                                      : 0.0;
     char dev[128];
-    device_name(ctx, dev, sizeof dev);
+    cli_device_name(ctx, dev, sizeof dev);
     if (isatty(STDERR_FILENO) && isatty(STDOUT_FILENO)) /* after the text on a terminal */
         fputc('\n', stderr);
     fprintf(stderr, "mpcl generate: %zu token%s, %.1f tokens/s, device %s, precision %s",

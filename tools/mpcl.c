@@ -75,6 +75,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"eval", cmd_eval, "accuracy and confusion matrix of a checkpoint on a labelled set"},
     {"predict", cmd_predict, "classify PGM images or an IDX file with a checkpoint"},
     {"generate", cmd_generate, "generate text with a language-model checkpoint"},
+    {"precision", cmd_precision, "what fp16 and bf16 would do to each tensor of a model"},
     {"bench", cmd_bench, "measure training speed per precision mode (mpcl bench train)"},
     {"tune", cmd_tune, "search CLBlast's GEMM parameters on the device and cache them"},
     {"version", cmd_version, "print the version"},

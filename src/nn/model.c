@@ -709,6 +709,8 @@ mpcl_status mpcl_model_forward(mpcl_model *m, const mpcl_tensor *x, int training
                 s = mpcl_activation_forward(ctx, f, sp->slope, ly->act, cur);
             break;
         }
+        if (s == MPCL_OK && m->inspect && ly->act && !ly->fused_relu && sp->kind != MPCL_LAYER_FLATTEN)
+            s = m->inspect(m->inspect_user, l, 0, ly->act);
     }
     if (s != MPCL_OK)
         return s;
@@ -781,6 +783,9 @@ mpcl_status mpcl_model_backward(mpcl_model *m, const mpcl_tensor *dlogits)
     for (int l = m->spec.nlayers - 1; l >= 0 && s == MPCL_OK; l--) {
         mpcl_layer *ly = &m->layers[l];
         const mpcl_layer_spec *sp = &ly->spec;
+        if (m->inspect && ly->needs_grad && ly->dact && !ly->fused_relu &&
+            sp->kind != MPCL_LAYER_FLATTEN && (s = m->inspect(m->inspect_user, l, 1, ly->dact)) != MPCL_OK)
+            break;
         if (!ly->needs_grad || (l > 0 && m->layers[l - 1].fused_relu))
             continue; /* nothing to learn below; or the batch norm before takes the gradient */
         const mpcl_tensor *x = input_of(m, sp, 0);

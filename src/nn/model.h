@@ -71,6 +71,14 @@ struct mpcl_model {
     void (*grad_ready)(void *user, size_t lo, size_t n);
     void *grad_ready_user;
     uint64_t dropout_stream; /* mixed into dropout masks: a rank's own */
+    /* The precision report (train/precision.c): called with each layer's
+     * output right after its forward op (gradient 0) and with each layer's
+     * output gradient once complete, before its backward op reads it
+     * (gradient 1); a flatten (a view) and a batch norm run as one with its
+     * relu (whose output is the pair's) are left out. A status other than
+     * MPCL_OK stops the pass. */
+    mpcl_status (*inspect)(void *user, int layer, int gradient, const mpcl_tensor *t);
+    void *inspect_user;
 };
 
 /* nn/gpt.c */
