@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -490,4 +491,57 @@ void cli_device_name(mpcl_context *ctx, char *dst, size_t len)
     mpcl_caps *caps = calloc(1, sizeof *caps);
     snprintf(dst, len, "%s", caps && cli_probe(ctx, NULL, caps) == MPCL_OK ? caps->device : "?");
     free(caps);
+}
+
+/* tools/plot.py: $MPCL_PLOT_SCRIPT, the installed copy, or the source
+ * tree's. NULL when none is there. */
+static const char *plot_script(void)
+{
+    const char *env = getenv("MPCL_PLOT_SCRIPT");
+    if (env && *env)
+        return env;
+    static const char *const where[] = {MPCL_PLOT_INSTALL_PATH, MPCL_PLOT_SOURCE_PATH};
+    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++)
+        if (access(where[i], R_OK) == 0)
+            return where[i];
+    return NULL;
+}
+
+int cli_plot(const char *kind, const char *input, const char *png)
+{
+    const char *script = plot_script();
+    if (!script) {
+        fprintf(stderr, "mpcl: --plot: tools/plot.py is not installed here (set MPCL_PLOT_SCRIPT to "
+                        "its path)\n");
+        return EXIT_RUNTIME;
+    }
+    /* $MPCL_PYTHON, else Debian's interpreter (python3-matplotlib is
+     * installed for it), else python3 on the PATH */
+    const char *py = getenv("MPCL_PYTHON");
+    if (!py || !*py)
+        py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp(py, py, script, kind, input, "-o", png, (char *)NULL);
+        fprintf(stderr, "mpcl: --plot: cannot run %s: %s; on Debian: apt-get install python3 "
+                        "python3-matplotlib\n", py, strerror(errno));
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0) {
+        fprintf(stderr, "mpcl: --plot: cannot start %s: %s\n", py, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return EXIT_OK;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
+        fprintf(stderr, "mpcl: --plot: the plot needs matplotlib: on Debian, apt-get install "
+                        "python3-matplotlib (or pip install matplotlib; $MPCL_PYTHON chooses the "
+                        "Python); %s was not written\n", png);
+    else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 127))
+        fprintf(stderr, "mpcl: --plot: %s failed (status %d); %s was not written\n", script,
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1, png);
+    return EXIT_RUNTIME;
 }

@@ -93,6 +93,10 @@ mpcl_status cli_probe(mpcl_context *ctx, const mpcl_probe_options *opt, mpcl_cap
 /* The context's device name: the only device there is (quick), else the
  * probe's facts ("?" when neither answers). */
 void cli_device_name(mpcl_context *ctx, char *dst, size_t len);
+/* tools/plot.py KIND INPUT -o PNG ("train" LOG or "precision" JSON) in
+ * Python (docs/precision.md, "Plots"): its output passes through; an exit
+ * code, with what to install when matplotlib is missing. */
+int cli_plot(const char *kind, const char *input, const char *png);
 
 /* The subcommands: argv starts at the subcommand's own name. */
 int cmd_probe(int argc, char **argv);

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -500,29 +499,9 @@ static cJSON *report_json(jctx *j, mpcl_precision_report *r, const mpcl_precisio
 
 /* ------------------------------------------------------------------ plot */
 
-/* tools/plot.py: $MPCL_PLOT_SCRIPT, the installed copy, or the source
- * tree's. NULL when none is there. */
-static const char *plot_script(void)
+/* The JSON report into a temporary file, drawn by tools/plot.py. */
+static int plot_report(const char *json_text, const char *png)
 {
-    const char *env = getenv("MPCL_PLOT_SCRIPT");
-    if (env && *env)
-        return env;
-    static const char *const where[] = {MPCL_PLOT_INSTALL_PATH, MPCL_PLOT_SOURCE_PATH};
-    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++)
-        if (access(where[i], R_OK) == 0)
-            return where[i];
-    return NULL;
-}
-
-/* Runs python3 plot.py precision JSON -o png; an exit code. */
-static int run_plot(const char *json_text, const char *png)
-{
-    const char *script = plot_script();
-    if (!script) {
-        fprintf(stderr, "mpcl: --plot: tools/plot.py is not installed here (set MPCL_PLOT_SCRIPT to "
-                        "its path)\n");
-        return EXIT_RUNTIME;
-    }
     const char *dir = getenv("TMPDIR");
     char path[4096];
     snprintf(path, sizeof path, "%s/mpcl-precision-XXXXXX", dir && *dir ? dir : "/tmp");
@@ -534,40 +513,13 @@ static int run_plot(const char *json_text, const char *png)
     size_t len = strlen(json_text);
     ssize_t w = write(fd, json_text, len);
     int closed = close(fd);
-    if (w != (ssize_t)len || closed != 0) {
+    int rc = EXIT_RUNTIME;
+    if (w != (ssize_t)len || closed != 0)
         fprintf(stderr, "mpcl: --plot: cannot write %s: %s\n", path, strerror(errno));
-        unlink(path);
-        return EXIT_RUNTIME;
-    }
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* $MPCL_PYTHON, else Debian's interpreter (python3-matplotlib is
-         * installed for it), else python3 on the PATH */
-        const char *py = getenv("MPCL_PYTHON");
-        if (!py || !*py)
-            py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
-        execlp(py, py, script, "precision", path, "-o", png, (char *)NULL);
-        fprintf(stderr, "mpcl: --plot: cannot run %s: %s; on Debian: apt-get install python3 "
-                        "python3-matplotlib\n", py, strerror(errno));
-        _exit(127);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) < 0) {
-        fprintf(stderr, "mpcl: --plot: cannot start python3: %s\n", strerror(errno));
-        unlink(path);
-        return EXIT_RUNTIME;
-    }
+    else
+        rc = cli_plot("precision", path, png);
     unlink(path);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        return EXIT_OK;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
-        fprintf(stderr, "mpcl: --plot: the plot needs matplotlib: on Debian, apt-get install "
-                        "python3-matplotlib (or pip install matplotlib); the report above is complete\n");
-    else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 127))
-        fprintf(stderr, "mpcl: --plot: %s failed (status %d); %s was not written\n", script,
-                WIFEXITED(status) ? WEXITSTATUS(status) : -1, png);
-    return EXIT_RUNTIME;
+    return rc;
 }
 
 /* ------------------------------------------------------------------- run */
@@ -656,7 +608,7 @@ int cmd_precision(int argc, char **argv)
     }
     if (rc == EXIT_OK && a.plot) {
         char *txt = root ? cJSON_PrintUnformatted(root) : NULL;
-        rc = txt ? run_plot(txt, a.plot) : runtime_error(MPCL_ERR_NOMEM, "out of host memory");
+        rc = txt ? plot_report(txt, a.plot) : runtime_error(MPCL_ERR_NOMEM, "out of host memory");
         cJSON_free(txt);
     }
     cJSON_Delete(root);

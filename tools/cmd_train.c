@@ -544,6 +544,8 @@ int cmd_train(int argc, char **argv)
     print_confusion(res.confusion, data.class_names);
     print_memory_and_backend(ctx, chosen, a.precision, why);
     rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+    if (rc == EXIT_OK && a.plot)
+        rc = cli_plot("train", a.log, a.plot);
 
 done:
     if (ui.logf)

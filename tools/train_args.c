@@ -113,6 +113,8 @@ static const char TRAIN_HELP[] =
     "\n"
     "output:\n"
     "  --log FILE          write JSON lines: one per step, one per epoch\n"
+    "  --plot FILE.png     at the end, draw the log (--log) with tools/plot.py: loss,\n"
+    "                      accuracy, loss scale and skipped steps (needs matplotlib)\n"
     "  --quiet             print only the final summary\n"
     "  -h, --help          show this help\n"
     "\n"
@@ -153,6 +155,7 @@ enum {
     TRAIN_RESUME,
     TRAIN_MAX_STEPS,
     TRAIN_QUIET,
+    TRAIN_PLOT,
     TRAIN_TASK,
     TRAIN_TEXT,
     TRAIN_STEPS,
@@ -199,6 +202,7 @@ static const struct option TRAIN_OPTIONS[] = {
     {"resume", required_argument, NULL, TRAIN_RESUME},
     {"max-steps", required_argument, NULL, TRAIN_MAX_STEPS},
     {"quiet", no_argument, NULL, TRAIN_QUIET},
+    {"plot", required_argument, NULL, TRAIN_PLOT},
     {"task", required_argument, NULL, TRAIN_TASK},
     {"text", required_argument, NULL, TRAIN_TEXT},
     {"steps", required_argument, NULL, TRAIN_STEPS},
@@ -416,6 +420,11 @@ int train_parse(int argc, char **argv, train_args *a)
                                         ">= 1 (steps)", optarg);
             break;
         case TRAIN_QUIET: a->quiet = 1; break;
+        case TRAIN_PLOT:
+            if (!*optarg)
+                return usage_error(cmd, "--plot: the file name is empty");
+            a->plot = optarg;
+            break;
         case TRAIN_DIST_WIRE:
             if (mpcl_wire_parse(optarg, &a->wire) != MPCL_OK)
                 return usage_error(cmd, "--dist-wire: '%s' is not one of f32, f16, bf16", optarg);
@@ -515,6 +524,8 @@ int train_parse(int argc, char **argv, train_args *a)
         a->scale = SCALE_DYNAMIC;
     if (a->save_every && !a->save)
         return usage_error(cmd, "--save-every needs --save FILE (where to write)");
+    if (a->plot && !a->log)
+        return usage_error(cmd, "--plot draws the run's log: it needs --log FILE too");
     if (!a->lm && (a->text || a->steps_set || a->context || a->eval_every_set || a->eval_windows_set))
         return usage_error(cmd, "--text, --steps, --context, --eval-every and --eval-windows "
                                 "apply to --task lm only");

@@ -40,6 +40,7 @@ typedef struct {
     int no_tune;
     unsigned long limit, test_limit; /* 0: all */
     const char *log;
+    const char *plot; /* --plot FILE.png: the log drawn at the end */
     const char *save, *resume;
     unsigned long save_every; /* 0: at epoch ends only */
     unsigned long max_steps;  /* 0: no limit */

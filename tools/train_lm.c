@@ -25,14 +25,25 @@ typedef struct {
     double t0;
 } lm_ui;
 
+/* A JSON number, or null for inf and NaN (which JSON has not). */
+static const char *jv(char *dst, size_t len, double v)
+{
+    if (isfinite(v))
+        snprintf(dst, len, "%.8g", v);
+    else
+        snprintf(dst, len, "null");
+    return dst;
+}
+
 static int on_step(void *user, const mpcl_fit_lm_step_info *si)
 {
     lm_ui *u = user;
+    char loss[32];
     if (u->logf &&
         fprintf(u->logf,
-                "{\"step\":%" PRIu64 ",\"loss\":%.8g,\"lr\":%.8g,\"loss_scale\":%.8g,\"skipped\":%s,"
+                "{\"step\":%" PRIu64 ",\"loss\":%s,\"lr\":%.8g,\"loss_scale\":%.8g,\"skipped\":%s,"
                 "\"tokens_per_s\":%.1f}\n",
-                si->step, (double)si->stats.loss, (double)si->stats.lr, (double)si->stats.scale,
+                si->step, jv(loss, sizeof loss, si->stats.loss), (double)si->stats.lr, (double)si->stats.scale,
                 si->stats.skipped ? "true" : "false", si->tokens_s) < 0) {
         u->log_failed = errno ? errno : EIO;
         return 1;
@@ -75,11 +86,13 @@ static int on_eval(void *user, const mpcl_fit_lm_eval_info *ei)
                (double)ei->loss_scale, ei->skipped, ei->saved ? "  (saved)" : "");
         fflush(stdout);
     }
+    char tl[32], vl[32], vp[32];
     if (u->logf && (fprintf(u->logf,
-                            "{\"eval_step\":%" PRIu64 ",\"train_loss\":%.8g,\"valid_loss\":%.8g,"
-                            "\"valid_ppl\":%.8g,\"tokens_per_s\":%.1f,\"skipped\":%" PRIu64 ","
+                            "{\"eval_step\":%" PRIu64 ",\"train_loss\":%s,\"valid_loss\":%s,"
+                            "\"valid_ppl\":%s,\"tokens_per_s\":%.1f,\"skipped\":%" PRIu64 ","
                             "\"loss_scale\":%.8g}\n",
-                            ei->step, ei->train_loss, ei->valid_loss, exp(ei->valid_loss),
+                            ei->step, jv(tl, sizeof tl, ei->train_loss), jv(vl, sizeof vl, ei->valid_loss),
+                            jv(vp, sizeof vp, exp(ei->valid_loss)),
                             ei->tokens_s, ei->skipped, (double)ei->loss_scale) < 0 ||
                     fflush(u->logf) != 0)) {
         u->log_failed = errno ? errno : EIO;
@@ -329,6 +342,8 @@ int train_lm(train_args *a, double t_start, cli_dist *cd)
                res.first_step_s);
     print_memory_and_backend(ctx, chosen, a->precision, why);
     rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+    if (rc == EXIT_OK && a->plot)
+        rc = cli_plot("train", a->log, a->plot);
 
 done:
     if (ui.logf)

@@ -65,7 +65,15 @@ plot() {
         return 77
     fi
     $MPCL precision "$T/ck.st" --batches 1 --plot "$T/p.png" >"$T/plot.txt" 2>&1 || { cat "$T/plot.txt"; return 1; }
-    "$PY" - "$T/p.png" <<'EOF'
+    png_ok "$T/p.png" || return 1
+    $MPCL train --quiet --limit 256 --test-limit 64 --epochs 2 --plot "$T/t.png" >"$T/t.txt" 2>&1
+    [ $? -eq 2 ] && grep -q "needs --log" "$T/t.txt" || { cat "$T/t.txt"; return 1; }
+    $MPCL train --quiet --limit 256 --test-limit 64 --epochs 2 --log "$T/t.jsonl" --plot "$T/t.png" \
+        >"$T/t.txt" 2>&1 || { cat "$T/t.txt"; return 1; }
+    png_ok "$T/t.png"
+}
+png_ok() {
+    "$PY" - "$1" <<'EOF'
 import struct, sys, zlib
 b = open(sys.argv[1], "rb").read()
 assert b[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
@@ -74,10 +82,10 @@ assert kind == b"IHDR" and n == 13
 w, h = struct.unpack(">II", b[16:24])
 assert struct.unpack(">I", b[29:33])[0] == zlib.crc32(b[12:29]), "IHDR CRC"
 assert w > 200 and h > 200
-print(f"--plot wrote a {w} x {h} PNG")
+print(f"--plot wrote a {w} x {h} PNG ({sys.argv[1].rsplit('/', 1)[-1]})")
 EOF
 }
-check "--plot writes a PNG" plot
+check "precision --plot and train --log --plot write PNGs" plot
 
 errors() {
     $MPCL precision >"$T/e1.txt" 2>&1; [ $? -eq 2 ] || { cat "$T/e1.txt"; return 1; }
