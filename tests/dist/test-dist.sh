@@ -22,15 +22,7 @@ CMP="$PY $SRC/tests/dist/compare.py"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export POCL_CPU_MAX_CU_COUNT=1 MPCL_MODEL_DIR="$SRC/data/models"
 MPI="$MPIRUN --oversubscribe --bind-to none"
-T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT
-checks=0 failed=0
-check() { # name, command...
-    name=$1; shift
-    checks=$((checks + 1))
-    if "$@" >"$T/out" 2>&1; then echo "PASS $name: $(tail -1 "$T/out")"
-    else failed=$((failed + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/out" | tail -40; fi
-}
+. "$SRC/tests/lib.sh" # $T, check, check_summary
 # 1281 samples in batches of 64: 21 steps, the last of 1 sample (one rank's
 # shard is empty there)
 RUN="train --quiet --limit 1281 --test-limit 300 --epochs 1 --batch 64 --seed 7"
@@ -137,5 +129,4 @@ lm_run() {
 }
 check "gpt-tiny: 2 ranks = 1 process after 4 steps (rel 1e-5)" lm_run
 
-echo "dist: $((checks - failed)) passed, $failed failed"
-[ $failed -eq 0 ]
+check_summary dist

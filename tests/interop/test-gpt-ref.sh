@@ -21,15 +21,7 @@ if ! "$PY" -c 'import numpy, safetensors' 2>/dev/null; then
 fi
 SPEC=$SRC/tests/interop/gpt-tiny-ref.txt
 NP=$SRC/tests/interop/npgpt.py
-T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT
-checks=0 failed=0
-check() { # name, command...
-    name=$1; shift
-    checks=$((checks + 1))
-    if "$@" >"$T/out" 2>&1; then echo "PASS $name: $(tail -1 "$T/out")"
-    else failed=$((failed + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/out"; fi
-}
+. "$SRC/tests/lib.sh" # $T, check, check_summary
 
 # About 6 KB of sentences from a small word list, picked by a 31-bit LCG
 # (exact in any awk: the products stay below 2^53).
@@ -67,5 +59,4 @@ for mode in fp32 fp16-storage fp16; do
     [ $rc -eq 0 ] || continue
     check "$mode losses, gradients and weights match NumPy" "$PY" "$NP" compare "$T/$mode" "$SPEC"
 done
-echo "gpt_ref: $checks checks, $failed failures"
-[ $failed -eq 0 ]
+check_summary gpt_ref

@@ -17,15 +17,7 @@ if ! "$PY" -c 'import numpy, safetensors' 2>/dev/null; then
 fi
 SPEC=$SRC/tests/interop/resnet-tiny.txt
 NP=$SRC/tests/interop/npgraph.py
-T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT
-checks=0 failed=0
-check() { # name, command...
-    name=$1; shift
-    checks=$((checks + 1))
-    if "$@" >"$T/out" 2>&1; then echo "PASS $name: $(tail -1 "$T/out")"
-    else failed=$((failed + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/out"; fi
-}
+. "$SRC/tests/lib.sh" # $T, check, check_summary
 
 # The reference itself against central finite differences (no device).
 check "npgraph.py against finite differences" "$PY" "$NP" selftest "$SPEC"
@@ -44,5 +36,4 @@ for mode in fp32 fp16-storage; do
     [ $rc -eq 0 ] || continue
     check "$mode losses and gradients match NumPy" "$PY" "$NP" compare "$SPEC" "$T/$mode"
 done
-echo "graph_ref: $checks checks, $failed failures"
-[ $failed -eq 0 ]
+check_summary graph_ref

@@ -12,15 +12,7 @@ if ! "$PY" -c 'import numpy, safetensors' 2>/dev/null; then
     exit 77
 fi
 [ -d "$DATA" ] || { echo "interop: no data in $DATA"; exit 77; }
-T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT
-checks=0 failed=0
-check() { # name, command...
-    name=$1; shift
-    checks=$((checks + 1))
-    if "$@" >"$T/out" 2>&1; then echo "PASS $name: $(tail -1 "$T/out")"
-    else failed=$((failed + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/out"; fi
-}
+. "$SRC/tests/lib.sh" # $T, check, check_summary
 fixture=$SRC/tests/data/seed-cnn-numpy.safetensors
 
 # 1. mpcl writes, Python reads: a short fp32 training run, its accuracy by
@@ -42,5 +34,4 @@ for mode in fp32 fp16-storage fp16; do
     check "predict $mode matches NumPy" "$PY" "$SRC/tests/interop/check_interop.py" \
         predict "$T/p.json" "$SRC/tests/data/seed-cnn-numpy.expected.json" "$tol"
 done
-echo "interop: $checks checks, $failed failures"
-[ $failed -eq 0 ]
+check_summary interop

@@ -14,24 +14,7 @@
 set -u
 MPCL=$1 SRC=$2 PY=$3 TRIALS=${4:-12}
 export MPCL_MODEL_DIR="$SRC/data/models" MPCL_TUNE=0
-T=$(mktemp -d) || exit 1
-mounts=""
-cleanup() {
-    for m in $mounts; do umount "$m" 2>/dev/null; done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-checks=0 failed=0 skipped=0
-check() { # name, command... (ONLY=TEXT: only the checks whose name has TEXT)
-    name=$1; shift
-    case $name in *"${ONLY:-}"*) ;; *) return ;; esac
-    checks=$((checks + 1))
-    "$@" >"$T/out" 2>&1
-    rc=$?
-    if [ $rc -eq 0 ]; then echo "PASS $name: $(tail -1 "$T/out")"
-    elif [ $rc -eq 77 ]; then skipped=$((skipped + 1)); checks=$((checks - 1)); echo "SKIP $name: $(tail -1 "$T/out")"
-    else failed=$((failed + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/out" | tail -30; fi
-}
+. "$SRC/tests/lib.sh" # $T, $mounts, check (ONLY=TEXT), check_summary
 small_fs() { # dir size: a tmpfs of that size, or 77
     mkdir -p "$1"
     if ! mount -t tmpfs -o "size=$2" tmpfs "$1" 2>/dev/null; then
@@ -187,5 +170,4 @@ concurrent_starts() {
 }
 check "10 processes sharing one cache directory at once" concurrent_starts
 
-echo "faults: $((checks - failed)) passed, $failed failed, $skipped skipped"
-[ $failed -eq 0 ]
+check_summary faults
