@@ -69,7 +69,10 @@ static const char PROBE_HELP[] =
     "  --bench           also run the micro-benchmarks (takes seconds)\n"
     "  --gemm-n N        GEMM size for --bench, 16..16384 (default: 1024)\n"
     "  --list            list every OpenCL platform and device and exit\n"
-    "  -h, --help        show this help\n";
+    "  -h, --help        show this help\n"
+    "\n"
+    "exit codes: 0 success, 1 runtime failure (OpenCL, a failed check), 2 usage error,\n"
+    "3 no OpenCL platform or no device matches, 4 precision refused by the device\n";
 
 enum {
     PROBE_DEVICE = OPT_BASE,

@@ -305,8 +305,9 @@ int cmd_tune(int argc, char **argv)
     if (!a.model || strcmp(a.model, "none") != 0) {
         char path[4096], searched[2048], err[2048];
         if (!resolve_model(a.model, path, sizeof path, searched, sizeof searched)) {
-            fprintf(stderr, "mpcl tune: no model '%s' (looked in %s)\n", a.model ? a.model : "", searched);
-            return EXIT_RUNTIME;
+            return usage_error("tune", "--model: '%s' is not a file, and there is no %s or %s.txt in %s",
+                               a.model ? a.model : "", a.model ? a.model : "", a.model ? a.model : "",
+                               searched);
         }
         spec = malloc(sizeof *spec);
         if (!spec)
