@@ -255,11 +255,6 @@ static mpcl_status run_batch(mpcl_precision_report *r, const uint8_t *images, co
     size_t xs[4] = {b, sp->input[0], sp->input[1], sp->input[2]}, ys[1] = {b}, ds[2] = {b, classes},
            one[1] = {1};
     size_t sample = sp->input[0] * sp->input[1] * sp->input[2];
-    for (size_t i = 0; i < b; i++)
-        if (labels[i] >= classes)
-            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT,
-                                  "mpcl_precision_report_add_batch: label %u of sample %zu is outside "
-                                  "0..%zu", labels[i], i, classes - 1);
     mpcl_tensor *x_u8 = NULL, *x = NULL, *y_u8 = NULL, *y = NULL, *dlogits = NULL, *loss = NULL,
                 *logits = NULL;
     mpcl_status s = mpcl_tensor_create(ctx, MPCL_U8, 4, xs, MPCL_MEM_ACTIVATIONS, &x_u8);
@@ -302,6 +297,12 @@ static mpcl_status run_batch(mpcl_precision_report *r, const uint8_t *images, co
     return s;
 }
 
+/* What a batch may change, to undo it when the batch fails. */
+typedef struct {
+    mpcl_value_stats v, scaled;
+    size_t nvalues;
+} saved_entry;
+
 mpcl_status mpcl_precision_report_add_batch(mpcl_precision_report *r, const uint8_t *images,
                                             const uint8_t *labels, size_t b)
 {
@@ -309,10 +310,21 @@ mpcl_status mpcl_precision_report_add_batch(mpcl_precision_report *r, const uint
         return MPCL_ERR_ARGUMENT;
     mpcl_model *m = r->m;
     mpcl_context *ctx = m->ctx;
+    const char *op = "mpcl_precision_report_add_batch";
     if (b < 1 || b > m->max_batch)
-        return mpcl_set_error(ctx, MPCL_ERR_SHAPE,
-                              "mpcl_precision_report_add_batch: batch of %zu samples; the model takes 1 "
-                              "to %zu", b, m->max_batch);
+        return mpcl_set_error(ctx, MPCL_ERR_SHAPE, "%s: batch %zu has %zu samples; the model takes 1 to %zu",
+                              op, r->batches + 1, b, m->max_batch);
+    size_t classes = m->spec.layers[m->spec.nlayers - 1].out_shape[0];
+    for (size_t i = 0; i < b; i++)
+        if (labels[i] >= classes)
+            return mpcl_set_error(ctx, MPCL_ERR_ARGUMENT, "%s: batch %zu: label %u of sample %zu is outside 0..%zu",
+                                  op, r->batches + 1, labels[i], i, classes - 1);
+    size_t n0 = r->n;
+    saved_entry *saved = malloc((n0 ? n0 : 1) * sizeof *saved);
+    if (!saved)
+        return mpcl_set_error(ctx, MPCL_ERR_NOMEM, "%s: out of host memory", op);
+    for (size_t i = 0; i < n0; i++)
+        saved[i] = (saved_entry){r->e[i].t.v, r->e[i].t.scaled, r->e[i].nvalues};
     /* The weights first, as they are before the pass (it changes none, but
      * batch-norm statistics). */
     size_t P = mpcl_tensor_numel(m->master);
@@ -325,11 +337,22 @@ mpcl_status mpcl_precision_report_add_batch(mpcl_precision_report *r, const uint
         s = read_tensor(r, m->grad, P);
     if (s == MPCL_OK)
         s = add_params(r, MPCL_ROLE_WEIGHT_GRADIENT);
-    if (s != MPCL_OK) {
+    if (s != MPCL_OK) { /* the report as it was before this batch */
+        for (size_t i = n0; i < r->n; i++)
+            free(r->e[i].values);
+        r->n = n0;
+        for (size_t i = 0; i < n0; i++) {
+            r->e[i].t.v = saved[i].v;
+            r->e[i].t.scaled = saved[i].scaled;
+            r->e[i].nvalues = saved[i].nvalues;
+            r->e[i].median_done = 0;
+        }
+        free(saved);
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", mpcl_last_error(ctx));
         return mpcl_set_error(ctx, s, "precision report, batch %zu: %s", r->batches + 1, msg);
     }
+    free(saved);
     r->batches++;
     return MPCL_OK;
 }

@@ -241,6 +241,129 @@ START_TEST(bad_arguments)
 }
 END_TEST
 
+/* The precision report (mpcl_precision_report_*): FP32 contexts only; on
+ * one, every tensor is there, the weights are the master copy, the last
+ * layer's output gradient is (softmax - onehot) / B as the host computes it
+ * in double from the report's own logits, gradients at the loss scale are
+ * the same histogram shifted by log2 of the scale, and a second batch
+ * doubles the counts. */
+START_TEST(precision_report)
+{
+    mpcl_context *ctx = optest_modes[_i].ctx;
+    mpcl_model_spec spec;
+    ck_assert_int_eq(mpcl_model_spec_parse(SPEC, "t", &spec, NULL, 0), MPCL_OK);
+    mpcl_model *m;
+    ck_assert_msg(mpcl_model_create(ctx, &spec, B, 7, &m) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    mpcl_precision_report *r = NULL;
+    if (optest_modes[_i].mode != MPCL_PRECISION_FP32) {
+        ck_assert_int_eq(mpcl_precision_report_create(m, 1024.0f, &r), MPCL_ERR_ARGUMENT);
+        ck_assert_msg(strstr(mpcl_last_error(ctx), "fp32"), "%s", mpcl_last_error(ctx));
+        ck_assert_ptr_null(r);
+        mpcl_model_destroy(m);
+        return;
+    }
+    ck_assert_int_eq(mpcl_precision_report_create(m, 0.0f, &r), MPCL_ERR_ARGUMENT);
+    ck_assert_int_eq(mpcl_precision_report_create(m, 1024.0f, &r), MPCL_OK);
+    uint8_t img[B * 2 * 9 * 8], lab[B] = {1, 4, 0}, bad[B] = {1, 5, 0};
+    for (size_t i = 0; i < sizeof img; i++)
+        img[i] = (uint8_t)(i * 37 % 256);
+    ck_assert_int_eq(mpcl_precision_report_add_batch(r, img, bad, B), MPCL_ERR_ARGUMENT);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "batch 1") && strstr(mpcl_last_error(ctx), "label 5"), "%s",
+                  mpcl_last_error(ctx));
+    ck_assert_int_eq(mpcl_precision_report_add_batch(r, img, lab, B + 1), MPCL_ERR_SHAPE);
+    ck_assert_msg(mpcl_precision_report_add_batch(r, img, lab, B) == MPCL_OK, "%s", mpcl_last_error(ctx));
+    size_t n = mpcl_precision_report_count(r), nparam = 0, nact = 0, ngrad = 0, nwgrad = 0;
+    mpcl_param_info pi;
+    while (mpcl_model_param(m, nparam, &pi) == MPCL_OK)
+        nparam++;
+    float *master = optest_download(mpcl_model_master(m));
+    const mpcl_precision_tensor *logits = NULL, *dlogits = NULL;
+    size_t ilogits = 0, idlogits = 0;
+    for (size_t i = 0; i < n; i++) {
+        const mpcl_precision_tensor *t = mpcl_precision_report_tensor(r, i);
+        size_t nv;
+        const float *v = mpcl_precision_report_values(r, i, &nv);
+        ck_assert_uint_eq(nv, t->v.count);
+        switch (t->role) {
+        case MPCL_ROLE_WEIGHT:
+            for (size_t k = 0; mpcl_model_param(m, k, &pi) == MPCL_OK; k++)
+                if (strcmp(pi.name, t->name) == 0)
+                    for (size_t j = 0; j < nv; j++)
+                        ck_assert_msg(v[j] == master[pi.offset + j], "%s[%zu] %.9g, master %.9g", t->name, j,
+                                      (double)v[j], (double)master[pi.offset + j]);
+            ck_assert_uint_eq(t->scaled.count, 0);
+            break;
+        case MPCL_ROLE_ACTIVATION:
+            nact++;
+            if (t->layer == spec.nlayers - 1) {
+                logits = t;
+                ilogits = i;
+            }
+            break;
+        case MPCL_ROLE_ACTIVATION_GRADIENT:
+            ngrad++;
+            if (t->layer == spec.nlayers - 1) {
+                dlogits = t;
+                idlogits = i;
+            }
+            /* fall through */
+        case MPCL_ROLE_WEIGHT_GRADIENT:
+            nwgrad += t->role == MPCL_ROLE_WEIGHT_GRADIENT;
+            ck_assert_uint_eq(t->scaled.count, t->v.count);
+            for (int b = 0; b + 10 < MPCL_EXP_BINS; b++)
+                ck_assert_msg(t->v.exponents[b] == t->scaled.exponents[b + 10], "%s: exponent bin %d",
+                              t->name, b + MPCL_EXP_MIN);
+            break;
+        }
+    }
+    /* running statistics are not weights; flatten is not an output; the
+     * batch norm (not fused here: tanh follows) is */
+    size_t running = 2;
+    ck_assert_uint_eq(n, 2 * (nparam - running) + nact + ngrad);
+    ck_assert_uint_eq(nwgrad, nparam - running);
+    ck_assert_uint_eq(nact, (size_t)spec.nlayers - 1);
+    ck_assert_ptr_nonnull(logits);
+    ck_assert_ptr_nonnull(dlogits);
+    size_t C = spec.layers[spec.nlayers - 1].out_shape[0], nl, nd;
+    const float *lg = mpcl_precision_report_values(r, ilogits, &nl);
+    const float *dl = mpcl_precision_report_values(r, idlogits, &nd);
+    ck_assert_uint_eq(nl, B * C);
+    ck_assert_uint_eq(nd, B * C);
+    for (size_t b = 0; b < B; b++) {
+        double mx = -INFINITY, sum = 0;
+        for (size_t c = 0; c < C; c++)
+            mx = fmax(mx, lg[b * C + c]);
+        for (size_t c = 0; c < C; c++)
+            sum += exp(lg[b * C + c] - mx);
+        for (size_t c = 0; c < C; c++) {
+            double want = (exp(lg[b * C + c] - mx) / sum - (c == lab[b])) / B;
+            ck_assert_msg(fabs(dl[b * C + c] - want) <= 1e-6 * fabs(want) + 1e-8, "dlogits[%zu][%zu] %.9g, host %.9g",
+                          b, c, (double)dl[b * C + c], want);
+        }
+    }
+    uint64_t before = logits->v.count;
+    ck_assert_int_eq(mpcl_precision_report_add_batch(r, img, lab, B), MPCL_OK);
+    ck_assert_uint_eq(mpcl_precision_report_batches(r), 2);
+    ck_assert_uint_eq(mpcl_precision_report_tensor(r, ilogits)->v.count, 2 * before);
+    mpcl_precision_advice ad;
+    mpcl_precision_report_advice(r, &ad);
+    ck_assert(ad.scale_min <= ad.scale_max);
+    ck_assert_int_eq(ad.recommend, MPCL_PRECISION_FP16_STORAGE);
+    free(master);
+    mpcl_precision_report_destroy(r);
+    mpcl_model_options mo;
+    mpcl_model_options_init(&mo);
+    mo.max_batch = B;
+    mo.inference = 1;
+    mpcl_model *inf;
+    ck_assert_int_eq(mpcl_model_create_with(ctx, &spec, &mo, &inf), MPCL_OK);
+    ck_assert_int_eq(mpcl_precision_report_create(inf, 1.0f, &r), MPCL_ERR_ARGUMENT);
+    ck_assert_msg(strstr(mpcl_last_error(ctx), "inference"), "%s", mpcl_last_error(ctx));
+    mpcl_model_destroy(inf);
+    mpcl_model_destroy(m);
+}
+END_TEST
+
 /* PyTorch's default initialisation: uniform in +-1/sqrt(fan_in), the same
  * values for the same seed, other values for another seed. */
 START_TEST(initialisation)
@@ -553,6 +676,7 @@ int main(void)
     tcase_add_loop_test(tc, parameters_named_like_pytorch, 0, optest_nmodes);
     tcase_add_loop_test(tc, backward_matches_finite_differences, 0, optest_nmodes);
     tcase_add_loop_test(tc, bad_arguments, 0, optest_nmodes);
+    tcase_add_loop_test(tc, precision_report, 0, optest_nmodes);
     tcase_add_loop_test(tc, initialisation, 0, optest_nmodes);
     tcase_add_loop_test(tc, fused_batchnorm_relu, 0, optest_nmodes);
     tcase_add_loop_test(tc, graph_backward_matches_finite_differences, 0, optest_nmodes);
