@@ -310,6 +310,55 @@ static void print_table(mpcl_precision_report *r)
     }
 }
 
+/* Each tensor's exponent histogram as one line of characters, darker for
+ * more values, over the exponents any tensor has, with fp16's ranges
+ * marked on a ruler: '|' its normal range's ends (-14, 15), ':' the
+ * smallest subnormal (-24). */
+static void print_histograms(mpcl_precision_report *r)
+{
+    static const char shade[] = " .:-=+*#%@";
+    int lo = MPCL_EXP_BINS, hi = -1;
+    size_t n = mpcl_precision_report_count(r);
+    for (size_t i = 0; i < n; i++) {
+        const mpcl_value_stats *v = &mpcl_precision_report_tensor(r, i)->v;
+        for (int b = 0; b < MPCL_EXP_BINS; b++)
+            if (v->exponents[b]) {
+                lo = b < lo ? b : lo;
+                hi = b > hi ? b : hi;
+            }
+    }
+    if (hi < 0)
+        return;
+    int elo = lo + MPCL_EXP_MIN, ehi = hi + MPCL_EXP_MIN;
+    if (elo > -24)
+        elo = -24;
+    if (ehi < 15)
+        ehi = 15;
+    printf("\nExponent histograms: floor(log2 |x|) from %d (left) to %d (right), unscaled\n\n", elo, ehi);
+    printf("%-16s ", "");
+    for (int e = elo; e <= ehi; e++)
+        putchar(e == -14 || e == 15 ? '|' : e == -24 ? ':' : e % 10 == 0 ? '+' : '-');
+    printf("\n");
+    for (size_t i = 0; i < n; i++) {
+        const mpcl_precision_tensor *t = mpcl_precision_report_tensor(r, i);
+        uint64_t most = 0;
+        for (int e = elo; e <= ehi; e++)
+            if (t->v.exponents[e - MPCL_EXP_MIN] > most)
+                most = t->v.exponents[e - MPCL_EXP_MIN];
+        printf("%-16s ", t->name);
+        for (int e = elo; e <= ehi; e++) {
+            uint64_t c = t->v.exponents[e - MPCL_EXP_MIN];
+            int k = c == 0 ? 0 : 1 + (int)((double)c / (double)most * (double)(sizeof shade - 3));
+            putchar(shade[k]);
+        }
+        printf("\n");
+    }
+    printf("%-16s ", "");
+    for (int e = elo; e <= ehi; e++)
+        putchar(e == -14 || e == 15 ? '|' : e == -24 ? ':' : e % 10 == 0 ? '+' : '-');
+    printf("\n%-16s '+' every 10 (0 included), ':' fp16's smallest subnormal 2^-24, '|' its normal range 2^-14 .. 2^15\n", "");
+}
+
 /* log2 of a power of two, for "2^k" */
 static int log2i(double x) { return (int)lround(log2(x)); }
 
@@ -597,6 +646,7 @@ int cmd_precision(int argc, char **argv)
         printf("\nPer tensor: magnitudes, and the share of all values that fp16 flushes to zero, "
                "makes subnormal\nor overflows, and that bf16 rounds with a relative error above 2^-8\n\n");
         print_table(r);
+        print_histograms(r);
         printf("\nAdvice\n");
         char *lines[8];
         int n = advice_lines(r, &ad, lines, 8);
