@@ -9,15 +9,7 @@
 # implementations (default: pocl intel); see README, "Testing".
 set -eu
 cd "$(dirname "$0")/.."
-./tools/install-deps.sh
-./tools/build.sh
-./tools/python-env.sh
-icds=pocl,intel
-if [ -n "${MPCL_TEST_ICDS:-}" ]; then
-    icds=$(for e in $MPCL_TEST_ICDS; do echo "${e%%=*}"; done | paste -sd, -)
-fi
-meson configure build "-Dtest_icds=$icds"
-./tools/test-icds.sh
+./tools/test-setup.sh >/dev/null # packages, build, Python, OpenCL implementations (their output: stderr)
 # the interoperability test and every implementation that was set up must
 # not skip in CI for want of packages
 export MPCL_REQUIRE_INTEROP=1 MPCL_REQUIRE_ICDS=1 MPCL_REQUIRE_PLOT=1

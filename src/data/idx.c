@@ -184,7 +184,7 @@ static int file_exists(const char *p)
 /* Finds <dir>/<stem>[-.]idx?-ubyte[.gz] under the usual spellings. */
 static int find_part(const char *dir, const char *stem, int nd, char *dst, size_t len)
 {
-    static const char *forms[] = {"%s/%s-idx%d-ubyte.gz", "%s/%s-idx%d-ubyte", "%s/%s.idx%d-ubyte.gz",
+    static const char *const forms[] = {"%s/%s-idx%d-ubyte.gz", "%s/%s-idx%d-ubyte", "%s/%s.idx%d-ubyte.gz",
                                   "%s/%s.idx%d-ubyte"};
     for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
         snprintf(dst, len, forms[i], dir, stem, nd);
