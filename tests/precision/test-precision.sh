@@ -70,7 +70,16 @@ plot() {
     [ $? -eq 2 ] && grep -q "needs --log" "$T/t.txt" || { cat "$T/t.txt"; return 1; }
     $MPCL train --quiet --limit 256 --test-limit 64 --epochs 2 --log "$T/t.jsonl" --plot "$T/t.png" \
         >"$T/t.txt" 2>&1 || { cat "$T/t.txt"; return 1; }
-    png_ok "$T/t.png"
+    png_ok "$T/t.png" || return 1
+    # a Python without matplotlib (the tests' own environment has none):
+    # exit 1, what to install, and the report itself still printed
+    if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
+        MPCL_PYTHON="$PY" $MPCL precision "$T/ck.st" --batches 1 --plot "$T/q.png" >"$T/q.txt" 2>&1
+        rc=$?
+        [ $rc -eq 1 ] && grep -q "apt-get install python3-matplotlib" "$T/q.txt" && grep -q "^Advice" "$T/q.txt" &&
+            [ ! -e "$T/q.png" ] || { cat "$T/q.txt"; echo "without matplotlib: exit $rc"; return 1; }
+    fi
+    echo "PNGs written; without matplotlib: exit 1 with what to install, the report complete"
 }
 png_ok() {
     "$PY" - "$1" <<'EOF'
