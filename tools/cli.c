@@ -493,6 +493,15 @@ void cli_device_name(mpcl_context *ctx, char *dst, size_t len)
     free(caps);
 }
 
+/* Where tools/plot.py is: set by tools/meson.build (none for builds
+ * without it, e.g. the fuzz targets). */
+#ifndef MPCL_PLOT_INSTALL_PATH
+#define MPCL_PLOT_INSTALL_PATH ""
+#endif
+#ifndef MPCL_PLOT_SOURCE_PATH
+#define MPCL_PLOT_SOURCE_PATH ""
+#endif
+
 /* tools/plot.py: $MPCL_PLOT_SCRIPT, the installed copy, or the source
  * tree's. NULL when none is there. */
 static const char *plot_script(void)
@@ -502,7 +511,7 @@ static const char *plot_script(void)
         return env;
     static const char *const where[] = {MPCL_PLOT_INSTALL_PATH, MPCL_PLOT_SOURCE_PATH};
     for (size_t i = 0; i < sizeof where / sizeof where[0]; i++)
-        if (access(where[i], R_OK) == 0)
+        if (*where[i] && access(where[i], R_OK) == 0)
             return where[i];
     return NULL;
 }
