@@ -640,7 +640,7 @@ int cmd_precision(int argc, char **argv)
         cli_device_name(st.ctx, dev, sizeof dev);
         printf("mpcl %s precision\n\n", mpcl_version());
         field("model", st.desc);
-        fieldf("data", "%s: %lu batches of %lu samples, in %.1f s", source, a.batches, a.batch, dt);
+        fieldf("data", "%s: %lu batch%s of %lu samples, in %.1f s", source, a.batches, a.batches == 1 ? "" : "es", a.batch, dt);
         fieldf("device", "%s (measured in fp32)", dev);
         fieldf("loss scale", "%g (%s)", (double)st.scale, st.scale_from);
         printf("\nPer tensor: magnitudes, and the share of all values that fp16 flushes to zero, "
