@@ -1,5 +1,7 @@
 #!/bin/sh
-# Installs every Debian 12 package that mpcl's build, tests and default data need.
+# Installs every Debian 12 package that mpcl's build, tests and default data need
+# (libopenblas-dev: the OpenBLAS reference of mpcl bench gemm, tools/openblas-sgemm.c,
+# and its tests; libmpcl never links it).
 # Safe to run again: apt-get skips what is already installed.
 set -eu
 
@@ -8,6 +10,7 @@ ocl-icd-opencl-dev opencl-c-headers ocl-icd-libopencl1 pocl-opencl-icd clinfo
 libclblast-dev zlib1g-dev libcjson-dev check
 openmpi-bin libopenmpi-dev
 clang-15 oclgrind
+libopenblas-dev
 dataset-fashion-mnist fortunes
 python3 python3-venv python3-pip python3-matplotlib
 git ca-certificates"
