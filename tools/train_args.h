@@ -90,6 +90,8 @@ typedef struct {
 } epoch_record;
 int log_step(FILE *f, uint64_t step, unsigned long epoch, const mpcl_step_stats *st, double img_s);
 int log_epoch(FILE *f, const epoch_record *e);
+int log_lm_step(FILE *f, const mpcl_fit_lm_step_info *si);
+int log_lm_eval(FILE *f, const mpcl_fit_lm_eval_info *ei);
 
 /* Parses train's options into *a; returns -1 to go on, else an exit code
  * (help printed, or a usage error reported). */

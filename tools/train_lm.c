@@ -25,26 +25,10 @@ typedef struct {
     double t0;
 } lm_ui;
 
-/* A JSON number, or null for inf and NaN (which JSON has not). */
-static const char *jv(char *dst, size_t len, double v)
-{
-    if (isfinite(v))
-        snprintf(dst, len, "%.8g", v);
-    else
-        snprintf(dst, len, "null");
-    return dst;
-}
-
 static int on_step(void *user, const mpcl_fit_lm_step_info *si)
 {
     lm_ui *u = user;
-    char loss[32];
-    if (u->logf &&
-        fprintf(u->logf,
-                "{\"step\":%" PRIu64 ",\"loss\":%s,\"lr\":%.8g,\"loss_scale\":%.8g,\"skipped\":%s,"
-                "\"tokens_per_s\":%.1f}\n",
-                si->step, jv(loss, sizeof loss, si->stats.loss), (double)si->stats.lr, (double)si->stats.scale,
-                si->stats.skipped ? "true" : "false", si->tokens_s) < 0) {
+    if (u->logf && !log_lm_step(u->logf, si)) {
         u->log_failed = errno ? errno : EIO;
         return 1;
     }
@@ -86,15 +70,7 @@ static int on_eval(void *user, const mpcl_fit_lm_eval_info *ei)
                (double)ei->loss_scale, ei->skipped, ei->saved ? "  (saved)" : "");
         fflush(stdout);
     }
-    char tl[32], vl[32], vp[32];
-    if (u->logf && (fprintf(u->logf,
-                            "{\"eval_step\":%" PRIu64 ",\"train_loss\":%s,\"valid_loss\":%s,"
-                            "\"valid_ppl\":%s,\"tokens_per_s\":%.1f,\"skipped\":%" PRIu64 ","
-                            "\"loss_scale\":%.8g}\n",
-                            ei->step, jv(tl, sizeof tl, ei->train_loss), jv(vl, sizeof vl, ei->valid_loss),
-                            jv(vp, sizeof vp, exp(ei->valid_loss)),
-                            ei->tokens_s, ei->skipped, (double)ei->loss_scale) < 0 ||
-                    fflush(u->logf) != 0)) {
+    if (u->logf && (!log_lm_eval(u->logf, ei) || fflush(u->logf) != 0)) {
         u->log_failed = errno ? errno : EIO;
         return 1;
     }

@@ -119,6 +119,46 @@ int log_step(FILE *f, uint64_t step, unsigned long epoch, const mpcl_step_stats 
 
 
 
+/* A language model's step and validation lines (mpcl train --task lm). */
+int log_lm_step(FILE *f, const mpcl_fit_lm_step_info *si)
+{
+    jctx j = {1};
+    cJSON *o = jcheck(&j, cJSON_CreateObject());
+    if (!o)
+        return 0;
+    jnum(&j, o, "step", (double)si->step);
+    jnum(&j, o, "loss", float_decimal(si->stats.loss));
+    jnum(&j, o, "lr", float_decimal(si->stats.lr));
+    jnum(&j, o, "loss_scale", float_decimal(si->stats.scale));
+    jbool(&j, o, "skipped", si->stats.skipped);
+    jnum(&j, o, "tokens_per_s", rounded(si->tokens_s, 1));
+    if (!j.ok) {
+        cJSON_Delete(o);
+        return 0;
+    }
+    return log_line(f, o);
+}
+
+int log_lm_eval(FILE *f, const mpcl_fit_lm_eval_info *ei)
+{
+    jctx j = {1};
+    cJSON *o = jcheck(&j, cJSON_CreateObject());
+    if (!o)
+        return 0;
+    jnum(&j, o, "eval_step", (double)ei->step);
+    jnum(&j, o, "train_loss", ei->train_loss);
+    jnum(&j, o, "valid_loss", ei->valid_loss);
+    jnum(&j, o, "valid_ppl", exp(ei->valid_loss));
+    jnum(&j, o, "tokens_per_s", rounded(ei->tokens_s, 1));
+    jnum(&j, o, "skipped", (double)ei->skipped);
+    jnum(&j, o, "loss_scale", float_decimal(ei->loss_scale));
+    if (!j.ok) {
+        cJSON_Delete(o);
+        return 0;
+    }
+    return log_line(f, o);
+}
+
 int log_epoch(FILE *f, const epoch_record *e)
 {
     jctx j = {1};
