@@ -4,6 +4,8 @@
 # line>" (exit 77) or "FAIL NAME" and the output's last 40 lines. With
 # ONLY=TEXT in the environment only the checks whose name has TEXT run.
 # check_summary SUITE prints the counts and returns non-zero on a failure.
+# require_numpy SUITE PYTHON ends the test (77, or 1 with
+# MPCL_REQUIRE_INTEROP=1) when PYTHON lacks numpy or safetensors.
 # A test that mounts file systems lists them in $mounts (unmounted at exit).
 T=$(mktemp -d) || exit 1
 mounts=""
@@ -27,4 +29,10 @@ check() { # name, command...
 check_summary() { # suite name
     echo "$1: $((checks - failed)) passed, $failed failed, $skipped skipped"
     [ $failed -eq 0 ]
+}
+require_numpy() { # suite, python
+    "$2" -c 'import numpy, safetensors' 2>/dev/null && return 0
+    echo "$1: $2 has no numpy or safetensors (run tools/python-env.sh)"
+    [ "${MPCL_REQUIRE_INTEROP:-0}" = 1 ] && exit 1
+    exit 77
 }

@@ -12,11 +12,8 @@
 # Skips (77) without numpy and safetensors unless MPCL_REQUIRE_INTEROP=1.
 set -u
 MPCL=$1 SRC=$2 PY=$3 MPIRUN=$4
-if ! "$PY" -c 'import numpy, safetensors' 2>/dev/null; then
-    echo "dist: $PY has no numpy or safetensors (run tools/python-env.sh)"
-    [ "${MPCL_REQUIRE_INTEROP:-0}" = 1 ] && exit 1
-    exit 77
-fi
+. "$SRC/tests/lib.sh" # $T, check, check_summary
+require_numpy dist "$PY"
 CMP="$PY $SRC/tests/dist/compare.py"
 # Open MPI refuses root without these (documented in docs/distributed.md)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -28,7 +25,6 @@ if [ -n "${MPCL_MPI_ASAN_OPTIONS:-}" ]; then
     export ASAN_OPTIONS="$MPCL_MPI_ASAN_OPTIONS"
 fi
 MPI="$MPIRUN --oversubscribe --bind-to none"
-. "$SRC/tests/lib.sh" # $T, check, check_summary
 # 1281 samples in batches of 64: 21 steps, the last of 1 sample (one rank's
 # shard is empty there)
 RUN="train --quiet --limit 1281 --test-limit 300 --epochs 1 --batch 64 --seed 7"

@@ -14,14 +14,10 @@
 # when gpt_ref finds no OpenCL device (77).
 set -u
 GPT_REF=$1 SRC=$2 PY=$3
-if ! "$PY" -c 'import numpy, safetensors' 2>/dev/null; then
-    echo "gpt_ref: $PY has no numpy or safetensors (run tools/python-env.sh)"
-    [ "${MPCL_REQUIRE_INTEROP:-0}" = 1 ] && exit 1
-    exit 77
-fi
+. "$SRC/tests/lib.sh" # $T, check, check_summary
+require_numpy gpt_ref "$PY"
 SPEC=$SRC/tests/interop/gpt-tiny-ref.txt
 NP=$SRC/tests/interop/npgpt.py
-. "$SRC/tests/lib.sh" # $T, check, check_summary
 
 # About 6 KB of sentences from a small word list, picked by a 31-bit LCG
 # (exact in any awk: the products stay below 2^53).

@@ -10,14 +10,10 @@
 # when graph_ref finds no OpenCL device (77).
 set -u
 GRAPH_REF=$1 SRC=$2 PY=$3
-if ! "$PY" -c 'import numpy, safetensors' 2>/dev/null; then
-    echo "graph_ref: $PY has no numpy or safetensors (run tools/python-env.sh)"
-    [ "${MPCL_REQUIRE_INTEROP:-0}" = 1 ] && exit 1
-    exit 77
-fi
+. "$SRC/tests/lib.sh" # $T, check, check_summary
+require_numpy graph_ref "$PY"
 SPEC=$SRC/tests/interop/resnet-tiny.txt
 NP=$SRC/tests/interop/npgraph.py
-. "$SRC/tests/lib.sh" # $T, check, check_summary
 
 # The reference itself against central finite differences (no device).
 check "npgraph.py against finite differences" "$PY" "$NP" selftest "$SPEC"

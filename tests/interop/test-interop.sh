@@ -6,13 +6,9 @@
 set -u
 MPCL=$1 SRC=$2 PY=$3
 DATA=${MPCL_TEST_DATA:-/usr/share/datasets/fashion-mnist}
-if ! "$PY" -c 'import numpy, safetensors' 2>/dev/null; then
-    echo "interop: $PY has no numpy or safetensors (run tools/python-env.sh)"
-    [ "${MPCL_REQUIRE_INTEROP:-0}" = 1 ] && exit 1
-    exit 77
-fi
-[ -d "$DATA" ] || { echo "interop: no data in $DATA"; exit 77; }
 . "$SRC/tests/lib.sh" # $T, check, check_summary
+require_numpy interop "$PY"
+[ -d "$DATA" ] || { echo "interop: no data in $DATA"; exit 77; }
 fixture=$SRC/tests/data/seed-cnn-numpy.safetensors
 
 # 1. mpcl writes, Python reads: a short fp32 training run, its accuracy by

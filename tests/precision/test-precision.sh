@@ -9,12 +9,8 @@
 # Skips (77) without numpy and safetensors unless MPCL_REQUIRE_INTEROP=1.
 set -u
 MPCL=$1 SRC=$2 PY=$3
-if ! "$PY" -c 'import numpy, safetensors' 2>/dev/null; then
-    echo "precision: $PY has no numpy or safetensors (run tools/python-env.sh)"
-    [ "${MPCL_REQUIRE_INTEROP:-0}" = 1 ] && exit 1
-    exit 77
-fi
 . "$SRC/tests/lib.sh"
+require_numpy precision "$PY"
 export MPCL_MODEL_DIR="$SRC/data/models" MPCL_TUNE=0
 DATA=/usr/share/datasets/fashion-mnist
 LABELS=$DATA/train-labels-idx1-ubyte.gz
