@@ -34,11 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const size_t cut = mode >> 1;
     char path[FUZZ_PATH_LEN];
     fuzz_tmp_path(path, sizeof path, gz ? "idx.gz" : "idx");
-    int cut_short = 0; /* a gzip stream cut short */
-    if (gz)
-        cut_short = fuzz_write_gzip(path, file, n, cut);
-    else
-        fuzz_write_file(path, file, n);
+    int cut_short = fuzz_write_maybe_gzip(path, file, n, gz, cut); /* a gzip stream cut short */
 
     mpcl_idx im;
     char err[512];

@@ -92,10 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_write_file(dat, "index", 5);
     } else {
         fuzz_tmp_path(path, sizeof path, gz ? "text.gz" : "text");
-        if (gz)
-            cut_short = fuzz_write_gzip(path, text, n, cut);
-        else
-            fuzz_write_file(path, text, n);
+        cut_short = fuzz_write_maybe_gzip(path, text, n, gz, cut);
     }
 
     mpcl_text t;

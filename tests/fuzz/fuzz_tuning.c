@@ -35,11 +35,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    mpcl_options opt;
-    mpcl_options_init(&opt);
-    opt.precision = (mpcl_precision)99;
-    if (mpcl_context_create(&opt, &ctx) == MPCL_OK || !ctx)
-        abort();
+    ctx = fuzz_error_context();
     char dir[FUZZ_PATH_LEN];
     fuzz_tmp_path(dir, sizeof dir, "tuning");
     mkdir(dir, 0700);

@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "mpcl.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
@@ -130,6 +132,30 @@ static inline int fuzz_write_gzip(const char *path, const void *data, size_t siz
 }
 
 /* Whether bytes start like a gzip stream (the readers then decompress it). */
+/* The file at path: data as it is, or (gz) gzip-compressed with the last
+ * cut bytes cut off, as fuzz_write_gzip; returns whether a gzip stream was
+ * cut short. */
+static inline int fuzz_write_maybe_gzip(const char *path, const void *data, size_t size, int gz, size_t cut)
+{
+    if (gz)
+        return fuzz_write_gzip(path, data, size, cut);
+    fuzz_write_file(path, data, size);
+    return 0;
+}
+
+/* A context that only carries the refusal of an unknown precision: enough
+ * for the readers that report through a context and need no device. */
+static inline mpcl_context *fuzz_error_context(void)
+{
+    mpcl_options opt;
+    mpcl_options_init(&opt);
+    opt.precision = (mpcl_precision)99;
+    mpcl_context *ctx = NULL;
+    if (mpcl_context_create(&opt, &ctx) == MPCL_OK || !ctx)
+        abort();
+    return ctx;
+}
+
 static inline int fuzz_looks_gzip(const uint8_t *p, size_t n)
 {
     return n >= 2 && p[0] == 0x1f && p[1] == 0x8b;
